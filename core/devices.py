@@ -1,0 +1,69 @@
+"""Where and how to run: device, automatic mixed precision, memory format.
+
+- ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+- ``amp``: ``auto`` (CUDA: bf16 where the GPU supports it, else fp16 with a grad scaler; CPU: off),
+  ``bf16``, ``fp16`` (CUDA only), ``off``.
+- ``channels_last``: ``auto``, ``on``, ``off``. ``auto`` is on for CUDA (tensor cores want NHWC) and
+  on for CPU too: measured on this project's 2-core CPU box for the Part A CNN (filters 32,
+  kernel 3, batch 32, one train step), NHWC was faster at both 64 px and 224 px (see
+  docs/readme_train.md for the numbers).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+__all__ = ["AMP_MODES", "CHANNELS_LAST_MODES", "resolve_amp", "resolve_channels_last", "resolve_device"]
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+CPU_CHANNELS_LAST = True  # measured; see the module docstring
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto|cpu|cuda|cuda:N`` -> a torch device, failing clearly when CUDA is asked for but absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name or ""):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu or auto")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return torch.device(name)
+    raise ValueError(f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full fp32."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {amp!r}; expected one of {list(AMP_MODES)}")
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        if amp == "fp16":
+            return torch.float16
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if amp == "bf16":
+            raise ValueError(f"amp 'bf16' requested but {torch.cuda.get_device_name(device)} does not support "
+                             "bfloat16; use --amp fp16 or auto")
+        return torch.float16
+    if amp == "auto":
+        return None  # CPU autocast rarely pays off for small convnets; ask for bf16 explicitly to try it
+    if amp == "bf16":
+        return torch.bfloat16
+    raise ValueError(f"amp 'fp16' needs a CUDA device (got {device}); use --amp bf16 or off on CPU")
+
+
+def resolve_channels_last(mode: str, device: torch.device) -> bool:
+    """Whether to keep the model and inputs in NHWC (``torch.channels_last``) memory format."""
+    if mode not in CHANNELS_LAST_MODES:
+        raise ValueError(f"unknown channels_last mode {mode!r}; expected one of {list(CHANNELS_LAST_MODES)}")
+    if mode != "auto":
+        return mode == "on"
+    return True if device.type == "cuda" else CPU_CHANNELS_LAST

@@ -1,0 +1,140 @@
+"""Optimizers and learning-rate schedules by name, as the sweep and the CLI spell them.
+
+Schedules are one small class, :class:`LRSchedule`, stepped once per *batch*: every parameter group's
+learning rate is its own base LR times a multiplier ``f(step)``. Owning this (instead of
+``torch.optim.lr_scheduler.LambdaLR``/``OneCycleLR``) keeps one property the fine-tuning strategies
+need: a parameter group added mid-training (gradual unfreezing) joins the schedule with the LR it
+was added with as its base, where torch's schedulers silently ignore groups they were not built with.
+
+Multipliers (``t`` = step, ``T`` = total steps, ``W`` = warmup steps):
+
+- ``constant``: 1 after a linear warmup over ``W``;
+- ``cosine``: linear warmup, then ``0.5 (1 + cos(pi (t - W) / (T - W)))`` down to ``min_lr_ratio``;
+- ``step``: linear warmup, then ``gamma ** (epoch // step_size)``;
+- ``onecycle``: Smith & Topin (2018) "super-convergence" LR shape as in ``torch.optim.lr_scheduler.OneCycleLR``
+  (cosine up from ``1/25`` to 1 over the first ``pct`` of steps, cosine down to ``1/(25*1e4)``), LR only,
+  no momentum cycling; ``pct`` = ``warmup_epochs / epochs`` when warmup is set, else 0.3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "LRSchedule", "default_param_groups", "make_optimizer"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
+SCHEDULERS = ("constant", "cosine", "onecycle", "step")
+
+ONECYCLE_DIV = 25.0  # initial LR = max / 25, as torch's OneCycleLR
+ONECYCLE_FINAL_DIV = 1e4  # final LR = initial / 1e4
+
+
+def default_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters in two groups: weights (decayed) and biases/norm scales (never decayed).
+
+    Decaying BatchNorm scales and biases only shrinks them toward zero with no regularising effect
+    (the common practice in timm and the torchvision references).
+    """
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (all requires_grad=False); "
+                         "unfreeze something or pass a fine-tuning strategy that does")
+    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
+              {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(name: str, param_groups: Iterable[dict[str, Any]], *, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.9, nesterov: bool = False) -> torch.optim.Optimizer:
+    """Build an optimizer by name; groups may carry their own ``lr``/``weight_decay``.
+
+    ``adam`` and ``nadam`` add ``weight_decay`` to the gradient (L2); ``adamw`` decouples it.
+    """
+    key = name.lower()
+    groups = list(param_groups)
+    if key == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    if key == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if key == "nadam":
+        return torch.optim.NAdam(groups, lr=lr, weight_decay=weight_decay)
+    if key == "sgd":
+        if nesterov and momentum <= 0:
+            raise ValueError(f"nesterov SGD needs momentum > 0, got momentum={momentum}")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+
+
+class LRSchedule:
+    """Per-batch LR multiplier over all parameter groups; ``state_dict`` is just the step count."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, name: str, *, epochs: int, steps_per_epoch: int,
+                 warmup_epochs: float = 0.0, step_size: int | None = None, gamma: float = 0.1,
+                 min_lr_ratio: float = 0.0) -> None:
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {name!r}; expected one of {list(SCHEDULERS)}")
+        if epochs < 1 or steps_per_epoch < 1:
+            raise ValueError(f"a schedule needs epochs >= 1 and steps_per_epoch >= 1, got {epochs}, {steps_per_epoch}")
+        if not 0 <= warmup_epochs < epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}), got {warmup_epochs}")
+        self.optimizer = optimizer
+        self.name = name
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = epochs * steps_per_epoch
+        self.warmup_steps = round(warmup_epochs * steps_per_epoch)
+        self.step_size = step_size if step_size is not None else max(1, epochs // 3)
+        self.gamma = gamma
+        self.min_lr_ratio = min_lr_ratio
+        self.pct = warmup_epochs / epochs if warmup_epochs > 0 else 0.3
+        self.last_step = 0
+        self._apply()
+
+    def multiplier(self, step: int) -> float:
+        """The LR factor for batch number ``step`` (0-based, counted over the whole run)."""
+        t = min(step, self.total_steps)
+        if self.name == "onecycle":
+            up = max(1, round(self.pct * self.total_steps))
+            lo, hi, end = 1 / ONECYCLE_DIV, 1.0, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+            if t < up:
+                return lo + (hi - lo) * (1 - math.cos(math.pi * t / up)) / 2
+            frac = (t - up) / max(1, self.total_steps - up)
+            return end + (hi - end) * (1 + math.cos(math.pi * frac)) / 2
+        if t < self.warmup_steps:
+            return (t + 1) / (self.warmup_steps + 1)
+        if self.name == "constant":
+            return 1.0
+        if self.name == "cosine":
+            frac = (t - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * (1 + math.cos(math.pi * frac)) / 2
+        return self.gamma ** (t // self.steps_per_epoch // self.step_size)  # "step"
+
+    def _apply(self) -> None:
+        factor = self.multiplier(self.last_step)
+        for group in self.optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])  # new groups join with the LR they were added with
+            group["lr"] = group["base_lr"] * factor
+
+    def step(self) -> None:
+        """Advance one batch and set every group's LR."""
+        self.last_step += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "last_step": self.last_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"scheduler state is for {state.get('name')!r}, this schedule is {self.name!r}")
+        self.last_step = int(state["last_step"])
+        self._apply()

@@ -1,0 +1,169 @@
+"""Run-folder files written so a crash never leaves half a file: atomic writes, YAML, JSON, JSONL.
+
+Every file a run folder holds (``config.yaml``, ``metrics.jsonl``, ``*.json``, checkpoints) goes
+through here. Whole files are written to a temporary file in the *same* folder and moved into
+place with ``os.replace``, which is atomic on POSIX and Windows: a reader sees the old file or the
+new one, never a torn one. ``metrics.jsonl`` is appended one complete line per write, and rewritten
+atomically when a resumed run trims it back to its checkpoint.
+
+``to_plain`` turns the values we store (dataclasses, Paths, tuples, numpy scalars) into plain
+Python data, which is what YAML/JSON and ``torch.load(weights_only=True)`` accept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+__all__ = [
+    "append_jsonl",
+    "atomic_writer",
+    "read_json",
+    "read_jsonl",
+    "read_yaml",
+    "to_plain",
+    "write_json",
+    "write_jsonl",
+    "write_text",
+    "write_yaml",
+]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def to_plain(obj: Any) -> Any:
+    """Recursively convert ``obj`` to dicts, lists, str, int, float, bool and None.
+
+    Dataclasses (and objects with ``to_dict()``) become dicts, tuples/sets become lists, Paths
+    and Enums become strings, numpy/torch scalars become Python numbers. Tensors are left alone
+    (checkpoints keep them); anything else unknown is an error rather than a silent ``str()``.
+    """
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, Enum):
+        return to_plain(obj.value)
+    for plain in (bool, int, float, str):  # subclasses (torch.__version__, IntEnum, numpy.float64) -> the base
+        if isinstance(obj, plain):
+            return plain(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return to_plain(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        # int keys stay ints: optimizer state dicts are keyed by parameter index
+        return {k if isinstance(k, (str, int)) else str(to_plain(k)): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(to_plain(v) for v in obj)
+    type_name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    if type(obj).__module__.startswith("torch") and type(obj).__name__ in {"Tensor", "Parameter"}:
+        return obj  # checkpoints keep tensors as they are
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # numpy / torch 0-d scalars
+        return obj.item()
+    raise TypeError(f"cannot store a {type_name} ({obj!r:.80}) as plain data; convert it to dict/list/str first")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit fsync it and move it onto ``path``.
+
+    If the body raises, the temporary file is removed and ``path`` is untouched.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_writer mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    with atomic_writer(path, "w") as handle:
+        handle.write(text)
+
+
+def write_yaml(path: Path | str, data: Any) -> None:
+    """Atomically write ``data`` (converted with ``to_plain``) as block-style YAML, keys in given order."""
+    write_text(path, yaml.safe_dump(to_plain(data), sort_keys=False, default_flow_style=False))
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Read a YAML file with the safe loader."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    """Atomically write ``data`` (converted with ``to_plain``) as indented JSON."""
+    write_text(path, json.dumps(to_plain(data), indent=2, allow_nan=True) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def append_jsonl(path: Path | str, record: Mapping[str, Any]) -> None:
+    """Append one JSON object as one line, flushed and fsynced, so a crash loses at most this line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(to_plain(record), allow_nan=True) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_jsonl(path: Path | str, records: list[Mapping[str, Any]]) -> None:
+    """Atomically replace ``path`` with ``records``, one JSON object per line."""
+    text = "".join(json.dumps(to_plain(r), allow_nan=True) + "\n" for r in records)
+    write_text(path, text)
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """Read a JSONL file; a torn last line (crash mid-append) is dropped, any other bad line is an error."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number} is not valid JSON ({err}); the file is corrupt") from err
+    return records

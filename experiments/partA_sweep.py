@@ -1,0 +1,168 @@
+r"""Part A hyperparameter sweep: a W&B sweep config, run on W&B or locally with Optuna, then reported.
+
+    python experiments/partA_sweep.py                                   # demo set + demo sweep, local
+    python experiments/partA_sweep.py --config experiments/configs/partA_sweep.yaml \
+        --data-dir data/inaturalist_12K --count 40 --name partA-inat     # the real sweep
+    python experiments/partA_sweep.py --config experiments/configs/partA_sweep.yaml --download --workers 2
+    python experiments/partA_sweep.py --backend wandb --config experiments/configs/partA_sweep.yaml \
+        --data-dir data/inaturalist_12K                                  # W&B's controller (needs wandb login)
+
+Backends: ``local`` = Optuna on SQLite in runs/<name>/optuna.db (or --storage URL), resumable, --workers
+processes; ``wandb`` = wandb.sweep + wandb.agent; ``auto`` = wandb when W&B credentials exist, else local.
+Rerunning the same command continues the sweep: finished trials are kept, a trial killed mid-way is re-run,
+and --count is the total for the sweep. Writes runs/<name>/: results.csv, best.pt, best_config.yaml,
+metric_vs_time.png, parallel_coordinates.png, importance.png, optimization_history.png,
+learning_curves.png, report.html and trials/<number>-<hash>/ (one run folder per trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from core.partA_config import PartAConfig
+from core.sweep import BACKENDS, TRACKER_MODES, SweepSettings, SweepSummary, run_sweep
+from core.sweep_analysis import fmt, label
+from core.sweep_config import SweepConfig, load_sweep_config
+from core.sweep_results import ranked
+from core.sweep_trial import PartATrial
+
+log = logging.getLogger("partA_sweep")
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEMO_CONFIG = CONFIG_DIR / "partA_demo.yaml"
+TOP_N = 5
+TRIAL_PROGRAMS = ("partA_train.py", "partB_finetune.py")  # W&B 'program' -> in-process trial
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--config", type=Path, default=DEMO_CONFIG,
+                       help=f"W&B sweep YAML (method, metric, parameters, early_terminate, run_cap); "
+                            f"default {DEMO_CONFIG.relative_to(CONFIG_DIR.parent.parent)}")
+    sweep.add_argument("--name", default=None,
+                       help="sweep name = folder runs/<name>/ = Optuna study = W&B group (default: the config's "
+                            "name, else its file name)")
+    sweep.add_argument("--count", type=int, default=None,
+                       help="local: total trials in the sweep, across restarts and workers (default run_cap; "
+                            "a grid stops when exhausted); wandb: runs this agent does")
+    sweep.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="auto = wandb with W&B credentials, else local (Optuna)")
+    sweep.add_argument("--resume", nargs="?", const="", default=None, metavar="SWEEP",
+                       help="local: require an existing sweep of this --name (rerunning continues anyway); "
+                            "wandb: join sweep SWEEP (entity/project/id) as one more agent")
+    sweep.add_argument("--storage", default=None,
+                       help="local: Optuna storage URL shared by workers/machines, e.g. postgresql://u:p@host/db "
+                            "(default sqlite:///runs/<name>/optuna.db)")
+    sweep.add_argument("--workers", type=int, default=1, help="local: worker processes on one storage")
+    sweep.add_argument("--seed", type=int, default=0, help="seed of the search (grid order, random/TPE draws)")
+    data = parser.add_argument_group("data and device")
+    data.add_argument("--data-dir", type=Path, default=None,
+                      help="iNaturalist-style root with train/ and val/ (default: the generated demo set)")
+    data.add_argument("--download", action="store_true",
+                      help="download iNaturalist-12K (~3.6 GB, resumable) into --data-dir or the cache first")
+    data.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    data.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: chosen per device)")
+    out = parser.add_argument_group("outputs and tracking")
+    out.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent folder of runs/<name>/")
+    out.add_argument("--wandb-mode", default="auto", choices=TRACKER_MODES,
+                     help="W&B mode of each trial's run: auto = online with credentials, else offline")
+    out.add_argument("--project", default="inat-cnn", help="W&B project (the config's 'project' wins)")
+    out.add_argument("--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def resolve_data_dir(args: argparse.Namespace) -> Path | None:
+    if args.download:
+        from core.data import download_inaturalist
+        from core.decode_cache import cache_root
+
+        return download_inaturalist(args.data_dir or cache_root() / "inaturalist_12K")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist; pass the folder holding train/ and val/ "
+                                f"or add --download")
+    return args.data_dir
+
+
+def make_trial(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers: int | None):
+    """The trial function for the config's ``program``: Part A by default, Part B for partB_finetune.py.
+
+    W&B's ``program`` names the training script a sweep runs; here it picks the in-process trial
+    function, so ``experiments/configs/partB_sweep.yaml`` runs through the same machinery.
+    """
+    program = Path(cfg.raw.get("program") or "partA_train.py").name
+    if program not in TRIAL_PROGRAMS:
+        raise ValueError(f"program {cfg.raw.get('program')!r} has no trial function; expected one of "
+                         f"{sorted(TRIAL_PROGRAMS)} (or no 'program' for Part A)")
+    if program == "partB_finetune.py":
+        from core.partB import PartBConfig, PartBTrial
+
+        base = PartBConfig()
+        data = replace(base.data, data_dir=data_dir, device=device, num_workers=num_workers)
+        return PartBTrial(replace(base, data=data, train=replace(base.train, device=device)))
+    flat: dict = {"data_dir": data_dir, "device": device}
+    if num_workers is not None:
+        flat["num_workers"] = num_workers
+    return PartATrial(PartAConfig.from_flat(flat))
+
+
+def sweep_name(args: argparse.Namespace, cfg: SweepConfig) -> str:
+    return args.name or cfg.name or args.config.stem
+
+
+def print_summary(summary: SweepSummary, cfg: SweepConfig) -> None:
+    metric = cfg.metric.name
+    print(f"\nSweep {summary.name}: backend {summary.backend} ({summary.backend_reason})")
+    done = ranked(summary.records, cfg)
+    print(f"{len(summary.records)} trials, {len(done)} with a {metric}")
+    if done:
+        names = [p.name for p in cfg.searched]
+        header = ["#", metric, *names, "params", "state"]
+        rows = [[str(r.number), fmt(r.value), *[label(r.values.get(n)) for n in names],
+                 f"{r.params_count:,}" if r.params_count else "", r.state.lower()] for r in done[:TOP_N]]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        print(f"\nTop {len(rows)} runs by {metric} ({cfg.metric.goal}):")
+        print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    if summary.best is not None:
+        b = summary.best
+        print(f"\nBest configuration (trial {b.number}, {metric} = {fmt(b.value)}):")
+        for k, v in b.values.items():
+            print(f"  {k}: {label(v)}")
+    print("\nOutputs:")
+    for what, path in summary.outputs.items():
+        print(f"  {what:<26} {path}")
+    if summary.sweep_path:
+        print(f"\nW&B sweep: {summary.sweep_path}\nAdd agents on other machines with:\n  {summary.agent_command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log lines say which trial runs what
+    try:
+        cfg = load_sweep_config(args.config)
+        trial = make_trial(cfg, resolve_data_dir(args), args.device, args.num_workers)
+        settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
+                                 count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
+                                 tracker_mode=args.wandb_mode, project=cfg.project or args.project,
+                                 entity=cfg.entity, seed=args.seed)
+        summary = run_sweep(cfg, settings, trial,
+                            argv=list(argv) if argv is not None else sys.argv[1:])
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"partA_sweep: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary, cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Train one Part A configuration from scratch, evaluate it on the test split, write the run folder.
+
+    python experiments/partA_train.py                                   # demo set, 64 px, CPU-sized
+    python experiments/partA_train.py --data-dir data/inaturalist_12K --filters 32 --organisation double \\
+        --kernel-size 3 --activation silu --batch-norm --dropout 0.2 --dense 256 --augment --epochs 20
+    python experiments/partA_train.py --name my-run --resume            # continue an interrupted run
+
+Outputs land in ``<out-dir>/<name>/``: config.yaml, split.json, metrics.jsonl, best.pt, last.pt,
+test_metrics.json and (offline W&B) wandb/. ``--resume`` reads the run's config.yaml; flags given
+with it override that config (e.g. ``--epochs 30`` to train longer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from core.checkpoint import CheckpointError
+from core.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.optim import OPTIMIZERS, SCHEDULERS
+from core.partA import PartAConfig, run_partA
+from core.runfiles import read_yaml
+from core.tracking import MODES
+from core.train import NonFiniteLossError, TrainingError
+from experiments.spec_args import add_spec_arguments
+
+log = logging.getLogger("partA_train")
+
+DEMO_IMAGE_SIZE = 64  # the demo set's default side: a few seconds per epoch on a laptop CPU
+DATA_IMAGE_SIZE = 224  # the real dataset's default side (the assignment's)
+# argparse dest -> PartAConfig.from_flat key, for the flags whose names differ
+DEST_TO_FLAT = {"dense": "dense_units"}
+RUN_FLAGS = ("out_dir", "name", "resume", "download", "wandb_mode", "project", "group", "log_level")
+FIXED_FLAGS = ("in_channels", "num_classes")  # make_spec flags the data decides; only checked
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_spec_arguments(parser)
+    for action in parser._actions:  # sizes and classes come from the data here
+        if action.dest == "image_size":
+            action.help = (f"square input side in pixels (default {DEMO_IMAGE_SIZE} on the demo set, "
+                           f"{DATA_IMAGE_SIZE} with --data-dir)")
+        elif action.dest == "num_classes":
+            action.help = "output classes: taken from the dataset; if given, must match its class folders"
+        elif action.dest == "in_channels":
+            action.help = "input channels: the loaders give RGB, so only 3 is accepted"
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", type=Path, help="dataset root with train/ and val/ (default: the generated "
+                                                    "demo set)")
+    data.add_argument("--download", action="store_true",
+                      help="download iNaturalist-12K into --data-dir (default data/) when it is not there yet")
+    data.add_argument("--max-per-class", type=int, help="use at most this many images per class (quick runs)")
+    data.add_argument("--batch-size", type=int, help="images per batch (default 32)")
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                      help="random resized crop, flip and colour jitter on the training split (default off)")
+    data.add_argument("--resize-size", type=int, help="short side before a centre crop (default: resize straight)")
+    data.add_argument("--val-fraction", type=float, help="fraction of train/ held out for validation (default 0.2)")
+    data.add_argument("--split-seed", type=int, help="seed of the stratified train/val split (default 0)")
+    data.add_argument("--num-workers", type=int, help="DataLoader workers (default: chosen for the device)")
+    data.add_argument("--normalization", choices=("dataset", "imagenet"),
+                      help="mean/std of the training split (default) or ImageNet's")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, help="epochs (default 10)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default adam)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    train.add_argument("--weight-decay", type=float, help="weight decay on weights, not biases/BN (default 0)")
+    train.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    train.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov SGD (default off)")
+    train.add_argument("--scheduler", choices=SCHEDULERS, help="LR schedule, stepped per batch (default constant)")
+    train.add_argument("--warmup-epochs", type=float, help="linear LR warmup in epochs (default 0)")
+    train.add_argument("--step-size", type=int, help="'step' schedule: epochs between decays (default epochs//3)")
+    train.add_argument("--gamma", type=float, help="'step' schedule: decay factor (default 0.1)")
+    train.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
+    train.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (default: no clip)")
+    train.add_argument("--patience", type=int, help="early stopping: epochs without val_acc gain (default: off)")
+    train.add_argument("--min-delta", type=float, help="val_acc gain that counts as improvement (default 0)")
+    train.add_argument("--seed", type=int, help="seeds python, numpy, torch and the data order (default 0)")
+    train.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    train.add_argument("--amp", choices=AMP_MODES, help="mixed precision: auto = bf16/fp16 on CUDA, off on CPU")
+    train.add_argument("--channels-last", choices=CHANNELS_LAST_MODES, help="NHWC memory format (default auto)")
+
+    run = parser.add_argument_group("run folder and tracking")
+    run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent of the run folder (default runs)")
+    run.add_argument("--name", help="run folder and W&B run name (default partA-<date>-<time>)")
+    run.add_argument("--resume", action="store_true", help="continue <out-dir>/<name> from its last.pt")
+    run.add_argument("--wandb-mode", choices=MODES, default="auto",
+                     help="auto: online with W&B credentials, else offline into the run folder; or disabled")
+    run.add_argument("--project", default="inat-cnn", help="W&B project (default inat-cnn)")
+    run.add_argument("--group", help="W&B group (optional)")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"), help="logging level")
+    # every config flag defaults to "absent", so only what the user typed overrides the base config
+    for action in parser._actions:
+        if action.dest not in RUN_FLAGS and action.dest != "help":
+            action.default = argparse.SUPPRESS
+    return parser
+
+
+def _base_config(args: argparse.Namespace, run_dir: Path, flat: dict) -> PartAConfig:
+    if args.resume:
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume: {saved} does not exist; check --name/--out-dir "
+                                    "(or drop --resume to start the run)")
+        return PartAConfig.from_dict(read_yaml(saved)["config"])
+    if (run_dir / "last.pt").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --name")
+    size = DATA_IMAGE_SIZE if flat.get("data_dir") is not None else DEMO_IMAGE_SIZE
+    return PartAConfig.from_flat({"image_size": size})
+
+
+def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
+    if getattr(args, "in_channels", 3) != 3:
+        raise ValueError(f"--in-channels {args.in_channels}: the loaders give RGB images, so it must be 3")
+    if getattr(args, "num_classes", None) is not None and cfg.data.data_dir is not None:
+        train_dir = cfg.data.data_dir / "train"
+        found = len([d for d in train_dir.iterdir() if d.is_dir()]) if train_dir.is_dir() else None
+        if found is not None and found != args.num_classes:
+            raise ValueError(f"--num-classes {args.num_classes} but {train_dir} has {found} class folders; "
+                             "drop the flag (the class count comes from the data)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+    flat = {DEST_TO_FLAT.get(k, k): v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
+    name = args.name or time.strftime("partA-%Y%m%d-%H%M%S")
+    if args.resume and not args.name:
+        parser.error("--resume needs --name of the run to continue")
+    run_dir = args.out_dir / name
+    try:
+        if args.download:
+            from core.data import download_inaturalist
+
+            flat["data_dir"] = download_inaturalist(flat.get("data_dir") or Path("data"))
+        cfg = PartAConfig.from_flat(flat, base=_base_config(args, run_dir, flat))
+        _check_fixed_flags(args, cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        parser.error(str(err))
+    try:
+        result = run_partA(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, group=args.group,
+                           resume=args.resume, project=args.project)
+    except KeyboardInterrupt:
+        log.warning("interrupted; continue with: python experiments/partA_train.py --out-dir %s --name %s --resume",
+                    args.out_dir, name)
+        return 130
+    except (NonFiniteLossError, TrainingError, CheckpointError, ValueError, FileNotFoundError) as err:
+        log.error("%s: %s", type(err).__name__, err)
+        return 1
+    test = f"{result.test_acc:.1%}" if result.test_acc is not None else "not evaluated"
+    log.info("done: best val_acc %.1f%% at epoch %d, test_acc %s, %s params, %.3f GFLOPs; run folder %s",
+             100 * result.best_val_acc, result.best_epoch, test, f"{result.params:,}", result.flops / 1e9, run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

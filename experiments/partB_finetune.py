@@ -1,0 +1,138 @@
+r"""Part B: fine-tune an ImageNet-pretrained torchvision backbone with one strategy, or compare them all.
+
+    python experiments/partB_finetune.py --arch vgg16 --strategy head                 # demo set
+    python experiments/partB_finetune.py --arch resnet50 --strategy top-k --k 2 --data-dir data/inaturalist_12K
+    python experiments/partB_finetune.py --arch mobilenet_v2 --strategy gradual --unfreeze-every 2 --epochs 8
+    python experiments/partB_finetune.py --arch mobilenet_v2 --bn-eval \
+        --weights-file ../shared/weights/mobilenet_v2_imagenet1k_from_qnnpack.pth
+    python experiments/partB_finetune.py --arch vgg16 --compare --partA-run runs/partA-best
+
+Strategies: head (only the new head trains), top-k (the last k blocks + head), full (everything; backbone
+at lr x --backbone-lr-mult), gradual (head first, one more block every --unfreeze-every epochs).
+Writes runs/<name>/: config.yaml, split.json, metrics.jsonl, best.pt, last.pt, test_metrics.json; with
+--compare one such folder per strategy under runs/<name>/<strategy>/ plus comparison.csv, comparison.md and
+accuracy_curves.png. On a CPU the defaults shrink to 64 px images and 3 epochs (the log says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from core.backbones import supported_archs
+from core.data import DataConfig
+from core.devices import resolve_device
+from core.finetune import STRATEGY_NAMES
+from core.partB import PartBConfig, run_compare, run_partB
+from core.train import TrainConfig
+
+log = logging.getLogger("partB_finetune")
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+CPU_IMAGE_SIZE, CPU_EPOCHS, GPU_EPOCHS = 64, 3, 10
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("backbone and strategy")
+    model.add_argument("--arch", default="vgg16", help="torchvision arch (see --list-archs); default vgg16")
+    model.add_argument("--list-archs", action="store_true", help="print the supported archs and exit")
+    model.add_argument("--strategy", default="head", choices=STRATEGY_NAMES, help="fine-tuning strategy")
+    model.add_argument("--k", type=int, default=2, help="top-k: number of blocks unfrozen from the top")
+    model.add_argument("--unfreeze-every", type=int, default=1, help="gradual: epochs between unfreezing blocks")
+    model.add_argument("--backbone-lr-mult", type=float, default=0.1,
+                       help="backbone LR = --lr x this (the new head trains at --lr); default 0.1")
+    model.add_argument("--bn-eval", action="store_true",
+                       help="keep every BatchNorm in eval mode, also in trained blocks (folded-BN weights)")
+    model.add_argument("--weights", default=None,
+                       help="DEFAULT (torchvision download / torch hub cache), a weights name such as "
+                            "IMAGENET1K_V1, or none; default DEFAULT (none with --weights-file)")
+    model.add_argument("--weights-file", type=Path, default=None,
+                       help="state dict of the stock 1000-class torchvision model, used instead of a download")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", type=Path, default=None, help="dataset root with train/ and val/ (default: demo)")
+    data.add_argument("--image-size", type=int, default=None,
+                      help=f"input side; default the weights' own (224) on GPU, {CPU_IMAGE_SIZE} on CPU")
+    data.add_argument("--batch-size", type=int, default=32, help="batch size")
+    data.add_argument("--max-per-class", type=int, default=None, help="cap images per class (quick runs)")
+    data.add_argument("--augment", action="store_true", help="augment the training subset")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=None,
+                       help=f"epochs; default {GPU_EPOCHS} (GPU) / {CPU_EPOCHS} (CPU)")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head")
+    train.add_argument("--optimizer", default="adam", help="adam | adamw | sgd | nadam")
+    train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (weights only)")
+    train.add_argument("--scheduler", default="constant", help="constant | cosine | onecycle | step")
+    train.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (off by default)")
+    train.add_argument("--seed", type=int, default=0, help="seed for the split, init and data order")
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    run = parser.add_argument_group("run")
+    run.add_argument("--compare", action="store_true", help="run every strategy and write the comparison")
+    run.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES), choices=STRATEGY_NAMES,
+                     help="with --compare: the strategies to run (default all)")
+    run.add_argument("--partA-run", type=Path, default=None, help="with --compare: a Part A run folder to include")
+    run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent folder of the run folder")
+    run.add_argument("--name", default=None, help="run folder / W&B name (default partB-<arch>-<strategy|compare>)")
+    run.add_argument("--wandb-mode", default="auto", choices=WANDB_MODES,
+                     help="W&B: auto | online | offline | disabled")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last.pt")
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> PartBConfig:
+    """Flags -> PartBConfig, with the CPU defaults (small images, few epochs) filled in and logged."""
+    on_cpu = resolve_device(args.device).type == "cpu"
+    image_size, epochs = args.image_size, args.epochs
+    if on_cpu and (image_size is None or epochs is None):
+        fixed = args.arch.lower().startswith("vit_")  # ViT takes its own input size only
+        image_size = image_size if image_size is not None or fixed else CPU_IMAGE_SIZE
+        epochs = epochs if epochs is not None else CPU_EPOCHS
+        chosen = ([f"image size {image_size or '224 (ViT)'} px"] if args.image_size is None else []) + \
+            ([f"{epochs} epochs"] if args.epochs is None else [])
+        log.info("CPU run: %s by default (pass --image-size / --epochs to change)", " and ".join(chosen))
+    weights = args.weights if args.weights is not None else (None if args.weights_file else "DEFAULT")
+    data = DataConfig(data_dir=args.data_dir, batch_size=args.batch_size, max_per_class=args.max_per_class,
+                      augment=args.augment, normalization="imagenet", seed=args.seed,
+                      device="cpu" if on_cpu else "cuda")
+    train = TrainConfig(epochs=epochs if epochs is not None else GPU_EPOCHS, lr=args.lr, optimizer=args.optimizer,
+                        weight_decay=args.weight_decay, scheduler=args.scheduler, patience=args.patience,
+                        seed=args.seed, device=args.device)
+    return PartBConfig(arch=args.arch, strategy=args.strategy, k=args.k, unfreeze_every=args.unfreeze_every,
+                       backbone_lr_mult=args.backbone_lr_mult, bn_eval=args.bn_eval, weights=weights,
+                       weights_file=args.weights_file, image_size=image_size, data=data, train=train)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = get_args_parser().parse_args(argv)
+    if args.list_archs:
+        print("\n".join(supported_archs()))
+        return 0
+    try:
+        cfg = build_config(args)
+        if args.partA_run is not None and not args.compare:
+            raise ValueError("--partA-run is only used with --compare")
+        name = args.name or f"partB-{cfg.arch}-{'compare' if args.compare else cfg.strategy}"
+        run_dir = args.out_dir / name
+        if args.compare:
+            cfg = dataclasses.replace(cfg, strategy=args.strategies[0])
+            rows = run_compare(cfg, run_dir, strategies=tuple(args.strategies), partA_run=args.partA_run,
+                               tracker_mode=args.wandb_mode, name=name, resume=args.resume)
+            print((run_dir / "comparison.md").read_text(encoding="utf-8"), end="")
+            print(f"{len(rows)} runs compared; outputs in {run_dir}")
+        else:
+            result = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
+            print(f"{name}: test accuracy {result.test_acc:.2%}, best val accuracy {result.best_val_acc:.2%} "
+                  f"(epoch {result.best_epoch}), trainable {result.trainable_params:,} / {result.total_params:,} "
+                  f"params, {result.seconds_per_epoch:.1f} s/epoch; outputs in {run_dir}")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"partB_finetune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

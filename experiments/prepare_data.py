@@ -1,0 +1,87 @@
+"""Get a dataset ready: download iNaturalist-12K, generate the demo set, or check a dataset folder.
+
+    python experiments/prepare_data.py --download                    # into $INAT_CNN_CACHE/inaturalist
+    python experiments/prepare_data.py --download --data-dir /data/inat --check
+    python experiments/prepare_data.py --demo                        # the generated 10-class demo set
+    python experiments/prepare_data.py --check --data-dir /data/inat/inaturalist_12K
+
+Exit status: 0 when the dataset is usable (skipped files are listed, not fatal), 1 when it is not
+(missing folders, mismatched classes, a class without decodable images, a failed download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from core.data_check import check_dataset, format_report
+from core.decode_cache import cache_root
+from core.demo_data import ensure_demo_dataset
+from core.download import INATURALIST_URL, DownloadError, download_inaturalist, find_dataset_root
+
+log = logging.getLogger("prepare_data")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Download, generate or check an ImageFolder dataset "
+                                            "(root/train/<Class>/*, root/val/<Class>/*).")
+    what = p.add_argument_group("actions (combine --check with either of the others)")
+    what.add_argument("--download", action="store_true",
+                      help="download and extract iNaturalist-12K (resumable) into --data-dir")
+    what.add_argument("--demo", action="store_true",
+                      help="generate the 10-class demo set (into --data-dir, default $INAT_CNN_CACHE/demo)")
+    what.add_argument("--check", action="store_true",
+                      help="validate the dataset: per-class counts, skipped files, conversions; exit 1 if unusable")
+    demo = p.add_argument_group("demo options")
+    demo.add_argument("--demo-train-per-class", type=int, default=100,
+                      help="training images per class of the demo set (default 100)")
+    demo.add_argument("--demo-val-per-class", type=int, default=30,
+                      help="test (val/) images per class of the demo set (default 30)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="dataset root to check, or folder to download/generate into "
+                        "(default: $INAT_CNN_CACHE/inaturalist for --download, $INAT_CNN_CACHE/demo for --demo)")
+    dl = p.add_argument_group("download options")
+    dl.add_argument("--url", default=INATURALIST_URL, help=f"archive URL (default {INATURALIST_URL})")
+    dl.add_argument("--sha256", default=None, help="expected SHA-256 of the archive (checked when given)")
+    dl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not (args.download or args.demo or args.check):
+        get_args_parser().print_usage()
+        print("nothing to do: pass --download, --demo and/or --check")
+        return 2
+    if args.download and args.demo:
+        print("--download and --demo are alternatives: pick one")
+        return 2
+    root = args.data_dir
+    try:
+        if args.download:
+            root = download_inaturalist(args.data_dir or cache_root() / "inaturalist", url=args.url,
+                                        sha256=args.sha256, timeout=args.timeout)
+            print(f"dataset root: {root}")
+        elif args.demo:
+            root = ensure_demo_dataset(args.data_dir, train_per_class=args.demo_train_per_class,
+                                       val_per_class=args.demo_val_per_class)
+            print(f"demo dataset: {root}")
+        if args.check:
+            if root is None:
+                print("--check needs --data-dir (or --download / --demo)")
+                return 2
+            if root.is_dir():  # accept the folder that holds inaturalist_12K/ as well as the root itself
+                root = find_dataset_root(root) or root
+            report = check_dataset(root)
+            print(format_report(report))
+            return 1 if report.problems else 0
+    except (DownloadError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""onnxruntime sessions that say which execution provider actually runs, and the metadata they carry.
+
+Why this exists: ``onnxruntime-gpu`` lists ``CUDAExecutionProvider`` as *available* even on a machine
+with no GPU or no CUDA/cuDNN libraries; asked for it, it prints two multi-line red log records to
+stderr and then silently runs on the CPU — even when CUDA was the only provider requested. So:
+
+* the provider that runs is read back from ``session.get_providers()`` after the session exists,
+  never assumed from what was requested;
+* onnxruntime's stderr during session creation is captured (file-descriptor level: the messages come
+  from C++, not from Python's ``logging``), logged at DEBUG, and condensed into one reason
+  ("libcuda.so.1: cannot open shared object file") that goes into :class:`ProviderReport`;
+* ``provider="auto"`` tries CUDA, then CPU, and reports a fallback; ``provider="cuda"`` is a demand:
+  when CUDA does not run it raises :class:`ProviderUnavailableError` instead of measuring or serving
+  on the CPU behind the user's back (use ``auto`` to accept a fallback);
+* TensorRT is never tried implicitly: it builds an engine per input shape (minutes) and needs its own
+  libraries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from export.metadata import ModelMetadata
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+log = logging.getLogger(__name__)
+
+PROVIDER_CHOICES = ("auto", "cuda", "cpu")
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+_REQUESTS = {"auto": (CUDA_EP, CPU_EP), "cuda": (CUDA_EP, CPU_EP), "cpu": (CPU_EP,)}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ProviderUnavailableError(RuntimeError):
+    """``provider="cuda"`` was demanded but onnxruntime could not run CUDA here."""
+
+
+@dataclass(frozen=True)
+class ProviderReport:
+    """What was asked for, what onnxruntime offered, and what actually runs the model."""
+
+    requested: str  # auto | cuda | cpu
+    available: tuple[str, ...]  # onnxruntime.get_available_providers(): what the build *contains*
+    active: tuple[str, ...]  # session.get_providers(): what the session really uses, in priority order
+    fallback_reason: str = ""  # why CUDA is not active, when it was tried
+
+    @property
+    def provider(self) -> str:
+        """The provider that runs the graph (the first active one)."""
+        return self.active[0]
+
+    @property
+    def fell_back(self) -> bool:
+        return self.requested in ("auto", "cuda") and self.provider != CUDA_EP
+
+    def line(self) -> str:
+        """One human line for logs and CLIs."""
+        if not self.fell_back:
+            return f"provider: {self.provider} (requested {self.requested})"
+        reason = self.fallback_reason or f"{CUDA_EP} is not in this onnxruntime build"
+        return f"provider: {self.provider} (requested {self.requested}; CUDA not usable: {reason})"
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Redirect file descriptor 2 (where onnxruntime's C++ logger writes) into a buffer for the block.
+
+    Always descriptor 2, not ``sys.stderr.fileno()``: Python's ``sys.stderr`` may be a different
+    descriptor (pytest's capture, a redirected stream) while C++ ``std::cerr`` stays on 2. Not
+    thread-safe with respect to other threads writing to stderr meanwhile; session creation is short.
+    """
+    lines: list[str] = []
+    for stream in (sys.stderr, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = _ANSI.sub("", sink.read().decode("utf-8", errors="replace"))
+            lines.extend(line for line in text.splitlines() if line.strip())
+
+
+def _cuda_reason(lines: list[str]) -> str:
+    """The most specific 'why CUDA failed' sentence in onnxruntime's captured log lines."""
+    for line in lines:
+        if "with error:" in line:
+            return line.split("with error:", 1)[1].strip()
+    for line in lines:
+        if "Failed to create" in line:
+            return line.split("]", 1)[-1].strip().split(". Please")[0]
+    return "no GPU / CUDA libraries found by onnxruntime"
+
+
+def create_session(
+    model: str | Path | bytes,
+    provider: str = "auto",
+    *,
+    intra_op_threads: int | None = None,
+) -> tuple[onnxruntime.InferenceSession, ProviderReport]:
+    """An ``InferenceSession`` on the requested provider and a report of what actually runs.
+
+    ``model`` is a path or serialized bytes. ``intra_op_threads=None`` lets onnxruntime use every core.
+    """
+    import onnxruntime as ort
+
+    if provider not in PROVIDER_CHOICES:
+        raise ValueError(f"unknown provider {provider!r}; expected one of {list(PROVIDER_CHOICES)}")
+    if isinstance(model, (str, Path)):
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"ONNX model not found: {model}; export one with export/to_onnx.py")
+        source: str | bytes = str(model)
+    else:
+        source = model
+    available = tuple(ort.get_available_providers())
+    wanted = [p for p in _REQUESTS[provider] if p in available] or [CPU_EP]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only for this session's own messages
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    with _captured_stderr() as captured:
+        try:
+            session = ort.InferenceSession(source, sess_options=options, providers=wanted)
+        except Exception as exc:
+            what = model if isinstance(model, (str, Path)) else "the serialized model"
+            raise RuntimeError(f"onnxruntime could not load {what}: {exc}") from exc
+    for line in captured:
+        log.debug("onnxruntime: %s", line)
+    active = tuple(session.get_providers())
+    reason = ""
+    if CUDA_EP in wanted and active[0] != CUDA_EP:
+        reason = _cuda_reason(captured)
+    elif provider != "cpu" and CUDA_EP not in available:
+        reason = f"this onnxruntime build has no {CUDA_EP} (install onnxruntime-gpu)"
+    report = ProviderReport(requested=provider, available=available, active=active, fallback_reason=reason)
+    if provider == "cuda" and report.provider != CUDA_EP:
+        raise ProviderUnavailableError(
+            f"--provider cuda was requested but onnxruntime runs {report.provider} here ({report.fallback_reason}); "
+            f"use --provider auto to fall back to the CPU, or --provider cpu"
+        )
+    log.debug("%s", report.line())  # callers print or log report.line() once, where the user looks
+    return session, report
+
+
+def session_metadata(session: onnxruntime.InferenceSession, *, where: str = "the ONNX file") -> ModelMetadata:
+    """Our metadata from a live session (``MissingMetadataError`` for foreign models)."""
+    return ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, where=where)
+
+
+def run_logits(session: onnxruntime.InferenceSession, images: np.ndarray) -> np.ndarray:
+    """``[N,3,S,S]`` float32 images → ``[N,C]`` float32 logits (first input and first output)."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    inp = session.get_inputs()[0]
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N,3,H,W], got shape {images.shape}")
+    expected = inp.shape[1:]
+    if all(isinstance(d, int) for d in expected) and list(images.shape[1:]) != list(expected):
+        raise ValueError(f"model input {inp.name!r} expects [N, {', '.join(map(str, expected))}], got "
+                         f"{list(images.shape)}; check --image-size")
+    (logits,) = session.run([session.get_outputs()[0].name], {inp.name: images})
+    return np.asarray(logits, dtype=np.float32)
