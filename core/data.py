@@ -284,8 +284,10 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
 
     def loader(ds: CachedImageDataset, shuffle: bool, num_workers: int) -> DataLoader:
         generator = torch.Generator().manual_seed(cfg.seed) if shuffle else None
+        # a last training batch of one image breaks BatchNorm; dropping that one (random) image is harmless
+        drop_last = shuffle and len(ds) % cfg.batch_size == 1 and len(ds) > 1
         return DataLoader(ds, shuffle=shuffle, num_workers=num_workers, persistent_workers=num_workers > 0,
-                          generator=generator, **common)
+                          generator=generator, drop_last=drop_last, **common)
 
     eval_workers = min(workers, 2)
     log.info("data: %s, %d classes, train %d / val %d / test %d images at %dpx, %d skipped, workers %d",

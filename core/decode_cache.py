@@ -170,7 +170,7 @@ def _build_entry(folder: Path, key: str, paths: tuple[Path, ...], prep: Preproce
         jobs = ((p, prep) for p in paths)
         with ThreadPoolExecutor(max_workers=num_threads) as pool, \
                 tqdm(total=n, desc=desc, unit="img", disable=None, leave=False) as bar:
-            for i, result in enumerate(pool.map(_decode_one, jobs, chunksize=16)):
+            for i, result in enumerate(pool.map(_decode_one, jobs)):
                 if isinstance(result, str):
                     failed[i] = result
                 else:

@@ -135,7 +135,7 @@ def _generate(folder: Path, train_per_class: int, val_per_class: int, seed: int)
             jobs += [(out / f"{name.lower()}_{i:04d}.jpg", shape, texture,
                       f"demo-{DEMO_VERSION}-{seed}-{split}-{name}-{i}") for i in range(count)]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        list(pool.map(_write_one, jobs, chunksize=32))  # each image has its own RNG: order-independent
+        list(pool.map(_write_one, jobs))  # each image has its own RNG: order-independent
 
 
 def ensure_demo_dataset(root: Path | None = None, *, train_per_class: int = 100, val_per_class: int = 30,

@@ -29,6 +29,13 @@ INATURALIST_URL = "https://storage.googleapis.com/wandb_datasets/nature_12K.zip"
 _CHUNK = 1 << 20
 
 
+def default_download_dir() -> Path:
+    """Where ``--download`` puts the archive and the extracted dataset unless told otherwise."""
+    from core.decode_cache import cache_root
+
+    return cache_root() / "inaturalist"
+
+
 class DownloadError(RuntimeError):
     """The download failed or is incomplete; the message says what to do next."""
 

@@ -133,13 +133,20 @@ def swap_activations_to_relu(model: nn.Module) -> nn.Module:
 
 
 def resolve_guided_mode(mode: str, report: ActivationReport) -> str:
-    """``auto|relu-swap|saliency`` → the method to run: ``guided``, ``relu-swap`` or ``saliency``."""
+    """``auto|relu-swap|saliency`` → the method to run: ``guided``, ``relu-swap`` or ``saliency``.
+
+    ``relu-swap`` on an all-ReLU model is plain guided backprop (nothing to swap).
+    """
     if mode not in GUIDED_MODES:
         raise ValueError(f"unknown guided mode {mode!r}; expected one of {list(GUIDED_MODES)}")
-    if mode != "auto":
+    if mode == "saliency":
         return mode
     if report.guided_faithful:
+        if mode == "relu-swap":
+            logger.info("relu-swap: the model's activations are all nn.ReLU already; plain guided backprop")
         return "guided"
+    if mode == "relu-swap":
+        return mode
     logger.warning(
         "guided backprop is defined for ReLU, and this model has %s: Captum would silently return the plain "
         "gradient, so the figure shows plain saliency, labelled as such. Use guided mode 'relu-swap' for "
@@ -298,7 +305,14 @@ def explain_neurons(model: nn.Module, image: torch.Tensor, *, k: int = 10, mode:
     method = resolve_guided_mode(mode, report)
     neurons = select_neurons(layer_output(model, layer, x)[0], k)
 
-    warning = None if method == "guided" else f"not guided backprop on the trained model: {METHOD_LABELS[method]}"
+    if method == "guided":
+        warning = None
+    elif method == "relu-swap":
+        warning = f"explains a copy of the model with its {report.describe()} swapped to nn.ReLU"
+    elif report.guided_faithful:
+        warning = "plain gradient requested (guided mode 'saliency')"
+    else:
+        warning = f"model has {report.describe()}; guided backprop is defined for nn.ReLU"
     if method == "saliency":
         attributions = _neuron_attributions(model, layer, x, neurons, guided=False)
     else:
@@ -336,7 +350,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | to
         raise ValueError(f"one target class per image needed: {images.shape[0]} images, {t.numel()} targets")
     layer = conv5(model) if layer is None else layer
     with _eval_mode(model):
-        inputs = images.detach().clone().requires_grad_(True)
+        inputs = images.detach().to(layer.weight.device).clone().requires_grad_(True)
         cam = LayerGradCam(model, layer).attribute(inputs, target=t.tolist(), relu_attributions=True)
         up = LayerAttribution.interpolate(cam.detach(), tuple(images.shape[-2:]), interpolate_mode="bilinear")
     return up[:, 0].float().cpu()

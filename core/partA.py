@@ -36,7 +36,7 @@ from core.partA_config import FLAT_KEYS, PartAConfig
 from core.rng import seed_everything
 from core.runfiles import write_json, write_yaml
 from core.tracking import Tracker
-from core.train import EpochStats, evaluate, fit
+from core.train import EpochStats, check_resumable, evaluate, fit
 
 __all__ = ["FLAT_KEYS", "PartAConfig", "RunResult", "run_partA"]
 
@@ -94,10 +94,11 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     spec = cfg.spec(num_classes=len(loaders.class_names), image_size=loaders.preprocessing.image_size)
     model = build_cnn(spec)
     params, flops = count_params(spec), count_flops(spec)
-    resolved = _resolved_config(cfg, spec, loaders, params, flops)
-    write_yaml(run_dir / "config.yaml", resolved)
-    loaders.write_split(run_dir)
     model_desc = {"kind": "cnn", "spec": spec.to_dict()}
+    if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml is overwritten
+        check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
+    write_yaml(run_dir / "config.yaml", _resolved_config(cfg, spec, loaders, params, flops))
+    loaders.write_split(run_dir)
     meta = {"model_desc": model_desc, "class_names": loaders.class_names,
             "preprocessing": loaders.preprocessing.to_dict(),
             "extra": {"run_config": cfg.to_dict(), "params": params, "flops": flops}}

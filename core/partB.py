@@ -95,6 +95,8 @@ class PartBConfig:
         base = base or cls()
         top = {k: params[k] for k in STRATEGY_KEYS if k in params}
         data = dataclasses.replace(base.data, **{k: params[k] for k in DATA_KEYS if k in params})
+        if "seed" in params:  # one seed for the split and the training, as the CLI does
+            data = dataclasses.replace(data, seed=params["seed"])
         train = dataclasses.replace(base.train, **{k: params[k] for k in TRAIN_KEYS if k in params})
         return dataclasses.replace(base, **top, data=data, train=train)
 
@@ -138,6 +140,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     name = name or run_dir.name
     device = resolve_device(cfg.train.device)
     prep = cfg.preprocessing()
+    seed_everything(cfg.train.seed)  # random init (weights none) and the new head; fit re-seeds the rest
     model = build_backbone(cfg.arch, None, weights=cfg.weights, weights_file=cfg.weights_file)
     strategy = cfg.make_strategy()
     strategy.validate(layout_of(model))  # e.g. k larger than the block count: fail before decoding data
@@ -145,7 +148,6 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                                    normalization="imagenet", device=device.type)
     loaders = make_loaders(data_cfg, preprocessing=prep)
     num_classes = len(loaders.class_names)
-    seed_everything(cfg.train.seed)  # the new head's init; fit re-seeds (or restores) the rest
     replace_head(model, layout_of(model), num_classes)
     run_dir.mkdir(parents=True, exist_ok=True)
     loaders.write_split(run_dir)
@@ -248,7 +250,8 @@ def strategy_runs(cfg: PartBConfig, strategies: tuple[str, ...] = STRATEGY_NAMES
 
 # --- comparison (--compare) ------------------------------------------------------------------------
 COMPARISON_COLUMNS = ("run", "kind", "strategy", "test_acc", "best_val_acc", "epochs_to_best",
-                      "trainable_params", "total_params", "seconds_per_epoch", "epochs_run")
+                      "trainable_params", "final_trainable_params", "total_params", "seconds_per_epoch",
+                      "epochs_run")
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,8 @@ class ComparisonRow:
     test_acc: float | None
     best_val_acc: float
     epochs_to_best: int
-    trainable_params: int
+    trainable_params: int  # at the first epoch
+    final_trainable_params: int  # at the last epoch (differs for gradual)
     total_params: int
     seconds_per_epoch: float
     epochs_run: int
@@ -275,7 +279,7 @@ def _curve(history: Any) -> tuple[tuple[int, float, float], ...]:
 
 def row_from_result(r: PartBResult) -> ComparisonRow:
     return ComparisonRow(r.name, "partB", r.strategy, r.test_acc, r.best_val_acc, r.best_epoch, r.trainable_params,
-                         r.total_params, r.seconds_per_epoch, r.epochs_run, _curve(r.history))
+                         r.final_trainable_params, r.total_params, r.seconds_per_epoch, r.epochs_run, _curve(r.history))
 
 
 def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
@@ -299,7 +303,7 @@ def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
     counts = count_parameters(model)
     best = max(history, key=lambda h: h["val_acc"])
     return ComparisonRow(f"partA:{run_dir.name}", "partA", "scratch", float(acc), float(best["val_acc"]),
-                         int(best["epoch"]), counts.total, counts.total,
+                         int(best["epoch"]), counts.total, counts.total, counts.total,
                          sum(h["seconds"] for h in history) / len(history), len(history), _curve(history))
 
 
@@ -339,10 +343,16 @@ def write_comparison(rows: list[ComparisonRow], run_dir: Path | str) -> dict[str
     lines = ["| run | strategy | test acc | best val acc | epochs to best | trainable params | total params "
              "| s/epoch |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r.run} | {r.strategy} | {_pct(r.test_acc)} | {_pct(r.best_val_acc)} | {r.epochs_to_best} | "
-              f"{r.trainable_params:,} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
+              f"{_trainable(r)} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
     write_text(paths["md"], "\n".join(lines) + "\n")
     plot_accuracy_curves(rows, paths["png"])
     return paths
+
+
+def _trainable(row: ComparisonRow) -> str:
+    """``12,810`` or, when unfreezing grew it, ``12,810 → 1,218,890``."""
+    start, end = row.trainable_params, row.final_trainable_params
+    return f"{start:,}" if start == end else f"{start:,} → {end:,}"
 
 
 def _pct(value: float | None) -> str:
@@ -353,6 +363,7 @@ def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
     """Validation (solid) and train (dashed) accuracy per epoch, one colour per run."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from core.plots import save_figure
 
@@ -366,6 +377,7 @@ def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
                 label=f"{row.run} (test {_pct(row.test_acc)})")
         ax.plot(epochs, [100 * t for _, t, _ in row.curve], "--", color=colour, alpha=0.5)
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy vs epoch: validation (solid), train (dashed)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)

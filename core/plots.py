@@ -53,11 +53,15 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def _signed_unit(a: np.ndarray) -> np.ndarray:
-    """Scale by the largest magnitude to [0, 1] with zero at mid-grey (keeps the sign of a gradient)."""
+def _signed_unit(a: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+    """Zero at mid-grey, scaled by a high percentile of the magnitude and clipped to [0, 1].
+
+    Gradients are sparse with a few extreme pixels; scaling by the maximum would leave the rest grey.
+    """
     a = np.asarray(a, dtype=np.float64)
-    m = float(np.abs(a).max())
-    return a / (2 * m) + 0.5 if m > 0 else np.full_like(a, 0.5)
+    m = float(np.percentile(np.abs(a), percentile))
+    m = m if m > 0 else float(np.abs(a).max())
+    return np.clip(a / (2 * m) + 0.5, 0.0, 1.0) if m > 0 else np.full_like(a, 0.5)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -125,13 +129,14 @@ def _grid(cells: Sequence[GridCell], class_names: Sequence[str], per_class: int,
             if not 0 <= label < len(class_names):
                 raise ValueError(f"label {label} is not a class index in [0, {len(class_names)})")
     footer = len(notes) * 0.22 + 0.1
-    fig = _new_figure(per_class * cell_inches + 1.2, rows * (cell_inches + 0.45) + 0.6 + footer)
-    top = 1 - 0.6 / fig.get_figheight()
+    head = 0.25 + 0.22 * (title.count("\n") + 1) + 0.4  # margin + title lines + the first row's cell titles
+    fig = _new_figure(per_class * cell_inches + 1.2, rows * (cell_inches + 0.45) + head + footer)
+    top = 1 - head / fig.get_figheight()
     bottom = (footer + 0.05) / fig.get_figheight()
     axes = fig.subplots(rows, per_class, squeeze=False,
                         gridspec_kw={"left": 1.1 / fig.get_figwidth(), "right": 0.98, "top": top,
-                                     "bottom": bottom, "hspace": 0.55, "wspace": 0.08})
-    fig.suptitle(title, fontsize=12, y=1 - 0.15 / fig.get_figheight(), va="top")
+                                     "bottom": bottom, "hspace": 0.42, "wspace": 0.08})
+    fig.suptitle(title, fontsize=11, y=1 - 0.15 / fig.get_figheight(), va="top")
     for r in range(rows):
         for c in range(per_class):
             ax = axes[r][c]
@@ -241,7 +246,7 @@ def plot_neuron_attributions(image: ImageLike, attributions: torch.Tensor, neuro
                              layer: str = "CONV5", caption: str = "", dpi: int = 100) -> Path:
     """The input image (left) next to one attribution map per neuron (grid of 2 rows).
 
-    Maps keep their sign: mid-grey is zero, each map scaled by its own largest magnitude. ``method_label``
+    Maps keep their sign: mid-grey is zero, each map scaled by its own 99.5th-percentile magnitude. ``method_label``
     titles the figure ("guided backprop", "plain gradient (saliency)", ...); ``warning`` is shown in red.
     """
     a = attributions.detach().cpu().float().numpy() if isinstance(attributions, torch.Tensor) else attributions
@@ -264,7 +269,7 @@ def plot_neuron_attributions(image: ImageLike, attributions: torch.Tensor, neuro
     for i in range(k):
         ax = fig.add_subplot(grid[i // cols, 2 + i % cols])
         _bare(ax)
-        ax.imshow(_signed_unit(a[i].transpose(1, 2, 0)).clip(0, 1))
+        ax.imshow(_signed_unit(a[i].transpose(1, 2, 0)))
         ax.set_title(neuron_labels[i], fontsize=6.5, pad=2)
     return save_figure(fig, path, dpi)
 

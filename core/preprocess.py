@@ -30,14 +30,13 @@ image, truncated, corrupt, unsupported mode) raises :class:`ImageDecodeError` na
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -145,6 +144,22 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
         raise ImageDecodeError(path, f"unsupported image mode {mode!r} ({exc})") from exc
 
 
+_TRANSPOSE = {  # EXIF orientation -> the transpose that makes the image upright (as PIL's exif_transpose)
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation (1 = upright); a malformed EXIF block counts as upright rather than as corrupt."""
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # PIL raises assorted errors on broken EXIF; the pixels may still be fine
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
 def _decode(path: str | Path, draft_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
     """Open, fully decode (JPEGs optionally in draft mode), apply EXIF orientation, convert to RGB.
 
@@ -155,21 +170,24 @@ def _decode(path: str | Path, draft_side: int | None) -> tuple[Image.Image, tupl
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                full_w, full_h = img.size
-                if img.getexif().get(_EXIF_ORIENTATION, 1) in _SWAPS_AXES:
-                    full_w, full_h = full_h, full_w
-                if draft_side is not None and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
-                    img.draft(img.mode, (draft_side, draft_side))
-                img.load()
-                upright = ImageOps.exif_transpose(img)
-            return _to_rgb(upright, path), (full_w, full_h)
+        with Image.open(path) as img:
+            full_w, full_h = img.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and full_w * full_h > limit:  # explicit: warnings filters are not thread-safe
+                raise ImageDecodeError(path, f"{full_w}x{full_h} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS "
+                                             f"({limit}); raise that limit if the file is trusted")
+            orientation = _orientation(img)
+            if orientation in _SWAPS_AXES:
+                full_w, full_h = full_h, full_w
+            if draft_side is not None and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
+                img.draft(img.mode, (draft_side, draft_side))
+            img.load()  # decoded pixels stay valid after the file is closed
+        if orientation != 1:
+            img = img.transpose(_TRANSPOSE[orientation])
+        return _to_rgb(img, path), (full_w, full_h)
     except ImageDecodeError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
 
 

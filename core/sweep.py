@@ -149,6 +149,11 @@ def validate_trainer_keys(cfg: SweepConfig, trial: Any) -> None:
     have) for every categorical value and range end, so a bad value fails before any trial runs."""
     options = {p.name: _candidates(p) for p in cfg.parameters}
     base = {name: vals[0] for name, vals in options.items() if vals}
+    flat = {q.flat_key: base[q.name] for q in cfg.parameters if q.name in base}
+    try:
+        trial.build_config(flat)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"the sweep's first point {flat} is not a valid trainer config: {exc}") from exc
     for p in cfg.parameters:
         for value in options[p.name]:
             values = {**base, p.name: value}

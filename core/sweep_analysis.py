@@ -9,7 +9,8 @@ Statistics (numpy only, computed from the finished trials, never written by hand
   random forest instead; with tens of runs both are rough guides, and ε² needs no extra dependency.)
 * **Correlation** = Pearson r between the metric and the value (log10 of it for log-scaled
   parameters); for a categorical parameter one r per value (its 0/1 indicator), as W&B shows.
-* **Trend** of a numeric parameter = Spearman rank correlation ρ; |ρ| < 0.3 is reported as no clear trend.
+* **Trend** of a numeric parameter = Spearman rank correlation ρ, reported only when |ρ| exceeds the 95%
+  chance level for that many trials (1.96/√(n−1)) and 0.3.
 
 Per-parameter statistics use COMPLETE trials (pruned ones trained fewer epochs); every observation says
 how many trials back it.
@@ -29,7 +30,7 @@ from core.sweep_params import ParamSpec
 from core.sweep_results import TrialRecord, best_record, ranked
 
 MAX_BINS = 4
-MAX_LEVELS = 6  # a numeric parameter with at most this many distinct values is grouped by value
+MAX_LEVELS = 6  # an int_uniform parameter with at most this many distinct values is grouped by value
 TREND_THRESHOLD = 0.3
 LOG_DISTRIBUTIONS = ("log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values",
                      "log_normal", "q_log_normal")
@@ -76,6 +77,10 @@ def fmt(x: float | None) -> str:
     return f"{x:.4g}"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def label(value: Any) -> str:
     return str(value) if not isinstance(value, float) else f"{value:.4g}"
 
@@ -112,10 +117,10 @@ def epsilon_squared(groups: Sequence[np.ndarray]) -> float | None:
 
 
 def _is_numeric(p: ParamSpec, values: list[Any]) -> bool:
-    if p.is_categorical:
+    """Continuous draws are numeric; choices, and int ranges with few values seen, are grouped by value."""
+    if p.is_categorical or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return False
-    nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    return nums and len(set(values)) > MAX_LEVELS
+    return p.distribution != "int_uniform" or len(set(values)) > MAX_LEVELS
 
 
 def _stat(lab: str, y: np.ndarray, maximize: bool, corr: float | None = None) -> GroupStat:
@@ -155,6 +160,12 @@ def param_effect(p: ParamSpec, records: Sequence[TrialRecord], maximize: bool) -
                        correlation=_pearson(xs, y), trend=trend, log_scale=log_scale)
 
 
+def chance_level(n: int) -> float:
+    """|ρ| a trend must exceed to be reported: 1.96/sqrt(n-1), the 95% level of Spearman's ρ under no
+    association (normal approximation), and never below TREND_THRESHOLD."""
+    return max(TREND_THRESHOLD, 1.96 / math.sqrt(max(1, n - 1)))
+
+
 def _param_sentence(e: ParamEffect, metric: str, maximize: bool) -> Observation | None:
     imp = "" if e.importance is None else f"; it explains {100 * e.importance:.0f}% of the variance (ε²)"
     if e.kind == "categorical":
@@ -170,8 +181,10 @@ def _param_sentence(e: ParamEffect, metric: str, maximize: bool) -> Observation 
     if e.trend is None:
         return None
     scale = " (log scale)" if e.log_scale else ""
-    if abs(e.trend) < TREND_THRESHOLD:
-        text = f"{e.name}: no clear trend in {metric} (Spearman ρ = {e.trend:+.2f} over {e.n} trials){imp}."
+    chance = chance_level(e.n)
+    if abs(e.trend) < chance:
+        text = (f"{e.name}: no clear trend in {metric} (Spearman ρ = {e.trend:+.2f} over {e.n} trials; |ρ| below "
+                f"{chance:.2f} is within chance for {e.n} trials){imp}.")
     else:
         direction = "higher" if e.trend > 0 else "lower"
         text = (f"{e.name}{scale}: higher values went with {direction} {metric} "
@@ -216,7 +229,7 @@ def analyse(records: Sequence[TrialRecord], cfg: SweepConfig) -> SweepAnalysis:
         head += f"; best {cfg.metric.name} = {fmt(best.value)} (trial {best.number})"
     obs.append(Observation(head + ".", len(records)))
     if counts["PRUNED"]:
-        obs.append(Observation(f"{counts['PRUNED']} trials were stopped early by hyperband; per-parameter "
+        obs.append(Observation(f"{_plural(counts['PRUNED'], 'trial')} stopped early by hyperband; per-parameter "
                                f"statistics below use the {len(used)} trials that trained fully.", counts["PRUNED"]))
     if len(used) < 2:
         obs.append(Observation("Fewer than 2 finished trials: no per-parameter statistics yet.", len(used)))

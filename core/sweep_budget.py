@@ -103,8 +103,13 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     return requeued
 
 
-def claim_slot(study: optuna.Study, number: int, budget: int) -> None:
-    """Raise SlotTaken unless trial ``number`` may train (budget, duplicate re-run, duplicate grid point)."""
+def claim_slot(study: optuna.Study, number: int, budget: int) -> int:
+    """The trial's *sweep number* (0, 1, 2, ...: its slot's rank), or SlotTaken if it may not train.
+
+    It may not train past the budget, as a second re-run of one crashed trial, or on a grid point another
+    live trial holds. The rank counts used slots with smaller numbers, so a re-run gets the number of the
+    trial it replaces and numbers have no gaps from re-runs or discarded trials.
+    """
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -120,11 +125,10 @@ def claim_slot(study: optuna.Study, number: int, budget: int) -> None:
             raise SlotTaken(f"trial {root} is already being re-run by trial {t.number}")
         if grid_id is not None and t.system_attrs.get("grid_id") == grid_id and earlier:
             raise SlotTaken(f"grid point {grid_id} is already taken by trial {t.number}")
-    if root != number:
-        return  # a re-run of a crashed trial uses that trial's slot
     below = {r for r in used_slots([t for t in trials if t.number != number]) if r < root}
-    if len(below) >= budget:
+    if root == number and len(below) >= budget:  # (a re-run of a crashed trial uses that trial's slot)
         raise SlotTaken(f"all {budget} trial slots are already claimed")
+    return len(below)
 
 
 def defer_grid_point(study: optuna.Study, number: int) -> None:

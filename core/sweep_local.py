@@ -127,33 +127,39 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
         trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid()})
         values = suggest(trial, cfg)
         try:
-            claim_slot(study, trial.number, settings.budget)
+            number = claim_slot(study, trial.number, settings.budget)
         except SlotTaken as exc:
             trial.set_user_attr(DISCARDED, str(exc))
             if "slots" in str(exc):
                 defer_grid_point(study, trial.number)
             raise
-        root = root_of(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
-        run_dir = settings.trials_dir / trial_dir_name(root, values)
-        resume = root != trial.number and run_dir.is_dir()
+        rerun = root_of(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)) \
+            != trial.number
+        run_dir = settings.trials_dir / trial_dir_name(number, values)
+        resume = rerun and run_dir.is_dir()
+        trial.set_user_attr("sweep_number", number)
         trial.set_user_attr("values", to_plain(values))
         trial.set_user_attr("run_dir", str(run_dir))
         pruned: list[int] = []
+        me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        reported = set(me.intermediate_values)  # a re-run inherits the crashed attempt's epochs
 
         def report(epoch: int, metrics) -> bool:
             value = metrics.get(cfg.metric.name)
             if value is None:
                 return False
-            trial.report(float(value), epoch)
+            if epoch not in reported:
+                trial.report(float(value), epoch)
+                reported.add(epoch)
             if trial.should_prune():
                 pruned.append(epoch)
                 return True
             return False
 
-        request = TrialRequest(number=root, values=values, flat=cfg.to_flat(values), run_dir=run_dir,
-                               name=f"{settings.study_name}-{root}", group=settings.study_name, resume=resume,
+        request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values), run_dir=run_dir,
+                               name=f"{settings.study_name}-{number}", group=settings.study_name, resume=resume,
                                tracker_mode=settings.tracker_mode, report=report)
-        logger.info("trial %d%s: %s", root, f" (re-run as {trial.number})" if root != trial.number else "",
+        logger.info("trial %d%s: %s", number, " (re-run after a crash)" if rerun else "",
                     ", ".join(f"{k}={v}" for k, v in values.items()))
         try:
             outcome = execute_trial(trial_fn, request, extra={"backend": "local", "optuna_number": trial.number})
@@ -171,7 +177,7 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
         trial.set_user_attr("epochs_run", outcome.epochs_run)
         value = metric_value(outcome, cfg.metric.name)
         if pruned:
-            raise optuna.TrialPruned(f"trial {root} pruned after epoch {pruned[0]} ({cfg.metric.name} {value:.4g})")
+            raise optuna.TrialPruned(f"trial {number} pruned after epoch {pruned[0]} ({cfg.metric.name} {value:.4g})")
         return value
 
     return objective

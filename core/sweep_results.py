@@ -52,7 +52,7 @@ class TrialRecord:
     run_dir: Path | None = None
     best_path: Path | None = None
     history: tuple[Mapping[str, float], ...] = ()
-    retry_of: int | None = None  # the Optuna trial this one re-ran after a crash
+    retry_of: int | None = None  # the Optuna trial number this one re-ran after a crash
     error: str | None = None
 
     @property
@@ -83,7 +83,8 @@ def records_from_study(study: optuna.Study, cfg: SweepConfig) -> list[TrialRecor
         value = metrics.get(cfg.metric.name)
         root = root_of(t)
         rec = TrialRecord(
-            number=root, state=t.state.name, values=ua["values"], value=value, metrics=metrics,
+            number=int(ua.get("sweep_number", root)), state=t.state.name, values=ua["values"], value=value,
+            metrics=metrics,
             params_count=ua.get("params_count"), flops=ua.get("flops"), epochs_run=ua.get("epochs_run"),
             started_at=t.datetime_start, ended_at=t.datetime_complete,
             run_dir=Path(ua["run_dir"]) if ua.get("run_dir") else None,
@@ -91,7 +92,7 @@ def records_from_study(study: optuna.Study, cfg: SweepConfig) -> list[TrialRecor
             history=tuple(ua.get("history") or ()),
             retry_of=root if root != t.number else None, error=ua.get("error"))
         records[root] = rec  # trials come in number order: the latest attempt of a slot wins
-    return [records[k] for k in sorted(records)]
+    return sorted(records.values(), key=lambda r: r.number)
 
 
 def records_from_dirs(trials_dir: Path, cfg: SweepConfig) -> list[TrialRecord]:

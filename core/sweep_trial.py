@@ -165,10 +165,12 @@ def outcome_from_result(result: Any) -> TrialOutcome:
         value = getattr(result, name, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[name] = float(value)
+    history = tuple({k: float(v) for k, v in h.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                    for h in getattr(result, "history", None) or ())  # all epochs, also those before a resume
     return TrialOutcome(metrics=metrics, params_count=_int_or_none(getattr(result, "params", None)),
                         flops=_int_or_none(getattr(result, "flops", None)),
                         best_path=Path(result.best_path) if getattr(result, "best_path", None) else None,
-                        epochs_run=int(getattr(result, "epochs_run", 0) or 0))
+                        epochs_run=int(getattr(result, "epochs_run", 0) or 0), history=history)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -83,7 +83,8 @@ def make_agent_function(cfg: SweepConfig, settings: WandbSettings, trial_fn: Tri
         run = wandb.init(project=settings.project, entity=settings.entity, group=settings.sweep_name,
                          job_type="sweep-trial", dir=str(settings.trials_dir.parent))
         try:
-            values = {p.name: p.pick(run.config) for p in cfg.parameters}
+            config = run.config.as_dict() if hasattr(run.config, "as_dict") else dict(run.config)
+            values = {p.name: p.pick(config) for p in cfg.parameters}
             number = claim_trial_number(settings.trials_dir)
             request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values),
                                    run_dir=settings.trials_dir / trial_dir_name(number, values),

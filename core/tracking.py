@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from core.runfiles import to_plain
+from core.runfiles import to_plain, write_text
 
 __all__ = ["MODES", "Tracker", "has_wandb_credentials", "resolve_mode"]
 
@@ -120,7 +120,7 @@ class Tracker:
             log.warning("W&B init failed (%s: %s); continuing without W&B", type(err).__name__, err)
             return cls(None, "disabled", run_dir)
         if not in_sweep:
-            id_file.write_text(run.id + "\n")
+            write_text(id_file, run.id + "\n")
         log.info("W&B run %s (%s)%s", run.id, mode, f": {run.url}" if mode == "online" and run.url else "")
         return cls(run, mode, run_dir)
 

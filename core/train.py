@@ -50,8 +50,8 @@ from core.runfiles import append_jsonl, to_plain, write_jsonl
 from core.train_config import TrainConfig
 
 __all__ = ["EarlyStopping", "EpochStats", "EvalStats", "FitResult", "NonFiniteLossError", "StopTraining",
-           "TrainConfig", "TrainStats", "TrainingError", "evaluate", "fit", "format_epoch_line", "format_lr",
-           "train_one_epoch"]
+           "TrainConfig", "TrainStats", "TrainingError", "check_resumable", "evaluate", "fit", "format_epoch_line",
+           "format_lr", "train_one_epoch"]
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,15 @@ def _check_meta(meta: dict) -> dict:
     return meta
 
 
-def _check_resumable(saved: dict, config: TrainConfig, source: Path) -> None:
-    diff = [d for d in describe_difference(saved, config.to_dict()) if d.split(":")[0] not in RESUMABLE_CHANGES]
+def check_resumable(payload: dict, model_desc: dict, config: TrainConfig, source: Path | str) -> None:
+    """CheckpointError unless ``payload`` (a ``last.pt``) can be resumed with this model and training config."""
+    model_diff = describe_difference(payload["model_desc"], model_desc)
+    if model_diff:
+        raise CheckpointError(f"cannot resume from {source}: it was saved for a different model "
+                              f"(checkpoint model_desc {payload['model_desc']} vs this model's {to_plain(model_desc)}; "
+                              f"differences: {'; '.join(model_diff[:8])}); start a new run instead")
+    diff = [d for d in describe_difference(payload["train_config"], config.to_dict())
+            if d.split(":")[0] not in RESUMABLE_CHANGES]
     if diff:
         raise CheckpointError(f"cannot resume from {source}: its training config differs in {'; '.join(diff)} "
                               f"(only {sorted(RESUMABLE_CHANGES)} may change); start a new run instead")
@@ -143,7 +150,7 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     saved = None
     if resume and last_path.is_file():
         saved = load_checkpoint(last_path)
-        _check_resumable(saved["train_config"], config, last_path)
+        check_resumable(saved, meta["model_desc"], config, last_path)
     elif resume:
         log.info("no %s yet: starting from scratch", last_path)
     if saved is None:

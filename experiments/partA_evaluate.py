@@ -93,7 +93,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def _grid(out_dir: Path, model, test_ds, preds, class_names: list[str], cfg: EvalConfig, device) -> dict[str, Any]:
     """10x3 prediction grid (+ Grad-CAM on the same images when the model supports it)."""
-    sel = select_per_class(test_ds.targets, len(class_names), cfg.per_class, cfg.seed)
+    labels = [label for _, label in test_ds.samples]  # the contract: .samples is [(path, label)]
+    sel = select_per_class(labels, len(class_names), cfg.per_class, cfg.seed)
     notes = [f"{class_names[c]} has only {n} test image{'s' * (n != 1)} (fewer than {cfg.per_class})"
              for c, n in sel.shortfalls.items()]
     for note in notes:
@@ -136,7 +137,7 @@ def _explanations(out_dir: Path, model, test_ds, preds, class_names: list[str], 
                f"predicted {class_names[pred]} ({float(preds.confidences[index]):.0%})")
     plots.plot_filters(explain.first_layer_filters(model), out_dir / "filters_conv1.png", title="CONV1 filters")
     plots.plot_feature_maps(shown, explain.first_layer_feature_maps(model, image), out_dir / "feature_maps_conv1.png",
-                            caption=f"{caption} (conv output, before BN and activation)")
+                            layer="CONV1 (conv output, before BN and activation)", caption=caption)
     k = min(cfg.neurons, layer5.out_channels)
     if k < cfg.neurons:
         log.warning("CONV5 has only %d channels: explaining %d neurons instead of %d", k, k, cfg.neurons)

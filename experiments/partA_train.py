@@ -39,15 +39,12 @@ FIXED_FLAGS = ("in_channels", "num_classes")  # make_spec flags the data decides
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_spec_arguments(parser)
-    for action in parser._actions:  # sizes and classes come from the data here
-        if action.dest == "image_size":
-            action.help = (f"square input side in pixels (default {DEMO_IMAGE_SIZE} on the demo set, "
-                           f"{DATA_IMAGE_SIZE} with --data-dir)")
-        elif action.dest == "num_classes":
-            action.help = "output classes: taken from the dataset; if given, must match its class folders"
-        elif action.dest == "in_channels":
-            action.help = "input channels: the loaders give RGB, so only 3 is accepted"
+    add_spec_arguments(parser, help_overrides={  # sizes and classes come from the data here
+        "image_size": (f"square input side in pixels (default {DEMO_IMAGE_SIZE} on the demo set, "
+                       f"{DATA_IMAGE_SIZE} with --data-dir)"),
+        "num_classes": "output classes: taken from the dataset; if given, must match its class folders",
+        "in_channels": "input channels: the loaders give RGB, so only 3 is accepted",
+    })
 
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", type=Path, help="dataset root with train/ and val/ (default: the generated "
@@ -128,7 +125,7 @@ def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     flat = {DEST_TO_FLAT.get(k, k): v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
     name = args.name or time.strftime("partA-%Y%m%d-%H%M%S")
     if args.resume and not args.name:

@@ -16,9 +16,14 @@ import logging
 from pathlib import Path
 
 from core.data_check import check_dataset, format_report
-from core.decode_cache import cache_root
 from core.demo_data import ensure_demo_dataset
-from core.download import INATURALIST_URL, DownloadError, download_inaturalist, find_dataset_root
+from core.download import (
+    INATURALIST_URL,
+    DownloadError,
+    default_download_dir,
+    download_inaturalist,
+    find_dataset_root,
+)
 
 log = logging.getLogger("prepare_data")
 
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_dir
     try:
         if args.download:
-            root = download_inaturalist(args.data_dir or cache_root() / "inaturalist", url=args.url,
+            root = download_inaturalist(args.data_dir or default_download_dir(), url=args.url,
                                         sha256=args.sha256, timeout=args.timeout)
             print(f"dataset root: {root}")
         elif args.demo:

@@ -28,8 +28,14 @@ def parse_kernel_size(text: str) -> int | list[int]:
     return values[0] if len(values) == 1 else values
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add the architecture flags (mirroring :func:`core.spec.make_spec`) in their own group."""
+def add_spec_arguments(
+    parser: argparse.ArgumentParser, help_overrides: dict[str, str] | None = None
+) -> argparse._ArgumentGroup:
+    """Add the architecture flags (mirroring :func:`core.spec.make_spec`) in their own group.
+
+    ``help_overrides`` maps a flag's dest (``image_size``, ``num_classes``, ...) to the help text a script
+    needs instead, e.g. when the dataset rather than the flag decides the value.
+    """
     group = parser.add_argument_group("architecture (Part A CNN)")
     group.add_argument("--filters", type=int, default=32, help="filters in the first conv block (default 32)")
     group.add_argument("--organisation", "--organization", type=parse_organisation, default="same",
@@ -45,6 +51,11 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     group.add_argument("--image-size", type=int, default=224, help="square input side in pixels (default 224)")
     group.add_argument("--in-channels", type=int, default=3, help="input channels (default 3, RGB)")
     group.add_argument("--num-classes", type=int, default=10, help="output classes (default 10)")
+    overrides = dict(help_overrides or {})
+    for action in group._group_actions:
+        action.help = overrides.pop(action.dest, action.help)
+    if overrides:
+        raise ValueError(f"help_overrides for unknown flags {sorted(overrides)}")
     return group
 
 

@@ -8,8 +8,11 @@ never win the table. The models are untrained (speed does not depend on the weig
 agreement on random inputs is recorded in ``info`` but not enforced; tests/test_export.py checks INT8
 accuracy on a trained model.
 
-All runners use the CPU: torch on its default threads, onnxruntime on its default threads, with the
-CPU execution provider forced so that a GPU box does not compare a GPU session with CPU torch.
+All runners use the CPU with the same intra-op thread count (``torch.get_num_threads()``, set it with
+``OMP_NUM_THREADS``), with the CPU execution provider forced so that a GPU box does not compare a GPU
+session with CPU torch. On a machine shared with other jobs, use ``OMP_NUM_THREADS=1``: torch's OpenMP
+threads slow down by >30x when preempted (MobileNetV2, 64 px, batch 1 on a loaded 2-core box: 96 img/s
+with 1 thread, 2.6 img/s with 2), which would measure the neighbours rather than the runtimes.
 """
 
 from __future__ import annotations
@@ -99,8 +102,11 @@ def infer_cases(work_dir: Path, *, image_size: int = 224, batch_sizes: Sequence[
                              model_desc={"kind": "benchmark", "arch": name})
         fp32_path, _ = export_onnx(model, work_dir / f"{name}.onnx", meta)
         int8_path, _ = quantize_int8(fp32_path, work_dir / f"{name}.int8.onnx", calibration)
-        fp32, report = create_session(fp32_path, "cpu")
-        int8, _ = create_session(int8_path, "cpu")
+        # Same intra-op thread count as torch, and no busy-waiting onnxruntime threads stealing the cores
+        # from the torch run timed next.
+        threads = torch.get_num_threads()
+        fp32, report = create_session(fp32_path, "cpu", intra_op_threads=threads, allow_spinning=False)
+        int8, _ = create_session(int8_path, "cpu", intra_op_threads=threads, allow_spinning=False)
         info[f"{name}_provider"] = report.provider
 
         def eager(x: torch.Tensor, m=model) -> object:
@@ -112,7 +118,7 @@ def infer_cases(work_dir: Path, *, image_size: int = 224, batch_sizes: Sequence[
                 return m(x.contiguous(memory_format=torch.channels_last))
 
         def ort(session) -> Callable[[torch.Tensor], object]:
-            return lambda x: run_logits(session, x.numpy())
+            return lambda inp: run_logits(session, inp.numpy())
 
         for b in batch_sizes:
             x = torch.randn(b, 3, image_size, image_size, generator=gen)

@@ -124,8 +124,9 @@ def check_model(proto: onnx.ModelProto, *, num_classes: int | None, image_size: 
         raise ExportError(f"input {INPUT_NAME!r} has shape {in_dims}; expected [<symbolic batch>, 3, "
                           f"{image_size}, {image_size}] (a number in place of the batch means the batch axis "
                           f"was baked in)")
-    if len(out_dims) != 2 or not isinstance(out_dims[0], str):
-        raise ExportError(f"output {OUTPUT_NAME!r} has shape {out_dims}; expected [<symbolic batch>, C]")
+    if len(out_dims) != 2 or out_dims[0] != in_dims[0]:
+        raise ExportError(f"output {OUTPUT_NAME!r} has shape {out_dims}; expected [<symbolic batch>, C] with the "
+                          f"input's batch {in_dims[0]!r}")
     if num_classes is not None and out_dims[1] != num_classes:
         raise ExportError(f"output {OUTPUT_NAME!r} has {out_dims[1]} classes but the metadata lists "
                           f"{num_classes} class names")
@@ -154,10 +155,12 @@ def _trace(model: nn.Module, example: torch.Tensor, config: ExportConfig) -> onn
                 dynamic_shapes=({0: batch},), external_data=False, optimize=True, verbose=False,
             )
             proto = program.model_proto
-            # torch.export names the symbolic batch "s0"/"batch" depending on version: make it ours.
+            # torch.export may name the symbol "s0" instead of "batch": rename exactly that symbol, never
+            # an expression such as "2*s0" on the output (check_model must still see those).
+            symbol = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
             for value in (*proto.graph.input, *proto.graph.output):
                 dim0 = value.type.tensor_type.shape.dim[0]
-                if dim0.HasField("dim_param"):
+                if symbol and dim0.dim_param == symbol:
                     dim0.dim_param = BATCH_DIM
             return proto
         buffer = io.BytesIO()

@@ -157,6 +157,13 @@ def test_loader_with_a_worker_matches_in_process(tiny_imagefolder, tmp_path):
     torch.testing.assert_close(got, ref)
 
 
+def test_a_last_training_batch_of_one_is_dropped(tiny_imagefolder, tmp_path):
+    loaders = make_loaders(_cfg(tiny_imagefolder, tmp_path, batch_size=23))  # 24 train images
+    sizes = [len(y) for _, y in loaders.train]
+    assert sizes == [23], f"a trailing batch of 1 breaks BatchNorm in training: {sizes}"
+    assert [len(y) for _, y in make_loaders(_cfg(tiny_imagefolder, tmp_path, batch_size=5)).train] == [5] * 4 + [4]
+
+
 def test_worker_choice():
     assert choose_num_workers(None, "cpu", 10_000, 32, augment=True) == 0
     assert choose_num_workers(None, "cuda", 10, 32, augment=False) == 0, "tiny sets stay in-process"

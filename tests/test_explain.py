@@ -163,6 +163,7 @@ def test_gelu_model_warns_and_labels_saliency(caplog):
     assert result.to_dict()["method"] == "saliency"
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:captum")
 def test_captum_guided_on_gelu_is_silently_plain_gradient():
     """Why the detection exists: Captum's guided backprop on GELU modules equals the plain gradient."""
     from captum.attr import NeuronGuidedBackprop
@@ -280,3 +281,13 @@ def test_real_small_cnn_gelu_and_relu():
         assert result.method == expected, f"{activation}: got {result.method}"
         assert result.layer_name == "features.4.conv", result.layer_name
         assert result.attributions.abs().sum() > 0, f"{activation}: all-zero attributions"
+
+
+def test_explicit_modes_on_a_relu_model():
+    model = TinyCNN()
+    image = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(8))
+    swapped = explain.explain_neurons(model, image, k=3, mode="relu-swap")
+    assert swapped.method == "guided" and swapped.warning is None, "nothing to swap: plain guided backprop"
+    plain = explain.explain_neurons(model, image, k=3, mode="saliency")
+    assert plain.method == "saliency" and "requested" in plain.warning, (plain.method, plain.warning)
+    torch.testing.assert_close(plain.attributions, plain_gradient(model, image, plain.neurons))

@@ -151,6 +151,11 @@ def test_script_trains_resumes_and_logs_offline(tiny_imagefolder, tmp_path):
     assert partA_train.main([*common, "--epochs", "1", "--wandb-mode", "offline"]) == 0, "first run failed"
     run_dir = tmp_path / "cli"
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb")), "offline W&B run file missing"
+    before = (run_dir / "config.yaml").read_text()
+    code = partA_train.main(["--out-dir", str(tmp_path), "--name", "cli", "--resume", "--filters", "8",
+                             "--wandb-mode", "disabled"])
+    assert code == 1, f"resuming with a different architecture must fail cleanly, got exit {code}"
+    assert (run_dir / "config.yaml").read_text() == before, "a refused resume must not overwrite config.yaml"
     code = partA_train.main(["--out-dir", str(tmp_path), "--name", "cli", "--resume", "--epochs", "2",
                              "--wandb-mode", "disabled"])
     assert code == 0, "resume with a longer --epochs failed"
@@ -192,3 +197,34 @@ def test_script_defaults_to_the_demo_set(tmp_path, monkeypatch):
     assert Path(config["data_root"]).name == "demo" and len(config["class_names"]) == 10, \
         f"expected the 10-class demo set, got {config['data_root']} with {config['class_names']}"
     assert config["config"]["data"]["image_size"] == 32, "an explicit --image-size must win over the demo default"
+
+
+def test_script_ctrl_c_exits_130_and_says_how_to_resume(tiny_imagefolder, tmp_path, monkeypatch, caplog):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(partA_train, "run_partA", interrupted)
+    code = partA_train.main(["--data-dir", str(tiny_imagefolder), "--out-dir", str(tmp_path), "--name", "x",
+                             "--wandb-mode", "disabled"])
+    assert code == 130, f"Ctrl-C should exit with 130, got {code}"
+    assert "--name x --resume" in caplog.text, f"the message should give the resume command: {caplog.text}"
+
+
+def test_run_parta_resume_with_augmentation_matches_the_uninterrupted_run(tiny_imagefolder, tmp_path):
+    cfg = PartAConfig.from_flat({"augment": True, "dropout": 0.3, "scheduler": "cosine", "epochs": 3},
+                                base=_tiny_cfg(tiny_imagefolder))
+    full = run_partA(cfg, tmp_path / "full", tracker_mode="disabled")
+
+    def interrupt(epoch, stats):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_partA(cfg, tmp_path / "cut", tracker_mode="disabled", on_epoch_end=interrupt)
+    resumed = run_partA(cfg, tmp_path / "cut", tracker_mode="disabled", resume=True)
+
+    def strip(history):
+        return [{k: v for k, v in h.items() if k not in ("seconds", "images_per_sec")} for h in history]
+
+    assert strip(resumed.history) == strip(full.history), "augmented run: resume diverged from the full run"
+    assert resumed.test_acc == full.test_acc, f"test acc {resumed.test_acc} vs {full.test_acc}"

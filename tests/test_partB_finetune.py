@@ -6,6 +6,7 @@ All CPU-sized: MobileNetV2 at 32-64 px on a few images per class, 1-2 epochs, W&
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from urllib.error import URLError
@@ -58,12 +59,16 @@ def test_compare_writes_table_curves_and_a_part_a_row(tiny_imagefolder, tmp_path
     assert trainable["head"] == trainable["gradual"] == head, trainable  # gradual starts with the head only
     assert trainable["full"] == total == 2_223_872 + head, trainable
     assert head < trainable["top-k"] < total
+    final = {t["strategy"]: int(t["final_trainable_params"]) for t in table}
+    assert final["gradual"] == head + 320 * 1280 + 2 * 1280, "gradual unfroze features[18] at epoch index 1"
+    assert final["head"] == head and final["full"] == total, final
     assert rows[3].curve and len(rows[3].curve) == 2
     a_test = json.loads((part_a / "test_metrics.json").read_text())["test_acc"]
     assert float(table[4]["test_acc"]) == pytest.approx(a_test)
     assert int(table[4]["trainable_params"]) == int(table[4]["total_params"]) > 0
     md = (out / "comparison.md").read_text()
     assert md.count("\n") == 2 + 5 and "| cmp-full | full |" in md, md
+    assert f"| {head:,} → {final['gradual']:,} |" in md, "gradual shows its trainable count growing"
     png = (out / "accuracy_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, "accuracy_curves.png must be a real figure"
     # fit() kept frozen BatchNorm in eval mode: head-only best.pt still has the untouched init statistics
@@ -182,3 +187,22 @@ def test_pretrained_head_only_beats_random_init(shared_dir: Path, tmp_path):
     assert pretrained.test_acc >= scratch.test_acc + 0.2, \
         f"pretrained head-only test acc {pretrained.test_acc:.2f} vs random init {scratch.test_acc:.2f}"
     assert pretrained.best_val_acc > scratch.best_val_acc, (pretrained.best_val_acc, scratch.best_val_acc)
+
+
+def test_gradual_run_resumes_to_the_same_weights(tiny_imagefolder, tmp_path):
+    """fit() replays on_epoch_start on resume, so the optimizer has the groups its saved state refers to."""
+    cfg = tiny_cfg(tiny_imagefolder, strategy="gradual", unfreeze_every=1)
+    straight = run_partB(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3)),
+                         tmp_path / "straight", tracker_mode="disabled")
+    run_partB(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2)), tmp_path / "resumed",
+              tracker_mode="disabled")
+    resumed = run_partB(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3)),
+                        tmp_path / "resumed", tracker_mode="disabled", resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert len(a["optimizer"]["param_groups"]) == len(b["optimizer"]["param_groups"]) == 2 + 2 * 2
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), f"{key} differs after resume"
+    keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    assert [[h[k] for k in keys] for h in resumed.history] == [[h[k] for k in keys] for h in straight.history]
+    assert resumed.final_trainable_params == straight.final_trainable_params

@@ -218,3 +218,14 @@ def test_imagenet_preprocessing_matches_torchvision_on_real_photos(shared_dir):
         top_ref = model(ref).argmax(1).tolist()
     assert top_ours == top_ref, f"top-1 differs: ours {top_ours} torchvision {top_ref}"
     assert top_ours == [expected[p.name] for p in photos], f"top-1 {top_ours} vs README labels"
+
+
+def test_decompression_bomb_limit_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    over = _save(_noise_image(12, 12, 0), tmp_path / "over.png")  # 144 pixels: over the limit (PIL only warns)
+    bomb = _save(_noise_image(20, 20, 0), tmp_path / "bomb.png")  # 400 pixels: over 2x the limit (PIL raises)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageDecodeError, match=r"over.png.*12x12 pixels exceeds PIL.Image.MAX_IMAGE_PIXELS"), \
+            pytest.warns(Image.DecompressionBombWarning):
+        load_uint8(over, Preprocessing(8))
+    with pytest.raises(ImageDecodeError, match=r"bomb.png.*DecompressionBombError"):
+        load_uint8(bomb, Preprocessing(8))

@@ -230,3 +230,26 @@ def test_bad_config_fails_at_construction():
 @pytest.mark.parametrize(("lr", "text"), [(1e-3, "1e-3"), (2.5e-4, "2.5e-4"), (0.1, "1e-1"), (0.0, "0")])
 def test_format_lr(lr, text):
     assert format_lr(lr) == text, f"format_lr({lr}) = {format_lr(lr)!r}, expected {text!r}"
+
+
+class _OutOfMemoryNet(torch.nn.Module):
+    def forward(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_cuda_out_of_memory_names_the_batch_size():
+    from core.epoch import train_one_epoch
+
+    model = _OutOfMemoryNet()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    loader = _loaders(batch_size=8).train
+    with pytest.raises(train_mod.TrainingError, match=r"CUDA out of memory at batch size 8 .*--batch-size \(e.g. 4\)"):
+        train_one_epoch(model, torch.nn.CrossEntropyLoss(), optimizer, loader, torch.device("cpu"))
+
+
+def test_bf16_autocast_path_trains_on_cpu(tmp_path):
+    model, meta = _model()
+    result = fit(model, _loaders(), _cfg(epochs=1, amp="bf16", channels_last="off"), run_dir=tmp_path,
+                 checkpoint_meta=meta)
+    loss = result.history[0]["train_loss"]
+    assert math.isfinite(loss) and 0.5 < loss < 3.0, f"bf16 autocast training gave loss {loss}"

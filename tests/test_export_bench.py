@@ -1,0 +1,43 @@
+"""export/bench_infer.py: the `infer` benchmark section builds runnable, comparable cases (tiny sizes here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from export.bench_infer import infer_cases
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_infer_cases_cover_every_runtime_and_batch(tmp_path):
+    cases, info = infer_cases(tmp_path, image_size=32, batch_sizes=(1, 4), models=("cnn",), quick=True)
+    names = [c.name for c in cases]
+    assert names == [f"cnn batch {b}: {label}" for b in (1, 4) for label in
+                     ("torch channels_last", "onnxruntime fp32 (CPU EP)", "onnxruntime INT8 QDQ (CPU EP)")], names
+    assert all(c.baseline_label == "torch eager fp32" for c in cases)
+    assert [c.items for c in cases] == [8, 8, 8, 4, 4, 4], [c.items for c in cases]
+    for case in cases:
+        out_base, out = case.baseline(), case.ours()
+        base = out_base.numpy() if isinstance(out_base, torch.Tensor) else out_base
+        ours = out.numpy() if isinstance(out, torch.Tensor) else out
+        assert base.shape == ours.shape, f"{case.name}: {base.shape} vs {ours.shape}"
+        if "INT8" not in case.name:
+            assert np.abs(base - ours).max() < 1e-3, f"{case.name} differs from eager"
+    assert info["cnn_provider"] == "CPUExecutionProvider" and info["image_size"] == 32, info
+    assert 0.0 <= info["cnn_b4_int8_top1_agreement_random_inputs"] <= 1.0
+    with pytest.raises(ValueError, match="unknown benchmark models"):
+        infer_cases(tmp_path, models=("resnet",))
+
+
+def test_section_is_registered_in_the_benchmark_script():
+    from experiments.benchmark import SECTIONS
+
+    assert "infer" in SECTIONS, f"registered sections: {sorted(SECTIONS)}"
