@@ -207,3 +207,15 @@ def download_inaturalist(dest_dir: Path, url: str = INATURALIST_URL, sha256: str
         zip_path.unlink()
     log.info("iNaturalist-12K ready at %s", root)
     return root
+
+
+def resolve_dataset(data_dir: Path | None, download: bool) -> Path | None:
+    """The dataset root a script should use, shared by every ``--data-dir``/``--download`` pair.
+
+    Without ``download`` this is ``data_dir`` as given (``None`` means the demo set). With it, the
+    archive is fetched into ``data_dir`` or :func:`default_download_dir` and the extracted root is
+    returned, so every script downloads to, and later finds, the same place.
+    """
+    if not download:
+        return data_dir
+    return download_inaturalist(Path(data_dir) if data_dir is not None else default_download_dir())

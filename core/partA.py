@@ -27,16 +27,17 @@ from typing import Any
 
 import torch
 
-from core.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from core.checkpoint import load_checkpoint
 from core.counting import count_flops, count_params
 from core.data import make_loaders
-from core.devices import resolve_amp, resolve_channels_last, resolve_device
+from core.devices import resolve_device
+from core.evaluation import evaluate_best_on_test
 from core.models import build_cnn
 from core.partA_config import FLAT_KEYS, PartAConfig
 from core.rng import seed_everything
-from core.runfiles import write_json, write_yaml
+from core.runfiles import write_yaml
 from core.tracking import Tracker
-from core.train import EpochStats, check_resumable, evaluate, fit
+from core.train import EpochStats, check_resumable, fit
 
 __all__ = ["FLAT_KEYS", "PartAConfig", "RunResult", "run_partA"]
 
@@ -117,11 +118,7 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
         best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
         test_acc = test_loss = None
         if evaluate_test and result.best_path is not None and result.stopped_by != "callback":
-            test_acc, test_loss = _evaluate_best(model, loaders, model_desc, result.best_path, cfg, device)
-            write_json(run_dir / "test_metrics.json",
-                       {"test_acc": test_acc, "test_loss": test_loss, "checkpoint": "best.pt",
-                        "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-                        "test_images": len(loaders.test.dataset)})
+            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
             log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
         tracker.set_summary({"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
                              "epochs_run": result.epochs_run, "stopped_reason": result.stopped_reason or "",
@@ -139,13 +136,3 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                      train_acc=best.get("train_acc"), train_loss=best.get("train_loss"), history=result.history)
 
 
-def _evaluate_best(model, loaders, model_desc: dict, best_path: Path, cfg: PartAConfig,
-                   device: torch.device) -> tuple[float, float]:
-    """Test accuracy/loss of ``best.pt``'s weights; also recorded in best.pt's metrics."""
-    payload = load_checkpoint(best_path)
-    load_weights(model, payload, model_desc, source=str(best_path))
-    stats = evaluate(model, loaders.test, device, amp_dtype=resolve_amp(cfg.train.amp, device),
-                     channels_last=resolve_channels_last(cfg.train.channels_last, device), desc="test")
-    payload["metrics"].update(test_acc=stats.acc, test_loss=stats.loss)
-    save_checkpoint(best_path, payload)
-    return stats.acc, stats.loss

@@ -25,14 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from core.backbones import backbone_preprocessing, build_backbone, family_of, layout_of, replace_head
 from core.data import DataConfig, make_loaders
-from core.evaluation import compute_metrics, predict
+from core.evaluation import evaluate_best_on_test
 from core.finetune import STRATEGY_NAMES, FinetuneStrategy, count_parameters, make_strategy
 from core.preprocess import Preprocessing
-from core.runfiles import read_json, read_jsonl, write_json, write_text, write_yaml
+from core.runfiles import read_json, read_jsonl, write_text, write_yaml
 from core.train import TrainConfig, fit
 
 logger = logging.getLogger(__name__)
@@ -168,7 +166,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                      strategy=strategy, resume=resume, on_epoch_end=on_epoch_end)
         test_acc = test_loss = None
         if result.best_path is not None and getattr(result, "stopped_by", None) != "callback":
-            test_acc, test_loss = _test(model, loaders, model_desc, result, device, run_dir)
+            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
         seconds = [h["seconds"] for h in result.history]
         out = PartBResult(name, cfg.arch, cfg.strategy, float(result.best_val_acc), int(result.best_epoch),
                           test_acc, test_loss, counts.trainable, count_parameters(model).trainable, counts.total,
@@ -188,31 +186,6 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                 "-" if test_acc is None else f"{100 * test_acc:.1f}%", 100 * out.best_val_acc, out.best_epoch,
                 out.trainable_params, out.total_params)
     return out
-
-
-def _test(model: torch.nn.Module, loaders: Any, model_desc: dict, result: Any, device: torch.device,
-          run_dir: Path) -> tuple[float, float]:
-    """Test accuracy/loss of best.pt (val/ is the test set, never used for selection) -> test_metrics.json.
-
-    Same keys as Part A's file (``test_acc``, ``test_loss``, ...) plus per-class accuracy and the
-    confusion matrix; the numbers are also recorded in best.pt's metrics, as Part A does.
-    """
-    from core.checkpoint import load_checkpoint, load_weights, save_checkpoint
-
-    payload = load_checkpoint(result.best_path)
-    load_weights(model, payload, model_desc, source=str(result.best_path))
-    model.to(device)
-    preds = predict(model, loaders.test, device, desc="test")
-    metrics = compute_metrics(preds.targets, preds.preds, loaders.class_names).to_dict()
-    picked = preds.probs.gather(1, preds.targets[:, None]).clamp_min(1e-12)
-    test_acc, test_loss = float(metrics["accuracy"]), float(-picked.log().mean())
-    write_json(run_dir / "test_metrics.json",
-               {"test_acc": test_acc, "test_loss": test_loss, "checkpoint": "best.pt",
-                "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-                "test_images": len(loaders.test.dataset), **metrics})
-    payload["metrics"].update(test_acc=test_acc, test_loss=test_loss)
-    save_checkpoint(result.best_path, payload)
-    return test_acc, test_loss
 
 
 class PartBTrial:

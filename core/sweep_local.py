@@ -220,10 +220,8 @@ def _worker_entry(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, 
                   log_level: int) -> None:
     logging.basicConfig(level=log_level, format=f"%(asctime)s [worker {worker_id}] %(levelname)s %(message)s")
     cpus = os.cpu_count() or 1
-    if workers > 1 and cpus > 1:
-        import torch
-
-        torch.set_num_threads(max(1, cpus // workers))  # workers share the cores instead of oversubscribing
+    if workers > 1:  # share the cores instead of oversubscribing them; read by torch when it is imported
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // workers)))
     run_worker(cfg, settings, trial_fn, worker_id=worker_id)
 
 

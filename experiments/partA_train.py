@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.checkpoint import CheckpointError
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.download import resolve_dataset
 from core.optim import OPTIMIZERS, SCHEDULERS
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
@@ -50,7 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", type=Path, help="dataset root with train/ and val/ (default: the generated "
                                                     "demo set)")
     data.add_argument("--download", action="store_true",
-                      help="download iNaturalist-12K into --data-dir (default data/) when it is not there yet")
+                      help="download iNaturalist-12K into --data-dir (default: the cache's inaturalist/) "
+                           "unless it is already there")
     data.add_argument("--max-per-class", type=int, help="use at most this many images per class (quick runs)")
     data.add_argument("--batch-size", type=int, help="images per batch (default 32)")
     data.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -133,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.out_dir / name
     try:
         if args.download:
-            from core.data import download_inaturalist
-
-            flat["data_dir"] = download_inaturalist(flat.get("data_dir") or Path("data"))
+            flat["data_dir"] = resolve_dataset(flat.get("data_dir"), download=True)
         cfg = PartAConfig.from_flat(flat, base=_base_config(args, run_dir, flat))
         _check_fixed_flags(args, cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

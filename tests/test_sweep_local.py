@@ -130,7 +130,7 @@ def test_resume_after_kill_9_reruns_the_interrupted_trial_and_keeps_the_others(t
 
 def test_two_workers_share_a_grid_without_running_a_point_twice(tmp_path):
     cfg, log = parse_sweep_config(GRID), tmp_path / "log.jsonl"
-    run_local(cfg, settings_for(tmp_path, cfg.grid_size()), StandIn(log, sleep=0.8), workers=2)
+    run_local(cfg, settings_for(tmp_path, cfg.grid_size()), StandIn(log, sleep=0.5), workers=2)
     runs = started(log)
     points = [(r["values"]["act"], r["values"]["bn"]) for r in runs]
     assert len(points) == 6 and len(set(points)) == 6, f"each of the 6 grid points exactly once: {points}"
