@@ -120,7 +120,9 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
         if evaluate_test and result.best_path is not None and result.stopped_by != "callback":
             test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
             log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
-        tracker.set_summary({"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+        # the summary's val_acc is what a W&B sweep optimises: make it the best epoch's, as the local backend does
+        tracker.set_summary({"val_acc": result.best_val_acc, "best_val_acc": result.best_val_acc,
+                             "best_epoch": result.best_epoch,
                              "epochs_run": result.epochs_run, "stopped_reason": result.stopped_reason or "",
                              **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})
         exit_code = 0

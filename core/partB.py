@@ -172,7 +172,9 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                           test_acc, test_loss, counts.trainable, count_parameters(model).trainable, counts.total,
                           sum(seconds) / len(seconds) if seconds else math.nan, result.epochs_run,
                           tuple(result.history), run_dir, result.best_path)
-        tracker.set_summary({"best_val_acc": out.best_val_acc, "best_epoch": out.best_epoch,
+        # the summary's val_acc is what a W&B sweep optimises: make it the best epoch's, as the local backend does
+        tracker.set_summary({"val_acc": out.best_val_acc, "best_val_acc": out.best_val_acc,
+                             "best_epoch": out.best_epoch,
                              "trainable_params": out.trainable_params, "total_params": out.total_params,
                              "seconds_per_epoch": out.seconds_per_epoch,
                              **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})

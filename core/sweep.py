@@ -222,7 +222,8 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
         validate_trainer_keys(cfg, trial_fn)
     backend, reason = choose_backend(settings.backend)
     logger.info("sweep %s: backend %s (%s)", settings.name, backend, reason)
-    sweep_dir, trials_dir = settings.sweep_dir, settings.sweep_dir / "trials"
+    sweep_dir = settings.sweep_dir
+    trials_dir = (sweep_dir / "trials").resolve()  # stored in the study: valid from any working directory
     sweep_dir.mkdir(parents=True, exist_ok=True)
     storage_url = sweep_path = command = None
     if backend == "local":

@@ -166,17 +166,20 @@ def chance_level(n: int) -> float:
     return max(TREND_THRESHOLD, 1.96 / math.sqrt(max(1, n - 1)))
 
 
+def _mean_sd(g: GroupStat) -> str:
+    return f"{fmt(g.mean)} ± {fmt(g.std)}, {g.n} trials" if g.n > 1 else f"{fmt(g.mean)}, 1 trial"
+
+
 def _param_sentence(e: ParamEffect, metric: str, maximize: bool) -> Observation | None:
     imp = "" if e.importance is None else f"; it explains {100 * e.importance:.0f}% of the variance (ε²)"
     if e.kind == "categorical":
         if len(e.groups) < 2:
-            return Observation(f"{e.name}: only {e.groups[0].label} was tried ({e.n} trials).", e.n)
+            return Observation(f"{e.name}: only {e.groups[0].label} was tried ({_plural(e.n, 'trial')}).", e.n)
         top, low = e.groups[0], e.groups[-1]
         word = "highest" if maximize else "lowest"
         spread = abs(top.mean - low.mean)
-        text = (f"{e.name}: {top.label} gave the {word} mean {metric} ({fmt(top.mean)} ± {fmt(top.std)}, "
-                f"{top.n} trials) and {low.label} the poorest ({fmt(low.mean)} ± {fmt(low.std)}, {low.n} trials), "
-                f"a spread of {fmt(spread)}{imp}.")
+        text = (f"{e.name}: {top.label} gave the {word} mean {metric} ({_mean_sd(top)}) and {low.label} the "
+                f"poorest ({_mean_sd(low)}), a spread of {fmt(spread)}{imp}.")
         return Observation(text, e.n)
     if e.trend is None:
         return None

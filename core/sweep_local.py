@@ -143,6 +143,8 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
         pruned: list[int] = []
         me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         reported = set(me.intermediate_values)  # a re-run inherits the crashed attempt's epochs
+        flat = cfg.to_flat(values)
+        last_epoch = flat.get("epochs")  # a prune at the last epoch saves nothing: the trial completes
 
         def report(epoch: int, metrics) -> bool:
             value = metrics.get(cfg.metric.name)
@@ -151,12 +153,12 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
             if epoch not in reported:
                 trial.report(float(value), epoch)
                 reported.add(epoch)
-            if trial.should_prune():
+            if (last_epoch is None or epoch < int(last_epoch)) and trial.should_prune():
                 pruned.append(epoch)
                 return True
             return False
 
-        request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values), run_dir=run_dir,
+        request = TrialRequest(number=number, values=values, flat=flat, run_dir=run_dir,
                                name=f"{settings.study_name}-{number}", group=settings.study_name, resume=resume,
                                tracker_mode=settings.tracker_mode, report=report)
         logger.info("trial %d%s: %s", number, " (re-run after a crash)" if rerun else "",

@@ -31,7 +31,7 @@ FIGURES = ("metric_vs_time", "parallel_coordinates", "importance", "optimization
 
 
 def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained")  # long tick labels never overlap a panel
     FigureCanvasAgg(fig)
     return fig
 

@@ -1,13 +1,21 @@
 """Benchmarks: our path against the naive baseline, side by side in one process, with the ratio.
 
-    python experiments/benchmark.py data                 # decode cache vs PIL decode every epoch, 224 px
+    python experiments/benchmark.py all                  # every section at its full size (the README table)
+    python experiments/benchmark.py train                # training step of the Part A CNN, 224 px, batch 32
     python experiments/benchmark.py data --quick --image-size 64
-    python experiments/benchmark.py all --quick
+    python experiments/benchmark.py all --quick          # a smoke test of every section (seconds)
+
+Sections: ``train`` (our trainer vs a notebook loop, FLOP/s vs the measured matmul peak;
+experiments/bench_train.py), ``data`` (decode cache vs PIL decode every epoch), ``sweep`` (a 4-trial x
+2-epoch sweep vs 4 notebook runs; experiments/bench_sweep.py), ``infer`` (torch vs onnxruntime fp32/INT8;
+export/bench_infer.py). ``train`` and ``sweep`` run on ``--device`` (auto: the GPU when there is one, with
+AMP and pinned memory); ``data`` and ``infer`` measure the CPU paths.
 
 Method (the same for every section): baseline and ours run in the same process on the same inputs,
 alternated (B, O, then O, B, ...) so drift in machine load hits both; ``--warmup`` untimed rounds first,
 then ``--repeats`` timed rounds; we report the median and the min-max of the throughput and the ratio
-ours/baseline of the medians, plus the peak resident memory of each section. Results go to
+ours/baseline of the medians, plus the peak resident memory of each section (and CUDA's max allocated
+memory on a GPU). The framework lives in experiments/bench_common.py. Results go to
 ``<out-dir>/<timestamp>.json`` (written atomically) and a table on stdout.
 
 Adding a section: write ``def bench_x(cfg: BenchConfig) -> SectionResult`` and decorate it with
@@ -21,64 +29,31 @@ import json
 import logging
 import os
 import platform
-import resource
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+
+from experiments.bench_common import (
+    BenchConfig,
+    Comparison,
+    SectionResult,
+    compare,
+    cuda_peak_mb,
+    device_summary,
+    peak_rss_mb,
+    reset_peak_memory,
+    write_photos,
+)
+
+__all__ = ["SECTIONS", "BenchConfig", "Comparison", "SectionResult", "compare", "format_table", "get_args_parser",
+           "main", "register", "run_sections"]
 
 log = logging.getLogger("benchmark")
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    image_size: int | None  # None -> the section's default
-    batch_size: int | None  # None -> the section's default
-    quick: bool  # small inputs, for CI and smoke tests
-    repeats: int
-    warmup: int
-    work_dir: Path  # scratch space for generated inputs and caches; deleted afterwards
-
-
-@dataclass
-class Comparison:
-    """Throughputs (items per second) of baseline and ours, one per timed repeat."""
-
-    name: str
-    baseline_label: str
-    ours_label: str
-    items: int
-    unit: str = "images/s"
-    baseline: list[float] = field(default_factory=list)
-    ours: list[float] = field(default_factory=list)
-    baseline_cpu: list[float] = field(default_factory=list)  # items per second of process CPU time
-    ours_cpu: list[float] = field(default_factory=list)
-
-    def summary(self) -> dict:
-        """Wall-clock stats are the result; CPU-time ones explain it on a loaded, shared machine."""
-        def stats(xs: list[float], cpu: list[float]) -> dict:
-            return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs,
-                    "cpu_median": statistics.median(cpu)}
-
-        return {"name": self.name, "unit": self.unit, "items": self.items,
-                "baseline": {"label": self.baseline_label, **stats(self.baseline, self.baseline_cpu)},
-                "ours": {"label": self.ours_label, **stats(self.ours, self.ours_cpu)},
-                "ratio": statistics.median(self.ours) / statistics.median(self.baseline),
-                "cpu_ratio": statistics.median(self.ours_cpu) / statistics.median(self.baseline_cpu)}
-
-
-@dataclass
-class SectionResult:
-    comparisons: list[Comparison]
-    info: dict = field(default_factory=dict)  # section settings worth recording (sizes, counts)
-
 
 Section = Callable[[BenchConfig], SectionResult]
 SECTIONS: dict[str, Section] = {}
@@ -93,62 +68,7 @@ def register(name: str) -> Callable[[Section], Section]:
     return add
 
 
-def compare(name: str, baseline: Callable[[], object], ours: Callable[[], object], *, items: int,
-            repeats: int, warmup: int, baseline_label: str = "baseline", ours_label: str = "ours",
-            unit: str = "images/s") -> Comparison:
-    """Time ``baseline`` and ``ours`` (each processes ``items`` items per call), alternating their order."""
-    result = Comparison(name, baseline_label, ours_label, items, unit)
-    for _ in range(warmup):
-        baseline()
-        ours()
-    for r in range(repeats):
-        pair = [("baseline", baseline), ("ours", ours)]
-        for label, fn in pair if r % 2 == 0 else reversed(pair):  # process time includes helper threads
-            start, cpu_start = time.perf_counter(), time.process_time()
-            fn()
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            cpu = max(time.process_time() - cpu_start, 1e-9)
-            getattr(result, label).append(items / elapsed)
-            getattr(result, f"{label}_cpu").append(items / cpu)
-    return result
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 # ---------------------------------------------------------------- data section
-def _write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` 800x600 JPEGs with photo-like statistics (smooth structure + sensor noise), 2 classes."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        low = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((800, 600),
-                                                                                      Image.Resampling.BICUBIC)
-        arr = np.asarray(low, np.float32) + rng.normal(0, 6, (600, 800, 3)).astype(np.float32)
-        path = folder / f"class_{i % 2}" / f"photo_{i:04d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
-
-
 def _drain(loader) -> None:
     for _ in loader:
         pass
@@ -168,7 +88,7 @@ def bench_data(cfg: BenchConfig) -> SectionResult:
     size, batch = cfg.image_size or 224, cfg.batch_size or 32
     count = 16 if cfg.quick else 128
     log.info("data: writing %d 800x600 JPEGs", count)
-    paths = _write_photos(cfg.work_dir / "photos", count)
+    paths = write_photos(cfg.work_dir / "photos", count)
     prep = Preprocessing(size)
     naive_tf = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     naive_aug_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(),
@@ -218,40 +138,93 @@ def bench_infer(cfg: BenchConfig) -> SectionResult:
                                   ours_label=c.ours_label, **common) for c in cases], info)
 
 
+# ---------------------------------------------------------------- train and sweep sections
+@register("train")
+def bench_train(cfg: BenchConfig) -> SectionResult:
+    """Part A CNN training step, our trainer vs an NCHW fp32 loop; FLOP/s vs matmul peak (bench_train.py)."""
+    from experiments.bench_train import bench_train as run
+
+    return run(cfg)
+
+
+@register("sweep")
+def bench_sweep(cfg: BenchConfig) -> SectionResult:
+    """4-trial x 2-epoch sweep, ours (run_sweep + decode cache) vs 4 notebook runs (bench_sweep.py)."""
+    from experiments.bench_sweep import bench_sweep as run
+
+    return run(cfg)
+
+
 # ---------------------------------------------------------------- runner
 def run_sections(names: list[str], cfg: BenchConfig) -> dict:
     results = {}
     for name in names:
-        exact = _reset_peak_rss()
+        exact = reset_peak_memory()
         start = time.perf_counter()
         section = SECTIONS[name](cfg)
+        cuda_mb = cuda_peak_mb()
         results[name] = {"comparisons": [c.summary() for c in section.comparisons], "info": section.info,
-                         "seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
-                         "peak_rss_scope": "section" if exact else "process"}
+                         "seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+                         "peak_rss_scope": "section" if exact else "process",
+                         **({"cuda_max_allocated_mb": round(cuda_mb, 1)} if cuda_mb is not None else {})}
     return results
 
 
-def format_table(results: dict) -> str:
-    """One block per comparison: median [min-max] of each side and the ratio of the medians."""
+def _extra_line(c: dict) -> str | None:
+    """FLOP/s rows of the train section: achieved GFLOP/s and the fraction of the measured peak."""
+    if "ours_gflops" not in c:
+        return None
+    line = (f"    FLOP/s ({c['flops_convention']}): baseline {c['baseline_gflops']:.1f} GFLOP/s "
+            f"= {c['baseline_fraction_of_fp32_peak']:.0%} of fp32 matmul peak, ours {c['ours_gflops']:.1f} GFLOP/s "
+            f"= {c['ours_fraction_of_fp32_peak']:.0%}")
+    if "ours_fraction_of_bf16_peak" in c:
+        line += f" (of bf16 matmul peak: {c['ours_fraction_of_bf16_peak']:.0%})"
+    return line
+
+
+def format_table(results: dict, device: dict | None = None) -> str:
+    """One block per comparison: median [min-max] of each side, seconds per call and the ratio of the medians."""
     lines = []
+    if device is not None:
+        lines.append(f"device for train/sweep: {device['device']} ({device['name']}); {device['note']}")
     for name, res in results.items():
-        lines.append(f"[{name}] peak RSS {res['peak_rss_mb']} MB ({res['peak_rss_scope']}), {res['seconds']} s")
+        cuda = f", CUDA max allocated {res['cuda_max_allocated_mb']} MB" if "cuda_max_allocated_mb" in res else ""
+        lines.append(f"[{name}] peak RSS {res['peak_rss_mb']} MB ({res['peak_rss_scope']}){cuda}, {res['seconds']} s")
+        peak = res["info"].get("matmul_peak_gflops")
+        if peak:
+            lines.append(f"  measured matmul peak (GFLOP/s): {peak}")
         for c in res["comparisons"]:
-            lines.append(f"  {c['name']} ({c['unit']}, median [min-max]):  ratio ours/baseline {c['ratio']:.1f}x"
-                         f"  (per CPU second: {c['cpu_ratio']:.1f}x)")
+            ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.2f}x"
+            cpu = "" if c["cpu_ratio"] is None else f"  (per CPU second: {c['cpu_ratio']:.2f}x)"
+            lines.append(f"  {c['name']} ({c['unit']}, median [min-max]):  ratio ours/baseline {ratio}{cpu}")
             for side in ("baseline", "ours"):
                 d = c[side]
-                lines.append(f"    {side:<8} {d['median']:>10.1f} [{d['min']:.1f}-{d['max']:.1f}]  "
-                             f"cpu {d['cpu_median']:.1f}  {d['label']}")
+                cpu_col = "" if d["cpu_median"] is None else f"  cpu {d['cpu_median']:.1f}"
+                lines.append(f"    {side:<8} {d['median']:>10.2f} [{d['min']:.2f}-{d['max']:.2f}]{cpu_col}  "
+                             f"{d['seconds_median']:.3g} s/call  {d['label']}")
+            extra = _extra_line(c)
+            if extra:
+                lines.append(extra)
     return "\n".join(lines)
+
+
+SECTION_ORDER = ("train", "data", "sweep", "infer")  # the order of the issue; unknown sections last
+
+
+def _section_rank(name: str) -> tuple[int, str]:
+    return (SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER), name)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -263,6 +236,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default 5, quick 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing (default 1)")
     p.add_argument("--out-dir", type=Path, default=Path("runs/bench"), help="where <timestamp>.json goes")
+    p.add_argument("--device", default="auto",
+                   help="where train and sweep run: auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice, the core count); the matmul peak is "
+                        "measured at the same count. On a box shared with other jobs, 1 is steadier")
     return p
 
 
@@ -275,9 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     if repeats < 1 or args.warmup < 0:
         raise SystemExit(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {args.warmup}")
-    names = sorted(SECTIONS) if args.section == "all" else [args.section]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    from core.devices import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"--device: {err}") from err
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None  # a busy box skews every number
+    names = sorted(SECTIONS, key=_section_rank) if args.section == "all" else [args.section]
     with tempfile.TemporaryDirectory(prefix="inat-bench-") as work:
-        cfg = BenchConfig(args.image_size, args.batch_size, args.quick, repeats, args.warmup, Path(work))
+        cfg = BenchConfig(args.image_size, args.batch_size, args.quick, repeats, args.warmup, Path(work), str(device))
+        log.info("benchmark %s on %s, %d torch threads", ", ".join(names), device, torch.get_num_threads())
         results = run_sections(names, cfg)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out_dir / f"{stamp}.json"
@@ -288,10 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv if argv is not None else sys.argv[1:],
               "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "work_dir"},
               "host": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                       "platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+                       "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+                       "load_average_start": load_start,
+                       "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                       **device_summary(device)},
               "sections": results}
     _write_json_atomic(out, report)
-    print(format_table(results))
+    print(format_table(results, device_summary(device)))
     print(f"results: {out}")
     return 0
 

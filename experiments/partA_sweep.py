@@ -79,10 +79,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def resolve_data_dir(args: argparse.Namespace) -> Path | None:
     if args.download:
-        from core.data import download_inaturalist
-        from core.decode_cache import cache_root
+        from core.download import resolve_dataset
 
-        return download_inaturalist(args.data_dir or cache_root() / "inaturalist_12K")
+        return resolve_dataset(args.data_dir, download=True)
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist; pass the folder holding train/ and val/ "
                                 f"or add --download")

@@ -37,13 +37,6 @@ FAST = ExportConfig(exporter="torchscript")  # ~0.1 s instead of ~2 s, for tests
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core box: one intra-op torch thread avoids OpenMP spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

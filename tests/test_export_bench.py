@@ -9,14 +9,6 @@ import torch
 from export.bench_infer import infer_cases
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_infer_cases_cover_every_runtime_and_batch(tmp_path):
     cases, info = infer_cases(tmp_path, image_size=32, batch_sizes=(1, 4), models=("cnn",), quick=True)
     names = [c.name for c in cases]

@@ -14,7 +14,6 @@ import shutil
 
 import onnx
 import pytest
-import torch
 from test_export import CLASSES, tiny_bundle
 
 from export.metadata import MissingMetadataError
@@ -27,12 +26,6 @@ REAL_PHOTOS = {"eskimo_dog.png": 248, "hog.jpg": 341, "horse_cart.jpg": 603, "re
                "samoyed.jpg": 258}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -130,6 +130,17 @@ def test_run_parta_writes_a_complete_run_folder(tiny_imagefolder, tmp_path):
         f"re-evaluating best.pt gives {again.acc} on {again.total} images, run said {result.test_acc}"
 
 
+def test_run_summary_val_acc_is_the_best_epochs(tiny_imagefolder, tmp_path, monkeypatch):
+    """A W&B sweep optimises the summary's val_acc: it must be the best epoch's, not the last one's."""
+    from core.tracking import Tracker
+
+    summary: dict = {}
+    monkeypatch.setattr(Tracker, "set_summary", lambda self, values: summary.update(values))
+    result = run_partA(_tiny_cfg(tiny_imagefolder), tmp_path / "run", tracker_mode="disabled")
+    best = max(h["val_acc"] for h in result.history)
+    assert summary["val_acc"] == summary["best_val_acc"] == result.best_val_acc == best, f"summary {summary}"
+
+
 def test_pruned_run_keeps_a_valid_folder_without_test_numbers(tiny_imagefolder, tmp_path):
     def prune(epoch, stats):
         raise StopTraining(f"pruned at epoch {epoch}")

@@ -46,14 +46,24 @@ class StandIn:
     """Picklable stand-in trial function (workers are spawned processes)."""
 
     def __init__(self, log: Path, *, block_number: int | None = None, marker: Path | None = None,
-                 sleep: float = 0.0) -> None:
+                 sleep: float = 0.0, barrier: Path | None = None) -> None:
         self.log, self.block_number, self.marker, self.sleep = log, block_number, marker, sleep
+        self.barrier = barrier  # with 2 workers: each waits until both are inside a trial (true overlap)
+
+    def _wait_for_both_workers(self) -> None:
+        self.barrier.mkdir(exist_ok=True)
+        (self.barrier / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(list(self.barrier.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def __call__(self, req: TrialRequest) -> TrialOutcome:
         line = json.dumps({"number": req.number, "pid": os.getpid(), "values": dict(req.values),
                            "resume": req.resume, "run_dir": str(req.run_dir)})
         with open(self.log, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+        if self.barrier is not None:
+            self._wait_for_both_workers()
         if req.number == self.block_number:
             self.marker.write_text(str(os.getpid()))
             time.sleep(120)  # killed here
@@ -130,7 +140,8 @@ def test_resume_after_kill_9_reruns_the_interrupted_trial_and_keeps_the_others(t
 
 def test_two_workers_share_a_grid_without_running_a_point_twice(tmp_path):
     cfg, log = parse_sweep_config(GRID), tmp_path / "log.jsonl"
-    run_local(cfg, settings_for(tmp_path, cfg.grid_size()), StandIn(log, sleep=0.5), workers=2)
+    run_local(cfg, settings_for(tmp_path, cfg.grid_size()), StandIn(log, sleep=0.2, barrier=tmp_path / "b"),
+              workers=2)
     runs = started(log)
     points = [(r["values"]["act"], r["values"]["bn"]) for r in runs]
     assert len(points) == 6 and len(set(points)) == 6, f"each of the 6 grid points exactly once: {points}"
@@ -141,7 +152,7 @@ def test_two_workers_share_a_grid_without_running_a_point_twice(tmp_path):
 
 def test_two_workers_never_exceed_the_budget(tmp_path):
     cfg, log = parse_sweep_config(RANDOM), tmp_path / "log.jsonl"
-    run_local(cfg, settings_for(tmp_path, 3), StandIn(log, sleep=0.5), workers=2)
+    run_local(cfg, settings_for(tmp_path, 3), StandIn(log, sleep=0.2, barrier=tmp_path / "b"), workers=2)
     assert len(started(log)) == 3, f"budget 3 across two workers, trained {len(started(log))}"
 
 
