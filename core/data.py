@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.decode_cache import _atomic_write_text, cache_root, decode_images
+from core.decode_cache import cache_root, decode_images
 from core.demo_data import ensure_demo_dataset
 from core.download import download_inaturalist
 from core.imagefolder import Sample, SkippedFile, cap_per_class, scan_dataset, stratified_split
 from core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, normalize
+from core.runfiles import write_text
 
 __all__ = ["DataConfig", "Loaders", "CachedImageDataset", "make_loaders", "ensure_demo_dataset",
            "download_inaturalist", "NORMALIZATIONS"]
@@ -184,10 +185,10 @@ class Loaders:
         }
         for name in ("train", "val", "test"):
             split[name] = [[rel(p), label] for p, label in getattr(self, name).dataset.samples]
-        _atomic_write_text(run_dir / "split.json", json.dumps(split, indent=1))
+        write_text(run_dir / "split.json", json.dumps(split, indent=1))
         lines = [f"{p}\t{reason}" for p, reason in ((rel(s.path), s.reason) for s in self.skipped)]
         header = f"# {len(lines)} files not used (path relative to {self.root}<TAB>reason)\n"
-        _atomic_write_text(run_dir / "skipped.txt", header + "".join(line + "\n" for line in lines))
+        write_text(run_dir / "skipped.txt", header + "".join(line + "\n" for line in lines))
 
 
 def _dataset_mean_std(images: np.ndarray, rows: list[int], key: str,
@@ -209,7 +210,7 @@ def _dataset_mean_std(images: np.ndarray, rows: list[int], key: str,
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     result = tuple(round(float(v), 6) for v in mean), tuple(round(max(float(v), 1e-3), 6) for v in std)
-    _atomic_write_text(path, json.dumps({"mean": result[0], "std": result[1], "rows": len(rows)}))
+    write_text(path, json.dumps({"mean": result[0], "std": result[1], "rows": len(rows)}))
     return result
 
 

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.preprocess import DECODE_VERSION, ImageDecodeError, Preprocessing, load_uint8
+from core.runfiles import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +104,6 @@ def cache_key(paths: Sequence[Path], prep: Preprocessing) -> str:
     return h.hexdigest()[:32]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
 def _file_lock(lock_path: Path):
     """Exclusive advisory lock (POSIX); elsewhere a no-op, and concurrent builders just race harmlessly."""
@@ -161,11 +150,8 @@ def _decode_one(args: tuple[Path, Preprocessing]) -> np.ndarray | str:
 def _build_entry(folder: Path, key: str, paths: tuple[Path, ...], prep: Preprocessing,
                  num_threads: int, desc: str) -> DecodedImages:
     n, s = len(paths), prep.image_size
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f"{key}.", suffix=".npy.tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
     failed: dict[int, str] = {}
-    try:
+    with atomic_path(folder / f"{key}.npy", suffix=".npy.tmp") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, s, s))
         jobs = ((p, prep) for p in paths)
         with ThreadPoolExecutor(max_workers=num_threads) as pool, \
@@ -178,13 +164,9 @@ def _build_entry(folder: Path, key: str, paths: tuple[Path, ...], prep: Preproce
                 bar.update(1)
         out.flush()
         del out
-        os.replace(tmp, folder / f"{key}.npy")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     meta = {"format": CACHE_FORMAT, "count": n, "image_size": s, "resize_size": prep.resize_size,
             "failed": {str(k): v for k, v in failed.items()}, "paths": [str(p) for p in paths]}
-    _atomic_write_text(folder / f"{key}.json", json.dumps(meta, indent=1))
+    write_text(folder / f"{key}.json", json.dumps(meta, indent=1))
     images = np.load(folder / f"{key}.npy", mmap_mode="r")
     return DecodedImages(key, folder / f"{key}.npy", paths, images, failed)
 

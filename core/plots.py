@@ -11,8 +11,6 @@ the same folder, then ``os.replace``), so a crash never leaves half an image beh
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,8 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from core.runfiles import atomic_path
 
 CORRECT_COLOUR = "#1a9850"  # green
 WRONG_COLOUR = "#d73027"  # red
@@ -75,23 +75,11 @@ def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"figures are written as PNG; got {path.name!r} (use a .png name)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; figures are as readable as any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _bare(ax) -> None:

@@ -26,6 +26,7 @@ import yaml
 
 __all__ = [
     "append_jsonl",
+    "atomic_path",
     "atomic_writer",
     "read_json",
     "read_jsonl",
@@ -104,6 +105,27 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that want a file name (``savefig``, ``np.save``,
+    ``shutil.copyfile``); on a clean exit it is moved onto ``path``, on an error it is removed.
+
+    ``suffix`` lets format-sniffing writers see the right extension (e.g. ``".png"``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

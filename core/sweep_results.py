@@ -15,14 +15,13 @@ import csv
 import io
 import logging
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.runfiles import read_json, read_yaml, to_plain, write_text, write_yaml
+from core.runfiles import atomic_path, read_json, read_yaml, to_plain, write_text, write_yaml
 from core.sweep_budget import DISCARDED, root_of
 from core.sweep_config import SweepConfig
 from core.sweep_trial import TRIAL_FILE
@@ -172,15 +171,8 @@ def write_results_csv(path: Path, records: Sequence[TrialRecord], cfg: SweepConf
 
 def copy_atomic(src: Path, dest: Path) -> Path:
     """Copy ``src`` onto ``dest`` through a temp file in ``dest``'s folder and ``os.replace``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        shutil.copyfile(src, tmp_path)
-        tmp_path.replace(dest)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
     return dest
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,9 +94,6 @@ def save_model_atomic(proto: onnx.ModelProto, out_path: str | Path) -> Path:
                           f".onnx file; this exporter writes self-contained files only")
     with atomic_writer(out_path, "wb") as handle:
         handle.write(proto.SerializeToString())  # every tensor inline: no external .data file
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out_path, 0o666 & ~umask)  # the temp file was 0600; a model file is meant to be shared
     return out_path
 
 

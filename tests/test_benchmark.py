@@ -1,0 +1,121 @@
+"""experiments/benchmark.py end to end (--quick, every section) and the train/sweep helpers' guards.
+
+Speed targets are not asserted here (they belong to the full run on a quiet machine, see
+docs/readme_benchmark.md); this checks that every section runs, reports sane numbers and refuses bad input.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from experiments.bench_common import Comparison, compare, write_photo_dataset
+from experiments.bench_train import _check_same_loss, _Trainer, measure_matmul_peak
+from experiments.benchmark import SECTIONS, main
+
+EVERY_SECTION = {"train", "data", "sweep", "infer"}
+
+
+def _positive(value, what: str) -> None:
+    assert isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf"), \
+        f"{what} should be a positive finite number, got {value!r}"
+
+
+@pytest.mark.slow
+def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
+    assert set(SECTIONS) == EVERY_SECTION, f"registered sections: {sorted(SECTIONS)}"
+    assert main(["all", "--quick", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                 "--out-dir", str(tmp_path)]) == 0
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1, files
+    report = json.loads(files[0].read_text())
+    sections = report["sections"]
+    assert set(sections) == EVERY_SECTION, f"the JSON must hold every section: {sorted(sections)}"
+    assert list(sections) == ["train", "data", "sweep", "infer"], "all runs the sections in the issue's order"
+    for name, section in sections.items():
+        _positive(section["peak_rss_mb"], f"{name} peak RSS")
+        _positive(section["seconds"], f"{name} seconds")
+        assert section["comparisons"], f"{name} has no comparisons"
+        for c in section["comparisons"]:
+            where = f"{name} / {c['name']}"
+            for side in ("baseline", "ours"):
+                d = c[side]
+                assert len(d["runs"]) >= 1, f"{where} {side}: no timed runs"
+                for key in ("median", "min", "max", "seconds_median"):
+                    _positive(d[key], f"{where} {side} {key}")
+                assert d["min"] <= d["median"] <= d["max"], f"{where} {side}: {d}"
+            _positive(c["ratio"], f"{where} ratio")
+
+    train = sections["train"]
+    peak = train["info"]["matmul_peak_gflops"]
+    assert peak["fp32"] == max(peak["fp32_before"], peak["fp32_after"]) and peak["fp32"] > 1, peak
+    assert train["info"]["threads"] == 1, "the test fixture runs torch on one thread; the peak must match it"
+    names = [c["name"] for c in train["comparisons"]]
+    assert any("doubling" in n for n in names) and any("32 everywhere" in n for n in names), names
+    for c in train["comparisons"]:
+        _positive(c["ours_gflops"], "ours GFLOP/s")
+        assert 0 < c["ours_fraction_of_fp32_peak"] < 3, f"fraction of peak out of range: {c}"
+        expected = c["ours"]["median"] * c["train_flops_per_image"] / 1e9
+        assert c["ours_gflops"] == pytest.approx(expected), "GFLOP/s = images/s x training FLOPs per image"
+
+    sweep = sections["sweep"]
+    info = sweep["info"]
+    images = info["images"]
+    assert info["ours_cache_misses_per_sweep"] == [2], f"ours decodes train/ and val/ once per sweep: {info}"
+    assert info["ours_images_decoded_per_sweep"] == [images["train"] + images["val"] + images["test"]], info
+    assert info["baseline_images_decoded_per_sweep"] > 4 * info["ours_images_decoded_per_sweep"][0], info
+    assert [c["unit"] for c in sweep["comparisons"]] == ["trials/s", "images/s"], sweep["comparisons"]
+    epoch_runs = sweep["comparisons"][1]["ours"]["runs"]
+    assert len(epoch_runs) == info["trials"] * (info["epochs"] - 1), "one epoch-2+ sample per trial and epoch"
+
+    assert report["host"]["device"] == "cpu" and report["config"]["device"] == "cpu", report["host"]
+    out = capsys.readouterr().out
+    assert "device for train/sweep: cpu" in out and "of fp32 matmul peak" in out and str(files[0]) in out, out
+
+
+def test_compare_records_seconds_per_call():
+    comp = compare("fake", lambda: None, lambda: None, items=8, repeats=3, warmup=0)
+    summary = comp.summary()
+    for side in ("baseline", "ours"):
+        d = summary[side]
+        assert d["seconds_min"] <= d["seconds_median"] <= d["seconds_max"], d
+        assert d["seconds_median"] == pytest.approx(8 / d["median"]), "seconds per call = items / throughput"
+    empty = Comparison("no runs", "b", "o", 1, baseline=[1.0], ours=[2.0])
+    assert empty.summary()["ratio"] == 2.0 and empty.summary()["cpu_ratio"] is None
+
+
+def test_wrong_fast_path_is_refused():
+    wrong = _Trainer(step=lambda: None, first_loss=lambda: 2.5)
+    with pytest.raises(RuntimeError, match="refusing to time a wrong path"):
+        _check_same_loss("cnn", 2.0, wrong, 1e-4)
+    right = _Trainer(step=lambda: None, first_loss=lambda: 2.0 + 1e-6)
+    assert _check_same_loss("cnn", 2.0, right, 1e-4) == (2.0, 2.0 + 1e-6)
+
+
+def test_matmul_peak_is_plausible():
+    flops = measure_matmul_peak(torch.device("cpu"), n=128, repeats=2)
+    assert 1e7 < flops < 1e14, f"a 128x128 matmul on one CPU thread: {flops:.3g} FLOP/s"
+
+
+def test_photo_dataset_layout_and_errors(tmp_path):
+    root = write_photo_dataset(tmp_path / "p", classes=2, train_per_class=2, test_per_class=1, size=(80, 60))
+    train = sorted(p.relative_to(root).as_posix() for p in (root / "train").rglob("*.jpg"))
+    assert train == ["train/class_0/photo_0000.jpg", "train/class_0/photo_0001.jpg",
+                     "train/class_1/photo_0000.jpg", "train/class_1/photo_0001.jpg"], train
+    assert len(list((root / "val").rglob("*.jpg"))) == 2
+    with pytest.raises(ValueError, match="need >= 2 classes"):
+        write_photo_dataset(tmp_path / "q", classes=1, train_per_class=2, test_per_class=1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--device", "tpu"], "--device: unknown device 'tpu'"),
+    (["train", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["train", "--repeats", "0"], "--repeats must be >= 1"),
+])
+def test_bad_flags_name_the_problem(argv, message, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out-dir", str(tmp_path)])
+    assert message in str(exc.value), str(exc.value)
+    assert not list(tmp_path.glob("*.json")), "nothing is written for a bad command line"
