@@ -104,12 +104,11 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
             "preprocessing": loaders.preprocessing.to_dict(),
             "extra": {"run_config": cfg.to_dict(), "params": params, "flops": flops}}
 
-    tracker = Tracker.start(run_dir=run_dir, name=name or run_dir.name, group=group, job_type="partA",
-                            project=project, mode=tracker_mode, resume=resume,
-                            config={**cfg.to_flat(), "params": params, "flops": flops,
-                                    "num_classes": len(loaders.class_names)})
-    exit_code = 1
-    try:
+    # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
+    with Tracker.start(run_dir=run_dir, name=name or run_dir.name, group=group, job_type="partA",
+                       project=project, mode=tracker_mode, resume=resume,
+                       config={**cfg.to_flat(), "params": params, "flops": flops,
+                               "num_classes": len(loaders.class_names)}) as tracker:
         tracker.set_summary({"params": params, "flops": flops})
         log.info("Part A run %s: %s params, %.3f GFLOPs/image, %d classes", run_dir, f"{params:,}", flops / 1e9,
                  len(loaders.class_names))
@@ -125,12 +124,6 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                              "best_epoch": result.best_epoch,
                              "epochs_run": result.epochs_run, "stopped_reason": result.stopped_reason or "",
                              **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})
-        exit_code = 0
-    except KeyboardInterrupt:
-        exit_code = 130
-        raise
-    finally:
-        tracker.finish(exit_code=exit_code)
     return RunResult(run_dir=run_dir, best_val_acc=result.best_val_acc, best_epoch=result.best_epoch,
                      test_acc=test_acc, test_loss=test_loss, params=params, flops=flops,
                      best_path=result.best_path, last_path=result.last_path, epochs_run=result.epochs_run,

@@ -158,10 +158,9 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     model_desc = {"kind": "backbone", "arch": cfg.arch, "num_classes": num_classes}
     meta = {"model_desc": model_desc, "class_names": loaders.class_names, "preprocessing": prep.to_dict(),
             "extra": {"partB": strategy.describe()}}
-    tracker = Tracker.start(run_dir=run_dir, name=name, config=resolved, group=group, job_type="partB",
-                            mode=tracker_mode, tags=("partB", cfg.arch, cfg.strategy), resume=resume)
-    exit_code = 1
-    try:
+    # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
+    with Tracker.start(run_dir=run_dir, name=name, config=resolved, group=group, job_type="partB",
+                       mode=tracker_mode, tags=("partB", cfg.arch, cfg.strategy), resume=resume) as tracker:
         result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
                      strategy=strategy, resume=resume, on_epoch_end=on_epoch_end)
         test_acc = test_loss = None
@@ -178,12 +177,6 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                              "trainable_params": out.trainable_params, "total_params": out.total_params,
                              "seconds_per_epoch": out.seconds_per_epoch,
                              **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})
-        exit_code = 0
-    except KeyboardInterrupt:
-        exit_code = 130
-        raise
-    finally:
-        tracker.finish(exit_code=exit_code)
     logger.info("%s: test_acc %s  best val_acc %.1f%% at epoch %d  trainable %d / %d", name,
                 "-" if test_acc is None else f"{100 * test_acc:.1f}%", 100 * out.best_val_acc, out.best_epoch,
                 out.trainable_params, out.total_params)
@@ -200,19 +193,9 @@ class PartBTrial:
         return PartBConfig.from_flat(dict(flat), base=self.base)
 
     def __call__(self, request: Any) -> Any:
-        from core.sweep_trial import EPOCH_METRICS, outcome_from_result
-        from core.train import StopTraining
+        from core.sweep_trial import run_for_request
 
-        cfg = self.build_config(dict(request.flat))
-
-        def on_epoch_end(epoch: int, stats: Any) -> None:
-            metrics = {k: float(getattr(stats, k)) for k in EPOCH_METRICS if hasattr(stats, k)}
-            if request.report(epoch, metrics):
-                raise StopTraining(f"pruned by the sweep's early_terminate after epoch {epoch}")
-
-        result = run_partB(cfg, request.run_dir, tracker_mode=request.tracker_mode, name=request.name,
-                           group=request.group, resume=request.resume, on_epoch_end=on_epoch_end)
-        return outcome_from_result(result)
+        return run_for_request(run_partB, self.build_config(dict(request.flat)), request)
 
 
 def strategy_runs(cfg: PartBConfig, strategies: tuple[str, ...] = STRATEGY_NAMES) -> list[PartBConfig]:

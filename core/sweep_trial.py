@@ -144,18 +144,23 @@ class PartATrial:
 
     def __call__(self, request: TrialRequest) -> TrialOutcome:
         from core.partA import run_partA
-        from core.train import StopTraining
 
-        cfg = self.build_config(request.flat)
+        return run_for_request(run_partA, self.build_config(request.flat), request)
 
-        def on_epoch_end(epoch: int, stats: Any) -> None:
-            metrics = {k: float(getattr(stats, k)) for k in EPOCH_METRICS if hasattr(stats, k)}
-            if request.report(epoch, metrics):
-                raise StopTraining(f"pruned by the sweep's early_terminate after epoch {epoch}")
 
-        result = run_partA(cfg, request.run_dir, tracker_mode=request.tracker_mode, name=request.name,
-                           group=request.group, resume=request.resume, on_epoch_end=on_epoch_end)
-        return outcome_from_result(result)
+def run_for_request(run_fn: Callable[..., Any], cfg: Any, request: TrialRequest) -> TrialOutcome:
+    """Run one trial's configured run (``run_partA`` / ``run_partB``) in its folder, reporting every epoch
+    to the sweep and stopping it (``StopTraining``) when the sweep's ``early_terminate`` prunes it."""
+    from core.train import StopTraining
+
+    def on_epoch_end(epoch: int, stats: Any) -> None:
+        metrics = {k: float(getattr(stats, k)) for k in EPOCH_METRICS if hasattr(stats, k)}
+        if request.report(epoch, metrics):
+            raise StopTraining(f"pruned by the sweep's early_terminate after epoch {epoch}")
+
+    result = run_fn(cfg, request.run_dir, tracker_mode=request.tracker_mode, name=request.name,
+                    group=request.group, resume=request.resume, on_epoch_end=on_epoch_end)
+    return outcome_from_result(result)
 
 
 def outcome_from_result(result: Any) -> TrialOutcome:

@@ -126,13 +126,14 @@ def bench_data(cfg: BenchConfig) -> SectionResult:
 @register("infer")
 def bench_infer(cfg: BenchConfig) -> SectionResult:
     """torch eager vs channels_last vs onnxruntime fp32 vs INT8, batch 1 and 32 (cases: export/bench_infer.py)."""
-    from export.bench_infer import infer_cases
+    from export.bench_infer import BENCH_MODELS, infer_cases
 
     for noisy in ("onnxscript", "onnx_ir", "onnxruntime", "torch.onnx"):  # exporter chatter at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     batches = (1, cfg.batch_size) if cfg.batch_size and cfg.batch_size != 1 else (1, 32)
+    models = ("cnn",) if cfg.quick else BENCH_MODELS  # quick: skip MobileNetV2's export (~half of all --quick)
     cases, info = infer_cases(cfg.work_dir, image_size=cfg.image_size or (64 if cfg.quick else 224),
-                              batch_sizes=batches, quick=cfg.quick)
+                              batch_sizes=batches, models=models, quick=cfg.quick)
     common = {"repeats": cfg.repeats, "warmup": cfg.warmup}
     return SectionResult([compare(c.name, c.baseline, c.ours, items=c.items, baseline_label=c.baseline_label,
                                   ours_label=c.ours_label, **common) for c in cases], info)

@@ -15,15 +15,6 @@ from core.models import build_cnn
 from core.spec import make_spec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core box: one intra-op thread avoids OpenMP spin contention (10x slower otherwise)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cnn(filters: int = 4, num_classes: int = 3):
     spec = make_spec(filters=filters, image_size=32, num_classes=num_classes, dense_units=8)
     return build_cnn(spec), {"kind": "cnn", "spec": spec.to_dict()}

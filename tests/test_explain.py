@@ -15,15 +15,6 @@ from core import explain
 pytest.importorskip("captum.attr")  # imported up front: its import raises the recursion limit mid-test
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core box: one intra-op thread avoids OpenMP spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinyBlock(nn.Module):
     def __init__(self, cin: int, cout: int, act: nn.Module, pool: bool) -> None:
         super().__init__()

@@ -49,15 +49,6 @@ class FakeTracker:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core box: one intra-op thread avoids OpenMP spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
 def fake_tracker(monkeypatch):
     FakeTracker.runs = []
     monkeypatch.setattr(partA_evaluate, "Tracker", FakeTracker)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,16 +17,6 @@ from core.preprocess import Preprocessing
 from core.runfiles import read_jsonl, read_yaml
 from core.train import StopTraining, TrainConfig
 from experiments import partA_train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core box: one intra-op thread avoids OpenMP spin contention (10x slower otherwise)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ---------------------------------------------------------------- PartAConfig.from_flat
 

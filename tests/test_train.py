@@ -20,15 +20,6 @@ from core.spec import make_spec
 from core.train import EarlyStopping, NonFiniteLossError, StopTraining, TrainConfig, fit, format_lr
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """A shared 2-core box: one intra-op thread avoids OpenMP spin contention (10x slower otherwise)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(n: int = 32, num_classes: int = 3, size: int = 32, seed: int = 0):
     """Class-coloured noise: class c has channel c bright, so a tiny CNN can learn it."""
     gen = torch.Generator().manual_seed(seed)
