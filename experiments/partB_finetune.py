@@ -26,7 +26,8 @@ from core.backbones import supported_archs
 from core.data import DataConfig
 from core.devices import resolve_device
 from core.finetune import STRATEGY_NAMES
-from core.partB import PartBConfig, run_compare, run_partB
+from core.partB import PartBConfig, run_partB
+from core.partB_compare import run_compare
 from core.train import TrainConfig
 
 log = logging.getLogger("partB_finetune")

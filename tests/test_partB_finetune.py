@@ -17,7 +17,8 @@ import yaml
 
 from core.checkpoint import load_checkpoint, load_model
 from core.data import DataConfig
-from core.partB import PARTB_FLAT_KEYS, PartBConfig, read_partA_row, run_compare, run_partB
+from core.partB import PARTB_FLAT_KEYS, PartBConfig, run_partB
+from core.partB_compare import read_partA_row, run_compare
 from core.train import TrainConfig
 from experiments import partB_finetune
 
