@@ -44,6 +44,7 @@ from core.epoch import (
     format_lr,
     train_one_epoch,
 )
+from core.memory import apply_cpu_training_policy
 from core.optim import LRSchedule, default_param_groups, make_optimizer
 from core.rng import capture_rng_state, restore_rng_state, seed_everything
 from core.runfiles import append_jsonl, to_plain, write_jsonl
@@ -146,6 +147,8 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     device = resolve_device(config.device)
     amp_dtype = resolve_amp(config.amp, device)
     channels_last = resolve_channels_last(config.channels_last, device)
+    if device.type == "cpu":
+        apply_cpu_training_policy()  # glibc keeps freed activations: no page faults every step (core/memory.py)
 
     saved = None
     if resume and last_path.is_file():

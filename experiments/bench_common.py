@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["BenchConfig", "Comparison", "SectionResult", "compare", "cuda_peak_mb", "device_summary",
-           "peak_rss_mb", "quiet_loggers", "reset_peak_memory", "synchronize", "write_photo_dataset",
-           "write_photos"]
+__all__ = ["BenchConfig", "Comparison", "SectionResult", "compare", "compare_many", "cuda_peak_mb", "device_summary",
+           "peak_rss_mb", "quiet_loggers", "reset_peak_memory", "synchronize", "write_photo_dataset", "write_photos"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,33 @@ def compare(name: str, baseline: Callable[[], object], ours: Callable[[], object
             getattr(result, label).append(items / elapsed)
             getattr(result, f"{label}_cpu").append(items / cpu)
     return result
+
+
+def compare_many(name: str, baseline: Callable[[], object], variants: dict[str, Callable[[], object]], *,
+                 items: int, repeats: int, warmup: int, baseline_label: str = "baseline",
+                 unit: str = "images/s") -> list[Comparison]:
+    """Like :func:`compare` for several variants of ours against one baseline, timed once per round.
+
+    Each round runs the baseline and every variant once, in an order rotated by one position per round, so
+    no side always runs first or right after the same neighbour. Returns one :class:`Comparison` per variant
+    (``name: label``), all sharing the baseline's runs.
+    """
+    sides = [("baseline", baseline), *variants.items()]
+    wall: dict[str, list[float]] = {label: [] for label, _ in sides}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in sides}
+    for _ in range(warmup):
+        for _, fn in sides:
+            fn()
+    for r in range(repeats):
+        k = r % len(sides)
+        for label, fn in sides[k:] + sides[:k]:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            fn()
+            wall[label].append(items / max(time.perf_counter() - start, 1e-9))
+            cpu[label].append(items / max(time.process_time() - cpu_start, 1e-9))
+    return [Comparison(f"{name}: {label}", baseline_label, label, items, unit, baseline=wall["baseline"],
+                       ours=wall[label], baseline_cpu=cpu["baseline"], ours_cpu=cpu[label])
+            for label in variants]
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -6,7 +6,11 @@ generated dataset of 800x600 JPEGs, ours vs four notebook-style runs.
   decode once per sweep, shared by all trials), our trainer with its default settings, checkpoints, the test
   evaluation and the sweep outputs (results.csv, figures, report.html). Tracking is ``disabled`` (the baseline
   logs nothing either). Every call starts cold: a new cache folder and no in-memory entry, so each timed sweep
-  pays its one decode, as a sweep on a new dataset would.
+  pays its one decode, as a sweep on a new dataset would. On a glibc CPU ``fit`` makes glibc keep freed memory
+  (:mod:`core.memory`); each of ours' sweeps runs inside :func:`core.memory.keep_freed_memory`, which undoes
+  it afterwards, so the baseline timed next does not profit. Two more variants there: the defaults with the
+  policy switched off, and the opt-in ``--amp bf16`` where oneDNN has native bf16. Baseline and variants
+  alternate per round.
 * **baseline**: for each of the same 4 configurations, the assignment notebook: ``ImageFolder`` + PIL full
   decode + ``Resize`` + ``ToTensor`` (+ ``Normalize``) every epoch, ``num_workers=0``, NCHW fp32 eager,
   ``torch.optim.Adam``, a validation pass per epoch, ``torch.save`` of the best state, one test pass at the end;
@@ -18,9 +22,11 @@ same runs: ours' ``seconds`` from each trial's ``metrics.jsonl`` vs the baseline
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +37,7 @@ from experiments.bench_common import (
     BenchConfig,
     Comparison,
     SectionResult,
-    compare,
+    compare_many,
     quiet_loggers,
     synchronize,
     write_photo_dataset,
@@ -58,7 +64,7 @@ class SweepWorkload:
     activations: tuple[str, ...] = ACTIVATIONS
 
 
-def _part_a_configs(w: SweepWorkload, device: torch.device, cache_dir: Path | None = None):
+def _part_a_configs(w: SweepWorkload, device: torch.device, cache_dir: Path | None = None, amp: str = "auto"):
     """(base config, one PartAConfig per trial), exactly as the sweep's trials build them."""
     from core.data import DataConfig
     from core.partA_config import PartAConfig
@@ -67,7 +73,7 @@ def _part_a_configs(w: SweepWorkload, device: torch.device, cache_dir: Path | No
     base = PartAConfig(filters=w.filters, organisation=w.organisation,
                        data=DataConfig(data_dir=w.root, image_size=w.image_size, batch_size=w.batch_size,
                                        val_fraction=w.val_fraction, seed=w.seed, cache_dir=cache_dir),
-                       train=TrainConfig(epochs=w.epochs, lr=w.lr, seed=w.seed, device=str(device)))
+                       train=TrainConfig(epochs=w.epochs, lr=w.lr, seed=w.seed, device=str(device), amp=amp))
     return base, [PartAConfig.from_flat({"activation": a}, base) for a in w.activations]
 
 
@@ -79,15 +85,15 @@ class OursRun:
     misses: int
 
 
-def run_ours(w: SweepWorkload, out_dir: Path, name: str, device: torch.device) -> OursRun:
-    """One full sweep from a cold decode cache into ``out_dir/name``."""
+def run_ours(w: SweepWorkload, out_dir: Path, name: str, device: torch.device, amp: str = "auto") -> OursRun:
+    """One full sweep from a cold decode cache into ``out_dir/name`` (``amp``: TrainConfig.amp of every trial)."""
     from core.decode_cache import cache_stats, reset_cache_stats
     from core.runfiles import read_jsonl
     from core.sweep import SweepSettings, run_sweep
     from core.sweep_config import parse_sweep_config
     from core.sweep_trial import PartATrial
 
-    base, _ = _part_a_configs(w, device, cache_dir=out_dir / f"{name}-cache")
+    base, _ = _part_a_configs(w, device, cache_dir=out_dir / f"{name}-cache", amp=amp)
     cfg = parse_sweep_config({"name": name, "method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
                               "parameters": {"activation": {"values": list(w.activations)}}})
     settings = SweepSettings(name=name, out_dir=out_dir, backend="local", tracker_mode="disabled", seed=w.seed)
@@ -184,8 +190,51 @@ def _preload() -> None:
     import core.sweep_report  # noqa: F401
 
 
+@dataclass(frozen=True)
+class SweepVariant:
+    label: str
+    amp: str = "auto"  # TrainConfig.amp of every trial
+    keep_freed: bool = False  # the whole sweep inside keep_freed_memory(): fit's policy, undone afterwards
+    policy_off: bool = False  # the whole sweep with INAT_CNN_KEEP_FREED_MEMORY=0 (fit leaves glibc alone)
+
+
+@contextlib.contextmanager
+def _policy_off():
+    """``INAT_CNN_KEEP_FREED_MEMORY=0`` for one block, so ``fit`` leaves glibc's allocator alone."""
+    import os
+
+    from core.memory import ENV_SWITCH
+
+    before = os.environ.get(ENV_SWITCH)
+    os.environ[ENV_SWITCH] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENV_SWITCH]
+        else:
+            os.environ[ENV_SWITCH] = before
+
+
+def _variants(device: torch.device) -> list[SweepVariant]:
+    """Ours with the trainer's defaults (on a glibc CPU: glibc keeps freed memory, as ``fit`` sets it, undone
+    after each sweep); there also without that policy, and with the opt-in bf16."""
+    from core.memory import ENV_SWITCH, glibc, policy_enabled
+    from experiments.bench_train import bf16_cpu_supported
+
+    policy = device.type == "cpu" and glibc() is not None and policy_enabled()
+    variants = [SweepVariant("defaults", keep_freed=policy)]
+    if policy:
+        variants.append(SweepVariant(f"defaults, {ENV_SWITCH}=0 (allocator untouched)", policy_off=True))
+        if bf16_cpu_supported():
+            variants.append(SweepVariant("--amp bf16", amp="bf16", keep_freed=True))
+    return variants
+
+
 def bench_sweep(cfg: BenchConfig) -> SectionResult:
     """Alternate whole sweeps (baseline, ours, ...) and derive the epoch-2+ comparison from the same runs."""
+    from core.memory import keep_freed_memory
+
     device = torch.device(cfg.device)
     size = cfg.image_size or (32 if cfg.quick else 224)
     batch = cfg.batch_size or (8 if cfg.quick else 32)
@@ -196,12 +245,17 @@ def bench_sweep(cfg: BenchConfig) -> SectionResult:
     root = write_photo_dataset(cfg.work_dir / "sweep-photos", classes=classes, train_per_class=per_class,
                                test_per_class=test_per_class)
     w = SweepWorkload(root=root, image_size=size, batch_size=batch)
-    ours_runs: list[OursRun] = []
+    variants = _variants(device)
+    ours_runs: dict[str, list[OursRun]] = {v.label: [] for v in variants}
     base_runs: list[BaselineRun] = []
     counter = iter(range(10**6))
 
-    def ours() -> None:
-        ours_runs.append(run_ours(w, cfg.work_dir / "sweeps", f"bench{next(counter)}", device))
+    def ours(v: SweepVariant) -> Callable[[], None]:
+        def run() -> None:
+            with keep_freed_memory() if v.keep_freed else _policy_off() if v.policy_off else contextlib.nullcontext():
+                ours_runs[v.label].append(run_ours(w, cfg.work_dir / "sweeps", f"bench{next(counter)}", device,
+                                                   amp=v.amp))
+        return run
 
     def baseline() -> None:
         base_runs.append(run_baseline(w, cfg.work_dir / "baseline", device))
@@ -214,29 +268,37 @@ def bench_sweep(cfg: BenchConfig) -> SectionResult:
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            sweep = compare(f"{trials}-trial x {w.epochs}-epoch sweep, {size}px", baseline, ours, items=trials,
-                            repeats=repeats, warmup=warmup, unit="trials/s",
-                            baseline_label="ImageFolder+PIL decode each epoch, NCHW fp32, per-trial decode",
-                            ours_label="run_sweep: decode cache once, our trainer, checkpoints + report")
+            sweeps = compare_many(f"{trials}-trial x {w.epochs}-epoch sweep, {size}px", baseline,
+                                  {v.label: ours(v) for v in variants}, items=trials, repeats=repeats, warmup=warmup,
+                                  unit="trials/s",
+                                  baseline_label="ImageFolder+PIL decode each epoch, NCHW fp32, per-trial decode")
         finally:
             optuna.logging.set_verbosity(verbosity)
-    timed_ours, timed_base = ours_runs[warmup:], base_runs[warmup:]
+    for comp in sweeps:
+        comp.ours_label = f"run_sweep ({comp.ours_label}): decode cache once, our trainer, checkpoints + report"
+    timed_base = base_runs[warmup:]
     sizes = base_runs[-1].images
     epoch_items = sizes["train"] + sizes["val"]
-    epoch = Comparison(f"one epoch end to end (train+val), epoch >= 2, {size}px", "baseline epoch (decode every "
-                       "epoch)", "ours (cached)", epoch_items, unit="images/s")
-    epoch.baseline = [epoch_items / s for r in timed_base for t in r.epoch_seconds for s in t[1:]]
-    epoch.ours = [epoch_items / s for r in timed_ours for t in r.epoch_seconds for s in t[1:]]
-    epoch.extra = {"note": "runs = one per trial and epoch >= 2; wall clock only"}
+    epochs = []
+    for v in variants:
+        epoch = Comparison(f"one epoch end to end (train+val), epoch >= 2, {size}px: {v.label}",
+                           "baseline epoch (decode every epoch)", f"ours (cached, {v.label})", epoch_items)
+        epoch.baseline = [epoch_items / s for r in timed_base for t in r.epoch_seconds for s in t[1:]]
+        epoch.ours = [epoch_items / s for r in ours_runs[v.label][warmup:] for t in r.epoch_seconds for s in t[1:]]
+        epoch.extra = {"note": "runs = one per trial and epoch >= 2, from the timed sweeps; wall clock only"}
+        epochs.append(epoch)
+    timed = [r for v in variants for r in ours_runs[v.label][warmup:]]
     info = {"image_size": size, "batch_size": batch, "epochs": w.epochs, "trials": trials, "device": str(device),
             "grid": {"activation": list(w.activations)}, "model": {"filters": w.filters,
                                                                   "organisation": w.organisation},
             "classes": classes, "images": {**sizes, "source_size": [800, 600]}, "repeats": repeats,
-            "warmup": warmup, "ours_images_decoded_per_sweep": [r.images_decoded for r in timed_ours],
-            "ours_cache_misses_per_sweep": [r.misses for r in timed_ours],
+            "warmup": warmup, "ours_images_decoded_per_sweep": sorted({r.images_decoded for r in timed}),
+            "ours_cache_misses_per_sweep": sorted({r.misses for r in timed}),
             "baseline_images_decoded_per_sweep": trials * (w.epochs * epoch_items + sizes["test"]),
-            "ours_epoch1_seconds_median": statistics.median(t[0] for r in timed_ours for t in r.epoch_seconds)}
-    return SectionResult([sweep, epoch], info)
+            "ours_epoch1_seconds_median": {v.label: statistics.median(t[0] for r in ours_runs[v.label][warmup:]
+                                                                       for t in r.epoch_seconds) for v in variants}}
+    return SectionResult([*sweeps, *epochs], info)
 
 
-__all__ = ["ACTIVATIONS", "BaselineRun", "OursRun", "SweepWorkload", "bench_sweep", "run_baseline", "run_ours"]
+__all__ = ["ACTIVATIONS", "BaselineRun", "OursRun", "SweepVariant", "SweepWorkload", "bench_sweep", "run_baseline",
+           "run_ours"]

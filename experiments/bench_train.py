@@ -6,8 +6,10 @@ notebook loop, and achieved FLOP/s as a fraction of this machine's measured matm
   (``loss.item()``, argmax accuracy).
 * **ours**: :func:`core.train.train_one_epoch` with the settings :func:`core.train.fit` resolves from the
   default :class:`core.train.TrainConfig` on this device (CPU: channels_last, fp32; CUDA: channels_last +
-  AMP) and the optimizer ``fit`` builds. On a CPU with native bf16 an extra row times the opt-in
-  ``--amp bf16``, which the defaults leave off.
+  AMP) and the optimizer ``fit`` builds; on a glibc CPU in a child process where glibc keeps freed memory,
+  as ``fit`` sets it (:mod:`core.memory`). On the CPU two more rows: the opt-in ``--amp bf16`` (32->512 model,
+  where oneDNN has native bf16 kernels), and the defaults without that allocator policy (in this process).
+  Baseline and every variant are timed once per round, in rotated order.
 
 Both start from the same weights and train on the same in-memory batches (data loading is the ``data`` and
 ``sweep`` sections' business); before timing, their first-batch losses must agree (fp32 within 1e-4 relative,
@@ -17,11 +19,13 @@ FLOP convention: :func:`core.counting.count_flops` counts one forward pass (2 x 
 layers, like ``torch.utils.flop_counter.FlopCounterMode``); a training step is taken as 3 x forward (the
 backward pass computes input and weight gradients, each about one forward's worth). Achieved FLOP/s =
 images/s x 3 x forward FLOPs per image. The peak is the best of several large fp32 ``torch.mm`` runs at the
-same thread count, measured before and after the timings in the same process.
+same thread count, measured before and after the timings in the same process; a large conv's forward
+FLOP/s is recorded next to it (``conv_fp32``), since oneDNN's convolutions can outrun MKL's matmul.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import statistics
@@ -32,7 +36,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from experiments.bench_common import BenchConfig, Comparison, SectionResult, compare, synchronize
+from core.memory import ENV_SWITCH, glibc, keep_freed_for_process, policy_enabled
+from experiments.bench_common import BenchConfig, Comparison, SectionResult, compare_many, synchronize
+from experiments.bench_process import ChildStepper
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,35 @@ def measure_matmul_peak(device: torch.device, *, n: int, dtype: torch.dtype = to
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One setting of ours to time against the baseline."""
+
+    label: str
+    amp: str  # TrainConfig.amp
+    tolerance: float  # first-batch loss vs the baseline's, relative
+    keep_freed: bool = False  # run in a child process where glibc keeps freed memory (as fit sets it)
+
+
+def measure_conv_peak(device: torch.device, *, batch: int = 32) -> float:
+    """Best FLOP/s of one large 3x3 conv forward (256->512 channels, 14x14, channels_last): a second reference,
+    because oneDNN's convolutions can beat MKL's sgemm on some CPUs, which makes "fraction of matmul peak"
+    exceed what the matmul shows."""
+    conv = nn.Conv2d(256, 512, 3, padding=1).to(device=device, memory_format=torch.channels_last)
+    x = torch.randn(batch, 256, 14, 14, device=device).contiguous(memory_format=torch.channels_last)
+    flops = 2 * batch * 512 * 14 * 14 * 256 * 9
+    best = float("inf")
+    with torch.no_grad():
+        conv(x)
+        synchronize(device)
+        for _ in range(3):
+            start = time.perf_counter()
+            conv(x)
+            synchronize(device)
+            best = min(best, time.perf_counter() - start)
+    return flops / best
 
 
 @dataclass
@@ -142,27 +177,52 @@ def _our_trainer(model: nn.Module, batches: list, device: torch.device, amp: str
     return _Trainer(step, first_loss), settings
 
 
-def _check_same_loss(name: str, b: float, ours: _Trainer, tolerance: float) -> tuple[float, float]:
-    """``b`` = the baseline's loss on the first batch with the initial weights, before any step."""
-    o = ours.first_loss()
+def _child_trainer(model: nn.Module, batches: list, device: str, amp: str) -> tuple[Callable[[], object], dict]:
+    """:class:`ChildStepper` factory: our trainer inside the child, plus what the parent checks before timing."""
+    trainer, settings = _our_trainer(model, batches, torch.device(device), amp)
+    return trainer.step, {"first_loss": trainer.first_loss(), "settings": settings}
+
+
+def _check_same_loss(name: str, b: float, o: float, tolerance: float) -> tuple[float, float]:
+    """``b`` = the baseline's loss on the first batch with the initial weights, ``o`` = ours', before any step."""
     if not abs(b - o) <= tolerance * max(1.0, abs(b)):
         raise RuntimeError(f"{name}: ours computes loss {o:.6g} where the baseline computes {b:.6g} on the same "
                            f"weights and batch (tolerance {tolerance:g} relative); refusing to time a wrong path")
     return b, o
 
 
-def _flop_extra(comp: Comparison, step_flops: int, peaks: dict[str, float], ours_peak_key: str) -> dict:
+def _flop_extra(comp: Comparison, step_flops: int, peaks: dict[str, float], amp: str) -> dict:
     base = statistics.median(comp.baseline) * step_flops
     ours = statistics.median(comp.ours) * step_flops
-    return {"train_flops_per_image": step_flops, "flops_convention": "3 x forward FLOPs (2 x MACs, conv+linear)",
-            "baseline_gflops": base / 1e9, "ours_gflops": ours / 1e9,
-            "baseline_fraction_of_fp32_peak": base / peaks["fp32"],
-            "ours_fraction_of_fp32_peak": ours / peaks["fp32"],
-            **({"ours_fraction_of_bf16_peak": ours / peaks["bf16"]} if ours_peak_key == "bf16" else {})}
+    extra = {"train_flops_per_image": step_flops, "flops_convention": "3 x forward FLOPs (2 x MACs, conv+linear)",
+             "baseline_gflops": base / 1e9, "ours_gflops": ours / 1e9,
+             "baseline_fraction_of_fp32_peak": base / peaks["fp32"], "ours_fraction_of_fp32_peak": ours / peaks["fp32"]}
+    if amp == "bf16" and "bf16" in peaks:
+        extra["ours_fraction_of_bf16_peak"] = ours / peaks["bf16"]
+    return extra
+
+
+def _variants(device: torch.device, model_name: str, quick: bool) -> list[Variant]:
+    """Ours as ``fit`` runs by default, plus (CPU) the opt-in bf16 (32->512 model) and the defaults without the
+    allocator policy, to show what that policy buys (``quick``: for the 32->512 model only).
+
+    On a glibc CPU ``fit`` makes glibc keep freed memory for the whole process (:mod:`core.memory`), so the
+    defaults run in a child process that has the policy, never in this process, where it would leak into the
+    baseline timed next.
+    """
+    policy = device.type == "cpu" and glibc() is not None and policy_enabled()
+    variants = [Variant("defaults", "auto", 1e-4, keep_freed=policy)]
+    if device.type != "cpu":
+        return variants
+    if "doubling" in model_name and bf16_cpu_supported():
+        variants.append(Variant("--amp bf16", "bf16", 5e-2, keep_freed=policy))
+    if policy and not (quick and "doubling" not in model_name):
+        variants.append(Variant(f"defaults, {ENV_SWITCH}=0 (allocator untouched)", "auto", 1e-4))
+    return variants
 
 
 def bench_train(cfg: BenchConfig) -> SectionResult:
-    """Time one training step per call (``steps`` batches), baseline vs ours, for each model in ``TRAIN_MODELS``."""
+    """Time one training step per call, baseline vs each variant of ours, for each model in ``TRAIN_MODELS``."""
     from core.counting import count_flops
     from core.models import build_cnn
     from core.spec import make_spec
@@ -170,41 +230,52 @@ def bench_train(cfg: BenchConfig) -> SectionResult:
     device = torch.device(cfg.device)
     size = cfg.image_size or (32 if cfg.quick else 224)
     batch = cfg.batch_size or (4 if cfg.quick else 32)
-    steps = 1  # one optimizer step per timed call: the unit of the target
-    mm_n = 512 if cfg.quick else (8192 if device.type == "cuda" else 2048)
-    with_bf16 = device.type == "cpu" and bf16_cpu_supported()
-
-    peaks = {"fp32_before": measure_matmul_peak(device, n=mm_n)}
-    if with_bf16:
-        peaks["bf16"] = measure_matmul_peak(device, n=mm_n, dtype=torch.bfloat16)
+    mm_n = 512 if cfg.quick else (8192 if device.type == "cuda" else 4096)
+    peaks = {"fp32_before": measure_matmul_peak(device, n=mm_n, repeats=3)}
+    if device.type == "cpu" and bf16_cpu_supported():
+        peaks["bf16"] = measure_matmul_peak(device, n=mm_n, dtype=torch.bfloat16, repeats=3)
+    peaks["conv_fp32"] = measure_conv_peak(device, batch=4 if cfg.quick else 32)
     gen = torch.Generator().manual_seed(0)
     comparisons: list[tuple[Comparison, int, str]] = []
-    info: dict = {"image_size": size, "batch_size": batch, "steps_per_call": steps, "models": {},
-                  "device": str(device), "threads": torch.get_num_threads(), "matmul_n": mm_n}
+    info: dict = {"image_size": size, "batch_size": batch, "steps_per_call": 1, "models": {}, "device": str(device),
+                  "threads": torch.get_num_threads(), "matmul_n": mm_n}
     for name, knobs in TRAIN_MODELS.items():
         spec = make_spec(image_size=size, num_classes=10, **knobs)
         step_flops = STEP_FLOPS_FACTOR * count_flops(spec)
-        batches = [(torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen))
-                   for _ in range(steps)]
+        batches = [(torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen))]
         torch.manual_seed(0)
         model = build_cnn(spec)
-        variants = [("defaults", "auto", 1e-4)] + ([("--amp bf16", "bf16", 5e-2)] if with_bf16 and "doubling" in name
-                                                    else [])
         base = _baseline_trainer(copy.deepcopy(model), batches, device)
         reference_loss = base.first_loss()
         info["models"][name] = {"spec": knobs, "forward_flops_per_image": step_flops // STEP_FLOPS_FACTOR}
-        for label, amp, tol in variants:
-            ours, settings = _our_trainer(copy.deepcopy(model), batches, device, amp)
-            loss_b, loss_o = _check_same_loss(f"{name} ({label})", reference_loss, ours, tol)
-            log.info("train: %s, ours %s %s; first-batch loss %.5f vs %.5f", name, label, settings, loss_b, loss_o)
-            comp = compare(f"{name}, {size}px batch {batch}: training step", base.step, ours.step,
-                           items=batch * steps, repeats=cfg.repeats, warmup=cfg.warmup,
-                           baseline_label="NCHW fp32 eager loop",
-                           ours_label=f"train_one_epoch {label} ({', '.join(f'{k}={v}' for k, v in settings.items())})")
-            comparisons.append((comp, step_flops, "bf16" if amp == "bf16" else "fp32"))
-    peaks["fp32_after"] = measure_matmul_peak(device, n=mm_n)
+        variants = _variants(device, name, cfg.quick)
+        with contextlib.ExitStack() as stack:
+            steps: dict[str, Callable[[], object]] = {}
+            labels: dict[str, str] = {}
+            for v in variants:
+                if v.keep_freed:
+                    child = stack.enter_context(ChildStepper(_child_trainer, copy.deepcopy(model), batches,
+                                                             str(device), v.amp, setup=keep_freed_for_process))
+                    steps[v.label], loss, settings = child, child.info["first_loss"], child.info["settings"]
+                else:
+                    ours, settings = _our_trainer(copy.deepcopy(model), batches, device, v.amp)
+                    steps[v.label], loss = ours.step, ours.first_loss()
+                _check_same_loss(f"{name} ({v.label})", reference_loss, loss, v.tolerance)
+                where = ["own process, glibc keeps freed memory"] if v.keep_freed else []
+                labels[v.label] = (f"train_one_epoch {v.label} "
+                                   f"({', '.join(where + [f'{k}={x}' for k, x in settings.items()])})")
+                log.info("train: %s, ours %s; first-batch loss %.5f vs baseline %.5f", name, labels[v.label], loss,
+                         reference_loss)
+            comps = compare_many(f"{name}, {size}px batch {batch}, training step", base.step, steps, items=batch,
+                                 repeats=cfg.repeats, warmup=cfg.warmup, baseline_label="NCHW fp32 eager loop")
+        for v, comp in zip(variants, comps):
+            comp.ours_label = labels[v.label]
+            if v.keep_freed:
+                comp.ours_cpu = []  # the child's CPU time is invisible to this process
+            comparisons.append((comp, step_flops, v.amp))
+    peaks["fp32_after"] = measure_matmul_peak(device, n=mm_n, repeats=3)
     peaks["fp32"] = max(peaks["fp32_before"], peaks["fp32_after"])  # the best the machine showed in this run
-    for comp, step_flops, peak_key in comparisons:
-        comp.extra = _flop_extra(comp, step_flops, peaks, peak_key)
+    for comp, step_flops, amp in comparisons:
+        comp.extra = _flop_extra(comp, step_flops, peaks, amp)
     info["matmul_peak_gflops"] = {k: round(v / 1e9, 2) for k, v in peaks.items()}
     return SectionResult([c for c, _, _ in comparisons], info)

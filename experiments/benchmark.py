@@ -193,7 +193,7 @@ def format_table(results: dict, device: dict | None = None) -> str:
         lines.append(f"[{name}] peak RSS {res['peak_rss_mb']} MB ({res['peak_rss_scope']}){cuda}, {res['seconds']} s")
         peak = res["info"].get("matmul_peak_gflops")
         if peak:
-            lines.append(f"  measured matmul peak (GFLOP/s): {peak}")
+            lines.append(f"  measured peaks (GFLOP/s; fp32/bf16 = torch.mm, conv_fp32 = one large conv): {peak}")
         for c in res["comparisons"]:
             ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.2f}x"
             cpu = "" if c["cpu_ratio"] is None else f"  (per CPU second: {c['cpu_ratio']:.2f}x)"
@@ -282,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                        "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
                        "load_average_start": load_start,
                        "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                       "env": {k: v for k, v in os.environ.items()  # these change both sides' speed
+                               if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_")) or k == "LD_PRELOAD"},
                        **device_summary(device)},
               "sections": results}
     _write_json_atomic(out, report)

@@ -11,8 +11,9 @@ import json
 import pytest
 import torch
 
-from experiments.bench_common import Comparison, compare, write_photo_dataset
-from experiments.bench_train import _check_same_loss, _Trainer, measure_matmul_peak
+from experiments.bench_common import Comparison, compare, compare_many, write_photo_dataset
+from experiments.bench_process import ChildStepper
+from experiments.bench_train import _check_same_loss, measure_matmul_peak
 from experiments.benchmark import SECTIONS, main
 
 EVERY_SECTION = {"train", "data", "sweep", "infer"}
@@ -54,6 +55,10 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     assert train["info"]["threads"] == 1, "the test fixture runs torch on one thread; the peak must match it"
     names = [c["name"] for c in train["comparisons"]]
     assert any("doubling" in n for n in names) and any("32 everywhere" in n for n in names), names
+    assert sum(n.endswith(": defaults") for n in names) == 2, f"one defaults row per model: {names}"
+    child = [c for c in train["comparisons"] if "own process" in c["ours"]["label"]]
+    if child:  # glibc: ours ran in a child process, whose CPU time the parent cannot see
+        assert all(c["cpu_ratio"] is None and c["ours"]["cpu_median"] is None for c in child), child
     for c in train["comparisons"]:
         _positive(c["ours_gflops"], "ours GFLOP/s")
         assert 0 < c["ours_fraction_of_fp32_peak"] < 3, f"fraction of peak out of range: {c}"
@@ -66,9 +71,12 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     assert info["ours_cache_misses_per_sweep"] == [2], f"ours decodes train/ and val/ once per sweep: {info}"
     assert info["ours_images_decoded_per_sweep"] == [images["train"] + images["val"] + images["test"]], info
     assert info["baseline_images_decoded_per_sweep"] > 4 * info["ours_images_decoded_per_sweep"][0], info
-    assert [c["unit"] for c in sweep["comparisons"]] == ["trials/s", "images/s"], sweep["comparisons"]
-    epoch_runs = sweep["comparisons"][1]["ours"]["runs"]
-    assert len(epoch_runs) == info["trials"] * (info["epochs"] - 1), "one epoch-2+ sample per trial and epoch"
+    units = [c["unit"] for c in sweep["comparisons"]]
+    n = units.count("trials/s")
+    assert n >= 1 and units == ["trials/s"] * n + ["images/s"] * n, f"sweeps, then their epoch-2+ rows: {units}"
+    assert sweep["comparisons"][0]["name"].endswith(": defaults"), "the first row is the trainer's defaults"
+    for c in sweep["comparisons"][n:]:
+        assert len(c["ours"]["runs"]) == info["trials"] * (info["epochs"] - 1), "one sample per trial and epoch >= 2"
 
     assert report["host"]["device"] == "cpu" and report["config"]["device"] == "cpu", report["host"]
     out = capsys.readouterr().out
@@ -87,11 +95,43 @@ def test_compare_records_seconds_per_call():
 
 
 def test_wrong_fast_path_is_refused():
-    wrong = _Trainer(step=lambda: None, first_loss=lambda: 2.5)
     with pytest.raises(RuntimeError, match="refusing to time a wrong path"):
-        _check_same_loss("cnn", 2.0, wrong, 1e-4)
-    right = _Trainer(step=lambda: None, first_loss=lambda: 2.0 + 1e-6)
-    assert _check_same_loss("cnn", 2.0, right, 1e-4) == (2.0, 2.0 + 1e-6)
+        _check_same_loss("cnn", 2.0, 2.5, 1e-4)
+    assert _check_same_loss("cnn", 2.0, 2.0 + 1e-6, 1e-4) == (2.0, 2.0 + 1e-6)
+
+
+def test_compare_many_shares_the_baseline_and_rotates_the_order():
+    calls = []
+    comps = compare_many("fake", lambda: calls.append("b"), {"x": lambda: calls.append("x"),
+                                                             "y": lambda: calls.append("y")},
+                         items=4, repeats=3, warmup=1)
+    assert calls == ["b", "x", "y", "b", "x", "y", "x", "y", "b", "y", "b", "x"], f"warm-up, then rotated: {calls}"
+    assert [c.name for c in comps] == ["fake: x", "fake: y"] and [c.ours_label for c in comps] == ["x", "y"]
+    assert comps[0].baseline is comps[1].baseline and len(comps[0].baseline) == 3, "one baseline run per round"
+
+
+def _child_counter(start: int):
+    import os
+
+    state = {"n": start}
+
+    def run() -> None:
+        state["n"] += 1
+        if state["n"] > start + 2:
+            raise ValueError(f"third call in pid {os.getpid()}")
+
+    return run, {"pid": os.getpid(), "start": start}
+
+
+def test_child_stepper_runs_in_another_process_and_reports_failures():
+    import os
+
+    with ChildStepper(_child_counter, 5) as child:
+        assert child.info["start"] == 5 and child.info["pid"] != os.getpid(), child.info
+        child()
+        child()
+        with pytest.raises(RuntimeError, match="child process failed: ValueError: third call"):
+            child()
 
 
 def test_matmul_peak_is_plausible():
