@@ -213,6 +213,26 @@ def export_onnx(model: nn.Module, out_path: str | Path, metadata: ModelMetadata,
     return out_path, written
 
 
+def export_checkpoint_file(checkpoint_path: str | Path, out_path: str | Path,
+                           config: ExportConfig | None = None) -> tuple[nn.Module, Path, ModelMetadata]:
+    """A checkpoint of ours → ``out_path`` (.onnx), its metadata taken from the checkpoint.
+
+    Returns the rebuilt torch model (eval mode, for parity checks), the written path and its metadata.
+    A file that is not one of our checkpoints raises ``core.checkpoint.CheckpointError``.
+    """
+    from core.checkpoint import load_model
+    from core.preprocess import Preprocessing
+
+    checkpoint_path = Path(checkpoint_path)
+    model, payload = load_model(checkpoint_path)
+    meta = ModelMetadata(class_names=tuple(payload["class_names"]),
+                         preprocessing=Preprocessing.from_dict(payload["preprocessing"]),
+                         model_desc=payload["model_desc"], source_name=checkpoint_path.name,
+                         source_sha256=sha256_file(checkpoint_path))
+    path, written = export_onnx(model, out_path, meta, config)
+    return model, path, written
+
+
 def convert_fp16(src_path: str | Path, out_path: str | Path) -> Path:
     """fp32 ``.onnx`` → fp16 weights and compute, fp32 ``images``/``logits`` kept (``keep_io_types``).
 

@@ -24,10 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.checkpoint import CheckpointError, load_model
-from core.preprocess import Preprocessing
+from core.checkpoint import CheckpointError
 from export.infer import add_inference_args, configure_logging, run_inference
-from export.metadata import ModelMetadata
 from export.onnx_export import (
     DEFAULT_OPSET,
     EXPORTERS,
@@ -35,8 +33,7 @@ from export.onnx_export import (
     ExportConfig,
     ExportError,
     convert_fp16,
-    export_onnx,
-    sha256_file,
+    export_checkpoint_file,
 )
 from export.ort_session import create_session
 from export.parity import TOLERANCES, ParityReport, Tolerance, check_parity, load_images, random_inputs
@@ -93,7 +90,7 @@ def _size(path: Path) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
-def _sample(paths: list[Path], count: int, seed: int = 0) -> list[Path]:
+def sample_paths(paths: list[Path], count: int, seed: int = 0) -> list[Path]:
     """``count`` paths drawn without replacement (seeded), in a stable order; all when fewer."""
     if len(paths) <= count:
         return paths
@@ -143,18 +140,14 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         raise ValueError(f"--parity-batch-sizes {args.parity_batch_sizes} include the export batch "
                          f"{config.export_batch}; parity must use other batch sizes")
     out = args.out or args.checkpoint.with_suffix(".onnx")
-    model, payload = load_model(args.checkpoint)
-    prep = Preprocessing.from_dict(payload["preprocessing"])
-    class_names = tuple(payload["class_names"])
-    meta = ModelMetadata(class_names=class_names, preprocessing=prep, model_desc=payload["model_desc"],
-                         source_name=args.checkpoint.name, source_sha256=sha256_file(args.checkpoint))
-    path, written = export_onnx(model, out, meta, config)
+    model, path, written = export_checkpoint_file(args.checkpoint, out, config)
+    prep, class_names = written.preprocessing, written.class_names
     print(f"wrote {path} ({_size(path)}, opset {written.opset}, {config.exporter} exporter, "
           f"{len(class_names)} classes, input [N,3,{prep.image_size},{prep.image_size}])")
 
     folder = image_source(args.parity_images, args.data_dir, "val", class_names)
     if folder is not None:
-        files = _sample([item.path for item in collect_images([folder])], args.parity_count)
+        files = sample_paths([item.path for item in collect_images([folder])], args.parity_count)
         inputs, source = load_images(files, prep), "images"
     else:
         log.warning("no parity images (give --parity-images or --data-dir): comparing on random inputs, where "
@@ -166,7 +159,7 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         if calib is None:
             raise ValueError("INT8 calibration needs real images from the training distribution: pass "
                              "--calibration-images DIR or --data-dir ROOT")
-        files = _sample([item.path for item in collect_images([calib])], args.calibration_count)
+        files = sample_paths([item.path for item in collect_images([calib])], args.calibration_count)
         q_path, used = quantize_int8(path, path.with_suffix(".int8.onnx"), files, method=args.calibration_method)
         print(f"wrote {q_path} ({_size(q_path)}, INT8 QDQ per-channel, calibrated on {used} "
               f"images from {calib})")

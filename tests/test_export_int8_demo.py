@@ -3,7 +3,7 @@
 tests/test_export.py checks the same bar on a colour dataset a hand-written loop learns perfectly. This
 test uses what a user gets: the generated demo set (``core.data.ensure_demo_dataset``), a Part A CNN
 trained by the real trainer (``core.partA.run_partA``), the checkpoint exported the way
-``export/to_onnx.py`` does it (``load_model`` -> ``ModelMetadata`` -> ``export_onnx``, default dynamo
+``export/to_onnx.py`` does it (``export.onnx_export.export_checkpoint_file``, default dynamo
 exporter), INT8 by ``quantize_int8`` with to_onnx's default calibration (method and image count taken
 from its argument parser, images sampled from the demo ``train/`` with its seeded sampler), and all
 300 demo test images (``val/``) preprocessed by ``core.preprocess.load_image_tensor``.
@@ -17,17 +17,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.checkpoint import load_model
 from core.data import ensure_demo_dataset
 from core.demo_data import DEMO_CLASSES
 from core.partA import PartAConfig, run_partA
-from core.preprocess import Preprocessing, load_image_tensor
-from export.metadata import ModelMetadata, read_metadata
-from export.onnx_export import export_onnx, sha256_file
+from core.preprocess import load_image_tensor
+from export.metadata import read_metadata
+from export.onnx_export import export_checkpoint_file
 from export.ort_session import create_session, run_logits
 from export.predict import collect_images
 from export.quantize import quantize_int8
-from export.to_onnx import _sample, get_args_parser
+from export.to_onnx import get_args_parser, sample_paths
 
 # 10 epochs, not 3-5: at 32 px the demo set needs them (4 epochs reach only ~32% test accuracy, 10 reach
 # ~65%); ~5 s of training on one CPU thread. A fixed seed and split make the run reproducible on the CPU.
@@ -47,20 +46,16 @@ def test_int8_agrees_with_fp32_on_the_demo_test_set(tmp_path):
         f"the Part A CNN should be clearly above chance (10%) on the demo test set, got test_acc "
         f"{result.test_acc}; the agreement below would say little about a model that learned nothing")
 
-    # checkpoint -> ONNX exactly as export/to_onnx.py's export_checkpoint does it
-    model, payload = load_model(result.best_path)
-    prep = Preprocessing.from_dict(payload["preprocessing"])
-    class_names = tuple(payload["class_names"])
+    # checkpoint -> ONNX with the function export/to_onnx.py uses
+    model, fp32_path, meta = export_checkpoint_file(result.best_path, tmp_path / "best.onnx")
+    prep, class_names = meta.preprocessing, meta.class_names
     assert sorted(class_names) == sorted(DEMO_CLASSES), f"checkpoint classes {class_names}"
-    meta = ModelMetadata(class_names=class_names, preprocessing=prep, model_desc=payload["model_desc"],
-                         source_name=result.best_path.name, source_sha256=sha256_file(result.best_path))
-    fp32_path, _ = export_onnx(model, tmp_path / "best.onnx", meta)
 
     # to_onnx's defaults: --calibration-count images of train/, seeded sample, --calibration-method
     defaults = get_args_parser()
     count = defaults.get_default("calibration_count")
     method = defaults.get_default("calibration_method")
-    calibration = _sample([item.path for item in collect_images([root / "train"])], count)
+    calibration = sample_paths([item.path for item in collect_images([root / "train"])], count)
     int8_path, used = quantize_int8(fp32_path, fp32_path.with_suffix(".int8.onnx"), calibration, method=method)
     assert used == len(calibration) == count, f"calibrated on {used} of {len(calibration)} images (wanted {count})"
 
