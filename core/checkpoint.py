@@ -58,11 +58,6 @@ class CheckpointError(ValueError):
     """A file is not a checkpoint of ours, or does not fit the model it is loaded into."""
 
 
-def _plain_state(state: Any) -> Any:
-    """Optimizer/scheduler state with tuples etc. made plain, tensors kept (weights_only-safe)."""
-    return None if state is None else to_plain(state)
-
-
 def make_payload(
     model: nn.Module,
     *,
@@ -90,7 +85,7 @@ def make_payload(
         "epoch": int(epoch),
         # torch's own optimizer state is weights_only-safe as is (tuples of betas included)
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": _plain_state(scheduler.state_dict()) if scheduler is not None else None,
+        "scheduler": to_plain(scheduler.state_dict()) if scheduler is not None else None,
         "extra": to_plain(extra or {}),
     }
 

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -31,10 +30,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.decode_cache import cache_root, decode_images
 from core.demo_data import ensure_demo_dataset
+from core.devices import resolve_device
 from core.download import download_inaturalist
 from core.imagefolder import Sample, SkippedFile, cap_per_class, scan_dataset, stratified_split
 from core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, normalize
-from core.runfiles import write_text
+from core.runfiles import read_json, write_json, write_text
 
 __all__ = ["DataConfig", "Loaders", "CachedImageDataset", "make_loaders", "ensure_demo_dataset",
            "download_inaturalist", "NORMALIZATIONS"]
@@ -42,7 +42,7 @@ __all__ = ["DataConfig", "Loaders", "CachedImageDataset", "make_loaders", "ensur
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("dataset", "imagenet")
-_DEVICES = ("cpu", "cuda", "auto", "mps")
+_DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class Loaders:
         }
         for name in ("train", "val", "test"):
             split[name] = [[rel(p), label] for p, label in getattr(self, name).dataset.samples]
-        write_text(run_dir / "split.json", json.dumps(split, indent=1))
+        write_json(run_dir / "split.json", split)
         lines = [f"{p}\t{reason}" for p, reason in ((rel(s.path), s.reason) for s in self.skipped)]
         header = f"# {len(lines)} files not used (path relative to {self.root}<TAB>reason)\n"
         write_text(run_dir / "skipped.txt", header + "".join(line + "\n" for line in lines))
@@ -194,14 +194,14 @@ class Loaders:
 def _dataset_mean_std(images: np.ndarray, rows: list[int], key: str,
                       cache_dir: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std of ``images[rows] / 255``, cached as JSON (keyed by the entry and the rows)."""
-    row_hash = hashlib.sha256(np.asarray(sorted(rows), dtype=np.int64).tobytes()).hexdigest()[:16]
+    rows_sorted = np.asarray(sorted(rows), dtype=np.int64)
+    row_hash = hashlib.sha256(rows_sorted.tobytes()).hexdigest()[:16]
     path = cache_dir / "decoded" / f"{key}.stats-{row_hash}.json"
     if path.is_file():
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = read_json(path)
         return tuple(d["mean"]), tuple(d["std"])
     total = np.zeros(3)
     total_sq = np.zeros(3)
-    rows_sorted = np.asarray(sorted(rows), dtype=np.int64)
     for start in range(0, len(rows_sorted), 256):
         chunk = np.asarray(images[rows_sorted[start:start + 256]], dtype=np.float64) / 255.0
         total += chunk.sum(axis=(0, 2, 3))
@@ -210,14 +210,8 @@ def _dataset_mean_std(images: np.ndarray, rows: list[int], key: str,
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     result = tuple(round(float(v), 6) for v in mean), tuple(round(max(float(v), 1e-3), 6) for v in std)
-    write_text(path, json.dumps({"mean": result[0], "std": result[1], "rows": len(rows)}))
+    write_json(path, {"mean": result[0], "std": result[1], "rows": len(rows)})
     return result
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def choose_num_workers(requested: int | None, device: str, dataset_size: int, batch_size: int,
@@ -279,7 +273,7 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
         "test": CachedImageDataset([s for s, _ in kept["test"]], decoded["test"].images,
                                    [row for _, row in kept["test"]], prep),
     }
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device).type
     workers = choose_num_workers(cfg.num_workers, device, len(datasets["train"]), cfg.batch_size, cfg.augment)
     common = {"batch_size": cfg.batch_size, "pin_memory": device.startswith("cuda")}
 

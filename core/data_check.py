@@ -16,9 +16,7 @@ from PIL import Image
 
 from core.decode_cache import decode_images
 from core.imagefolder import SkippedFile, scan_dataset
-from core.preprocess import Preprocessing
-
-_EXIF_ORIENTATION = 0x0112
+from core.preprocess import Preprocessing, exif_orientation
 
 
 @dataclass
@@ -46,7 +44,7 @@ def _header_facts(path: Path) -> tuple[str, bool]:
     """(PIL mode, EXIF-rotated?) from the header only; unreadable files are reported by the decode."""
     try:
         with Image.open(path) as img:
-            return img.mode, img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+            return img.mode, exif_orientation(img) != 1  # the decoder's own reading of EXIF orientation
     except Exception:  # any failure is the decode step's to report, with its reason
         return "RGB", False
 

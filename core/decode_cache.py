@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.preprocess import DECODE_VERSION, ImageDecodeError, Preprocessing, load_uint8
-from core.runfiles import atomic_path, write_text
+from core.runfiles import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _read_entry(folder: Path, key: str, paths: tuple[Path, ...], prep: Preproces
     if not (meta_path.is_file() and npy_path.is_file()):
         return None
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json(meta_path)
         images = np.load(npy_path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         log.warning("decode cache entry %s is unreadable (%s); decoding again", npy_path, exc)
@@ -166,7 +166,7 @@ def _build_entry(folder: Path, key: str, paths: tuple[Path, ...], prep: Preproce
         del out
     meta = {"format": CACHE_FORMAT, "count": n, "image_size": s, "resize_size": prep.resize_size,
             "failed": {str(k): v for k, v in failed.items()}, "paths": [str(p) for p in paths]}
-    write_text(folder / f"{key}.json", json.dumps(meta, indent=1))
+    write_json(folder / f"{key}.json", meta)
     images = np.load(folder / f"{key}.npy", mmap_mode="r")
     return DecodedImages(key, folder / f"{key}.npy", paths, images, failed)
 

@@ -19,11 +19,15 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from core.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from core.runfiles import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +76,23 @@ def confusion_matrix(targets: LabelsLike, preds: LabelsLike, num_classes: int) -
     return flat.reshape(num_classes, num_classes)
 
 
-def normalise_rows(counts: torch.Tensor) -> torch.Tensor:
-    """Each row divided by its sum (float64); rows that sum to zero stay zero."""
+def _square(counts: torch.Tensor) -> torch.Tensor:
     c = torch.as_tensor(counts)
     if c.dim() != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"a confusion matrix must be square [C, C], got shape {list(c.shape)}")
-    c = c.to(torch.float64)
+    return c
+
+
+def normalise_rows(counts: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its sum (float64); rows that sum to zero stay zero."""
+    c = _square(counts).to(torch.float64)
     totals = c.sum(dim=1, keepdim=True)
     return torch.where(totals > 0, c / totals.clamp(min=1), torch.zeros_like(c))
 
 
 def per_class_accuracy(counts: torch.Tensor) -> list[float | None]:
     """Diagonal over row sums of a confusion matrix; ``None`` for a class with no images."""
-    c = torch.as_tensor(counts)
-    if c.dim() != 2 or c.shape[0] != c.shape[1]:
-        raise ValueError(f"a confusion matrix must be square [C, C], got shape {list(c.shape)}")
+    c = _square(counts)
     totals = c.sum(dim=1)
     return [float(c[i, i]) / int(totals[i]) if int(totals[i]) else None for i in range(c.shape[0])]
 
@@ -182,8 +188,7 @@ def select_per_class(labels: LabelsLike, num_classes: int, k: int = 3, seed: int
     for c, pool in enumerate(by_class):
         rng = random.Random(f"{seed}/{c}")  # str seeds hash with sha512: stable across runs and platforms
         chosen.append(tuple(sorted(rng.sample(pool, min(k, len(pool))))))
-    selection = PerClassSelection(k=k, seed=seed, indices=tuple(chosen), available=tuple(map(len, by_class)))
-    return selection
+    return PerClassSelection(k=k, seed=seed, indices=tuple(chosen), available=tuple(map(len, by_class)))
 
 
 @dataclass(frozen=True)
@@ -238,11 +243,6 @@ def evaluate_best_on_test(model: nn.Module, loaders: Any, model_desc: dict, fit_
     (per-class accuracy, confusion matrix). ``val/`` is the test set and is never used for selection:
     this runs once, after training, on the weights validation picked.
     """
-    from pathlib import Path
-
-    from core.checkpoint import load_checkpoint, load_weights, save_checkpoint
-    from core.runfiles import write_json
-
     best_path = fit_result.best_path
     payload = load_checkpoint(best_path)
     load_weights(model, payload, model_desc, source=str(best_path))

@@ -261,11 +261,6 @@ def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks:
     raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGY_NAMES)}")
 
 
-def trainable_names(model: nn.Module) -> list[str]:
-    """Names of the parameters that currently train (for logs and tests)."""
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
 def optimizer_param_count(optimizer: torch.optim.Optimizer) -> int:
     """Parameters the optimizer updates, summed over its groups."""
     return sum(p.numel() for g in optimizer.param_groups for p in g["params"])

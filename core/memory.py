@@ -2,9 +2,9 @@
 
 Why: glibc serves every allocation of 32 MB or more with ``mmap`` and gives it back with ``munmap`` on free
 (``M_MMAP_THRESHOLD`` cannot go above 32 MB), and one activation of a 224 px batch of 32 is 50-200 MB. So on
-the CPU every training step page-faults and zero-fills its activations afresh: in the project's benchmark
-(``python experiments/benchmark.py train``) that was about a quarter of all CPU time, and keeping the memory
-made the 32→512 CNN's training step 1.35x faster and a 4-trial sweep 1.8x faster. ``M_MMAP_MAX=0`` sends big
+the CPU every training step page-faults and zero-fills its activations afresh. Keeping the memory made the
+32→512 CNN's 224 px training step 1.88x faster and a 4-trial sweep 1.51x faster in the project's benchmark
+(``python experiments/benchmark.py train`` / ``sweep``, README "Performance"). ``M_MMAP_MAX=0`` sends big
 blocks to the heap and a huge ``M_TRIM_THRESHOLD`` keeps the heap, so the next step reuses the same pages.
 The cost: the process keeps its peak memory until it exits — what CUDA's caching allocator does on a GPU.
 

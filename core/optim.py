@@ -127,9 +127,6 @@ class LRSchedule:
         self.last_step += 1
         self._apply()
 
-    def get_last_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
-
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "last_step": self.last_step}
 

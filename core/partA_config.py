@@ -161,9 +161,8 @@ class PartAConfig:
 
     def spec(self, num_classes: int, image_size: int | None = None) -> CNNSpec:
         """The CNN spec for ``num_classes`` outputs (image size from the data config unless given)."""
-        org = list(self.organisation) if isinstance(self.organisation, tuple) else self.organisation
-        kernel = list(self.kernel_size) if isinstance(self.kernel_size, tuple) else self.kernel_size
-        return make_spec(filters=self.filters, organisation=org, kernel_size=kernel, activation=self.activation,
+        return make_spec(filters=self.filters, organisation=self.organisation, kernel_size=self.kernel_size,
+                         activation=self.activation,
                          batch_norm=self.batch_norm, dropout=self.dropout, dense_units=self.dense_units,
                          image_size=image_size or self.data.image_size, in_channels=3, num_classes=num_classes)
 

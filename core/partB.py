@@ -136,13 +136,14 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     prep = cfg.preprocessing()
     seed_everything(cfg.train.seed)  # random init (weights none) and the new head; fit re-seeds the rest
     model = build_backbone(cfg.arch, None, weights=cfg.weights, weights_file=cfg.weights_file)
+    layout = layout_of(model)
     strategy = cfg.make_strategy()
-    strategy.validate(layout_of(model))  # e.g. k larger than the block count: fail before decoding data
+    strategy.validate(layout)  # e.g. k larger than the block count: fail before decoding data
     data_cfg = dataclasses.replace(cfg.data, image_size=prep.image_size, resize_size=prep.resize_size,
                                    normalization="imagenet", device=device.type)
     loaders = make_loaders(data_cfg, preprocessing=prep)
     num_classes = len(loaders.class_names)
-    replace_head(model, layout_of(model), num_classes)
+    replace_head(model, layout, num_classes)
     run_dir.mkdir(parents=True, exist_ok=True)
     loaders.write_split(run_dir)
     strategy.setup(model, quiet=True)  # fit() repeats it on the device; here it gives the epoch-0 counts
@@ -160,7 +161,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
         result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
                      strategy=strategy, resume=resume, on_epoch_end=on_epoch_end)
         test_acc = test_loss = None
-        if result.best_path is not None and getattr(result, "stopped_by", None) != "callback":
+        if result.best_path is not None and result.stopped_by != "callback":
             test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
         seconds = [h["seconds"] for h in result.history]
         out = PartBResult(name, cfg.arch, cfg.strategy, float(result.best_val_acc), int(result.best_epoch),

@@ -80,6 +80,9 @@ def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
     return path
 
 
+def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float32 CPU copy of a tensor, or the array as given."""
+    return values.detach().cpu().float().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
 def _bare(ax) -> None:
@@ -182,7 +185,7 @@ def plot_gradcam_grid(cells: Sequence[GridCell], heatmaps: torch.Tensor | np.nda
 def plot_filters(weights: torch.Tensor, path: Path | str, *, title: str = "CONV1 filters", dpi: int = 100) -> Path:
     """Each first-layer filter ``[in, k, k]`` as a small image: RGB when ``in == 3`` (min-max per filter),
     else the mean over input channels in grey."""
-    w = weights.detach().cpu().float().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights)
+    w = _numpy(weights)
     if w.ndim != 4:
         raise ValueError(f"expected conv weights [out, in, k, k], got shape {w.shape}")
     n = w.shape[0]
@@ -206,7 +209,7 @@ def plot_filters(weights: torch.Tensor, path: Path | str, *, title: str = "CONV1
 def plot_feature_maps(image: ImageLike, maps: torch.Tensor, path: Path | str, *, layer: str = "CONV1",
                       caption: str = "", max_maps: int = 64, dpi: int = 100) -> Path:
     """The input image, then each channel of ``maps`` ``[C, H, W]`` (viridis, each scaled to its own range)."""
-    m = maps.detach().cpu().float().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    m = _numpy(maps)
     if m.ndim != 3:
         raise ValueError(f"expected feature maps [C, H, W], got shape {m.shape}")
     shown = min(m.shape[0], max_maps)
@@ -237,9 +240,9 @@ def plot_neuron_attributions(image: ImageLike, attributions: torch.Tensor, neuro
     Maps keep their sign: mid-grey is zero, each map scaled by its own 99.5th-percentile magnitude. ``method_label``
     titles the figure ("guided backprop", "plain gradient (saliency)", ...); ``warning`` is shown in red.
     """
-    a = attributions.detach().cpu().float().numpy() if isinstance(attributions, torch.Tensor) else attributions
+    a = _numpy(attributions)
     if a.ndim != 4 or a.shape[1] != 3:
-        raise ValueError(f"expected attributions [k, 3, H, W], got shape {np.shape(a)}")
+        raise ValueError(f"expected attributions [k, 3, H, W], got shape {a.shape}")
     if len(neuron_labels) != a.shape[0]:
         raise ValueError(f"one label per neuron needed: {a.shape[0]} maps, {len(neuron_labels)} labels")
     k = a.shape[0]

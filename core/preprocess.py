@@ -98,11 +98,7 @@ class Preprocessing:
             )
         if "image_size" not in d:
             raise ValueError(f"preprocessing dict lacks 'image_size': {d!r}")
-        kwargs = dict(d)
-        for name in ("mean", "std"):
-            if name in kwargs:
-                kwargs[name] = tuple(kwargs[name])
-        return cls(**kwargs)
+        return cls(**d)  # __post_init__ turns JSON/YAML lists into tuples
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after the resize step, before the crop, for an upright ``width x height`` image."""
@@ -151,7 +147,7 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that makes the image upright
 }
 
 
-def _orientation(img: Image.Image) -> int:
+def exif_orientation(img: Image.Image) -> int:
     """EXIF orientation (1 = upright); a malformed EXIF block counts as upright rather than as corrupt."""
     try:
         value = img.getexif().get(_EXIF_ORIENTATION, 1)
@@ -176,7 +172,7 @@ def _decode(path: str | Path, draft_side: int | None) -> tuple[Image.Image, tupl
             if limit and full_w * full_h > limit:  # explicit: warnings filters are not thread-safe
                 raise ImageDecodeError(path, f"{full_w}x{full_h} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS "
                                              f"({limit}); raise that limit if the file is trusted")
-            orientation = _orientation(img)
+            orientation = exif_orientation(img)
             if orientation in _SWAPS_AXES:
                 full_w, full_h = full_h, full_w
             if draft_side is not None and img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):

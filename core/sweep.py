@@ -32,11 +32,12 @@ from core.sweep_params import ParamSpec
 from core.sweep_results import TrialRecord, best_record, write_best, write_results_csv
 from core.sweep_space import quantize
 from core.sweep_trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, PartATrial, TrialFn
+from core.tracking import MODES as TRACKER_MODES
+from core.tracking import has_wandb_credentials
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "local", "wandb")
-TRACKER_MODES = ("auto", "online", "offline", "disabled")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -96,8 +97,6 @@ def choose_backend(requested: str) -> tuple[str, str]:
         raise ValueError(f"unknown backend {requested!r}; expected one of {list(BACKENDS)}")
     if requested != "auto":
         return requested, f"--backend {requested}"
-    from core.tracking import has_wandb_credentials
-
     if has_wandb_credentials():
         return "wandb", "W&B credentials found (WANDB_API_KEY or `wandb login`): W&B's sweep controller"
     return "local", "no W&B credentials (WANDB_API_KEY / `wandb login`): Optuna on local storage, trials logged offline"

@@ -195,7 +195,7 @@ def _param_sentence(e: ParamEffect, metric: str, maximize: bool) -> Observation 
     return Observation(text, e.n)
 
 
-def _top_shared(records: Sequence[TrialRecord], cfg: SweepConfig, used: Sequence[TrialRecord]) -> list[Observation]:
+def _top_shared(cfg: SweepConfig, used: Sequence[TrialRecord]) -> list[Observation]:
     order = ranked(used, cfg)
     if len(order) < 4:
         return []
@@ -243,5 +243,5 @@ def analyse(records: Sequence[TrialRecord], cfg: SweepConfig) -> SweepAnalysis:
         sentence = _param_sentence(e, cfg.metric.name, cfg.metric.maximize)
         if sentence is not None:
             obs.append(sentence)
-    obs.extend(_top_shared(records, cfg, used))
+    obs.extend(_top_shared(cfg, used))
     return SweepAnalysis(tuple(effects), tuple(obs), len(used))

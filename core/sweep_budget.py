@@ -33,6 +33,10 @@ class SlotTaken(Exception):  # noqa: N818 - a control-flow signal
     """This trial may not train: the budget is claimed, or another trial already runs this point."""
 
 
+class BudgetClaimed(SlotTaken):  # noqa: N818 - a control-flow signal
+    """Every slot of the budget is claimed (the trial's grid point is deferred, not lost)."""
+
+
 def root_of(t: optuna.trial.FrozenTrial) -> int:
     """The trial number whose slot ``t`` uses (a re-run uses the crashed original's)."""
     return int(t.system_attrs.get("failed_trial", t.number))
@@ -127,7 +131,7 @@ def claim_slot(study: optuna.Study, number: int, budget: int) -> int:
             raise SlotTaken(f"grid point {grid_id} is already taken by trial {t.number}")
     below = {r for r in used_slots([t for t in trials if t.number != number]) if r < root}
     if root == number and len(below) >= budget:  # (a re-run of a crashed trial uses that trial's slot)
-        raise SlotTaken(f"all {budget} trial slots are already claimed")
+        raise BudgetClaimed(f"all {budget} trial slots are already claimed")
     return len(below)
 
 

@@ -113,6 +113,15 @@ class SweepConfig:
         return out
 
 
+def _check_mapping(where: str, raw: Any, allowed: tuple[str, ...], example: str) -> None:
+    """``raw`` must be a mapping whose keys are all in ``allowed``; errors quote ``where`` (the key path)."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where} must be a mapping like {example}, got {raw!r}")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {list(allowed)}")
+
+
 def _parse_metric(raw: Any, method: str, has_early_terminate: bool) -> MetricSpec:
     if raw is None:
         if method == "bayes" or has_early_terminate:
@@ -120,11 +129,7 @@ def _parse_metric(raw: Any, method: str, has_early_terminate: bool) -> MetricSpe
                              "metric: {name: val_acc, goal: maximize}")
         logger.info("no 'metric' in the sweep config: ranking trials by val_acc (maximize)")
         return MetricSpec()
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"metric must be a mapping like {{name: val_acc, goal: maximize}}, got {raw!r}")
-    unknown = sorted(set(raw) - set(METRIC_KEYS))
-    if unknown:
-        raise ValueError(f"metric: unknown key(s) {unknown}; expected some of {list(METRIC_KEYS)}")
+    _check_mapping("metric", raw, METRIC_KEYS, "{name: val_acc, goal: maximize}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"metric.name must be a non-empty string, got {name!r}")
@@ -141,11 +146,7 @@ def _parse_metric(raw: Any, method: str, has_early_terminate: bool) -> MetricSpe
 
 
 def _parse_hyperband(raw: Any) -> HyperbandSpec:
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"early_terminate must be a mapping like {{type: hyperband, min_iter: 1}}, got {raw!r}")
-    unknown = sorted(set(raw) - set(HYPERBAND_KEYS))
-    if unknown:
-        raise ValueError(f"early_terminate: unknown key(s) {unknown}; expected some of {list(HYPERBAND_KEYS)}")
+    _check_mapping("early_terminate", raw, HYPERBAND_KEYS, "{type: hyperband, min_iter: 1}")
     if raw.get("type") != "hyperband":
         raise ValueError(f"early_terminate.type must be 'hyperband' (the only type W&B has), got {raw.get('type')!r}")
     kw: dict[str, Any] = {}
@@ -171,11 +172,7 @@ def _parse_hyperband(raw: Any) -> HyperbandSpec:
 
 def parse_sweep_config(raw: Any) -> SweepConfig:
     """Validate a W&B sweep config mapping; every error quotes the offending key path."""
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"a sweep config must be a mapping with method/metric/parameters, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ValueError(f"unknown top-level key(s) {unknown}; expected some of {list(TOP_LEVEL_KEYS)}")
+    _check_mapping("sweep config", raw, TOP_LEVEL_KEYS, "{method: .., metric: .., parameters: ..}")
     method = raw.get("method")
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")

@@ -35,6 +35,7 @@ from core.sweep_budget import (
     DEFERRED,
     DISCARDED,
     HOST,
+    BudgetClaimed,
     SlotTaken,
     claim_slot,
     defer_grid_point,
@@ -130,18 +131,17 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
             number = claim_slot(study, trial.number, settings.budget)
         except SlotTaken as exc:
             trial.set_user_attr(DISCARDED, str(exc))
-            if "slots" in str(exc):
+            if isinstance(exc, BudgetClaimed):
                 defer_grid_point(study, trial.number)
             raise
-        rerun = root_of(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)) \
-            != trial.number
+        me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        rerun = root_of(me) != trial.number
         run_dir = settings.trials_dir / trial_dir_name(number, values)
         resume = rerun and run_dir.is_dir()
         trial.set_user_attr("sweep_number", number)
         trial.set_user_attr("values", to_plain(values))
         trial.set_user_attr("run_dir", str(run_dir))
         pruned: list[int] = []
-        me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         reported = set(me.intermediate_values)  # a re-run inherits the crashed attempt's epochs
         flat = cfg.to_flat(values)
         last_epoch = flat.get("epochs")  # a prune at the last epoch saves nothing: the trial completes

@@ -57,41 +57,36 @@ def _scatter_by_state(ax, xs, records: Sequence[TrialRecord]) -> None:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, label=state.lower(), zorder=3, s=28)
 
 
-def plot_metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path:
+def _plot_best_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfig, path: Path, *, xlabel: str,
+                      title: str, dates: bool = False) -> Path:
+    """Trials (``done``, in x order) scattered by state plus the best-so-far step line."""
     fig = _figure(7, 4)
-    done = sorted((r for r in records if r.has_result and r.started_at is not None), key=lambda r: r.started_at)
     if not done:
         _empty(fig, f"no finished trials with {cfg.metric.name} yet")
         return save_figure(fig, path)
     ax = fig.add_subplot(1, 1, 1)
-    xs = [r.started_at for r in done]
     _scatter_by_state(ax, xs, done)
     ax.step(xs, _best_so_far([r.value for r in done], cfg.metric.maximize), where="post", color="#555555",
             lw=1.2, label="best so far")
-    ax.set_xlabel("trial created at")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(cfg.metric.name)
-    ax.set_title(f"{cfg.metric.name} vs created time")
+    ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.autofmt_xdate()
+    if dates:
+        fig.autofmt_xdate()
     return save_figure(fig, path)
+
+
+def plot_metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path:
+    done = sorted((r for r in records if r.has_result and r.started_at is not None), key=lambda r: r.started_at)
+    return _plot_best_so_far(done, [r.started_at for r in done], cfg, path, xlabel="trial created at",
+                             title=f"{cfg.metric.name} vs created time", dates=True)
 
 
 def plot_optimization_history(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path:
-    fig = _figure(7, 4)
     done = sorted((r for r in records if r.has_result), key=lambda r: r.number)
-    if not done:
-        _empty(fig, f"no finished trials with {cfg.metric.name} yet")
-        return save_figure(fig, path)
-    ax = fig.add_subplot(1, 1, 1)
-    xs = [r.number for r in done]
-    _scatter_by_state(ax, xs, done)
-    ax.step(xs, _best_so_far([r.value for r in done], cfg.metric.maximize), where="post", color="#555555",
-            lw=1.2, label="best so far")
-    ax.set_xlabel("trial number")
-    ax.set_ylabel(cfg.metric.name)
-    ax.set_title("optimisation history")
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return _plot_best_so_far(done, [r.number for r in done], cfg, path, xlabel="trial number",
+                             title="optimisation history")
 
 
 def _axis_positions(values: list, numeric: bool, log_scale: bool) -> tuple[np.ndarray, list[tuple[float, str]]]:

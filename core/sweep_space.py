@@ -96,20 +96,23 @@ def suggest(trial: optuna.trial.BaseTrial, cfg: SweepConfig) -> dict[str, Any]:
         if p.is_constant:
             out[p.name] = p.values[0]
         elif cfg.method == "grid":
-            encoded, lookup = _choices(p, p.grid_values())
-            enc = trial.suggest_categorical(p.name, encoded)
-            out[p.name] = lookup[(type(enc).__name__, enc)]
+            out[p.name] = _suggest_choice(trial, p, p.grid_values())
         else:
             out[p.name] = _draw(trial, p)
     return out
 
 
+def _suggest_choice(trial: optuna.trial.BaseTrial, p: ParamSpec, values: tuple[Any, ...]) -> Any:
+    """One of ``values`` drawn by ``suggest_categorical`` (stored encoded, returned as the original)."""
+    encoded, lookup = _choices(p, values)
+    enc = trial.suggest_categorical(p.name, encoded)
+    return lookup[(type(enc).__name__, enc)]
+
+
 def _draw(trial: optuna.trial.BaseTrial, p: ParamSpec) -> Any:
     d = p.distribution
     if d == "categorical":
-        encoded, lookup = _choices(p, p.values)
-        enc = trial.suggest_categorical(p.name, encoded)
-        return lookup[(type(enc).__name__, enc)]
+        return _suggest_choice(trial, p, p.values)
     if d == "int_uniform":
         return trial.suggest_int(p.name, int(p.min), int(p.max))
     if d in ("uniform", "q_uniform"):

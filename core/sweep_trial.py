@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,25 +105,18 @@ def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[st
 
     t0 = time.perf_counter()
     try:
-        outcome = trial_fn(_replace_report(request, report))
+        outcome = trial_fn(replace(request, report=report))
     except BaseException as exc:
         record.update(state="FAIL", ended_at=utc_now(), error=f"{type(exc).__name__}: {exc}", history=history)
         write_json(request.run_dir / TRIAL_FILE, record)
         raise
     if not outcome.history and history:
-        outcome = TrialOutcome(metrics=outcome.metrics, params_count=outcome.params_count, flops=outcome.flops,
-                               best_path=outcome.best_path, epochs_run=outcome.epochs_run, history=tuple(history))
+        outcome = replace(outcome, history=tuple(history))
     record.update(state="COMPLETE", ended_at=utc_now(), seconds=round(time.perf_counter() - t0, 3),
                   metrics=dict(outcome.metrics), params_count=outcome.params_count, flops=outcome.flops,
                   best_path=outcome.best_path, epochs_run=outcome.epochs_run, history=list(outcome.history))
     write_json(request.run_dir / TRIAL_FILE, record)
     return outcome
-
-
-def _replace_report(request: TrialRequest, report: Callable[[int, Mapping[str, float]], bool]) -> TrialRequest:
-    from dataclasses import replace
-
-    return replace(request, report=report)
 
 
 class PartATrial:

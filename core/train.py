@@ -225,10 +225,11 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
             stats = EpochStats(epoch, config.epochs, train.loss, train.acc, val.loss, val.acc, lr,
                                time.perf_counter() - started, train.total / max(train.seconds, 1e-9), early.best)
             rng_state = capture_rng_state(loaders)  # the point a resume restarts from
-            history.append(stats.to_dict())
-            append_jsonl(metrics_path, stats.to_dict())
+            record = stats.to_dict()
+            history.append(record)
+            append_jsonl(metrics_path, record)
             if tracker is not None:
-                tracker.log({k: v for k, v in stats.to_dict().items() if k != "epochs"}, step=epoch)
+                tracker.log({k: v for k, v in record.items() if k != "epochs"}, step=epoch)
             common = dict(model_desc=meta["model_desc"], class_names=meta["class_names"],
                           preprocessing=meta["preprocessing"], train_config=config.to_dict(), epoch=epoch,
                           metrics={"val_acc": val.acc, "val_loss": val.loss, "train_acc": train.acc,

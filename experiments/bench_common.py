@@ -89,19 +89,9 @@ def compare(name: str, baseline: Callable[[], object], ours: Callable[[], object
     On CUDA the callables must synchronise before returning (see :func:`synchronize`), or the clock
     stops while kernels are still queued.
     """
-    result = Comparison(name, baseline_label, ours_label, items, unit)
-    for _ in range(warmup):
-        baseline()
-        ours()
-    for r in range(repeats):
-        pair = [("baseline", baseline), ("ours", ours)]
-        for label, fn in pair if r % 2 == 0 else reversed(pair):  # process time includes helper threads
-            start, cpu_start = time.perf_counter(), time.process_time()
-            fn()
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            cpu = max(time.process_time() - cpu_start, 1e-9)
-            getattr(result, label).append(items / elapsed)
-            getattr(result, f"{label}_cpu").append(items / cpu)
+    (result,) = compare_many(name, baseline, {ours_label: ours}, items=items, repeats=repeats, warmup=warmup,
+                             baseline_label=baseline_label, unit=unit)
+    result.name = name  # one variant: no ": label" suffix
     return result
 
 
@@ -114,22 +104,22 @@ def compare_many(name: str, baseline: Callable[[], object], variants: dict[str, 
     no side always runs first or right after the same neighbour. Returns one :class:`Comparison` per variant
     (``name: label``), all sharing the baseline's runs.
     """
-    sides = [("baseline", baseline), *variants.items()]
-    wall: dict[str, list[float]] = {label: [] for label, _ in sides}
-    cpu: dict[str, list[float]] = {label: [] for label, _ in sides}
+    sides = [baseline, *variants.values()]  # index 0 = baseline (a variant may be labelled "baseline" too)
+    wall: list[list[float]] = [[] for _ in sides]
+    cpu: list[list[float]] = [[] for _ in sides]
     for _ in range(warmup):
-        for _, fn in sides:
+        for fn in sides:
             fn()
     for r in range(repeats):
         k = r % len(sides)
-        for label, fn in sides[k:] + sides[:k]:
+        for i in [*range(k, len(sides)), *range(k)]:  # with one variant: alternates baseline-first / ours-first
             start, cpu_start = time.perf_counter(), time.process_time()
-            fn()
-            wall[label].append(items / max(time.perf_counter() - start, 1e-9))
-            cpu[label].append(items / max(time.process_time() - cpu_start, 1e-9))
-    return [Comparison(f"{name}: {label}", baseline_label, label, items, unit, baseline=wall["baseline"],
-                       ours=wall[label], baseline_cpu=cpu["baseline"], ours_cpu=cpu[label])
-            for label in variants]
+            sides[i]()
+            wall[i].append(items / max(time.perf_counter() - start, 1e-9))
+            cpu[i].append(items / max(time.process_time() - cpu_start, 1e-9))
+    return [Comparison(f"{name}: {label}", baseline_label, label, items, unit, baseline=wall[0],
+                       ours=wall[i], baseline_cpu=cpu[0], ours_cpu=cpu[i])
+            for i, label in enumerate(variants, start=1)]
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -25,7 +25,6 @@ Adding a section: write ``def bench_x(cfg: BenchConfig) -> SectionResult`` and d
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -33,11 +32,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from core.runfiles import to_plain, write_json
 from experiments.bench_common import (
     BenchConfig,
     Comparison,
@@ -216,18 +215,6 @@ def _section_rank(name: str) -> tuple[int, str]:
     return (SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER), name)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Benchmark our code paths against naive baselines, side by side.")
     p.add_argument("section", choices=[*sorted(SECTIONS), "all"], help="which benchmark section to run")
@@ -277,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         out = args.out_dir / f"{stamp}-{n}.json"
     report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv if argv is not None else sys.argv[1:],
-              "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "work_dir"},
+              "config": {k: v for k, v in to_plain(cfg).items() if k != "work_dir"},
               "host": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                        "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
                        "load_average_start": load_start,
@@ -286,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                                if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_")) or k == "LD_PRELOAD"},
                        **device_summary(device)},
               "sections": results}
-    _write_json_atomic(out, report)
+    write_json(out, report)  # atomic (core.runfiles)
     print(format_table(results, device_summary(device)))
     print(f"results: {out}")
     return 0

@@ -25,7 +25,7 @@ from core.optim import OPTIMIZERS, SCHEDULERS
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
 from core.tracking import MODES
-from core.train import NonFiniteLossError, TrainingError
+from core.train import TrainingError
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")
@@ -118,7 +118,8 @@ def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
         raise ValueError(f"--in-channels {args.in_channels}: the loaders give RGB images, so it must be 3")
     if getattr(args, "num_classes", None) is not None and cfg.data.data_dir is not None:
         train_dir = cfg.data.data_dir / "train"
-        found = len([d for d in train_dir.iterdir() if d.is_dir()]) if train_dir.is_dir() else None
+        found = len([d for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]) \
+            if train_dir.is_dir() else None  # hidden folders are not classes (core.imagefolder)
         if found is not None and found != args.num_classes:
             raise ValueError(f"--num-classes {args.num_classes} but {train_dir} has {found} class folders; "
                              "drop the flag (the class count comes from the data)")
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("interrupted; continue with: python experiments/partA_train.py --out-dir %s --name %s --resume",
                     args.out_dir, name)
         return 130
-    except (NonFiniteLossError, TrainingError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except (TrainingError, CheckpointError, ValueError, FileNotFoundError) as err:
         log.error("%s: %s", type(err).__name__, err)
         return 1
     test = f"{result.test_acc:.1%}" if result.test_acc is not None else "not evaluated"

@@ -54,10 +54,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not (args.download or args.demo or args.check):
-        get_args_parser().print_usage()
+        parser.print_usage()
         print("nothing to do: pass --download, --demo and/or --check")
         return 2
     if args.download and args.demo:

@@ -134,7 +134,7 @@ def _int_prop(props: Mapping[str, str], key: str, where: str) -> int:
 
 
 def read_metadata(onnx_path: str | Path) -> ModelMetadata:
-    """Metadata of an ``.onnx`` file on disk (the graph's weights are not loaded)."""
+    """Metadata of an ``.onnx`` file on disk (external data files, if any, are not read)."""
     import onnx
 
     path = Path(onnx_path)

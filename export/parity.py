@@ -102,12 +102,10 @@ class ParityReport:
                 f"top-1 agreement {self.top1_agreement:.2%} -> {'PASS' if self.passed else 'FAIL'}")
 
 
-def load_images(paths: Sequence[Path], prep: Preprocessing, limit: int | None = None) -> torch.Tensor:
-    """Decode up to ``limit`` images with the model's preprocessing; undecodable files are skipped."""
+def load_images(paths: Sequence[Path], prep: Preprocessing) -> torch.Tensor:
+    """Decode the images with the model's preprocessing; undecodable files are skipped."""
     tensors = []
     for path in paths:
-        if limit is not None and len(tensors) >= limit:
-            break
         try:
             tensors.append(load_image_tensor(path, prep))
         except ImageDecodeError as exc:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from core.preprocess import ImageDecodeError, Preprocessing, load_image_tensor
-from export.metadata import ModelMetadata
+from export.metadata import read_metadata
 from export.onnx_export import INPUT_NAME, check_model, save_model_atomic, set_metadata
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,7 @@ def quantize_int8(
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; expected one of {list(CALIBRATION_METHODS)}")
     fp32_path = Path(fp32_path)
-    if not fp32_path.is_file():
-        raise FileNotFoundError(f"fp32 ONNX model not found: {fp32_path}")
-    meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props},
-                                    where=str(fp32_path))
+    meta = read_metadata(fp32_path)  # FileNotFoundError when missing
     if meta.precision != "fp32":
         raise ValueError(f"{fp32_path} is {meta.precision}; INT8 quantization starts from the fp32 export")
     reader = ImageCalibrationReader(calibration_images, meta.preprocessing, batch_size=batch_size)

@@ -182,6 +182,14 @@ def test_script_refuses_to_overwrite_and_reports_bad_flags(tiny_imagefolder, tmp
         assert info.value.code == 2 and message in err, f"{extra}: exit {info.value.code}, stderr: {err[-300:]}"
 
 
+def test_num_classes_check_ignores_hidden_folders_like_the_scan(tiny_imagefolder):
+    (tiny_imagefolder / "train" / ".ipynb_checkpoints").mkdir()  # not a class for core.imagefolder either
+    cfg = PartAConfig.from_flat({"data_dir": str(tiny_imagefolder), "image_size": 32})
+    partA_train._check_fixed_flags(partA_train.get_args_parser().parse_args(["--num-classes", "3"]), cfg)
+    with pytest.raises(ValueError, match="--num-classes 4 but .* has 3 class folders"):
+        partA_train._check_fixed_flags(partA_train.get_args_parser().parse_args(["--num-classes", "4"]), cfg)
+
+
 def test_script_defaults_to_the_demo_set(tmp_path, monkeypatch):
     import core.data
     from core.demo_data import ensure_demo_dataset
