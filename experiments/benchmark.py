@@ -6,16 +6,16 @@
     python experiments/benchmark.py all --quick          # a smoke test of every section (seconds)
 
 Sections: ``train`` (our trainer vs a notebook loop, FLOP/s vs the measured matmul peak;
-experiments/bench_train.py), ``data`` (decode cache vs PIL decode every epoch), ``sweep`` (a 4-trial x
-2-epoch sweep vs 4 notebook runs; experiments/bench_sweep.py), ``infer`` (torch vs onnxruntime fp32/INT8;
-export/bench_infer.py). ``train`` and ``sweep`` run on ``--device`` (auto: the GPU when there is one, with
+experiments/bench/train.py), ``data`` (decode cache vs PIL decode every epoch), ``sweep`` (a 4-trial x
+2-epoch sweep vs 4 notebook runs; experiments/bench/sweep.py), ``infer`` (torch vs onnxruntime fp32/INT8;
+experiments/bench/infer.py). ``train`` and ``sweep`` run on ``--device`` (auto: the GPU when there is one, with
 AMP and pinned memory); ``data`` and ``infer`` measure the CPU paths.
 
 Method (the same for every section): baseline and ours run in the same process on the same inputs,
 alternated (B, O, then O, B, ...) so drift in machine load hits both; ``--warmup`` untimed rounds first,
 then ``--repeats`` timed rounds; we report the median and the min-max of the throughput and the ratio
 ours/baseline of the medians, plus the peak resident memory of each section (and CUDA's max allocated
-memory on a GPU). The framework lives in experiments/bench_common.py. Results go to
+memory on a GPU). The framework lives in experiments/bench/common.py. Results go to
 ``<out-dir>/<timestamp>.json`` (written atomically) and a table on stdout.
 
 Adding a section: write ``def bench_x(cfg: BenchConfig) -> SectionResult`` and decorate it with
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from core.runfiles import to_plain, write_json
-from experiments.bench_common import (
+from experiments.bench.common import (
     BenchConfig,
     Comparison,
     SectionResult,
@@ -80,9 +80,9 @@ def bench_data(cfg: BenchConfig) -> SectionResult:
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from core.data import CachedImageDataset, _augmentation
-    from core.decode_cache import decode_images, reset_cache_stats
-    from core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from core.data.loaders import CachedImageDataset, _augmentation
+    from core.data.decode_cache import decode_images, reset_cache_stats
+    from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
     size, batch = cfg.image_size or 224, cfg.batch_size or 32
     count = 16 if cfg.quick else 128
@@ -124,8 +124,8 @@ def bench_data(cfg: BenchConfig) -> SectionResult:
 # ---------------------------------------------------------------- infer section (owner: export)
 @register("infer")
 def bench_infer(cfg: BenchConfig) -> SectionResult:
-    """torch eager vs channels_last vs onnxruntime fp32 vs INT8, batch 1 and 32 (cases: export/bench_infer.py)."""
-    from export.bench_infer import BENCH_MODELS, infer_cases
+    """torch eager vs channels_last vs onnxruntime fp32 vs INT8, batch 1 and 32 (cases: experiments/bench/infer.py)."""
+    from experiments.bench.infer import BENCH_MODELS, infer_cases
 
     for noisy in ("onnxscript", "onnx_ir", "onnxruntime", "torch.onnx"):  # exporter chatter at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -142,7 +142,7 @@ def bench_infer(cfg: BenchConfig) -> SectionResult:
 @register("train")
 def bench_train(cfg: BenchConfig) -> SectionResult:
     """Part A CNN training step, our trainer vs an NCHW fp32 loop; FLOP/s vs matmul peak (bench_train.py)."""
-    from experiments.bench_train import bench_train as run
+    from experiments.bench.train import bench_train as run
 
     return run(cfg)
 
@@ -150,7 +150,7 @@ def bench_train(cfg: BenchConfig) -> SectionResult:
 @register("sweep")
 def bench_sweep(cfg: BenchConfig) -> SectionResult:
     """4-trial x 2-epoch sweep, ours (run_sweep + decode cache) vs 4 notebook runs (bench_sweep.py)."""
-    from experiments.bench_sweep import bench_sweep as run
+    from experiments.bench.sweep import bench_sweep as run
 
     return run(cfg)
 
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             raise SystemExit(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    from core.devices import resolve_device
+    from core.train.devices import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -24,15 +24,16 @@ from typing import Any
 
 import torch
 
-from core import explain, plots
-from core.checkpoint import load_model
-from core.data import DataConfig, make_loaders
-from core.devices import resolve_device
-from core.evaluation import compute_metrics, predict, select_per_class
-from core.preprocess import Preprocessing
+from core.explain import attributions as explain
+from core.explain import figures as plots
+from core.train.checkpoint import load_model
+from core.data.loaders import DataConfig, make_loaders
+from core.train.devices import resolve_device
+from core.explain.evaluation import compute_metrics, predict, select_per_class
+from core.data.preprocess import Preprocessing
 from core.runfiles import to_plain, write_json
-from core.tracking import MODES as WANDB_MODES
-from core.tracking import Tracker
+from core.train.tracking import MODES as WANDB_MODES
+from core.train.tracking import Tracker
 
 log = logging.getLogger("partA_evaluate")
 
@@ -50,7 +51,7 @@ class EvalConfig:
     seed: int = 0  # picks the grid images and the explained image
     per_class: int = 3  # grid images per class
     neurons: int = 10  # CONV5 neurons for guided backprop
-    guided_mode: str = "auto"  # auto | relu-swap | saliency (see core.explain)
+    guided_mode: str = "auto"  # auto | relu-swap | saliency (see core.explain.attributions)
     wandb_mode: str = "auto"  # auto | online | offline | disabled
     device: str = "auto"
     batch_size: int = 64

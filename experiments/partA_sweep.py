@@ -24,12 +24,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core.partA_config import PartAConfig
-from core.sweep import BACKENDS, TRACKER_MODES, SweepSettings, SweepSummary, run_sweep
-from core.sweep_analysis import fmt, label
-from core.sweep_config import SweepConfig, load_sweep_config
-from core.sweep_results import ranked
-from core.sweep_trial import PartATrial
+from core.partA.config import PartAConfig
+from core.sweep.run import BACKENDS, TRACKER_MODES, SweepSettings, SweepSummary, run_sweep
+from core.sweep.analysis import fmt, label
+from core.sweep.config import SweepConfig, load_sweep_config
+from core.sweep.results import ranked
+from core.sweep.trial import PartATrial
 
 log = logging.getLogger("partA_sweep")
 
@@ -79,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def resolve_data_dir(args: argparse.Namespace) -> Path | None:
     if args.download:
-        from core.download import resolve_dataset
+        from core.data.download import resolve_dataset
 
         return resolve_dataset(args.data_dir, download=True)
     if args.data_dir is not None and not args.data_dir.is_dir():
@@ -99,7 +99,7 @@ def make_trial(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers
         raise ValueError(f"program {cfg.raw.get('program')!r} has no trial function; expected one of "
                          f"{sorted(TRIAL_PROGRAMS)} (or no 'program' for Part A)")
     if program == "partB_finetune.py":
-        from core.partB import PartBConfig, PartBTrial
+        from core.finetune.run import PartBConfig, PartBTrial
 
         base = PartBConfig()
         data = replace(base.data, data_dir=data_dir, device=device, num_workers=num_workers)

@@ -18,14 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from core.checkpoint import CheckpointError
-from core.devices import AMP_MODES, CHANNELS_LAST_MODES
-from core.download import resolve_dataset
-from core.optim import OPTIMIZERS, SCHEDULERS
-from core.partA import PartAConfig, run_partA
+from core.train.checkpoint import CheckpointError
+from core.train.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.data.download import resolve_dataset
+from core.train.optim import OPTIMIZERS, SCHEDULERS
+from core.partA.run import PartAConfig, run_partA
 from core.runfiles import read_yaml
-from core.tracking import MODES
-from core.train import TrainingError
+from core.train.tracking import MODES
+from core.train.fit import TrainingError
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")
@@ -119,7 +119,7 @@ def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
     if getattr(args, "num_classes", None) is not None and cfg.data.data_dir is not None:
         train_dir = cfg.data.data_dir / "train"
         found = len([d for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]) \
-            if train_dir.is_dir() else None  # hidden folders are not classes (core.imagefolder)
+            if train_dir.is_dir() else None  # hidden folders are not classes (core.data.imagefolder)
         if found is not None and found != args.num_classes:
             raise ValueError(f"--num-classes {args.num_classes} but {train_dir} has {found} class folders; "
                              "drop the flag (the class count comes from the data)")

@@ -22,13 +22,13 @@ import logging
 import sys
 from pathlib import Path
 
-from core.backbones import supported_archs
-from core.data import DataConfig
-from core.devices import resolve_device
-from core.finetune import STRATEGY_NAMES
-from core.partB import PartBConfig, run_partB
-from core.partB_compare import run_compare
-from core.train import TrainConfig
+from core.model.backbones import supported_archs
+from core.data.loaders import DataConfig
+from core.train.devices import resolve_device
+from core.finetune.strategies import STRATEGY_NAMES
+from core.finetune.run import PartBConfig, run_partB
+from core.finetune.compare import run_compare
+from core.train.fit import TrainConfig
 
 log = logging.getLogger("partB_finetune")
 

@@ -15,9 +15,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from core.data_check import check_dataset, format_report
-from core.demo_data import ensure_demo_dataset
-from core.download import (
+from core.data.checks import check_dataset, format_report
+from core.data.demo import ensure_demo_dataset
+from core.data.download import (
     INATURALIST_URL,
     DownloadError,
     default_download_dir,

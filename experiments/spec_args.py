@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.spec import ACTIVATION_NAMES, ORGANISATIONS, CNNSpec, make_spec
+from core.model.spec import ACTIVATION_NAMES, ORGANISATIONS, CNNSpec, make_spec
 
 
 def parse_organisation(text: str) -> str | list[int]:
@@ -31,7 +31,7 @@ def parse_kernel_size(text: str) -> int | list[int]:
 def add_spec_arguments(
     parser: argparse.ArgumentParser, help_overrides: dict[str, str] | None = None
 ) -> argparse._ArgumentGroup:
-    """Add the architecture flags (mirroring :func:`core.spec.make_spec`) in their own group.
+    """Add the architecture flags (mirroring :func:`core.model.spec.make_spec`) in their own group.
 
     ``help_overrides`` maps a flag's dest (``image_size``, ``num_classes``, ...) to the help text a script
     needs instead, e.g. when the dataset rather than the flag decides the value.

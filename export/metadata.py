@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.preprocess import Preprocessing
+from core.data.preprocess import Preprocessing
 
 FORMAT_VERSION = "inat-cnn-onnx/1"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -53,7 +53,7 @@ class ModelMetadata:
 
     def __post_init__(self) -> None:
         if not isinstance(self.preprocessing, Preprocessing):
-            raise ValueError(f"preprocessing must be a core.preprocess.Preprocessing, got "
+            raise ValueError(f"preprocessing must be a core.data.preprocess.Preprocessing, got "
                              f"{type(self.preprocessing).__name__}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")

@@ -218,10 +218,10 @@ def export_checkpoint_file(checkpoint_path: str | Path, out_path: str | Path,
     """A checkpoint of ours → ``out_path`` (.onnx), its metadata taken from the checkpoint.
 
     Returns the rebuilt torch model (eval mode, for parity checks), the written path and its metadata.
-    A file that is not one of our checkpoints raises ``core.checkpoint.CheckpointError``.
+    A file that is not one of our checkpoints raises ``core.train.checkpoint.CheckpointError``.
     """
-    from core.checkpoint import load_model
-    from core.preprocess import Preprocessing
+    from core.train.checkpoint import load_model
+    from core.data.preprocess import Preprocessing
 
     checkpoint_path = Path(checkpoint_path)
     model, payload = load_model(checkpoint_path)

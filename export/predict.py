@@ -1,6 +1,6 @@
 """Image files → top-k predictions with an onnxruntime session: what ``export/infer.py`` runs.
 
-Pixels come from :func:`core.preprocess.load_image_tensor` with the ``Preprocessing`` stored in the
+Pixels come from :func:`core.data.preprocess.load_image_tensor` with the ``Preprocessing`` stored in the
 model's metadata: the same decode/resize/normalise code the training loaders use, not a second
 implementation that could drift. A file that cannot be decoded is reported and skipped; the others
 are still predicted. Timing is split into decoding and model time, so the throughput printed for the
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from core.imagefolder import IMAGE_EXTENSIONS
-from core.preprocess import ImageDecodeError, load_image_tensor
+from core.data.imagefolder import IMAGE_EXTENSIONS
+from core.data.preprocess import ImageDecodeError, load_image_tensor
 from export.metadata import ModelMetadata
 from export.ort_session import run_logits
 
@@ -169,7 +169,7 @@ def score(run: PredictionRun, metadata: ModelMetadata, num_outputs: int) -> Labe
 
     Labels match class names, or class indices as strings when the model has no names (foreign files).
     """
-    from core.evaluation import confusion_matrix
+    from core.explain.evaluation import confusion_matrix
 
     labelled = [p for p in run.predictions if p.label is not None]
     if not labelled:

@@ -11,7 +11,7 @@ Following onnxruntime's recipe (docs: "Quantize ONNX models"):
    ranges are measured on the graph that will actually be quantised;
 2. ``quantize_static`` with ``QuantFormat.QDQ``, ``per_channel=True``, signed INT8 activations and
    weights (S8S8, onnxruntime's recommended default for x86-64 and GPUs) and a calibration reader
-   that feeds *real* images through the model's own preprocessing (``core.preprocess``), never noise;
+   that feeds *real* images through the model's own preprocessing (``core.data.preprocess``), never noise;
 3. our metadata copied over with ``precision="int8"``, the checker run, the file written atomically.
 
 The layer that produces ``logits`` stays fp32: quantizing the output would round every score to one step of
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.preprocess import ImageDecodeError, Preprocessing, load_image_tensor
+from core.data.preprocess import ImageDecodeError, Preprocessing, load_image_tensor
 from export.metadata import read_metadata
 from export.onnx_export import INPUT_NAME, check_model, save_model_atomic, set_metadata
 

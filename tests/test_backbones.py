@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from core.backbones import (
+from core.model.backbones import (
     WeightsUnavailableError,
     backbone_preprocessing,
     build_backbone,
@@ -208,7 +208,7 @@ def test_preprocessing_rejects_sizes_the_model_cannot_take():
 
 
 def test_shared_mobilenet_classifies_the_shared_photos(shared_dir: Path):
-    from core.preprocess import load_image_tensor
+    from core.data.preprocess import load_image_tensor
 
     prep = backbone_preprocessing("mobilenet_v2", weights="IMAGENET1K_V1")  # Resize 256 -> crop 224
     assert (prep.image_size, prep.resize_size) == (224, 256), prep
@@ -223,5 +223,5 @@ def test_shared_mobilenet_classifies_the_shared_photos(shared_dir: Path):
     readme = {"eskimo_dog.png": 0.33, "hog.jpg": 0.76, "horse_cart.jpg": 0.80, "refrigerator.jpg": 0.995,
               "samoyed.jpg": 0.81}
     for name, p in readme.items():  # torchvision's full-decode pipeline gives these within 0.01; the JPEG
-        # draft decode of core.preprocess moves the 1424x2144 samoyed.jpg to ~0.87, hence 0.1
+        # draft decode of core.data.preprocess moves the 1424x2144 samoyed.jpg to ~0.87, hence 0.1
         assert abs(seen[name] - p) < 0.1, f"{name}: top-1 probability {seen[name]:.3f}, README says {p}"

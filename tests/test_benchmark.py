@@ -11,9 +11,9 @@ import json
 import pytest
 import torch
 
-from experiments.bench_common import Comparison, compare, compare_many, write_photo_dataset
-from experiments.bench_process import ChildStepper
-from experiments.bench_train import _check_same_loss, measure_matmul_peak
+from experiments.bench.common import Comparison, compare, compare_many, write_photo_dataset
+from experiments.bench.process import ChildStepper
+from experiments.bench.train import _check_same_loss, measure_matmul_peak
 from experiments.benchmark import SECTIONS, main
 
 EVERY_SECTION = {"train", "data", "sweep", "infer"}

@@ -1,4 +1,4 @@
-"""core.checkpoint: weights_only round trip, atomic writes, clear errors for files that are not ours."""
+"""core.train.checkpoint: weights_only round trip, atomic writes, clear errors for files that are not ours."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import checkpoint as ckpt
-from core.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, make_payload, save_checkpoint
-from core.models import build_cnn
-from core.spec import make_spec
+from core.train import checkpoint as ckpt
+from core.train.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, make_payload, save_checkpoint
+from core.model.builder import build_cnn
+from core.model.spec import make_spec
 
 
 def _cnn(filters: int = 4, num_classes: int = 3):
@@ -158,9 +158,9 @@ def test_backbone_desc_builds_through_core_backbones_without_weights(monkeypatch
         calls.append((arch, num_classes, weights))
         return torch.nn.Linear(2, num_classes)
 
-    fake = types.ModuleType("core.backbones")
+    fake = types.ModuleType("core.model.backbones")
     fake.build_backbone = fake_build_backbone
-    monkeypatch.setitem(sys.modules, "core.backbones", fake)
+    monkeypatch.setitem(sys.modules, "core.model.backbones", fake)
     model = ckpt.build_model({"kind": "backbone", "arch": "vgg16", "num_classes": 7})
     assert calls == [("vgg16", 7, None)], f"build_backbone must be called with weights=None, got {calls}"
     assert model.out_features == 7, "build_model returned something else than build_backbone's model"

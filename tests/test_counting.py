@@ -1,4 +1,4 @@
-"""core.counting: exact counts from the spec, proved equal to what torch measures (the oracle).
+"""core.model.counting: exact counts from the spec, proved equal to what torch measures (the oracle).
 
 Golden example, worked by hand (m=32 filters of 3x3 in every block, n=256 dense units, 224x224 RGB,
 10 classes, no batch norm). Maps after each pool: 112, 56, 28, 14, 7.
@@ -19,7 +19,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from core.counting import (
+from core.model.counting import (
     CLOSED_FORMULA,
     closed_form,
     count_flops,
@@ -30,8 +30,8 @@ from core.counting import (
     measured_params,
     uniform_knobs,
 )
-from core.models import build_cnn
-from core.spec import ACTIVATION_NAMES, make_spec
+from core.model.builder import build_cnn
+from core.model.spec import ACTIVATION_NAMES, make_spec
 
 
 def test_golden_example_from_the_docstring():

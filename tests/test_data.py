@@ -1,4 +1,4 @@
-"""core.data.make_loaders and core.decode_cache: batches, split records, normalisation, cache hits/misses."""
+"""core.data.loaders.make_loaders and core.data.decode_cache: batches, split records, normalisation, cache hits/misses."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import CachedImageDataset, DataConfig, choose_num_workers, make_loaders
-from core.decode_cache import cache_stats, decode_images, reset_cache_stats
-from core.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_uint8, normalize
+from core.data.loaders import CachedImageDataset, DataConfig, choose_num_workers, make_loaders
+from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
+from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_uint8, normalize
 
 
 @pytest.fixture(autouse=True)

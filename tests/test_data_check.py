@@ -1,10 +1,10 @@
-"""experiments/prepare_data.py and core.data_check: counts, problems, exit codes."""
+"""experiments/prepare_data.py and core.data.checks: counts, problems, exit codes."""
 
 from __future__ import annotations
 
 from PIL import Image
 
-from core.data_check import check_dataset
+from core.data.checks import check_dataset
 from experiments.prepare_data import main
 
 

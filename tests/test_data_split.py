@@ -1,4 +1,4 @@
-"""core.imagefolder split helpers: stratified, disjoint, complete, seeded (property tests, no files needed)."""
+"""core.data.imagefolder split helpers: stratified, disjoint, complete, seeded (property tests, no files needed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.imagefolder import cap_per_class, stratified_split
+from core.data.imagefolder import cap_per_class, stratified_split
 
 
 def _samples(counts: list[int]) -> list[tuple[Path, int]]:

@@ -1,4 +1,4 @@
-"""core.demo_data: layout, determinism, generate-once, safety, and that a small CNN can learn it."""
+"""core.data.demo: layout, determinism, generate-once, safety, and that a small CNN can learn it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.demo_data import DEMO_CLASSES, ensure_demo_dataset
-from core.imagefolder import scan_dataset
+from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
+from core.data.imagefolder import scan_dataset
 
 INAT_CLASSES = ["Amphibia", "Animalia", "Arachnida", "Aves", "Fungi", "Insecta", "Mammalia", "Mollusca",
                 "Plantae", "Reptilia"]
@@ -74,7 +74,7 @@ def test_a_small_cnn_learns_it_above_chance(tmp_path):
 
     Measured: 36% (20, 21, 28, 34, 36% after epochs 1-5), ~5 s of CPU.
     """
-    from core.data import DataConfig, make_loaders
+    from core.data.loaders import DataConfig, make_loaders
 
     torch.manual_seed(0)
     root = ensure_demo_dataset(tmp_path / "demo", train_per_class=64, val_per_class=10)

@@ -1,4 +1,4 @@
-"""core.download against a loopback HTTP server: resume, size/checksum checks, zip slip, no network."""
+"""core.data.download against a loopback HTTP server: resume, size/checksum checks, zip slip, no network."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.download import DownloadError, download_inaturalist, fetch, safe_extract
+from core.data.download import DownloadError, download_inaturalist, fetch, safe_extract
 
 
 def _dataset_zip() -> bytes:

@@ -1,4 +1,4 @@
-"""core.evaluation: metrics against hand counts and a brute-force oracle; the seeded per-class choice."""
+"""core.explain.evaluation: metrics against hand counts and a brute-force oracle; the seeded per-class choice."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core import evaluation as ev
+from core.explain import evaluation as ev
 
 
 def test_hand_computed_metrics():

@@ -1,4 +1,4 @@
-"""core.explain: guided backprop against a hand-written guided-ReLU oracle, fallbacks, Grad-CAM, hygiene."""
+"""core.explain.attributions: guided backprop against a hand-written guided-ReLU oracle, fallbacks, Grad-CAM, hygiene."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from core import explain
+from core.explain import attributions as explain
 
 pytest.importorskip("captum.attr")  # imported up front: its import raises the recursion limit mid-test
 
@@ -145,7 +145,7 @@ def test_gelu_model_warns_and_labels_saliency(caplog):
     image = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(2))
     report = explain.inspect_activations(model)
     assert not report.guided_faithful and len(report.other_activations) == 5, report
-    with caplog.at_level(logging.WARNING, logger="core.explain"):
+    with caplog.at_level(logging.WARNING, logger="core.explain.attributions"):
         result = explain.explain_neurons(model, image, k=10, mode="auto")
     assert result.method == "saliency", f"GELU + auto must fall back to labelled saliency, got {result.method}"
     assert "saliency" in result.label and result.warning, (result.label, result.warning)
@@ -186,7 +186,7 @@ def test_relu_swap_equals_reference_on_swapped_copy_and_keeps_original():
 def test_functional_relu_is_relabelled_saliency(caplog):
     model = FunctionalReLUCNN()
     image = torch.randn(3, 24, 24, generator=torch.Generator().manual_seed(5))
-    with caplog.at_level(logging.WARNING, logger="core.explain"):
+    with caplog.at_level(logging.WARNING, logger="core.explain.attributions"):
         result = explain.explain_neurons(model, image, k=4, mode="auto")
     assert result.method == "saliency", f"a functional ReLU must not be labelled guided, got {result.method}"
     assert "changed nothing" in (result.warning or ""), result.warning
@@ -261,8 +261,8 @@ def test_errors_name_the_problem():
 
 def test_real_small_cnn_gelu_and_relu():
     """The project's SmallCNN: CONV5 is found, and both activation kinds run end to end."""
-    from core.models import build_cnn
-    from core.spec import make_spec
+    from core.model.builder import build_cnn
+    from core.model.spec import make_spec
 
     for activation, expected in (("relu", "guided"), ("gelu", "saliency")):
         torch.manual_seed(0)

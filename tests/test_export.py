@@ -20,10 +20,10 @@ from conftest import SHARED_DIR, make_tiny_imagefolder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.checkpoint import make_payload, save_checkpoint
-from core.models import build_cnn
-from core.preprocess import Preprocessing, load_image_tensor
-from core.spec import make_spec
+from core.train.checkpoint import make_payload, save_checkpoint
+from core.model.builder import build_cnn
+from core.data.preprocess import Preprocessing, load_image_tensor
+from core.model.spec import make_spec
 from export.metadata import FORMAT_VERSION, MissingMetadataError, ModelMetadata, read_metadata
 from export.onnx_export import ExportConfig, ExportError, convert_fp16, export_onnx
 from export.ort_session import create_session, run_logits

@@ -1,12 +1,12 @@
 """The issue's INT8 bar on the demo set: INT8 agrees on top-1 with fp32 on >= 98% of the demo test images.
 
 tests/test_export.py checks the same bar on a colour dataset a hand-written loop learns perfectly. This
-test uses what a user gets: the generated demo set (``core.data.ensure_demo_dataset``), a Part A CNN
-trained by the real trainer (``core.partA.run_partA``), the checkpoint exported the way
+test uses what a user gets: the generated demo set (``core.data.loaders.ensure_demo_dataset``), a Part A CNN
+trained by the real trainer (``core.partA.run.run_partA``), the checkpoint exported the way
 ``export/to_onnx.py`` does it (``export.onnx_export.export_checkpoint_file``, default dynamo
 exporter), INT8 by ``quantize_int8`` with to_onnx's default calibration (method and image count taken
 from its argument parser, images sampled from the demo ``train/`` with its seeded sampler), and all
-300 demo test images (``val/``) preprocessed by ``core.preprocess.load_image_tensor``.
+300 demo test images (``val/``) preprocessed by ``core.data.preprocess.load_image_tensor``.
 
 The model is small and trained for a few seconds at 32 px (~65% test accuracy against 10% chance):
 its top-1/top-2 margins are small on many images, which makes this a demanding check, not an easy one.
@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data import ensure_demo_dataset
-from core.demo_data import DEMO_CLASSES
-from core.partA import PartAConfig, run_partA
-from core.preprocess import load_image_tensor
+from core.data.loaders import ensure_demo_dataset
+from core.data.demo import DEMO_CLASSES
+from core.partA.run import PartAConfig, run_partA
+from core.data.preprocess import load_image_tensor
 from export.metadata import read_metadata
 from export.onnx_export import export_checkpoint_file
 from export.ort_session import create_session, run_logits

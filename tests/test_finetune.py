@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from core.backbones import build_backbone
-from core.finetune import (
+from core.model.backbones import build_backbone
+from core.finetune.strategies import (
     Full,
     Gradual,
     HeadOnly,

@@ -1,4 +1,4 @@
-"""core.memory: the CPU allocator policy fit applies (glibc keeps freed memory), its opt-out and its undo."""
+"""core.train.memory: the CPU allocator policy fit applies (glibc keeps freed memory), its opt-out and its undo."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import core.memory as memory
-from core.models import build_cnn
-from core.spec import make_spec
-from core.train import TrainConfig, fit
+import core.train.memory as memory
+from core.model.builder import build_cnn
+from core.model.spec import make_spec
+from core.train.fit import TrainConfig, fit
 
 
 class FakeLibc:

@@ -1,4 +1,4 @@
-"""core.models: spec -> nn.Module, one activation module per use, shapes and gradients."""
+"""core.model.builder: spec -> nn.Module, one activation module per use, shapes and gradients."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.models import ACTIVATIONS, SmallCNN, build_cnn, make_activation
-from core.spec import ACTIVATION_NAMES, make_spec
+from core.model.builder import ACTIVATIONS, SmallCNN, build_cnn, make_activation
+from core.model.spec import ACTIVATION_NAMES, make_spec
 
 
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)

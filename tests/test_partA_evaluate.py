@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core.checkpoint import make_payload, save_checkpoint
-from core.evaluation import select_per_class
-from core.models import build_cnn
-from core.preprocess import Preprocessing, load_image_tensor
-from core.spec import make_spec
+from core.train.checkpoint import make_payload, save_checkpoint
+from core.explain.evaluation import select_per_class
+from core.model.builder import build_cnn
+from core.data.preprocess import Preprocessing, load_image_tensor
+from core.model.spec import make_spec
 from experiments import partA_evaluate
 
 CLASSES = ("Amphibia", "Aves", "Fungi")  # conftest.make_tiny_imagefolder's classes
@@ -158,7 +158,7 @@ def test_gelu_checkpoint_and_short_class(tiny_imagefolder, tmp_path, caplog):
 
 
 def test_backbone_checkpoint_skips_explanations(tiny_imagefolder, tmp_path, caplog):
-    from core.backbones import build_backbone
+    from core.model.backbones import build_backbone
 
     model = build_backbone("mobilenet_v3_small", num_classes=3, weights=None)
     ckpt = tmp_path / "best.pt"

@@ -1,4 +1,4 @@
-"""core.partA (PartAConfig.from_flat, run_partA) and experiments/partA_train.py on tiny image folders."""
+"""core.partA.run (PartAConfig.from_flat, run_partA) and experiments/partA_train.py on tiny image folders."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.checkpoint import load_checkpoint, load_model
-from core.data import DataConfig, make_loaders
-from core.epoch import evaluate
-from core.partA import FLAT_KEYS, PartAConfig, run_partA
-from core.preprocess import Preprocessing
+from core.train.checkpoint import load_checkpoint, load_model
+from core.data.loaders import DataConfig, make_loaders
+from core.train.epoch import evaluate
+from core.partA.run import FLAT_KEYS, PartAConfig, run_partA
+from core.data.preprocess import Preprocessing
 from core.runfiles import read_jsonl, read_yaml
-from core.train import StopTraining, TrainConfig
+from core.train.fit import StopTraining, TrainConfig
 from experiments import partA_train
 
 # ---------------------------------------------------------------- PartAConfig.from_flat
@@ -121,7 +121,7 @@ def test_run_parta_writes_a_complete_run_folder(tiny_imagefolder, tmp_path):
 
 def test_run_summary_val_acc_is_the_best_epochs(tiny_imagefolder, tmp_path, monkeypatch):
     """A W&B sweep optimises the summary's val_acc: it must be the best epoch's, not the last one's."""
-    from core.tracking import Tracker
+    from core.train.tracking import Tracker
 
     summary: dict = {}
     monkeypatch.setattr(Tracker, "set_summary", lambda self, values: summary.update(values))
@@ -183,7 +183,7 @@ def test_script_refuses_to_overwrite_and_reports_bad_flags(tiny_imagefolder, tmp
 
 
 def test_num_classes_check_ignores_hidden_folders_like_the_scan(tiny_imagefolder):
-    (tiny_imagefolder / "train" / ".ipynb_checkpoints").mkdir()  # not a class for core.imagefolder either
+    (tiny_imagefolder / "train" / ".ipynb_checkpoints").mkdir()  # not a class for core.data.imagefolder either
     cfg = PartAConfig.from_flat({"data_dir": str(tiny_imagefolder), "image_size": 32})
     partA_train._check_fixed_flags(partA_train.get_args_parser().parse_args(["--num-classes", "3"]), cfg)
     with pytest.raises(ValueError, match="--num-classes 4 but .* has 3 class folders"):
@@ -191,11 +191,11 @@ def test_num_classes_check_ignores_hidden_folders_like_the_scan(tiny_imagefolder
 
 
 def test_script_defaults_to_the_demo_set(tmp_path, monkeypatch):
-    import core.data
-    from core.demo_data import ensure_demo_dataset
+    import core.data.loaders
+    from core.data.demo import ensure_demo_dataset
 
     small_demo = tmp_path / "demo"  # the real demo layout and classes, 6+2 images per class instead of 100+30
-    monkeypatch.setattr(core.data, "ensure_demo_dataset",
+    monkeypatch.setattr(core.data.loaders, "ensure_demo_dataset",
                         lambda root=None: ensure_demo_dataset(small_demo, train_per_class=6, val_per_class=2))
     args = ["--epochs", "1", "--max-per-class", "5", "--filters", "4", "--dense", "8", "--image-size", "32",
             "--batch-size", "16", "--device", "cpu", "--wandb-mode", "disabled", "--out-dir", str(tmp_path),

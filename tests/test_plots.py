@@ -1,4 +1,4 @@
-"""core.plots: every figure is a real, non-trivial PNG; bad inputs are named; writes are atomic."""
+"""core.explain.figures: every figure is a real, non-trivial PNG; bad inputs are named; writes are atomic."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import plots
+from core.explain import figures as plots
 
 NAMES = ["Amphibia", "Aves", "Fungi"]
 

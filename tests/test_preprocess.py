@@ -1,4 +1,4 @@
-"""core.preprocess: geometry against torchvision (the oracle), colour modes, EXIF, bad files."""
+"""core.data.preprocess: geometry against torchvision (the oracle), colour modes, EXIF, bad files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from torchvision import transforms as T
 
-from core.preprocess import (
+from core.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDecodeError,

@@ -1,4 +1,4 @@
-"""core.spec: the builder's knobs, shape inference and every validation error."""
+"""core.model.spec: the builder's knobs, shape inference and every validation error."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.spec import ACTIVATION_NAMES, CNNSpec, ConvBlockSpec, HeadSpec, filters_per_block, make_spec
+from core.model.spec import ACTIVATION_NAMES, CNNSpec, ConvBlockSpec, HeadSpec, filters_per_block, make_spec
 
 
 def test_spec_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, core.spec; print('torch' in sys.modules)"
+    code = "import sys, core.model.spec; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False", "core/spec.py must stay pure (no torch import)"
+    assert out.strip() == "False", "core/model/spec.py must stay pure (no torch import)"
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.sweep_budget import HOST, recover_dead_trials
-from core.sweep_config import parse_sweep_config
-from core.sweep_local import LocalSettings, open_study, run_local, sqlite_url
-from core.sweep_results import records_from_study
-from core.sweep_trial import TrialOutcome, TrialRequest
+from core.sweep.budget import HOST, recover_dead_trials
+from core.sweep.config import parse_sweep_config
+from core.sweep.local import LocalSettings, open_study, run_local, sqlite_url
+from core.sweep.results import records_from_study
+from core.sweep.trial import TrialOutcome, TrialRequest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TESTS_DIR = Path(__file__).resolve().parent

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from core.sweep import write_outputs
-from core.sweep_analysis import analyse, epsilon_squared
-from core.sweep_config import parse_sweep_config
-from core.sweep_results import TrialRecord, best_record, ranked
+from core.sweep.run import write_outputs
+from core.sweep.analysis import analyse, epsilon_squared
+from core.sweep.config import parse_sweep_config
+from core.sweep.results import TrialRecord, best_record, ranked
 
 CFG = parse_sweep_config({
     "method": "random", "metric": {"name": "val_acc", "goal": "maximize"},

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from core.sweep_config import parse_sweep_config
-from core.sweep_space import (
+from core.sweep.config import parse_sweep_config
+from core.sweep.space import (
     CDF_SUFFIX,
     check_local_support,
     grid_search_space,

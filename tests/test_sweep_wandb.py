@@ -13,10 +13,10 @@ import pytest
 import wandb
 import yaml
 
-from core.sweep import SweepSettings, choose_backend, run_sweep
-from core.sweep_config import parse_sweep_config
-from core.sweep_trial import TrialOutcome
-from core.sweep_wandb import agent_command
+from core.sweep.run import SweepSettings, choose_backend, run_sweep
+from core.sweep.config import parse_sweep_config
+from core.sweep.trial import TrialOutcome
+from core.sweep.wandb_backend import agent_command
 
 RAW = {"method": "bayes", "metric": {"name": "val_acc", "goal": "maximize"}, "run_cap": 10,
        "parameters": {"filters": {"values": [8, 16]},
@@ -116,7 +116,7 @@ def test_auto_backend_is_local_without_credentials_and_says_why(monkeypatch, tmp
     backend, reason = choose_backend("auto")
     assert backend == "local" and "no W&B credentials" in reason, (backend, reason)
     cfg = parse_sweep_config({**RAW, "method": "random"})
-    with caplog.at_level(logging.INFO, logger="core.sweep"):
+    with caplog.at_level(logging.INFO, logger="core.sweep.run"):
         summary = run_sweep(cfg, SweepSettings(name="auto", out_dir=tmp_path, count=1), Recorder())
     assert summary.backend == "local" and (tmp_path / "auto" / "optuna.db").is_file()
     assert "backend local (no W&B credentials" in caplog.text

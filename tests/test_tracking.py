@@ -1,4 +1,4 @@
-"""core.tracking: mode resolution, an offline run read back with wandb's own tool, disabled = nothing."""
+"""core.train.tracking: mode resolution, an offline run read back with wandb's own tool, disabled = nothing."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import types
 
 import pytest
 
-from core import tracking
-from core.tracking import Tracker, has_wandb_credentials, resolve_mode
+from core.train import tracking
+from core.train.tracking import Tracker, has_wandb_credentials, resolve_mode
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 chars: the shape of a W&B API key
 
@@ -39,7 +39,7 @@ def test_mode_resolution(clean_env, monkeypatch, caplog):
     assert resolve_mode("auto") == "offline", "WANDB_MODE=dryrun is W&B's old name for offline"
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.delenv("WANDB_API_KEY")
-    with caplog.at_level(logging.WARNING, logger="core.tracking"):
+    with caplog.at_level(logging.WARNING, logger="core.train.tracking"):
         assert resolve_mode("online") == "offline", "online without credentials must fall back to offline"
     assert "wandb sync" in caplog.text, "the fallback warning should say how to upload later"
     with pytest.raises(ValueError, match=r"unknown W&B mode 'cloud'; expected one of \['auto', 'online'"):
@@ -108,7 +108,7 @@ def test_wandb_failures_never_raise(clean_env, monkeypatch, tmp_path, caplog):
         raise RuntimeError("service crashed")
 
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=broken_init))
-    with caplog.at_level(logging.WARNING, logger="core.tracking"):
+    with caplog.at_level(logging.WARNING, logger="core.train.tracking"):
         tracker = Tracker.start(run_dir=tmp_path, name="x", config={}, mode="offline")
     assert tracker.mode == "disabled", "a failed init must degrade to a no-op tracker"
     assert "W&B init failed (RuntimeError: service crashed)" in caplog.text, caplog.text
@@ -125,7 +125,7 @@ def test_wandb_failures_never_raise(clean_env, monkeypatch, tmp_path, caplog):
 
     flaky = Tracker(FlakyRun(), "offline", tmp_path)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="core.tracking"):
+    with caplog.at_level(logging.WARNING, logger="core.train.tracking"):
         flaky.log({"a": 1}, step=1)
         flaky.log({"a": 2}, step=2)
         flaky.finish()

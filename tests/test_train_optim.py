@@ -1,4 +1,4 @@
-"""core.optim (optimizers, per-batch LR schedules), core.devices and core.rng."""
+"""core.train.optim (optimizers, per-batch LR schedules), core.train.devices and core.train.rng."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.devices import resolve_amp, resolve_channels_last, resolve_device
-from core.optim import LRSchedule, default_param_groups, make_optimizer
-from core.rng import capture_rng_state, restore_rng_state, seed_everything
+from core.train.devices import resolve_amp, resolve_channels_last, resolve_device
+from core.train.optim import LRSchedule, default_param_groups, make_optimizer
+from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 
 
 def _sched(name: str, epochs: int = 10, steps: int = 10, **kw):

@@ -1,0 +1,166 @@
+# ruff: noqa: N999  (module named after the assignment part, like core/finetune/run.py)
+"""Part B's ``--compare``: every fine-tuning strategy side by side, optionally next to a Part A run.
+
+``run_compare`` runs each strategy with :func:`core.finetune.run.run_partB` into ``<run_dir>/<strategy>/`` and
+writes ``comparison.csv``, ``comparison.md`` and ``accuracy_curves.png`` (plus a Part A run folder's row
+and curve when given, read from its ``test_metrics.json`` and ``metrics.jsonl``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.finetune.strategies import STRATEGY_NAMES, count_parameters
+from core.finetune.run import PartBConfig, PartBResult, run_partB
+from core.runfiles import read_json, read_jsonl, write_text
+
+logger = logging.getLogger(__name__)
+
+
+def strategy_runs(cfg: PartBConfig, strategies: tuple[str, ...] = STRATEGY_NAMES) -> list[PartBConfig]:
+    """One config per strategy for ``--compare`` (validated up front, so a bad k fails before any run)."""
+    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; expected some of {list(STRATEGY_NAMES)}")
+    return [dataclasses.replace(cfg, strategy=s) for s in strategies]
+
+
+# --- comparison (--compare) ------------------------------------------------------------------------
+COMPARISON_COLUMNS = ("run", "kind", "strategy", "test_acc", "best_val_acc", "epochs_to_best",
+                      "trainable_params", "final_trainable_params", "total_params", "seconds_per_epoch",
+                      "epochs_run")
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    run: str
+    kind: str  # "partB" | "partA"
+    strategy: str
+    test_acc: float | None
+    best_val_acc: float
+    epochs_to_best: int
+    trainable_params: int  # at the first epoch
+    final_trainable_params: int  # at the last epoch (differs for gradual)
+    total_params: int
+    seconds_per_epoch: float
+    epochs_run: int
+    curve: tuple[tuple[int, float, float], ...] = ()  # (epoch, train_acc, val_acc)
+
+    def values(self) -> list[Any]:
+        return [getattr(self, c) for c in COMPARISON_COLUMNS]
+
+
+def _curve(history: Any) -> tuple[tuple[int, float, float], ...]:
+    return tuple((int(h["epoch"]), float(h["train_acc"]), float(h["val_acc"])) for h in history)
+
+
+def row_from_result(r: PartBResult) -> ComparisonRow:
+    return ComparisonRow(r.name, "partB", r.strategy, r.test_acc, r.best_val_acc, r.best_epoch, r.trainable_params,
+                         r.final_trainable_params, r.total_params, r.seconds_per_epoch, r.epochs_run, _curve(r.history))
+
+
+def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
+    """A Part A run folder (``test_metrics.json``, ``metrics.jsonl``, ``best.pt``) as a comparison row."""
+    from core.train.checkpoint import load_model
+
+    run_dir = Path(run_dir)
+    needed = [run_dir / f for f in ("test_metrics.json", "metrics.jsonl", "best.pt")]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--partA-run {run_dir} is not a finished Part A run folder: missing {missing}; "
+                                "pass runs/<name> of a completed experiments/partA_train.py run")
+    test = read_json(needed[0])
+    acc = test.get("test_acc", test.get("accuracy"))
+    if not isinstance(acc, (int, float)):
+        raise ValueError(f"{needed[0]} has no 'test_acc' number; keys: {sorted(test)}")
+    history = read_jsonl(needed[1])
+    if not history:
+        raise ValueError(f"{needed[1]} is empty: the Part A run has no finished epoch")
+    model, _ = load_model(needed[2])
+    counts = count_parameters(model)
+    best = max(history, key=lambda h: h["val_acc"])
+    return ComparisonRow(f"partA:{run_dir.name}", "partA", "scratch", float(acc), float(best["val_acc"]),
+                         int(best["epoch"]), counts.total, counts.total, counts.total,
+                         sum(h["seconds"] for h in history) / len(history), len(history), _curve(history))
+
+
+def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str, ...] = STRATEGY_NAMES,
+                partA_run: Path | str | None = None, tracker_mode: str = "auto", name: str | None = None,  # noqa: N803
+                resume: bool = False) -> list[ComparisonRow]:
+    """Every strategy on the same data and backbone, then the table and curves (see module docstring)."""
+    from core.train.tracking import Tracker
+
+    run_dir = Path(run_dir)
+    name = name or run_dir.name
+    configs = strategy_runs(cfg, tuple(strategies))
+    part_a = read_partA_row(partA_run) if partA_run is not None else None  # bad folder: fail before training
+    rows = [row_from_result(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
+                                      name=f"{name}-{c.strategy}", group=name, resume=resume)) for c in configs]
+    rows += [part_a] if part_a is not None else []
+    paths = write_comparison(rows, run_dir)
+    tracker = Tracker.start(run_dir=run_dir, name=name, config=cfg.to_dict(), group=name, job_type="partB-compare",
+                            mode=tracker_mode, tags=("partB", "compare", cfg.arch))
+    try:
+        tracker.log_table("comparison", list(COMPARISON_COLUMNS), [r.values() for r in rows])
+        tracker.log_image("accuracy_curves", paths["png"], caption="validation (solid) and train (dashed) accuracy")
+    finally:
+        tracker.finish()
+    return rows
+
+
+def write_comparison(rows: list[ComparisonRow], run_dir: Path | str) -> dict[str, Path]:
+    """``comparison.csv`` (all columns), ``comparison.md`` (readable table), ``accuracy_curves.png``."""
+    run_dir = Path(run_dir)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COMPARISON_COLUMNS)
+    writer.writerows(r.values() for r in rows)
+    paths = {"csv": run_dir / "comparison.csv", "md": run_dir / "comparison.md", "png": run_dir / "accuracy_curves.png"}
+    write_text(paths["csv"], buf.getvalue())
+    lines = ["| run | strategy | test acc | best val acc | epochs to best | trainable params | total params "
+             "| s/epoch |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r.run} | {r.strategy} | {_pct(r.test_acc)} | {_pct(r.best_val_acc)} | {r.epochs_to_best} | "
+              f"{_trainable(r)} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
+    write_text(paths["md"], "\n".join(lines) + "\n")
+    plot_accuracy_curves(rows, paths["png"])
+    return paths
+
+
+def _trainable(row: ComparisonRow) -> str:
+    """``12,810`` or, when unfreezing grew it, ``12,810 → 1,218,890``."""
+    start, end = row.trainable_params, row.final_trainable_params
+    return f"{start:,}" if start == end else f"{start:,} → {end:,}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
+    """Validation (solid) and train (dashed) accuracy per epoch, one colour per run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from core.explain.figures import save_figure
+
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, row in enumerate(rows):
+        colour = f"C{i % 10}"
+        epochs = [e for e, _, _ in row.curve]
+        ax.plot(epochs, [100 * v for _, _, v in row.curve], "-o", color=colour, ms=3,
+                label=f"{row.run} (test {_pct(row.test_acc)})")
+        ax.plot(epochs, [100 * t for _, t, _ in row.curve], "--", color=colour, alpha=0.5)
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy vs epoch: validation (solid), train (dashed)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

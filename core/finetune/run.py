@@ -1,0 +1,195 @@
+# ruff: noqa: N999  (module named after the assignment part, like core/partA/run.py)
+"""One Part B run, composed: pretrained backbone + fine-tuning strategy + ``core.train.fit.fit`` + test metrics.
+
+``run_partB`` is to Part B what ``core.partA.run.run_partA`` is to Part A, and writes the same run folder
+(``config.yaml``, ``split.json``, ``metrics.jsonl``, ``best.pt``, ``last.pt``, ``test_metrics.json``), so
+the evaluation, export and sweep tools read it unchanged. Order matters: the backbone (and so its
+weights: cache, download or the error naming the file to place) comes *before* the data is decoded
+and long before the first epoch. ``--compare`` lives in :mod:`core.finetune.compare`.
+
+Sweeps: :meth:`PartBConfig.from_flat` takes the flat keys of ``experiments/configs/partB_sweep.yaml``
+(``PARTB_FLAT_KEYS``) and :class:`PartBTrial` is the sweep trial function (same shape as
+``core.sweep.trial.PartATrial``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.model.backbones import backbone_preprocessing, build_backbone, family_of, layout_of, replace_head
+from core.data.loaders import DataConfig, make_loaders
+from core.explain.evaluation import evaluate_best_on_test
+from core.finetune.strategies import FinetuneStrategy, count_parameters, make_strategy
+from core.data.preprocess import Preprocessing
+from core.runfiles import write_yaml
+from core.train.fit import TrainConfig, fit
+
+logger = logging.getLogger(__name__)
+
+STRATEGY_KEYS = ("arch", "strategy", "k", "unfreeze_every", "backbone_lr_mult", "bn_eval", "weights", "image_size")
+DATA_KEYS = ("augment", "batch_size", "max_per_class")
+TRAIN_KEYS = ("lr", "weight_decay", "optimizer", "epochs", "scheduler", "warmup_epochs", "label_smoothing",
+              "patience", "seed")
+PARTB_FLAT_KEYS = STRATEGY_KEYS + DATA_KEYS + TRAIN_KEYS
+
+
+@dataclass(frozen=True)
+class PartBConfig:
+    """Everything one Part B run needs; validated at construction, before any weights or data are touched."""
+
+    arch: str = "vgg16"
+    strategy: str = "head"  # head | top-k | full | gradual
+    k: int = 2  # top-k: blocks unfrozen from the top (see core.model.backbones for the blocks per family)
+    unfreeze_every: int = 1  # gradual: epochs between two unfreezings
+    backbone_lr_mult: float = 0.1  # backbone LR = lr * this; the new head trains at lr
+    bn_eval: bool = False  # keep every BatchNorm in eval mode (folded-BN weights); frozen BN always is
+    weights: str | None = "DEFAULT"  # DEFAULT | a torchvision weights name | None (random init)
+    weights_file: Path | None = None  # state dict of the 1000-class model (then weights must be None)
+    image_size: int | None = None  # None = the weights' own crop size (224 for most)
+    data: DataConfig = field(default_factory=lambda: DataConfig(normalization="imagenet"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-3))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", str(self.arch).lower())
+        family_of(self.arch)  # unknown arch -> ValueError listing the supported ones
+        if isinstance(self.weights, str) and self.weights.lower() == "none":
+            object.__setattr__(self, "weights", None)
+        if self.weights_file is not None:
+            object.__setattr__(self, "weights_file", Path(self.weights_file).expanduser())
+            if self.weights is not None:
+                raise ValueError(f"weights={self.weights!r} and weights_file={str(self.weights_file)!r} "
+                                 "both given; pass one (weights=None with a weights file)")
+        self.make_strategy()  # unknown strategy / bad k / bad unfreeze_every fail here
+        self.preprocessing()  # unknown weights name / impossible image size fail here
+
+    def make_strategy(self) -> FinetuneStrategy:
+        return make_strategy(self.strategy, k=self.k, unfreeze_every=self.unfreeze_every,
+                             backbone_lr_mult=self.backbone_lr_mult, bn_eval=self.bn_eval)
+
+    def preprocessing(self) -> Preprocessing:
+        """The weights' resize/crop/mean/std, at ``image_size`` when given."""
+        return backbone_preprocessing(self.arch, self.weights, self.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("data", "train")}
+        d["weights_file"] = None if self.weights_file is None else str(self.weights_file)
+        return {**d, "data": self.data.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_flat(cls, params: dict[str, Any], base: PartBConfig | None = None) -> PartBConfig:
+        """A config from flat sweep keys (``PARTB_FLAT_KEYS``) over ``base``; unknown keys are an error."""
+        unknown = sorted(set(params) - set(PARTB_FLAT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown Part B sweep keys {unknown}; expected some of {list(PARTB_FLAT_KEYS)}")
+        base = base or cls()
+        top = {k: params[k] for k in STRATEGY_KEYS if k in params}
+        data = dataclasses.replace(base.data, **{k: params[k] for k in DATA_KEYS if k in params})
+        if "seed" in params:  # one seed for the split and the training, as the CLI does
+            data = dataclasses.replace(data, seed=params["seed"])
+        train = dataclasses.replace(base.train, **{k: params[k] for k in TRAIN_KEYS if k in params})
+        return dataclasses.replace(base, **top, data=data, train=train)
+
+
+@dataclass(frozen=True)
+class PartBResult:
+    """What one run produced; attribute names follow ``core.partA.run.RunResult`` where they overlap."""
+
+    name: str
+    arch: str
+    strategy: str
+    best_val_acc: float
+    best_epoch: int  # epochs to best (1-based)
+    test_acc: float | None  # None when a sweep pruned the run (StopTraining): no test number to tempt anyone
+    test_loss: float | None
+    trainable_params: int  # at epoch 0
+    final_trainable_params: int  # after the last epoch (grows with gradual)
+    total_params: int
+    seconds_per_epoch: float
+    epochs_run: int
+    history: tuple[dict[str, Any], ...]
+    run_dir: Path
+    best_path: Path | None
+
+    @property
+    def params(self) -> int:
+        return self.total_params
+
+    flops = None  # not counted for torchvision backbones
+
+
+def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "auto",  # noqa: N802
+              name: str | None = None, group: str | None = None, resume: bool = False,
+              on_epoch_end: Any = None) -> PartBResult:
+    """Build, fine-tune and test one backbone/strategy; writes the run folder (see module docstring)."""
+    from core.train.devices import resolve_device
+    from core.train.rng import seed_everything
+    from core.train.tracking import Tracker
+
+    run_dir = Path(run_dir)
+    name = name or run_dir.name
+    device = resolve_device(cfg.train.device)
+    prep = cfg.preprocessing()
+    seed_everything(cfg.train.seed)  # random init (weights none) and the new head; fit re-seeds the rest
+    model = build_backbone(cfg.arch, None, weights=cfg.weights, weights_file=cfg.weights_file)
+    layout = layout_of(model)
+    strategy = cfg.make_strategy()
+    strategy.validate(layout)  # e.g. k larger than the block count: fail before decoding data
+    data_cfg = dataclasses.replace(cfg.data, image_size=prep.image_size, resize_size=prep.resize_size,
+                                   normalization="imagenet", device=device.type)
+    loaders = make_loaders(data_cfg, preprocessing=prep)
+    num_classes = len(loaders.class_names)
+    replace_head(model, layout, num_classes)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loaders.write_split(run_dir)
+    strategy.setup(model, quiet=True)  # fit() repeats it on the device; here it gives the epoch-0 counts
+    counts = count_parameters(model)
+    resolved = {**cfg.to_dict(), "data": data_cfg.to_dict(), "preprocessing": prep.to_dict(),
+                "strategy_detail": strategy.describe(), "class_names": loaders.class_names,
+                "params": {"trainable": counts.trainable, "total": counts.total}}
+    write_yaml(run_dir / "config.yaml", resolved)
+    model_desc = {"kind": "backbone", "arch": cfg.arch, "num_classes": num_classes}
+    meta = {"model_desc": model_desc, "class_names": loaders.class_names, "preprocessing": prep.to_dict(),
+            "extra": {"partB": strategy.describe()}}
+    # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
+    with Tracker.start(run_dir=run_dir, name=name, config=resolved, group=group, job_type="partB",
+                       mode=tracker_mode, tags=("partB", cfg.arch, cfg.strategy), resume=resume) as tracker:
+        result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
+                     strategy=strategy, resume=resume, on_epoch_end=on_epoch_end)
+        test_acc = test_loss = None
+        if result.best_path is not None and result.stopped_by != "callback":
+            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
+        seconds = [h["seconds"] for h in result.history]
+        out = PartBResult(name, cfg.arch, cfg.strategy, float(result.best_val_acc), int(result.best_epoch),
+                          test_acc, test_loss, counts.trainable, count_parameters(model).trainable, counts.total,
+                          sum(seconds) / len(seconds) if seconds else math.nan, result.epochs_run,
+                          tuple(result.history), run_dir, result.best_path)
+        # the summary's val_acc is what a W&B sweep optimises: make it the best epoch's, as the local backend does
+        tracker.set_summary({"val_acc": out.best_val_acc, "best_val_acc": out.best_val_acc,
+                             "best_epoch": out.best_epoch,
+                             "trainable_params": out.trainable_params, "total_params": out.total_params,
+                             "seconds_per_epoch": out.seconds_per_epoch,
+                             **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})
+    logger.info("%s: test_acc %s  best val_acc %.1f%% at epoch %d  trainable %d / %d", name,
+                "-" if test_acc is None else f"{100 * test_acc:.1f}%", 100 * out.best_val_acc, out.best_epoch,
+                out.trainable_params, out.total_params)
+    return out
+
+
+class PartBTrial:
+    """Sweep trial function: ``PartBConfig.from_flat(flat, base)`` → ``run_partB`` → ``TrialOutcome``."""
+
+    def __init__(self, base: PartBConfig | None = None) -> None:
+        self.base = base
+
+    def build_config(self, flat: dict[str, Any]) -> PartBConfig:
+        return PartBConfig.from_flat(dict(flat), base=self.base)
+
+    def __call__(self, request: Any) -> Any:
+        from core.sweep.trial import run_for_request
+
+        return run_for_request(run_partB, self.build_config(dict(request.flat)), request)

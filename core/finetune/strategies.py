@@ -1,0 +1,266 @@
+"""Fine-tuning strategies as small objects with Lightning-style hooks (``BackboneFinetuning``).
+
+Why objects and not flags: which parameters train, at what learning rate, and when that changes is
+one decision per strategy; the trainer only calls three hooks and never needs to know which one runs:
+
+* ``setup(model)`` before the optimizer exists: freeze everything that must not train at epoch 0;
+* ``param_groups(model, lr)``: the optimizer's groups at epoch 0 (the new head at ``lr``, unfrozen
+  backbone blocks at ``lr * backbone_lr_mult`` — discriminative learning rates);
+* ``on_epoch_start(epoch, model, optimizer)`` after ``model.train()``: frozen blocks (and so their
+  BatchNorm running statistics) go back to eval mode; ``gradual`` unfreezes blocks here by *adding* an
+  optimizer parameter group, never by rebuilding the optimizer (its state for the head is kept).
+
+Strategies (blocks per family: :mod:`core.model.backbones`):
+
+==========  ===================================================================================
+``head``    only the new head trains; the backbone is a fixed feature extractor
+``top-k``   the last ``k`` blocks and the head train
+``full``    everything trains: backbone at ``lr * backbone_lr_mult`` (default 0.1), head at ``lr``
+``gradual`` the head first; one more block (from the top) every ``unfreeze_every`` epochs
+==========  ===================================================================================
+
+Epochs are 0-based, as ``core.train.fit.fit`` counts them: ``gradual`` trains ``epoch // unfreeze_every``
+blocks at epoch ``epoch``. ``bn_eval=True`` keeps *every* BatchNorm in eval mode, even in trained
+blocks — the right choice for weights with folded BatchNorm (the shared MobileNetV2, see its
+PROVENANCE.md). Biases and norm weights get no weight decay (as ``core.train.optim.default_param_groups``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.model.backbones import BackboneLayout, Block, layout_of
+
+logger = logging.getLogger(__name__)
+
+STRATEGY_NAMES = ("head", "top-k", "full", "gradual")
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Exact trainable / total parameter counts (shared tensors counted once)."""
+    params = {id(p): p for p in model.parameters()}.values()
+    return ParamCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+
+def block_parameters(model: nn.Module, block: Block) -> list[nn.Parameter]:
+    return [p for name, p in model.named_parameters() if block.owns(name)]
+
+
+def _groups_for(model: nn.Module, block: Block, lr: float) -> list[dict[str, Any]]:
+    """One block's optimizer groups: decayed weights, and biases/norm scales with weight_decay 0."""
+    params = block_parameters(model, block)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "lr": lr, "name": block.name},
+              {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{block.name}/no_decay"}]
+    return [g for g in groups if g["params"]]
+
+
+class FinetuneStrategy:
+    """Base: trains the head plus the last ``trained_blocks(epoch)`` blocks; subclasses pick that number."""
+
+    name = "base"
+
+    def __init__(self, backbone_lr_mult: float = 0.1, bn_eval: bool = False) -> None:
+        if not backbone_lr_mult > 0:
+            raise ValueError(f"backbone_lr_mult must be > 0, got {backbone_lr_mult!r}")
+        self.backbone_lr_mult = float(backbone_lr_mult)
+        self.bn_eval = bool(bn_eval)
+        self.layout: BackboneLayout | None = None
+        self._lr: float | None = None
+        self._trained = 0  # how many blocks (from the top) are unfrozen right now
+
+    # --- what subclasses decide -------------------------------------------------------------
+    def trained_blocks(self, epoch: int) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define trained_blocks(epoch)")
+
+    def validate(self, layout: BackboneLayout) -> None:
+        """Fail fast when the strategy does not fit the model (e.g. k larger than the block count)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data record of the strategy for config.yaml and W&B."""
+        return {"strategy": self.name, "backbone_lr_mult": self.backbone_lr_mult, "bn_eval": self.bn_eval}
+
+    # --- hooks the trainer calls --------------------------------------------------------------
+    def setup(self, model: nn.Module, *, quiet: bool = False) -> None:
+        """Freeze everything but the head and the blocks that train at epoch 0 (logs the counts unless quiet)."""
+        self.layout = layout_of(model)
+        self.validate(self.layout)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._trained = self._clamped(0)
+        for block in self._active_blocks():
+            for p in block_parameters(model, block):
+                p.requires_grad_(True)
+        self.apply_modes(model)
+        counts = count_parameters(model)
+        say = logger.debug if quiet else logger.info
+        say("strategy %s: %d / %d parameters trainable (%.1f%%), blocks %s", self.name, counts.trainable,
+            counts.total, 100 * counts.fraction, [b.name for b in self._active_blocks()])
+
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups at epoch 0: head at ``lr``, each unfrozen block at ``lr * backbone_lr_mult``."""
+        layout = self._require_setup()
+        self._lr = float(lr)
+        groups = _groups_for(model, layout.head_block(), self._lr)
+        for block in self._active_blocks()[1:]:
+            groups += _groups_for(model, block, self._lr * self.backbone_lr_mult)
+        return groups
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Unfreeze what is due at ``epoch`` (adding param groups), then put frozen parts in eval mode."""
+        layout = self._require_setup()
+        due = self._clamped(epoch)
+        if due > self._trained:
+            if self._lr is None:
+                raise RuntimeError(f"{self.name}: call param_groups(model, lr) before on_epoch_start")
+            new = self._blocks_from_top(due)[self._trained:due]
+            factor = _schedule_factor(optimizer)
+            for block in new:
+                for p in block_parameters(model, block):
+                    p.requires_grad_(True)
+                for group in _groups_for(model, block, self._lr * self.backbone_lr_mult):
+                    group["base_lr"] = group["lr"]  # core.train.optim.LRSchedule scales from here
+                    group["lr"] = group["lr"] * factor
+                    optimizer.add_param_group(group)
+            self._trained = due
+            logger.info("epoch %d: unfroze %s (%d of %d blocks now train)", epoch,
+                        [b.name for b in new], due, len(layout.blocks))
+        self.apply_modes(model)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def apply_modes(self, model: nn.Module) -> None:
+        """Frozen blocks to eval mode (BatchNorm stats and dropout fixed); all BN if ``bn_eval``."""
+        layout = self._require_setup()
+        active = {b.name for b in self._active_blocks()}
+        for block in layout.blocks:
+            if block.name in active:
+                continue
+            for prefix in block.prefixes:
+                module = _find_module(model, prefix)
+                if module is not None:
+                    module.eval()
+        if self.bn_eval:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def _require_setup(self) -> BackboneLayout:
+        if self.layout is None:
+            raise RuntimeError(f"strategy {self.name!r}: call setup(model) first")
+        return self.layout
+
+    def _clamped(self, epoch: int) -> int:
+        return max(0, min(self.trained_blocks(epoch), len(self._require_setup().blocks)))
+
+    def _blocks_from_top(self, n: int) -> list[Block]:
+        return list(reversed(self._require_setup().blocks))[:n]
+
+    def _active_blocks(self) -> list[Block]:
+        """Head first, then the unfrozen blocks from the top."""
+        return [self._require_setup().head_block()] + self._blocks_from_top(self._trained)
+
+
+def _find_module(model: nn.Module, dotted: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(dotted)
+    except AttributeError:  # a bare parameter such as ViT's class_token
+        return None
+
+
+def _schedule_factor(optimizer: torch.optim.Optimizer) -> float:
+    """Current LR / base LR of the first group, so a late group joins at the same point of the schedule."""
+    group = optimizer.param_groups[0]
+    base = group.get("base_lr", group.get("initial_lr", group["lr"]))
+    return group["lr"] / base if base else 1.0
+
+
+class HeadOnly(FinetuneStrategy):
+    name = "head"
+
+    def trained_blocks(self, epoch: int) -> int:
+        return 0
+
+
+class TopK(FinetuneStrategy):
+    name = "top-k"
+
+    def __init__(self, k: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"top-k needs k >= 1 blocks, got {k!r} (k=0 is --strategy head)")
+        self.k = k
+
+    def validate(self, layout: BackboneLayout) -> None:
+        if self.k > len(layout.blocks):
+            raise ValueError(f"k={self.k} but {layout.family} has only {len(layout.blocks)} blocks "
+                             f"{[b.name for b in layout.blocks]}; use a smaller k or --strategy full")
+
+    def trained_blocks(self, epoch: int) -> int:
+        return self.k
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "k": self.k}
+
+
+class Full(FinetuneStrategy):
+    name = "full"
+
+    def trained_blocks(self, epoch: int) -> int:
+        return len(self._require_setup().blocks)
+
+
+class Gradual(FinetuneStrategy):
+    name = "gradual"
+
+    def __init__(self, unfreeze_every: int = 1, max_blocks: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(unfreeze_every, bool) or not isinstance(unfreeze_every, int) or unfreeze_every < 1:
+            raise ValueError(f"unfreeze_every must be an int >= 1 epochs, got {unfreeze_every!r}")
+        if max_blocks is not None and (not isinstance(max_blocks, int) or max_blocks < 1):
+            raise ValueError(f"max_blocks must be None (all) or an int >= 1, got {max_blocks!r}")
+        self.unfreeze_every = unfreeze_every
+        self.max_blocks = max_blocks
+
+    def trained_blocks(self, epoch: int) -> int:
+        n = epoch // self.unfreeze_every
+        return n if self.max_blocks is None else min(n, self.max_blocks)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "unfreeze_every": self.unfreeze_every, "max_blocks": self.max_blocks}
+
+
+def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks: int | None = None,
+                  backbone_lr_mult: float = 0.1, bn_eval: bool = False) -> FinetuneStrategy:
+    """A strategy by CLI name (``head``, ``top-k``, ``full``, ``gradual``)."""
+    key = str(name).lower().replace("_", "-")
+    common = {"backbone_lr_mult": backbone_lr_mult, "bn_eval": bn_eval}
+    if key == "head":
+        return HeadOnly(**common)
+    if key in ("top-k", "topk"):
+        return TopK(k, **common)
+    if key == "full":
+        return Full(**common)
+    if key == "gradual":
+        return Gradual(unfreeze_every, max_blocks, **common)
+    raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGY_NAMES)}")
+
+
+def optimizer_param_count(optimizer: torch.optim.Optimizer) -> int:
+    """Parameters the optimizer updates, summed over its groups."""
+    return sum(p.numel() for g in optimizer.param_groups for p in g["params"])

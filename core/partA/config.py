@@ -1,0 +1,208 @@
+# ruff: noqa: N999  (module named after the assignment part)
+"""``PartAConfig``: everything one Part A run needs (CNN knobs + DataConfig + TrainConfig), and its flat form.
+
+Sweeps and the CLI speak in *flat* keys (``lr``, ``filters``, ``batch_size``, ...), the code in typed
+nested dataclasses. :meth:`PartAConfig.from_flat` is the one bridge: it knows which section every
+key belongs to, coerces what sweep files and YAML produce (``"1e-3"`` strings, ``3.0`` for an int,
+``"true"`` for a bool, ``"32,64,64,128,128"`` for a custom organisation) and validates the result
+at construction (the spec is built once with ``make_spec``, so a bad kernel/size mix fails here,
+before any data is loaded). Unknown keys are errors that list the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from core.data.loaders import DataConfig
+from core.model.spec import CNNSpec, make_spec
+from core.train.fit import TrainConfig
+
+__all__ = ["FLAT_KEYS", "MODEL_KEYS", "PartAConfig"]
+
+MODEL_KEYS = ("filters", "organisation", "kernel_size", "activation", "batch_norm", "dropout", "dense_units")
+
+
+def _int(key: str, v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError(f"{key}: expected an integer, got {v!r}")
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v)
+    if not isinstance(v, int):
+        raise ValueError(f"{key}: expected an integer, got {v!r}")
+    return v
+
+
+def _float(key: str, v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"{key}: expected a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected a number, got {v!r}") from None
+
+
+def _bool(key: str, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        return v.strip().lower() in ("true", "1", "yes", "on")
+    raise ValueError(f"{key}: expected true/false, got {v!r}")
+
+
+def _str(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{key}: expected a string, got {v!r}")
+    return v.strip().lower()
+
+
+def _optional(coerce: Callable[[str, Any], Any], zero_is_none: bool = False) -> Callable[[str, Any], Any]:
+    def inner(key: str, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "null", "")):
+            return None
+        value = coerce(key, v)
+        return None if zero_is_none and value == 0 else value
+
+    return inner
+
+
+def _int_or_list(key: str, v: Any) -> int | tuple[int, ...]:
+    """One int, a list of ints, or a comma-separated string of ints."""
+    if isinstance(v, str) and "," in v:
+        v = [part for part in v.split(",")]
+    if isinstance(v, (list, tuple)):
+        return tuple(_int(f"{key}[{i}]", x) for i, x in enumerate(v))
+    return _int(key, v)
+
+
+def _organisation(key: str, v: Any) -> str | tuple[int, ...]:
+    if isinstance(v, str) and "," not in v:
+        return v.strip().lower()
+    value = _int_or_list(key, v)
+    if isinstance(value, int):
+        raise ValueError(f"{key}: expected same|double|half or a list of 5 channel counts, got {v!r}")
+    return value
+
+
+def _path(key: str, v: Any) -> Path:
+    if not isinstance(v, (str, Path)):
+        raise ValueError(f"{key}: expected a folder path, got {v!r}")
+    return Path(v).expanduser()
+
+
+# flat key -> (section, field, coercer). "device" is the training device; run_partA gives the data loaders
+# the resolved one (pinned memory, workers), so DataConfig.device needs no flat key.
+FLAT_KEYS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
+    "filters": ("model", "filters", _int),
+    "organisation": ("model", "organisation", _organisation),
+    "kernel_size": ("model", "kernel_size", _int_or_list),
+    "activation": ("model", "activation", _str),
+    "batch_norm": ("model", "batch_norm", _bool),
+    "dropout": ("model", "dropout", _float),
+    "dense_units": ("model", "dense_units", _int),
+    "data_dir": ("data", "data_dir", _optional(_path)),
+    "image_size": ("data", "image_size", _int),
+    "resize_size": ("data", "resize_size", _optional(_int)),
+    "val_fraction": ("data", "val_fraction", _float),
+    "split_seed": ("data", "seed", _int),
+    "batch_size": ("data", "batch_size", _int),
+    "num_workers": ("data", "num_workers", _optional(_int)),
+    "augment": ("data", "augment", _bool),
+    "normalization": ("data", "normalization", _str),
+    "max_per_class": ("data", "max_per_class", _optional(_int)),
+    "epochs": ("train", "epochs", _int),
+    "optimizer": ("train", "optimizer", _str),
+    "lr": ("train", "lr", _float),
+    "weight_decay": ("train", "weight_decay", _float),
+    "momentum": ("train", "momentum", _float),
+    "nesterov": ("train", "nesterov", _bool),
+    "scheduler": ("train", "scheduler", _str),
+    "warmup_epochs": ("train", "warmup_epochs", _float),
+    "step_size": ("train", "step_size", _optional(_int)),
+    "gamma": ("train", "gamma", _float),
+    "label_smoothing": ("train", "label_smoothing", _float),
+    "grad_clip": ("train", "grad_clip", _optional(_float, zero_is_none=True)),
+    "patience": ("train", "patience", _optional(_int, zero_is_none=True)),
+    "min_delta": ("train", "min_delta", _float),
+    "seed": ("train", "seed", _int),
+    "amp": ("train", "amp", _str),
+    "channels_last": ("train", "channels_last", _str),
+    "device": ("train", "device", _str),
+}
+
+
+@dataclass(frozen=True)
+class PartAConfig:
+    """One Part A run: the CNN knobs of ``make_spec`` plus the data and training configs."""
+
+    filters: int = 32
+    organisation: str | tuple[int, ...] = "same"  # same | double | half | 5 channel counts
+    kernel_size: int | tuple[int, ...] = 3  # one size, or 5
+    activation: str = "relu"
+    batch_norm: bool = False
+    dropout: float = 0.0
+    dense_units: int = 256
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("organisation", "kernel_size"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self.spec(num_classes=2)  # validate the architecture against the image size now
+
+    def spec(self, num_classes: int, image_size: int | None = None) -> CNNSpec:
+        """The CNN spec for ``num_classes`` outputs (image size from the data config unless given)."""
+        return make_spec(filters=self.filters, organisation=self.organisation, kernel_size=self.kernel_size,
+                         activation=self.activation,
+                         batch_norm=self.batch_norm, dropout=self.dropout, dense_units=self.dense_units,
+                         image_size=image_size or self.data.image_size, in_channels=3, num_classes=num_classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"model": {...}, "data": {...}, "train": {...}}`` of plain data (config.yaml's ``config``)."""
+        model = {k: (list(v) if isinstance(v := getattr(self, k), tuple) else v) for k in MODEL_KEYS}
+        return {"model": model, "data": self.data.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PartAConfig:
+        """Inverse of :meth:`to_dict` (e.g. a run folder's saved config); unknown keys are errors."""
+        unknown = sorted(set(data) - {"model", "data", "train"})
+        if unknown:
+            raise ValueError(f"unknown PartAConfig sections {unknown}; expected 'model', 'data', 'train'")
+        model = dict(data.get("model", {}))
+        bad = sorted(set(model) - set(MODEL_KEYS))
+        if bad:
+            raise ValueError(f"unknown model keys {bad}; expected some of {list(MODEL_KEYS)}")
+        data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+        bad = sorted(set(data.get("data", {})) - data_fields)
+        if bad:
+            raise ValueError(f"unknown data keys {bad}; expected some of {sorted(data_fields)}")
+        return cls(**model, data=DataConfig(**data.get("data", {})), train=TrainConfig.from_dict(data.get("train", {})))
+
+    def to_flat(self) -> dict[str, Any]:
+        """Every flat key with this config's value: ``from_flat(cfg.to_flat()) == cfg``."""
+        sections = {"model": self, "data": self.data, "train": self.train}
+        return {key: getattr(sections[section], name) for key, (section, name, _) in FLAT_KEYS.items()}
+
+    @classmethod
+    def from_flat(cls, params: Mapping[str, Any], base: PartAConfig | None = None) -> PartAConfig:
+        """Override ``base`` (default: all defaults) with flat sweep/CLI keys (see :data:`FLAT_KEYS`)."""
+        base = base if base is not None else cls()
+        unknown = sorted(str(k) for k in params if k not in FLAT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown Part A parameter(s) {unknown}; known keys: {sorted(FLAT_KEYS)}")
+        updates: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+        for key, value in params.items():
+            section, name, coerce = FLAT_KEYS[key]
+            updates[section][name] = coerce(key, value)
+        data = replace(base.data, **updates["data"])
+        train = replace(base.train, **updates["train"])
+        return replace(base, **updates["model"], data=data, train=train)

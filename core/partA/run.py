@@ -1,0 +1,133 @@
+# ruff: noqa: N999  (module named after the assignment part)
+"""One Part A run, composed: data → spec → model → counts → fit → test evaluation → run folder.
+
+``run_partA`` is what ``experiments/partA_train.py`` and every sweep trial call. The run folder gets::
+
+    config.yaml        resolved config: PartAConfig, spec, class names, preprocessing, params, FLOPs, data sizes
+    split.json         the exact train/val/test file lists (+ skipped.txt for undecodable files)
+    metrics.jsonl      one line per epoch (core.train.fit.fit)
+    best.pt, last.pt   checkpoints (core.train.checkpoint); best.pt also records test metrics once computed
+    test_metrics.json  test accuracy/loss of best.pt (not written for a run stopped by StopTraining)
+    wandb/             the offline W&B run, when tracking is offline
+
+The test split (the dataset's ``val/`` folder) is evaluated once, with the best-validation
+checkpoint, after training; it never influences selection. A run stopped by ``on_epoch_end`` (a
+sweep prune) skips the test evaluation, since its number would only be a temptation.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.train.checkpoint import load_checkpoint
+from core.model.counting import count_flops, count_params
+from core.data.loaders import make_loaders
+from core.train.devices import resolve_device
+from core.explain.evaluation import evaluate_best_on_test
+from core.model.builder import build_cnn
+from core.partA.config import FLAT_KEYS, PartAConfig
+from core.train.rng import seed_everything
+from core.runfiles import write_yaml
+from core.train.tracking import Tracker
+from core.train.fit import EpochStats, check_resumable, fit
+
+__all__ = ["FLAT_KEYS", "PartAConfig", "RunResult", "run_partA"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What one Part A run produced; metrics are fractions in [0, 1], val/train ones from the best epoch."""
+
+    run_dir: Path
+    best_val_acc: float
+    best_epoch: int
+    test_acc: float | None  # None when the run was stopped by on_epoch_end or evaluate_test=False
+    test_loss: float | None
+    params: int
+    flops: int  # one forward pass of one image, FlopCounterMode convention (core.model.counting)
+    best_path: Path | None
+    last_path: Path | None
+    epochs_run: int
+    stopped_reason: str | None
+    stopped_by: str | None = None  # None | "early_stopping" | "callback" (a sweep prune)
+    val_loss: float | None = None
+    train_acc: float | None = None
+    train_loss: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _resolved_config(cfg: PartAConfig, spec, loaders, params: int, flops: int) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "flat": cfg.to_flat(),
+        "spec": spec.to_dict(),
+        "class_names": loaders.class_names,
+        "preprocessing": loaders.preprocessing.to_dict(),
+        "data_root": str(loaders.root),
+        "sizes": {name: len(getattr(loaders, name).dataset) for name in ("train", "val", "test")},
+        "params": params,
+        "flops": flops,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "command": sys.argv,
+    }
+
+
+def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "auto", name: str | None = None,  # noqa: N802
+              group: str | None = None, resume: bool = False,
+              on_epoch_end: Callable[[int, EpochStats], None] | None = None, project: str = "inat-cnn",
+              evaluate_test: bool = True) -> RunResult:
+    """Train and evaluate one Part A configuration into ``run_dir`` (see the module docstring)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)  # the weight init; fit re-seeds (or restores) the rest
+    loaders = make_loaders(replace(cfg.data, device=device.type))
+    spec = cfg.spec(num_classes=len(loaders.class_names), image_size=loaders.preprocessing.image_size)
+    model = build_cnn(spec)
+    params, flops = count_params(spec), count_flops(spec)
+    model_desc = {"kind": "cnn", "spec": spec.to_dict()}
+    if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml is overwritten
+        check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
+    write_yaml(run_dir / "config.yaml", _resolved_config(cfg, spec, loaders, params, flops))
+    loaders.write_split(run_dir)
+    meta = {"model_desc": model_desc, "class_names": loaders.class_names,
+            "preprocessing": loaders.preprocessing.to_dict(),
+            "extra": {"run_config": cfg.to_dict(), "params": params, "flops": flops}}
+
+    # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
+    with Tracker.start(run_dir=run_dir, name=name or run_dir.name, group=group, job_type="partA",
+                       project=project, mode=tracker_mode, resume=resume,
+                       config={**cfg.to_flat(), "params": params, "flops": flops,
+                               "num_classes": len(loaders.class_names)}) as tracker:
+        tracker.set_summary({"params": params, "flops": flops})
+        log.info("Part A run %s: %s params, %.3f GFLOPs/image, %d classes", run_dir, f"{params:,}", flops / 1e9,
+                 len(loaders.class_names))
+        result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
+                     resume=resume, on_epoch_end=on_epoch_end)
+        best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+        test_acc = test_loss = None
+        if evaluate_test and result.best_path is not None and result.stopped_by != "callback":
+            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
+            log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
+        # the summary's val_acc is what a W&B sweep optimises: make it the best epoch's, as the local backend does
+        tracker.set_summary({"val_acc": result.best_val_acc, "best_val_acc": result.best_val_acc,
+                             "best_epoch": result.best_epoch,
+                             "epochs_run": result.epochs_run, "stopped_reason": result.stopped_reason or "",
+                             **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})
+    return RunResult(run_dir=run_dir, best_val_acc=result.best_val_acc, best_epoch=result.best_epoch,
+                     test_acc=test_acc, test_loss=test_loss, params=params, flops=flops,
+                     best_path=result.best_path, last_path=result.last_path, epochs_run=result.epochs_run,
+                     stopped_reason=result.stopped_reason, stopped_by=result.stopped_by, val_loss=best.get("val_loss"),
+                     train_acc=best.get("train_acc"), train_loss=best.get("train_loss"), history=result.history)
+
+

@@ -1,0 +1,205 @@
+"""A sweep's results as rows: one :class:`TrialRecord` per trial, ``results.csv``, ``best.pt``, ``best_config.yaml``.
+
+Records come from the Optuna study (``local`` backend: the storage is the one place that sees every
+worker on every machine) or from the ``trial.json`` files under ``trials/`` (``wandb`` backend: the
+trials this machine ran; W&B's dashboard holds the rest). Trials a worker discarded before training
+(budget already claimed, duplicate point) are not results and are left out.
+
+The best trial is the best value of the sweep metric among COMPLETE and PRUNED trials (a pruned trial
+trained fewer epochs, but its checkpoint is real); ties go to the earlier trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.runfiles import atomic_path, read_json, read_yaml, to_plain, write_text, write_yaml
+from core.sweep.budget import DISCARDED, root_of
+from core.sweep.config import SweepConfig
+from core.sweep.trial import TRIAL_FILE
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+RESULT_STATES = ("COMPLETE", "PRUNED")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One row of ``results.csv``."""
+
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
+    values: Mapping[str, Any]  # dotted sweep parameter -> value
+    value: float | None = None  # the sweep metric
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params_count: int | None = None
+    flops: int | None = None
+    epochs_run: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    run_dir: Path | None = None
+    best_path: Path | None = None
+    history: tuple[Mapping[str, float], ...] = ()
+    retry_of: int | None = None  # the Optuna trial number this one re-ran after a crash
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    @property
+    def has_result(self) -> bool:
+        return self.state in RESULT_STATES and self.value is not None
+
+
+def _dt(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def records_from_study(study: optuna.Study, cfg: SweepConfig) -> list[TrialRecord]:
+    """One record per trial slot: a crashed trial that was re-run is replaced by its re-run."""
+    records: dict[int, TrialRecord] = {}
+    for t in study.get_trials(deepcopy=False):
+        if DISCARDED in t.user_attrs or not t.user_attrs.get("values"):
+            continue  # dropped before training, or queued and never started
+        ua = t.user_attrs
+        metrics = {k: float(v) for k, v in (ua.get("metrics") or {}).items() if v is not None}
+        value = metrics.get(cfg.metric.name)
+        root = root_of(t)
+        rec = TrialRecord(
+            number=int(ua.get("sweep_number", root)), state=t.state.name, values=ua["values"], value=value,
+            metrics=metrics,
+            params_count=ua.get("params_count"), flops=ua.get("flops"), epochs_run=ua.get("epochs_run"),
+            started_at=t.datetime_start, ended_at=t.datetime_complete,
+            run_dir=Path(ua["run_dir"]) if ua.get("run_dir") else None,
+            best_path=Path(ua["best_path"]) if ua.get("best_path") else None,
+            history=tuple(ua.get("history") or ()),
+            retry_of=root if root != t.number else None, error=ua.get("error"))
+        records[root] = rec  # trials come in number order: the latest attempt of a slot wins
+    return sorted(records.values(), key=lambda r: r.number)
+
+
+def records_from_dirs(trials_dir: Path, cfg: SweepConfig) -> list[TrialRecord]:
+    """Records from ``trials/*/trial.json`` (what this machine ran), sorted by trial number."""
+    out: list[TrialRecord] = []
+    for path in sorted(Path(trials_dir).glob(f"*/{TRIAL_FILE}")):
+        data = read_json(path)
+        metrics = {k: float(v) for k, v in (data.get("metrics") or {}).items() if v is not None}
+        out.append(TrialRecord(
+            number=int(data["number"]), state=str(data.get("state", "RUNNING")), values=data.get("values", {}),
+            value=metrics.get(cfg.metric.name), metrics=metrics, params_count=data.get("params_count"),
+            flops=data.get("flops"), epochs_run=data.get("epochs_run"), started_at=_dt(data.get("started_at")),
+            ended_at=_dt(data.get("ended_at")), run_dir=path.parent,
+            best_path=Path(data["best_path"]) if data.get("best_path") else None,
+            history=tuple(data.get("history") or ()), error=data.get("error")))
+    return sorted(out, key=lambda r: r.number)
+
+
+def best_record(records: Sequence[TrialRecord], cfg: SweepConfig) -> TrialRecord | None:
+    best: TrialRecord | None = None
+    for r in records:
+        if r.has_result and (best is None or cfg.metric.better(r.value, best.value)):
+            best = r
+    return best
+
+
+def ranked(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[TrialRecord]:
+    """Records with a result, best first."""
+    done = [r for r in records if r.has_result]
+    sign = -1.0 if cfg.metric.maximize else 1.0
+    return sorted(done, key=lambda r: (sign * r.value, r.number))
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple, dict)):
+        return str(to_plain(value))
+    return value
+
+
+def results_columns(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[str]:
+    metric_names = sorted({k for r in records for k in r.metrics} - {cfg.metric.name})
+    params = [p.name for p in cfg.parameters]
+    return (["number", "state", cfg.metric.name] + metric_names + params +
+            ["params", "flops", "epochs_run", "started_at", "ended_at", "seconds", "retry_of", "run_dir", "error"])
+
+
+def results_rows(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[dict[str, Any]]:
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {"number": r.number, "state": r.state, cfg.metric.name: r.value}
+        row.update({k: v for k, v in r.metrics.items() if k != cfg.metric.name})
+        row.update({p.name: r.values.get(p.name) for p in cfg.parameters})
+        row.update(params=r.params_count, flops=r.flops, epochs_run=r.epochs_run, started_at=r.started_at,
+                   ended_at=r.ended_at, seconds=round(r.seconds, 1) if r.seconds is not None else None,
+                   retry_of=r.retry_of, run_dir=r.run_dir, error=r.error)
+        rows.append(row)
+    return rows
+
+
+def write_results_csv(path: Path, records: Sequence[TrialRecord], cfg: SweepConfig) -> Path:
+    """``results.csv``: one row per trial, columns metric, other metrics, parameters, counts, times."""
+    buf = io.StringIO()
+    columns = results_columns(records, cfg)
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in results_rows(records, cfg):
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    write_text(path, buf.getvalue())
+    return Path(path)
+
+
+def copy_atomic(src: Path, dest: Path) -> Path:
+    """Copy ``src`` onto ``dest`` through a temp file in ``dest``'s folder and ``os.replace``."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    return dest
+
+
+def write_best(out_dir: Path, best: TrialRecord | None, cfg: SweepConfig, *, sweep_name: str) -> dict[str, Path]:
+    """``best.pt`` (copied from the best trial) and ``best_config.yaml``; returns what was written."""
+    written: dict[str, Path] = {}
+    if best is None:
+        logger.warning("no trial finished with a %s value: no best.pt / best_config.yaml", cfg.metric.name)
+        return written
+    if best.best_path is not None and best.best_path.is_file():
+        written["best.pt"] = copy_atomic(best.best_path, out_dir / "best.pt")
+    else:
+        logger.warning("best trial %d has no checkpoint file (%s): best.pt not written", best.number, best.best_path)
+    doc: dict[str, Any] = {
+        "sweep": sweep_name,
+        "trial": best.number,
+        "metric": {"name": cfg.metric.name, "goal": cfg.metric.goal, "value": best.value},
+        "metrics": dict(best.metrics),
+        "parameters": dict(best.values),
+        "trainer_keys": cfg.to_flat(best.values),
+        "params": best.params_count,
+        "flops": best.flops,
+        "run_dir": best.run_dir,
+    }
+    trainer_cfg = best.run_dir / "config.yaml" if best.run_dir else None
+    if trainer_cfg is not None and trainer_cfg.is_file():
+        doc["resolved_config"] = read_yaml(trainer_cfg)
+    write_yaml(out_dir / "best_config.yaml", doc)
+    written["best_config.yaml"] = out_dir / "best_config.yaml"
+    return written

@@ -1,0 +1,261 @@
+"""Part A sweeps: a W&B sweep config run on W&B (``wandb``) or locally with Optuna (``local``), then reported.
+
+``run_sweep(cfg, settings, trial_fn)`` is the one entry point. It picks the backend (``auto`` = ``wandb``
+when W&B credentials exist, else ``local``, and says why), checks before any training that every value
+the sweep can draw builds a valid trainer config, runs the trials, and writes ``runs/<name>/``:
+
+* ``results.csv`` – one row per trial (metric, other metrics, parameters, params/FLOPs, times, state)
+* ``best.pt`` / ``best_config.yaml`` – the best trial's checkpoint (copied atomically) and configuration
+* ``metric_vs_time.png``, ``parallel_coordinates.png``, ``importance.png``, ``optimization_history.png``,
+  ``learning_curves.png`` – the figures (:mod:`core.sweep.plots`)
+* ``report.html`` – one self-contained page with the observations (:mod:`core.sweep.report`)
+* ``trials/<number>-<hash>/`` – each trial's run folder; ``optuna.db`` – the local backend's storage
+
+Module map: :mod:`core.sweep.config` (+ :mod:`core.sweep.params`) parse, :mod:`core.sweep.space` maps to
+Optuna, :mod:`core.sweep.local` / :mod:`core.sweep.budget` run locally, :mod:`core.sweep.wandb_backend` runs on
+W&B, :mod:`core.sweep.trial` is one trial, :mod:`core.sweep.results` / :mod:`core.sweep.analysis` /
+:mod:`core.sweep.plots` / :mod:`core.sweep.report` turn trials into outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.sweep.config import SweepConfig
+from core.sweep.params import ParamSpec
+from core.sweep.results import TrialRecord, best_record, write_best, write_results_csv
+from core.sweep.space import quantize
+from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, PartATrial, TrialFn
+from core.train.tracking import MODES as TRACKER_MODES
+from core.train.tracking import has_wandb_credentials
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "local", "wandb")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """How to run one sweep (everything but the search space and the trainer's base config)."""
+
+    name: str
+    out_dir: Path = Path("runs")
+    backend: str = "auto"  # auto | local | wandb
+    count: int | None = None  # local: total trials in the study; wandb: runs this agent does
+    storage: str | None = None  # local: SQLAlchemy URL; None = sqlite:///<out_dir>/<name>/optuna.db
+    workers: int = 1  # local: processes sharing the storage
+    resume: str | None = None  # local: any value = the study must exist; wandb: sweep id to join
+    tracker_mode: str = "auto"  # W&B mode of each trial's run (auto = online with credentials, else offline)
+    project: str = "inat-cnn"
+    entity: str | None = None
+    seed: int = 0
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"sweep name {self.name!r} must be letters, digits, '_', '-', '.' (it names a folder)")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; expected one of {list(BACKENDS)}")
+        if self.tracker_mode not in TRACKER_MODES:
+            raise ValueError(f"unknown W&B mode {self.tracker_mode!r}; expected one of {list(TRACKER_MODES)}")
+        if self.count is not None and (isinstance(self.count, bool) or self.count < 1):
+            raise ValueError(f"count must be a positive number of trials, got {self.count!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {self.workers!r}")
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.out_dir / self.name
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    name: str
+    backend: str
+    backend_reason: str
+    sweep_dir: Path
+    records: tuple[TrialRecord, ...]
+    best: TrialRecord | None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    storage_url: str | None = None
+    sweep_path: str | None = None  # wandb: entity/project/id
+    agent_command: str | None = None  # wandb: how to add agents on other machines
+
+
+def choose_backend(requested: str) -> tuple[str, str]:
+    """(backend, reason). ``auto`` → ``wandb`` with W&B credentials, else ``local``."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; expected one of {list(BACKENDS)}")
+    if requested != "auto":
+        return requested, f"--backend {requested}"
+    if has_wandb_credentials():
+        return "wandb", "W&B credentials found (WANDB_API_KEY or `wandb login`): W&B's sweep controller"
+    return "local", "no W&B credentials (WANDB_API_KEY / `wandb login`): Optuna on local storage, trials logged offline"
+
+
+def resolve_budget(cfg: SweepConfig, count: int | None) -> int:
+    """Trials in the study: ``--count``, else ``run_cap``; a grid never runs more than its size."""
+    budget = count if count is not None else cfg.run_cap
+    if cfg.method == "grid":
+        size = cfg.grid_size()
+        if budget is None or budget > size:
+            budget = size
+    if budget is None:
+        raise ValueError(f"method {cfg.method!r} never ends on its own: pass --count N or set run_cap in the config")
+    return budget
+
+
+def check_metric(cfg: SweepConfig, known: Sequence[str] | None) -> None:
+    """The sweep metric must be one the trials report, and never a test-set metric."""
+    if cfg.metric.name in SELECTION_FORBIDDEN:
+        raise ValueError(f"metric.name {cfg.metric.name!r} would select models on the test set (val/); use "
+                         f"val_acc or val_loss")
+    if known is not None and cfg.metric.name not in known:
+        raise ValueError(f"metric.name {cfg.metric.name!r} is not reported by Part A trials; expected one of "
+                         f"{sorted(known)}")
+
+
+def _candidates(p: ParamSpec) -> list[Any]:
+    """Values worth checking against the trainer: every choice, or both ends of a range (or the mean)."""
+    d = p.distribution
+    if d in ("constant", "categorical", "categorical_w_probabilities"):
+        return list(p.values)
+    if d in ("int_uniform", "q_uniform"):
+        grid = p.grid_values()
+        return [grid[0], grid[-1]] if grid else [quantize(p, p.min)]
+    if d in ("uniform", "log_uniform_values", "q_log_uniform_values"):
+        return [quantize(p, p.min), quantize(p, p.max)]
+    if d in ("log_uniform", "q_log_uniform"):
+        return [quantize(p, math.exp(p.min)), quantize(p, math.exp(p.max))]
+    if d in ("normal", "q_normal"):
+        return [quantize(p, p.mu)]
+    if d in ("log_normal", "q_log_normal"):
+        return [quantize(p, math.exp(p.mu))]
+    return []  # not drawable locally (inv_log_uniform*, beta): W&B checks those
+
+
+def validate_trainer_keys(cfg: SweepConfig, trial: Any) -> None:
+    """Build the trainer config (``trial.build_config(flat)``, as :class:`PartATrial` and Part B's trial
+    have) for every categorical value and range end, so a bad value fails before any trial runs."""
+    options = {p.name: _candidates(p) for p in cfg.parameters}
+    base = {name: vals[0] for name, vals in options.items() if vals}
+    flat = {q.flat_key: base[q.name] for q in cfg.parameters if q.name in base}
+    try:
+        trial.build_config(flat)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"the sweep's first point {flat} is not a valid trainer config: {exc}") from exc
+    for p in cfg.parameters:
+        for value in options[p.name]:
+            values = {**base, p.name: value}
+            flat = {q.flat_key: values[q.name] for q in cfg.parameters if q.name in values}
+            try:
+                trial.build_config(flat)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(f"parameters.{p.name} = {value!r} is not a valid trainer setting "
+                                 f"({p.flat_key}): {exc}") from exc
+
+
+def mapping_notes(cfg: SweepConfig, backend: str) -> list[str]:
+    notes = [f"Trial metric {cfg.metric.name}: for val_acc, the best epoch's validation accuracy, i.e. that of "
+             "the kept best.pt; test accuracy (val/) is reported but never used for selection."]
+    if backend == "local":
+        sampler = {"grid": "Optuna GridSampler (W&B grid values)", "random": "Optuna RandomSampler",
+                   "bayes": "Optuna TPESampler: W&B's bayes is a Gaussian process, TPE a different Bayesian "
+                            "optimiser (random for its first 10 trials)"}[cfg.method]
+        notes.append(f"method {cfg.method} → {sampler}.")
+        hb = cfg.early_terminate
+        if hb is not None:
+            notes.append(f"early_terminate hyperband → Optuna HyperbandPruner(min_resource={hb.first_bracket}, "
+                         f"reduction_factor={int(hb.eta)}) fed {cfg.metric.name} every epoch; W&B's strict={hb.strict} "
+                         "has no Optuna counterpart.")
+        if any(p.distribution.startswith(("normal", "q_normal", "log_normal", "q_log_normal"))
+               or p.distribution == "categorical_w_probabilities" for p in cfg.parameters):
+            notes.append("normal/log_normal/categorical_w_probabilities parameters are drawn as a uniform 'u' "
+                         "(stored as '<name>:cdf' in Optuna) mapped through W&B's distribution.")
+    else:
+        notes.append("Search and early termination by W&B's sweep controller; this page lists the trials run on "
+                     "this machine, the W&B sweep page lists all agents' runs.")
+    notes.append("Importance = adjusted share of variance explained (ε²); W&B's panel uses a random forest.")
+    return notes
+
+
+def write_outputs(cfg: SweepConfig, records: Sequence[TrialRecord], *, sweep_dir: Path, sweep_name: str,
+                  backend: str, notes: Sequence[str] = ()) -> dict[str, Path]:
+    """results.csv, best.pt, best_config.yaml, figures and report.html in ``sweep_dir``."""
+    from core.sweep.analysis import analyse
+    from core.sweep.plots import write_sweep_figures
+    from core.sweep.report import write_report
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {"results.csv": write_results_csv(sweep_dir / "results.csv", records, cfg)}
+    outputs.update(write_best(sweep_dir, best_record(records, cfg), cfg, sweep_name=sweep_name))
+    analysis = analyse(records, cfg)
+    figures = write_sweep_figures(records, analysis, cfg, sweep_dir)
+    outputs.update({f"{k}.png": v for k, v in figures.items()})
+    outputs["trials/"] = sweep_dir / "trials"
+    outputs["report.html"] = sweep_dir / "report.html"
+    write_report(sweep_dir / "report.html", cfg=cfg, sweep_name=sweep_name, backend=backend, records=records,
+                 analysis=analysis, figures=figures, notes=notes, outputs=outputs)
+    return outputs
+
+
+def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | None = None, *,
+              argv: Sequence[str] | None = None) -> SweepSummary:
+    """Run (or continue) the sweep and write its outputs; ``trial_fn`` defaults to :class:`PartATrial`.
+
+    ``argv`` (the script's arguments) only serves to print the command that adds W&B agents elsewhere.
+    """
+    trial_fn = trial_fn if trial_fn is not None else PartATrial()
+    trainer_backed = callable(getattr(trial_fn, "build_config", None))  # PartATrial, core.finetune.run.PartBTrial
+    check_metric(cfg, EPOCH_METRICS + FINAL_METRICS if trainer_backed else None)
+    if trainer_backed:
+        validate_trainer_keys(cfg, trial_fn)
+    backend, reason = choose_backend(settings.backend)
+    logger.info("sweep %s: backend %s (%s)", settings.name, backend, reason)
+    sweep_dir = settings.sweep_dir
+    trials_dir = (sweep_dir / "trials").resolve()  # stored in the study: valid from any working directory
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    storage_url = sweep_path = command = None
+    if backend == "local":
+        from core.sweep.local import LocalSettings, open_study, run_local, sqlite_url
+        from core.sweep.results import records_from_study
+
+        storage_url = settings.storage or sqlite_url(sweep_dir / "optuna.db")
+        local = LocalSettings(study_name=settings.name, storage_url=storage_url, trials_dir=trials_dir,
+                              budget=resolve_budget(cfg, settings.count), seed=settings.seed,
+                              tracker_mode=settings.tracker_mode, heartbeat_interval=settings.heartbeat_interval,
+                              grace_period=settings.grace_period, must_exist=settings.resume is not None)
+        run_local(cfg, local, trial_fn, workers=settings.workers)
+        records = records_from_study(open_study(cfg, local), cfg)
+    else:
+        from core.sweep.results import records_from_dirs
+        from core.sweep.wandb_backend import WandbSettings, agent_command, run_wandb
+
+        if settings.workers != 1 or settings.storage is not None:
+            raise ValueError("--workers/--storage belong to the local backend; with W&B start more agents with "
+                             "the printed command instead")
+        if settings.resume == "":
+            raise ValueError("--resume with the wandb backend needs the sweep to join: --resume entity/project/id")
+        wb = WandbSettings(sweep_name=settings.name, trials_dir=trials_dir, project=settings.project,
+                           entity=settings.entity, count=settings.count, sweep_id=settings.resume,
+                           tracker_mode=settings.tracker_mode)
+        sweep_path = run_wandb(cfg, wb, trial_fn)
+        command = agent_command(sweep_path, argv)
+        records = records_from_dirs(trials_dir, cfg)
+    outputs = write_outputs(cfg, records, sweep_dir=sweep_dir, sweep_name=settings.name, backend=backend,
+                            notes=mapping_notes(cfg, backend))
+    if storage_url is not None:
+        outputs["optuna storage"] = Path(storage_url.removeprefix("sqlite:///")) if storage_url.startswith(
+            "sqlite:///") else Path(storage_url)
+    return SweepSummary(name=settings.name, backend=backend, backend_reason=reason, sweep_dir=sweep_dir,
+                        records=tuple(records), best=best_record(records, cfg), outputs=outputs,
+                        storage_url=storage_url, sweep_path=sweep_path, agent_command=command)

@@ -1,0 +1,89 @@
+"""``TrainConfig``: every knob of the training loop, validated at construction (before any epoch runs).
+
+Re-exported by ``core.train.fit``; kept apart so configs can be built and checked without the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from core.train.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.train.optim import OPTIMIZERS, SCHEDULERS
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of the training loop; validated at construction, before any epoch runs."""
+
+    epochs: int = 10
+    optimizer: str = "adam"  # adam | adamw | sgd | nadam
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # applied to weights only, never to biases / norm scales
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    scheduler: str = "constant"  # constant | cosine | onecycle | step  (stepped per batch)
+    warmup_epochs: float = 0.0  # linear warmup (constant/cosine/step); onecycle: its rising fraction
+    step_size: int | None = None  # "step": epochs between decays (None = epochs // 3)
+    gamma: float = 0.1  # "step": decay factor
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global grad norm; None = no clipping
+    patience: int | None = None  # early stopping on val_acc; None = run all epochs
+    min_delta: float = 0.0  # val_acc improvement that counts
+    seed: int = 0  # python, numpy, torch and data order
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto | bf16 | fp16 | off  (auto: CUDA bf16/fp16, CPU off)
+    channels_last: str = "auto"  # auto | on | off
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"TrainConfig.{name}={getattr(self, name)!r} is invalid; expected {expected}")
+
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise bad("epochs", "an int >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"one of {list(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise bad("scheduler", f"one of {list(SCHEDULERS)}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise bad("lr", "a finite float > 0")
+        for name in ("weight_decay", "momentum", "min_delta"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
+                raise bad(name, "a float >= 0")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise bad("nesterov", "False unless optimizer='sgd' with momentum > 0")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise bad("warmup_epochs", f"a number in [0, epochs={self.epochs})")
+        if self.step_size is not None and (not isinstance(self.step_size, int) or self.step_size < 1):
+            raise bad("step_size", "None or an int >= 1")
+        if not 0 < self.gamma <= 1:
+            raise bad("gamma", "a float in (0, 1]")
+        if not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", "a float in [0, 1)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "None or a float > 0")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise bad("patience", "None or an int >= 1")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise bad("seed", "a non-negative int")
+        if self.amp not in AMP_MODES:
+            raise bad("amp", f"one of {list(AMP_MODES)}")
+        if self.channels_last not in CHANNELS_LAST_MODES:
+            raise bad("channels_last", f"one of {list(CHANNELS_LAST_MODES)}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; expected some of {sorted(known)}")
+        return cls(**data)

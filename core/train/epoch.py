@@ -1,0 +1,163 @@
+"""One epoch of training and one pass of evaluation: the inner loops ``core.train.fit.fit`` runs.
+
+Both take explicit arguments (model, criterion, optimizer, loader, device, ...) like the torchvision
+reference scripts, so Part B and tests can call them directly. On CUDA they use autocast (bf16 or
+fp16; fp16 with a ``GradScaler``) and non-blocking copies from pinned memory; a CUDA out-of-memory
+error is re-raised as :class:`TrainingError` naming the batch size that failed. A NaN/inf loss stops
+before the optimizer step, so the weights (and the last checkpoint) stay finite.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["EpochStats", "EvalStats", "NonFiniteLossError", "TrainStats", "TrainingError", "evaluate",
+           "format_epoch_line", "format_lr", "train_one_epoch"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (CUDA out of memory, ...); the message says what to change."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; weights were not updated with it."""
+
+
+@dataclass
+class EvalStats:
+    loss: float
+    acc: float
+    correct: int
+    total: int
+
+
+@dataclass
+class TrainStats:
+    loss: float
+    acc: float
+    total: int
+    seconds: float
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # completed epochs, 1-based
+    epochs: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float  # first parameter group's LR at the start of the epoch
+    seconds: float  # train + validation wall time
+    images_per_sec: float  # training throughput
+    best_val_acc: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def format_lr(lr: float) -> str:
+    """``0.001 -> '1e-3'``, ``0.00025 -> '2.5e-4'``."""
+    if lr == 0:
+        return "0"
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def format_epoch_line(s: EpochStats) -> str:
+    """The one readable line per epoch."""
+    return (f"epoch {s.epoch}/{s.epochs}  train_loss {s.train_loss:.3f}  train_acc {s.train_acc:.1%}  "
+            f"val_loss {s.val_loss:.3f}  val_acc {s.val_acc:.1%}  lr {format_lr(s.lr)}  {s.seconds:.0f} s  "
+            f"{s.images_per_sec:.0f} img/s")
+
+
+def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool):
+    non_blocking = device.type == "cuda"  # async copies from pinned memory
+    images = images.to(device, non_blocking=non_blocking)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets.to(device, non_blocking=non_blocking)
+
+
+def _oom_error(err: BaseException, images: torch.Tensor) -> TrainingError:
+    n = images.shape[0]
+    return TrainingError(f"CUDA out of memory at batch size {n} (input {tuple(images.shape)}); lower --batch-size "
+                         f"(e.g. {max(1, n // 2)}) or the image size, or use --amp bf16/fp16: {err}")
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader,
+                    device: torch.device, *, scheduler=None,
+                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
+                    grad_clip: float | None = None, channels_last: bool = False, desc: str = "train") -> TrainStats:
+    """One pass over ``loader``. The caller sets the mode (``model.train()`` + strategy hooks) first."""
+    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
+    for step, (images, targets) in enumerate(bar):
+        images, targets = _to_device(images, targets, device, channels_last)
+        try:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(images)
+                loss = criterion(logits, targets)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(f"loss became {loss_value} at batch {step + 1}/{len(loader)} ({desc}); "
+                                         "the weights were not updated with it. Lower --lr, set --grad-clip, or "
+                                         "turn off --amp fp16")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+        except torch.cuda.OutOfMemoryError as err:
+            raise _oom_error(err, images) from err
+        if scheduler is not None:
+            scheduler.step()
+        n = targets.shape[0]
+        total_loss += loss_value * n
+        correct += int((logits.detach().argmax(1) == targets).sum())
+        seen += n
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.1%}", refresh=False)
+    if seen == 0:
+        raise ValueError(f"the {desc} loader yielded no batches; the split is empty or drop_last ate it")
+    return TrainStats(total_loss / seen, correct / seen, seen, time.perf_counter() - start)
+
+
+def evaluate(model: nn.Module, loader, device: torch.device | str, criterion: nn.Module | None = None, *,
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False, desc: str = "eval") -> EvalStats:
+    """Mean loss (plain cross-entropy unless ``criterion``) and accuracy over ``loader``; leaves eval mode on."""
+    device = torch.device(device)
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    with torch.inference_mode():
+        for images, targets in tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True):
+            images, targets = _to_device(images, targets, device, channels_last)
+            try:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(images)
+                    loss = criterion(logits.float(), targets)
+            except torch.cuda.OutOfMemoryError as err:
+                raise _oom_error(err, images) from err
+            n = targets.shape[0]
+            total_loss += float(loss) * n
+            correct += int((logits.argmax(1) == targets).sum())
+            seen += n
+    if seen == 0:
+        raise ValueError(f"the {desc} loader yielded no batches; the split is empty")
+    return EvalStats(total_loss / seen, correct / seen, correct, seen)

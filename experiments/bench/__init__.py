@@ -1,0 +1,1 @@
+"""The benchmark's sections and their shared framework; ``experiments/benchmark.py`` is the one entry."""
