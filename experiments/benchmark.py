@@ -80,9 +80,15 @@ def bench_data(cfg: BenchConfig) -> SectionResult:
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from core.data.loaders import CachedImageDataset, _augmentation
-    from core.data.decode_cache import decode_images, reset_cache_stats
-    from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from core.data import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        CachedImageDataset,
+        Preprocessing,
+        _augmentation,
+        decode_images,
+        reset_cache_stats,
+    )
 
     size, batch = cfg.image_size or 224, cfg.batch_size or 32
     count = 16 if cfg.quick else 128
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             raise SystemExit(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    from core.train.devices import resolve_device
+    from core.train import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -10,8 +10,7 @@ import argparse
 import json
 import sys
 
-from core.model.counting import CLOSED_FORMULA, closed_form, count_layers, count_totals, format_count, uniform_knobs
-from core.model.spec import CNNSpec
+from core.model import CLOSED_FORMULA, CNNSpec, closed_form, count_layers, count_totals, format_count, uniform_knobs
 from experiments.spec_args import add_spec_arguments, spec_from_args
 
 

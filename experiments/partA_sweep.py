@@ -24,12 +24,20 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core.partA.config import PartAConfig
-from core.sweep.run import BACKENDS, TRACKER_MODES, SweepSettings, SweepSummary, run_sweep
-from core.sweep.analysis import fmt, label
-from core.sweep.config import SweepConfig, load_sweep_config
-from core.sweep.results import ranked
-from core.sweep.trial import PartATrial
+from core.partA import PartAConfig
+from core.sweep import (
+    BACKENDS,
+    TRACKER_MODES,
+    PartATrial,
+    SweepConfig,
+    SweepSettings,
+    SweepSummary,
+    fmt,
+    label,
+    load_sweep_config,
+    ranked,
+    run_sweep,
+)
 
 log = logging.getLogger("partA_sweep")
 
@@ -79,7 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def resolve_data_dir(args: argparse.Namespace) -> Path | None:
     if args.download:
-        from core.data.download import resolve_dataset
+        from core.data import resolve_dataset
 
         return resolve_dataset(args.data_dir, download=True)
     if args.data_dir is not None and not args.data_dir.is_dir():
@@ -99,7 +107,7 @@ def make_trial(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers
         raise ValueError(f"program {cfg.raw.get('program')!r} has no trial function; expected one of "
                          f"{sorted(TRIAL_PROGRAMS)} (or no 'program' for Part A)")
     if program == "partB_finetune.py":
-        from core.finetune.run import PartBConfig, PartBTrial
+        from core.finetune import PartBConfig, PartBTrial
 
         base = PartBConfig()
         data = replace(base.data, data_dir=data_dir, device=device, num_workers=num_workers)

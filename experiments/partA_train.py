@@ -18,14 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from core.train.checkpoint import CheckpointError
-from core.train.devices import AMP_MODES, CHANNELS_LAST_MODES
-from core.data.download import resolve_dataset
-from core.train.optim import OPTIMIZERS, SCHEDULERS
-from core.partA.run import PartAConfig, run_partA
+from core.data import resolve_dataset
+from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
-from core.train.tracking import MODES
-from core.train.fit import TrainingError
+from core.train import AMP_MODES, CHANNELS_LAST_MODES, MODES, OPTIMIZERS, SCHEDULERS, CheckpointError, TrainingError
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")

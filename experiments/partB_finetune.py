@@ -22,13 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
-from core.model.backbones import supported_archs
-from core.data.loaders import DataConfig
-from core.train.devices import resolve_device
-from core.finetune.strategies import STRATEGY_NAMES
-from core.finetune.run import PartBConfig, run_partB
-from core.finetune.compare import run_compare
-from core.train.fit import TrainConfig
+from core.data import DataConfig
+from core.finetune import STRATEGY_NAMES, PartBConfig, run_compare, run_partB
+from core.model import supported_archs
+from core.train import TrainConfig, resolve_device
 
 log = logging.getLogger("partB_finetune")
 

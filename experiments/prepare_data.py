@@ -15,14 +15,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from core.data.checks import check_dataset, format_report
-from core.data.demo import ensure_demo_dataset
-from core.data.download import (
+from core.data import (
     INATURALIST_URL,
     DownloadError,
+    check_dataset,
     default_download_dir,
     download_inaturalist,
+    ensure_demo_dataset,
     find_dataset_root,
+    format_report,
 )
 
 log = logging.getLogger("prepare_data")

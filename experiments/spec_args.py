@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.model.spec import ACTIVATION_NAMES, ORGANISATIONS, CNNSpec, make_spec
+from core.model import ACTIVATION_NAMES, ORGANISATIONS, CNNSpec, make_spec
 
 
 def parse_organisation(text: str) -> str | list[int]:

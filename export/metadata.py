@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data.preprocess import Preprocessing
+from core.data import Preprocessing
 
 FORMAT_VERSION = "inat-cnn-onnx/1"
 PRECISIONS = ("fp32", "fp16", "int8")

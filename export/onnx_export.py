@@ -220,8 +220,8 @@ def export_checkpoint_file(checkpoint_path: str | Path, out_path: str | Path,
     Returns the rebuilt torch model (eval mode, for parity checks), the written path and its metadata.
     A file that is not one of our checkpoints raises ``core.train.checkpoint.CheckpointError``.
     """
-    from core.train.checkpoint import load_model
-    from core.data.preprocess import Preprocessing
+    from core.data import Preprocessing
+    from core.train import load_model
 
     checkpoint_path = Path(checkpoint_path)
     model, payload = load_model(checkpoint_path)

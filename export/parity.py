@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.preprocess import ImageDecodeError, Preprocessing, load_image_tensor
+from core.data import ImageDecodeError, Preprocessing, load_image_tensor
 from export.ort_session import run_logits
 
 if TYPE_CHECKING:

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from core.data.imagefolder import IMAGE_EXTENSIONS
-from core.data.preprocess import ImageDecodeError, load_image_tensor
+from core.data import IMAGE_EXTENSIONS, ImageDecodeError, load_image_tensor
 from export.metadata import ModelMetadata
 from export.ort_session import run_logits
 
@@ -169,7 +168,7 @@ def score(run: PredictionRun, metadata: ModelMetadata, num_outputs: int) -> Labe
 
     Labels match class names, or class indices as strings when the model has no names (foreign files).
     """
-    from core.explain.evaluation import confusion_matrix
+    from core.explain import confusion_matrix
 
     labelled = [p for p in run.predictions if p.label is not None]
     if not labelled:

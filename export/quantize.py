@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.preprocess import ImageDecodeError, Preprocessing, load_image_tensor
+from core.data import ImageDecodeError, Preprocessing, load_image_tensor
 from export.metadata import read_metadata
 from export.onnx_export import INPUT_NAME, check_model, save_model_atomic, set_metadata
 

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.train.checkpoint import CheckpointError
+from core.train import CheckpointError
 from export.infer import add_inference_args, configure_logging, run_inference
 from export.onnx_export import (
     DEFAULT_OPSET,
@@ -98,7 +98,7 @@ def sample_paths(paths: list[Path], count: int, seed: int = 0) -> list[Path]:
 
 
 def _demo_split(class_names: Sequence[str], split: str) -> Path | None:
-    from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
+    from core.data import DEMO_CLASSES, ensure_demo_dataset
 
     if sorted(class_names) != sorted(DEMO_CLASSES):
         return None

@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from core.model.backbones import (
+from core.model import (
     WeightsUnavailableError,
     backbone_preprocessing,
     build_backbone,
@@ -208,7 +208,7 @@ def test_preprocessing_rejects_sizes_the_model_cannot_take():
 
 
 def test_shared_mobilenet_classifies_the_shared_photos(shared_dir: Path):
-    from core.data.preprocess import load_image_tensor
+    from core.data import load_image_tensor
 
     prep = backbone_preprocessing("mobilenet_v2", weights="IMAGENET1K_V1")  # Resize 256 -> crop 224
     assert (prep.image_size, prep.resize_size) == (224, 256), prep

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
+from core.model import build_cnn, make_spec
+from core.train import CheckpointError, load_checkpoint, load_model, load_weights, make_payload, save_checkpoint
 from core.train import checkpoint as ckpt
-from core.train.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, make_payload, save_checkpoint
-from core.model.builder import build_cnn
-from core.model.spec import make_spec
 
 
 def _cnn(filters: int = 4, num_classes: int = 3):
@@ -151,19 +148,15 @@ def test_unknown_model_kind_is_rejected(tmp_path):
         _payload(model, {"kind": "mlp"})
 
 
-def test_backbone_desc_builds_through_core_backbones_without_weights(monkeypatch):
-    calls = []
+def test_backbone_desc_rebuilds_torchvisions_architecture_without_weights():
+    import torchvision
 
-    def fake_build_backbone(arch, num_classes, weights="DEFAULT", weights_file=None):
-        calls.append((arch, num_classes, weights))
-        return torch.nn.Linear(2, num_classes)
-
-    fake = types.ModuleType("core.model.backbones")
-    fake.build_backbone = fake_build_backbone
-    monkeypatch.setitem(sys.modules, "core.model.backbones", fake)
-    model = ckpt.build_model({"kind": "backbone", "arch": "vgg16", "num_classes": 7})
-    assert calls == [("vgg16", 7, None)], f"build_backbone must be called with weights=None, got {calls}"
-    assert model.out_features == 7, "build_model returned something else than build_backbone's model"
+    model = ckpt.build_model({"kind": "backbone", "arch": "mobilenet_v2", "num_classes": 7})
+    reference = torchvision.models.mobilenet_v2(weights=None)
+    reference.classifier[-1] = torch.nn.Linear(reference.classifier[-1].in_features, 7)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert got == want, "a backbone checkpoint must rebuild torchvision's mobilenet_v2 with a 7-way head"
 
 
 def test_describe_difference_paths():

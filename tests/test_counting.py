@@ -19,19 +19,20 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from core.model.counting import (
+from core.model import (
+    ACTIVATION_NAMES,
     CLOSED_FORMULA,
+    build_cnn,
     closed_form,
     count_flops,
     count_layers,
     count_params,
     count_totals,
+    make_spec,
     measured_flops,
     measured_params,
     uniform_knobs,
 )
-from core.model.builder import build_cnn
-from core.model.spec import ACTIVATION_NAMES, make_spec
 
 
 def test_golden_example_from_the_docstring():

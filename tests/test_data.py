@@ -1,4 +1,6 @@
-"""core.data.loaders.make_loaders and core.data.decode_cache: batches, split records, normalisation, cache hits/misses."""
+"""core.data.loaders.make_loaders and core.data.decode_cache: batches, split records, normalisation, cache
+hits/misses.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.loaders import CachedImageDataset, DataConfig, choose_num_workers, make_loaders
-from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
-from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, load_uint8, normalize
+from core.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CachedImageDataset,
+    DataConfig,
+    Preprocessing,
+    cache_stats,
+    choose_num_workers,
+    decode_images,
+    load_uint8,
+    make_loaders,
+    normalize,
+    reset_cache_stats,
+)
 
 
 @pytest.fixture(autouse=True)

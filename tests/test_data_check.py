@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from core.data.checks import check_dataset
+from core.data import check_dataset
 from experiments.prepare_data import main
 
 

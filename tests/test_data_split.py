@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.data.imagefolder import cap_per_class, stratified_split
+from core.data import cap_per_class, stratified_split
 
 
 def _samples(counts: list[int]) -> list[tuple[Path, int]]:

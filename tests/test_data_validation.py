@@ -11,9 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.loaders import DataConfig, make_loaders
-from core.data.decode_cache import reset_cache_stats
-from core.data.imagefolder import scan_dataset
+from core.data import DataConfig, make_loaders, reset_cache_stats, scan_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
-from core.data.imagefolder import scan_dataset
+from core.data import DEMO_CLASSES, ensure_demo_dataset, scan_dataset
 
 INAT_CLASSES = ["Amphibia", "Animalia", "Arachnida", "Aves", "Fungi", "Insecta", "Mammalia", "Mollusca",
                 "Plantae", "Reptilia"]
@@ -74,7 +73,7 @@ def test_a_small_cnn_learns_it_above_chance(tmp_path):
 
     Measured: 36% (20, 21, 28, 34, 36% after epochs 1-5), ~5 s of CPU.
     """
-    from core.data.loaders import DataConfig, make_loaders
+    from core.data import DataConfig, make_loaders
 
     torch.manual_seed(0)
     root = ensure_demo_dataset(tmp_path / "demo", train_per_class=64, val_per_class=10)

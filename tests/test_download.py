@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.data.download import DownloadError, download_inaturalist, fetch, safe_extract
+from core.data import DownloadError, download_inaturalist, fetch, safe_extract
 
 
 def _dataset_zip() -> bytes:

@@ -1,4 +1,6 @@
-"""core.explain.attributions: guided backprop against a hand-written guided-ReLU oracle, fallbacks, Grad-CAM, hygiene."""
+"""core.explain.attributions: guided backprop against a hand-written guided-ReLU oracle, fallbacks, Grad-CAM,
+hygiene.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from core.explain import attributions as explain
+from core.explain.gradcam import grad_cam
 
 pytest.importorskip("captum.attr")  # imported up front: its import raises the recursion limit mid-test
 
@@ -203,7 +206,7 @@ def test_model_unchanged_after_explaining(mode):
         before = model(probe)
     model.train()
     explain.explain_neurons(model, probe[0], k=3, mode=mode)
-    explain.grad_cam(model, probe, [0, 2])
+    grad_cam(model, probe, [0, 2])
     explain.first_layer_feature_maps(model, probe[1])
     assert_untouched(model, before, probe, training=True)
 
@@ -211,7 +214,7 @@ def test_model_unchanged_after_explaining(mode):
 def test_grad_cam_shape_nonnegative_and_matches_manual():
     model = TinyCNN().eval()
     images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(7))
-    cams = explain.grad_cam(model, images, [0, 1, 2])
+    cams = grad_cam(model, images, [0, 1, 2])
     assert cams.shape == (3, 24, 24), f"Grad-CAM shape {tuple(cams.shape)}"
     assert float(cams.min()) >= 0.0, "Grad-CAM maps are ReLU'd"
     # manual Grad-CAM for image 1, class 1: weights = spatial mean of d logit / d A, map = relu(sum w A)
@@ -226,7 +229,7 @@ def test_grad_cam_shape_nonnegative_and_matches_manual():
     manual = nn.functional.interpolate(small, size=(24, 24), mode="bilinear")[0, 0]
     torch.testing.assert_close(cams[1], manual.detach(), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="one target class per image"):
-        explain.grad_cam(model, images, [0, 1])
+        grad_cam(model, images, [0, 1])
 
 
 def test_filters_and_feature_maps():
@@ -261,8 +264,7 @@ def test_errors_name_the_problem():
 
 def test_real_small_cnn_gelu_and_relu():
     """The project's SmallCNN: CONV5 is found, and both activation kinds run end to end."""
-    from core.model.builder import build_cnn
-    from core.model.spec import make_spec
+    from core.model import build_cnn, make_spec
 
     for activation, expected in (("relu", "guided"), ("gelu", "saliency")):
         torch.manual_seed(0)

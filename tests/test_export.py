@@ -20,10 +20,9 @@ from conftest import SHARED_DIR, make_tiny_imagefolder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.train.checkpoint import make_payload, save_checkpoint
-from core.model.builder import build_cnn
-from core.data.preprocess import Preprocessing, load_image_tensor
-from core.model.spec import make_spec
+from core.data import Preprocessing, load_image_tensor
+from core.model import build_cnn, make_spec
+from core.train import make_payload, save_checkpoint
 from export.metadata import FORMAT_VERSION, MissingMetadataError, ModelMetadata, read_metadata
 from export.onnx_export import ExportConfig, ExportError, convert_fp16, export_onnx
 from export.ort_session import create_session, run_logits

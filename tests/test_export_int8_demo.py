@@ -17,10 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data.loaders import ensure_demo_dataset
-from core.data.demo import DEMO_CLASSES
-from core.partA.run import PartAConfig, run_partA
-from core.data.preprocess import load_image_tensor
+from core.data import DEMO_CLASSES, ensure_demo_dataset, load_image_tensor
+from core.partA import PartAConfig, run_partA
 from export.metadata import read_metadata
 from export.onnx_export import export_checkpoint_file
 from export.ort_session import create_session, run_logits

@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from core.model.backbones import build_backbone
-from core.finetune.strategies import (
+from core.finetune import (
     Full,
     Gradual,
     HeadOnly,
@@ -24,6 +23,7 @@ from core.finetune.strategies import (
     make_strategy,
     optimizer_param_count,
 )
+from core.model import build_backbone
 
 NUM_CLASSES = 10
 

@@ -170,9 +170,9 @@ def test_real_mobilenet_v2_on_shared_photos(shared_dir, tmp_path, capsys):
     """../shared weights -> checkpoint -> to_onnx.py (parity <= 1e-4 at batch 1/3/8 on real photos) -> infer.py."""
     import torchvision
 
-    from core.model.backbones import build_backbone
-    from core.train.checkpoint import make_payload, save_checkpoint
-    from core.data.preprocess import Preprocessing
+    from core.data import Preprocessing
+    from core.model import build_backbone
+    from core.train import make_payload, save_checkpoint
 
     weights = shared_dir / "weights" / "mobilenet_v2_imagenet1k_from_qnnpack.pth"
     photos = shared_dir / "photos"

@@ -9,9 +9,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import core.train.memory as memory
-from core.model.builder import build_cnn
-from core.model.spec import make_spec
-from core.train.fit import TrainConfig, fit
+from core.model import build_cnn, make_spec
+from core.train import TrainConfig, fit
 
 
 class FakeLibc:

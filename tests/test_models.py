@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.model.builder import ACTIVATIONS, SmallCNN, build_cnn, make_activation
-from core.model.spec import ACTIVATION_NAMES, make_spec
+from core.model import ACTIVATION_NAMES, ACTIVATIONS, SmallCNN, build_cnn, make_activation, make_spec
 
 
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)

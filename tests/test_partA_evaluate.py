@@ -10,11 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core.train.checkpoint import make_payload, save_checkpoint
-from core.explain.evaluation import select_per_class
-from core.model.builder import build_cnn
-from core.data.preprocess import Preprocessing, load_image_tensor
-from core.model.spec import make_spec
+from core.data import Preprocessing, load_image_tensor
+from core.explain import FIGURES, select_per_class
+from core.model import build_cnn, make_spec
+from core.train import make_payload, save_checkpoint
 from experiments import partA_evaluate
 
 CLASSES = ("Amphibia", "Aves", "Fungi")  # conftest.make_tiny_imagefolder's classes
@@ -51,7 +50,7 @@ class FakeTracker:
 @pytest.fixture(autouse=True)
 def fake_tracker(monkeypatch):
     FakeTracker.runs = []
-    monkeypatch.setattr(partA_evaluate, "Tracker", FakeTracker)
+    monkeypatch.setattr("core.explain.run.Tracker", FakeTracker)
     return FakeTracker
 
 
@@ -106,7 +105,7 @@ def test_relu_checkpoint_writes_everything(tiny_imagefolder, tmp_path):
     assert metrics["confusion_matrix"]["counts"] == counts, metrics["confusion_matrix"]["counts"]
     assert metrics["class_names"] == list(CLASSES), metrics["class_names"]
 
-    for name in partA_evaluate.FIGURES:
+    for name in FIGURES:
         assert_real_png(out / name)
 
     grid = json.loads((out / "predictions_grid.json").read_text())
@@ -127,7 +126,7 @@ def test_relu_checkpoint_writes_everything(tiny_imagefolder, tmp_path):
 
     (tracker,) = FakeTracker.runs
     assert tracker.finished and tracker.kwargs["job_type"] == "evaluate", tracker.kwargs
-    assert sorted(tracker.images) == sorted(n.removesuffix(".png") for n in partA_evaluate.FIGURES), tracker.images
+    assert sorted(tracker.images) == sorted(n.removesuffix(".png") for n in FIGURES), tracker.images
     columns, rows = tracker.tables["test_predictions_grid"]
     assert len(rows) == 9 and columns[:3] == ["path", "true", "pred"], (columns, len(rows))
     assert tracker.summary["test_acc"] == pytest.approx(n_correct / 12), tracker.summary
@@ -148,7 +147,7 @@ def test_gelu_checkpoint_and_short_class(tiny_imagefolder, tmp_path, caplog):
     gb = json.loads((out / "guided_backprop_conv5.json").read_text())
     assert gb["method"] == "saliency" and "saliency" in gb["label"] and gb["warning"], gb
     assert "guided backprop is defined for ReLU" in caplog.text, "the GELU fallback must be logged"
-    for name in partA_evaluate.FIGURES:
+    for name in FIGURES:
         assert_real_png(out / name)
 
     swap_out = tmp_path / "swap"
@@ -158,7 +157,7 @@ def test_gelu_checkpoint_and_short_class(tiny_imagefolder, tmp_path, caplog):
 
 
 def test_backbone_checkpoint_skips_explanations(tiny_imagefolder, tmp_path, caplog):
-    from core.model.backbones import build_backbone
+    from core.model import build_backbone
 
     model = build_backbone("mobilenet_v3_small", num_classes=3, weights=None)
     ckpt = tmp_path / "best.pt"

@@ -9,13 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.train.checkpoint import load_checkpoint, load_model
-from core.data.loaders import DataConfig, make_loaders
-from core.train.epoch import evaluate
-from core.partA.run import FLAT_KEYS, PartAConfig, run_partA
-from core.data.preprocess import Preprocessing
+from core.data import DataConfig, Preprocessing, make_loaders
+from core.partA import FLAT_KEYS, PartAConfig, run_partA
 from core.runfiles import read_jsonl, read_yaml
-from core.train.fit import StopTraining, TrainConfig
+from core.train import StopTraining, TrainConfig, evaluate, load_checkpoint, load_model
 from experiments import partA_train
 
 # ---------------------------------------------------------------- PartAConfig.from_flat
@@ -121,7 +118,7 @@ def test_run_parta_writes_a_complete_run_folder(tiny_imagefolder, tmp_path):
 
 def test_run_summary_val_acc_is_the_best_epochs(tiny_imagefolder, tmp_path, monkeypatch):
     """A W&B sweep optimises the summary's val_acc: it must be the best epoch's, not the last one's."""
-    from core.train.tracking import Tracker
+    from core.train import Tracker
 
     summary: dict = {}
     monkeypatch.setattr(Tracker, "set_summary", lambda self, values: summary.update(values))
@@ -192,7 +189,7 @@ def test_num_classes_check_ignores_hidden_folders_like_the_scan(tiny_imagefolder
 
 def test_script_defaults_to_the_demo_set(tmp_path, monkeypatch):
     import core.data.loaders
-    from core.data.demo import ensure_demo_dataset
+    from core.data import ensure_demo_dataset
 
     small_demo = tmp_path / "demo"  # the real demo layout and classes, 6+2 images per class instead of 100+30
     monkeypatch.setattr(core.data.loaders, "ensure_demo_dataset",

@@ -15,11 +15,9 @@ import pytest
 import torch
 import yaml
 
-from core.train.checkpoint import load_checkpoint, load_model
-from core.data.loaders import DataConfig
-from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, run_partB
-from core.finetune.compare import read_partA_row, run_compare
-from core.train.fit import TrainConfig
+from core.data import DataConfig
+from core.finetune import PARTB_FLAT_KEYS, PartBConfig, read_partA_row, run_compare, run_partB
+from core.train import TrainConfig, load_checkpoint, load_model
 from experiments import partB_finetune
 
 SHARED_MOBILENET = "weights/mobilenet_v2_imagenet1k_from_qnnpack.pth"
@@ -34,8 +32,8 @@ def tiny_cfg(data_dir: Path, **kwargs) -> PartBConfig:
 
 
 def test_compare_writes_table_curves_and_a_part_a_row(tiny_imagefolder, tmp_path):
-    from core.model.builder import build_cnn  # noqa: F401  (Part A's model module must exist for the row)
-    from core.partA.run import PartAConfig, run_partA
+    from core.model import build_cnn  # noqa: F401  (Part A's model module must exist for the row)
+    from core.partA import PartAConfig, run_partA
 
     part_a = tmp_path / "partA-run"
     run_partA(PartAConfig(filters=4, dense_units=8, data=DataConfig(data_dir=tiny_imagefolder, image_size=32),
@@ -137,7 +135,7 @@ def test_cli_errors_come_before_any_training(tiny_imagefolder, tmp_path, monkeyp
 
 
 def test_flat_keys_and_the_sweep_file(tiny_imagefolder):
-    from core.sweep.config import load_sweep_config
+    from core.sweep import load_sweep_config
 
     sweep = load_sweep_config(REPO / "experiments" / "configs" / "partB_sweep.yaml")
     keys = {p.flat_key for p in sweep.parameters}
@@ -155,8 +153,8 @@ def test_flat_keys_and_the_sweep_file(tiny_imagefolder):
 
 
 def test_part_b_trial_reports_epochs_and_returns_outcome(tiny_imagefolder, tmp_path):
-    from core.finetune.run import PartBTrial
-    from core.sweep.trial import TrialRequest, execute_trial
+    from core.finetune import PartBTrial
+    from core.sweep import TrialRequest, execute_trial
 
     seen = []
     request = TrialRequest(number=0, values={"strategy": "head"}, flat={"strategy": "head", "epochs": 1},

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from torchvision import transforms as T
 
-from core.data.preprocess import (
+from core.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDecodeError,

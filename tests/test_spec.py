@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.model.spec import ACTIVATION_NAMES, CNNSpec, ConvBlockSpec, HeadSpec, filters_per_block, make_spec
+from core.model import ACTIVATION_NAMES, CNNSpec, ConvBlockSpec, HeadSpec, filters_per_block, make_spec
 
 
 def test_spec_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, core.model.spec; print('torch' in sys.modules)"
+    code = "import sys; from core.model import make_spec; import core.model.spec; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", "core/model/spec.py must stay pure (no torch import)"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.sweep.config import load_sweep_config, parse_sweep_config
+from core.sweep import load_sweep_config, parse_sweep_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -142,8 +142,7 @@ def test_load_sweep_config_errors_name_the_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["partA_demo.yaml", "partA_sweep.yaml"])
 def test_shipped_configs_parse_and_build_valid_trainer_configs(name):
-    from core.sweep.run import resolve_budget, validate_trainer_keys
-    from core.sweep.trial import PartATrial
+    from core.sweep import PartATrial, resolve_budget, validate_trainer_keys
 
     cfg = load_sweep_config(CONFIGS / name)
     keys = {p.flat_key for p in cfg.parameters}

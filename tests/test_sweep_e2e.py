@@ -7,8 +7,8 @@ import csv
 import pytest
 import yaml
 
-from core.train.checkpoint import load_model
-from core.data.decode_cache import cache_stats, reset_cache_stats
+from core.data import cache_stats, reset_cache_stats
+from core.train import load_model
 from experiments.partA_sweep import main
 
 TINY_SWEEP = {

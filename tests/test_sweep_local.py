@@ -19,11 +19,18 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.sweep.budget import HOST, recover_dead_trials
-from core.sweep.config import parse_sweep_config
-from core.sweep.local import LocalSettings, open_study, run_local, sqlite_url
-from core.sweep.results import records_from_study
-from core.sweep.trial import TrialOutcome, TrialRequest
+from core.sweep import (
+    HOST,
+    LocalSettings,
+    TrialOutcome,
+    TrialRequest,
+    open_study,
+    parse_sweep_config,
+    records_from_study,
+    recover_dead_trials,
+    run_local,
+    sqlite_url,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TESTS_DIR = Path(__file__).resolve().parent

@@ -12,10 +12,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from core.sweep.run import write_outputs
-from core.sweep.analysis import analyse, epsilon_squared
-from core.sweep.config import parse_sweep_config
-from core.sweep.results import TrialRecord, best_record, ranked
+from core.sweep import TrialRecord, analyse, best_record, epsilon_squared, parse_sweep_config, ranked, write_outputs
 
 CFG = parse_sweep_config({
     "method": "random", "metric": {"name": "val_acc", "goal": "maximize"},

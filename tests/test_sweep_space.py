@@ -11,14 +11,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from core.sweep.config import parse_sweep_config
-from core.sweep.space import (
+from core.sweep import (
     CDF_SUFFIX,
     check_local_support,
     grid_search_space,
     make_pruner,
     make_sampler,
     max_epochs,
+    parse_sweep_config,
     suggest,
 )
 

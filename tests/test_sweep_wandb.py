@@ -13,10 +13,7 @@ import pytest
 import wandb
 import yaml
 
-from core.sweep.run import SweepSettings, choose_backend, run_sweep
-from core.sweep.config import parse_sweep_config
-from core.sweep.trial import TrialOutcome
-from core.sweep.wandb_backend import agent_command
+from core.sweep import SweepSettings, TrialOutcome, agent_command, choose_backend, parse_sweep_config, run_sweep
 
 RAW = {"method": "bayes", "metric": {"name": "val_acc", "goal": "maximize"}, "run_cap": 10,
        "parameters": {"filters": {"values": [8, 16]},

@@ -11,8 +11,7 @@ import types
 
 import pytest
 
-from core.train import tracking
-from core.train.tracking import Tracker, has_wandb_credentials, resolve_mode
+from core.train import Tracker, has_wandb_credentials, resolve_mode, tracking
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 chars: the shape of a W&B API key
 

@@ -1,4 +1,4 @@
-"""core.train.fit.fit on in-memory loaders: overfitting, early stopping, exact resume, NaN, callbacks."""
+"""core.train.trainer.fit on in-memory loaders: overfitting, early stopping, exact resume, NaN, callbacks."""
 
 from __future__ import annotations
 
@@ -12,12 +12,19 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import core.train.fit as train_mod
-from core.train.checkpoint import CheckpointError, load_checkpoint
-from core.train.epoch import EvalStats
-from core.model.builder import build_cnn
-from core.model.spec import make_spec
-from core.train.fit import EarlyStopping, NonFiniteLossError, StopTraining, TrainConfig, fit, format_lr
+import core.train.trainer as train_mod
+from core.model import build_cnn, make_spec
+from core.train import (
+    CheckpointError,
+    EarlyStopping,
+    EvalStats,
+    NonFiniteLossError,
+    StopTraining,
+    TrainConfig,
+    fit,
+    format_lr,
+    load_checkpoint,
+)
 
 
 def _data(n: int = 32, num_classes: int = 3, size: int = 32, seed: int = 0):
@@ -197,7 +204,7 @@ def test_summary_line_tracker_and_extra(tmp_path, caplog):
     logged = []
     tracker = types.SimpleNamespace(log=lambda metrics, step=None: logged.append((step, metrics)))
     model, meta = _model()
-    with caplog.at_level(logging.INFO, logger="core.train.fit"):
+    with caplog.at_level(logging.INFO, logger="core.train.trainer"):
         fit(model, _loaders(), _cfg(epochs=2, lr=1e-3), run_dir=tmp_path, tracker=tracker,
             checkpoint_meta={**meta, "extra": {"params": 123}})
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
@@ -229,7 +236,7 @@ class _OutOfMemoryNet(torch.nn.Module):
 
 
 def test_cuda_out_of_memory_names_the_batch_size():
-    from core.train.epoch import train_one_epoch
+    from core.train import train_one_epoch
 
     model = _OutOfMemoryNet()
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)

@@ -11,9 +11,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.train.devices import resolve_amp, resolve_channels_last, resolve_device
-from core.train.optim import LRSchedule, default_param_groups, make_optimizer
-from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from core.train import (
+    LRSchedule,
+    capture_rng_state,
+    default_param_groups,
+    make_optimizer,
+    resolve_amp,
+    resolve_channels_last,
+    resolve_device,
+    restore_rng_state,
+    seed_everything,
+)
 
 
 def _sched(name: str, epochs: int = 10, steps: int = 10, **kw):

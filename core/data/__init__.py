@@ -1,1 +1,64 @@
-"""From an image folder to batches: scan and validate, stratified split, decode cache, preprocessing, loaders, the iNaturalist download and the demo-set generator."""
+"""From an image folder to batches: scan and validate, stratified split, decode cache, preprocessing, loaders,
+the iNaturalist download and the demo-set generator.
+"""
+
+from core.data.checks import check_dataset, format_report
+from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
+from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
+from core.data.download import (
+    INATURALIST_URL,
+    DownloadError,
+    default_download_dir,
+    download_inaturalist,
+    fetch,
+    find_dataset_root,
+    resolve_dataset,
+    safe_extract,
+)
+from core.data.imagefolder import IMAGE_EXTENSIONS, cap_per_class, scan_dataset, stratified_split
+from core.data.loaders import CachedImageDataset, DataConfig, _augmentation, choose_num_workers, make_loaders
+from core.data.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDecodeError,
+    Preprocessing,
+    load_image_tensor,
+    load_uint8,
+    normalize,
+    open_rgb,
+)
+
+__all__ = [
+    "CachedImageDataset",
+    "DEMO_CLASSES",
+    "DataConfig",
+    "DownloadError",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "INATURALIST_URL",
+    "ImageDecodeError",
+    "Preprocessing",
+    "_augmentation",
+    "cache_stats",
+    "cap_per_class",
+    "check_dataset",
+    "choose_num_workers",
+    "decode_images",
+    "default_download_dir",
+    "download_inaturalist",
+    "ensure_demo_dataset",
+    "fetch",
+    "find_dataset_root",
+    "format_report",
+    "load_image_tensor",
+    "load_uint8",
+    "make_loaders",
+    "normalize",
+    "open_rgb",
+    "reset_cache_stats",
+    "resolve_dataset",
+    "safe_extract",
+    "scan_dataset",
+    "stratified_split",
+]

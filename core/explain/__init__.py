@@ -1,1 +1,22 @@
-"""What a trained model does and looks at: test metrics, the seeded prediction grid, attributions (guided backprop, Grad-CAM), filters, their figures."""
+"""What a trained model does and looks at: test metrics, the seeded prediction grid, attributions (guided
+backprop, Grad-CAM), filters, their figures.
+"""
+
+from core.explain.attributions import GUIDED_MODES
+from core.explain.evaluation import compute_metrics, confusion_matrix, evaluate_best_on_test, predict, select_per_class
+from core.explain.figures import save_figure
+from core.explain.run import FIGURES, EvalConfig, evaluate_checkpoint, log_evaluation
+
+__all__ = [
+    "FIGURES",
+    "GUIDED_MODES",
+    "EvalConfig",
+    "evaluate_checkpoint",
+    "log_evaluation",
+    "compute_metrics",
+    "confusion_matrix",
+    "evaluate_best_on_test",
+    "predict",
+    "save_figure",
+    "select_per_class",
+]

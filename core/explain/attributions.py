@@ -1,4 +1,6 @@
-"""What a trained Part A CNN looks at: guided backprop on CONV5 neurons, Grad-CAM, filters, feature maps.
+"""What a trained Part A CNN looks at: guided backprop on CONV5 neurons, filters, feature maps.
+
+Grad-CAM lives in :mod:`core.explain.gradcam`.
 
 Numbers only — :mod:`core.explain.figures` draws them. Captum is imported inside the functions that use it.
 
@@ -333,24 +335,3 @@ def explain_neurons(model: nn.Module, image: torch.Tensor, *, k: int = 10, mode:
         layer_name=layer_name, activations=report.describe(), neurons=neurons,
         attributions=attributions.float().cpu(),
     )
-
-
-def grad_cam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
-             layer: nn.Module | None = None) -> torch.Tensor:
-    """Grad-CAM maps ``[N, H, W]`` (ReLU'd, bilinearly upsampled to the image) for class ``targets[i]``.
-
-    ``layer`` defaults to CONV5; ``targets`` are usually the predicted classes.
-    """
-    from captum.attr import LayerAttribution, LayerGradCam
-
-    if images.dim() != 4:
-        raise ValueError(f"expected a batch of normalised images [N, 3, H, W], got shape {list(images.shape)}")
-    t = torch.as_tensor(targets, dtype=torch.int64).flatten()
-    if t.numel() != images.shape[0]:
-        raise ValueError(f"one target class per image needed: {images.shape[0]} images, {t.numel()} targets")
-    layer = conv5(model) if layer is None else layer
-    with _eval_mode(model):
-        inputs = images.detach().to(layer.weight.device).clone().requires_grad_(True)
-        cam = LayerGradCam(model, layer).attribute(inputs, target=t.tolist(), relu_attributions=True)
-        up = LayerAttribution.interpolate(cam.detach(), tuple(images.shape[-2:]), interpolate_mode="bilinear")
-    return up[:, 0].float().cpu()

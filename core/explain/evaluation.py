@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from core.runfiles import write_json
+from core.train import load_checkpoint, load_weights, save_checkpoint
 
 logger = logging.getLogger(__name__)
 

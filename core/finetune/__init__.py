@@ -1,1 +1,32 @@
-"""Part B: fine-tuning strategies as small objects, one Part B run, and the comparison of strategies with Part A."""
+"""Part B: fine-tuning strategies as small objects, one Part B run, and the comparison of strategies with Part A.
+"""
+
+from core.finetune.compare import read_partA_row, run_compare
+from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBTrial, run_partB
+from core.finetune.strategies import (
+    STRATEGY_NAMES,
+    Full,
+    Gradual,
+    HeadOnly,
+    TopK,
+    count_parameters,
+    make_strategy,
+    optimizer_param_count,
+)
+
+__all__ = [
+    "Full",
+    "Gradual",
+    "HeadOnly",
+    "PARTB_FLAT_KEYS",
+    "PartBConfig",
+    "PartBTrial",
+    "STRATEGY_NAMES",
+    "TopK",
+    "count_parameters",
+    "make_strategy",
+    "optimizer_param_count",
+    "read_partA_row",
+    "run_compare",
+    "run_partB",
+]

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.finetune.strategies import STRATEGY_NAMES, count_parameters
 from core.finetune.run import PartBConfig, PartBResult, run_partB
+from core.finetune.strategies import STRATEGY_NAMES, count_parameters
 from core.runfiles import read_json, read_jsonl, write_text
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def row_from_result(r: PartBResult) -> ComparisonRow:
 
 def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
     """A Part A run folder (``test_metrics.json``, ``metrics.jsonl``, ``best.pt``) as a comparison row."""
-    from core.train.checkpoint import load_model
+    from core.train import load_model
 
     run_dir = Path(run_dir)
     needed = [run_dir / f for f in ("test_metrics.json", "metrics.jsonl", "best.pt")]
@@ -94,7 +94,7 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
                 partA_run: Path | str | None = None, tracker_mode: str = "auto", name: str | None = None,  # noqa: N803
                 resume: bool = False) -> list[ComparisonRow]:
     """Every strategy on the same data and backbone, then the table and curves (see module docstring)."""
-    from core.train.tracking import Tracker
+    from core.train import Tracker
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
@@ -148,7 +148,7 @@ def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from core.explain.figures import save_figure
+    from core.explain import save_figure
 
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)

@@ -1,5 +1,5 @@
 # ruff: noqa: N999  (module named after the assignment part, like core/partA/run.py)
-"""One Part B run, composed: pretrained backbone + fine-tuning strategy + ``core.train.fit.fit`` + test metrics.
+"""One Part B run, composed: pretrained backbone + fine-tuning strategy + ``core.train.trainer.fit`` + test metrics.
 
 ``run_partB`` is to Part B what ``core.partA.run.run_partA`` is to Part A, and writes the same run folder
 (``config.yaml``, ``split.json``, ``metrics.jsonl``, ``best.pt``, ``last.pt``, ``test_metrics.json``), so
@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.model.backbones import backbone_preprocessing, build_backbone, family_of, layout_of, replace_head
-from core.data.loaders import DataConfig, make_loaders
-from core.explain.evaluation import evaluate_best_on_test
+from core.data import DataConfig, Preprocessing, make_loaders
+from core.explain import evaluate_best_on_test
 from core.finetune.strategies import FinetuneStrategy, count_parameters, make_strategy
-from core.data.preprocess import Preprocessing
+from core.model import backbone_preprocessing, build_backbone, family_of, layout_of, replace_head
 from core.runfiles import write_yaml
-from core.train.fit import TrainConfig, fit
+from core.train import TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +125,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
               name: str | None = None, group: str | None = None, resume: bool = False,
               on_epoch_end: Any = None) -> PartBResult:
     """Build, fine-tune and test one backbone/strategy; writes the run folder (see module docstring)."""
-    from core.train.devices import resolve_device
-    from core.train.rng import seed_everything
-    from core.train.tracking import Tracker
+    from core.train import Tracker, resolve_device, seed_everything
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
@@ -190,6 +187,6 @@ class PartBTrial:
         return PartBConfig.from_flat(dict(flat), base=self.base)
 
     def __call__(self, request: Any) -> Any:
-        from core.sweep.trial import run_for_request
+        from core.sweep import run_for_request
 
         return run_for_request(run_partB, self.build_config(dict(request.flat)), request)

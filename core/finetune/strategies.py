@@ -19,7 +19,7 @@ Strategies (blocks per family: :mod:`core.model.backbones`):
 ``gradual`` the head first; one more block (from the top) every ``unfreeze_every`` epochs
 ==========  ===================================================================================
 
-Epochs are 0-based, as ``core.train.fit.fit`` counts them: ``gradual`` trains ``epoch // unfreeze_every``
+Epochs are 0-based, as ``core.train.trainer.fit`` counts them: ``gradual`` trains ``epoch // unfreeze_every``
 blocks at epoch ``epoch``. ``bn_eval=True`` keeps *every* BatchNorm in eval mode, even in trained
 blocks — the right choice for weights with folded BatchNorm (the shared MobileNetV2, see its
 PROVENANCE.md). Biases and norm weights get no weight decay (as ``core.train.optim.default_param_groups``).
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.model.backbones import BackboneLayout, Block, layout_of
+from core.model import BackboneLayout, Block, layout_of
 
 logger = logging.getLogger(__name__)
 

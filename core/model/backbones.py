@@ -44,19 +44,16 @@ bicubically, :mod:`core.data.preprocess` always bilinearly: a small, accepted di
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
-from urllib.parse import urlparse
 
-import torch
 import torchvision
 from torch import nn
 from torchvision.models import get_model, get_model_weights, list_models
 
-from core.data.preprocess import Preprocessing
+from core.data import Preprocessing
+from core.model.pretrained_weights import ensure_weights_cached, load_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +69,6 @@ FAMILY_PREFIXES: dict[str, tuple[str, ...]] = {
     "vit": ("vit_",),
 }
 FIXED_INPUT_FAMILIES = frozenset({"vit"})  # position embeddings fix the input size
-
-
-class WeightsUnavailableError(FileNotFoundError):
-    """Pretrained weights are neither cached nor downloadable; the message says where to put them."""
 
 
 @dataclass(frozen=True)
@@ -232,66 +225,6 @@ def resolve_weights(arch: str, weights: str) -> torchvision.models.WeightsEnum:
 
 def _crop(member: torchvision.models.WeightsEnum) -> int:
     return int(member.transforms().crop_size[0])
-
-
-def weights_cache_path(member: torchvision.models.WeightsEnum) -> Path:
-    """Where torch hub caches ``member``: ``$TORCH_HOME/hub/checkpoints/<basename of its url>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(member.url).path)
-
-
-def ensure_weights_cached(member: torchvision.models.WeightsEnum, progress: bool = False) -> Path:
-    """Download ``member`` into the hub cache unless it is there; offline → WeightsUnavailableError."""
-    path = weights_cache_path(member)
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    match = torch.hub.HASH_REGEX.search(path.name)
-    logger.info("downloading %s to %s", member.url, path)
-    try:
-        torch.hub.download_url_to_file(member.url, str(path), match.group(1) if match else None,
-                                       progress=progress)
-    except (URLError, OSError, TimeoutError) as exc:
-        raise WeightsUnavailableError(
-            f"cannot download pretrained weights {member} from {member.url} ({exc}). "
-            f"Place that file at {path} (the torch hub cache; set TORCH_HOME to move it), "
-            f"or pass a state dict with --weights-file PATH, or train from scratch with --weights none"
-        ) from exc
-    return path
-
-
-def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path} (a state_dict of torchvision {arch})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors vary by torch version
-        raise ValueError(f"cannot read {path} as a torch state dict: {exc}") from exc
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model"):  # a training checkpoint that wraps the state dict
-            if isinstance(obj.get(key), dict):
-                logger.info("%s: using its %r entry as the state dict", path, key)
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} is not a state dict (a mapping of parameter names to tensors)")
-    return obj
-
-
-def load_weights_file(model: nn.Module, path: Path, arch: str) -> None:
-    """Strictly load a stock-torchvision state dict (1000-class head) into ``model``."""
-    state = _read_state_dict(path, arch)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"{path} does not fit torchvision {arch} (1000-class head): {len(missing)} missing keys "
-            f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}, {len(shapes)} shape "
-            f"mismatches {shapes[:3]}; it must be the state_dict of torchvision.models.{arch}()"
-        )
-    model.load_state_dict(state, strict=True)
 
 
 def build_backbone(arch: str, num_classes: int | None, weights: str | None = None,

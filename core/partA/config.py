@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.data.loaders import DataConfig
-from core.model.spec import CNNSpec, make_spec
-from core.train.fit import TrainConfig
+from core.data import DataConfig
+from core.model import CNNSpec, make_spec
+from core.train import TrainConfig
 
 __all__ = ["FLAT_KEYS", "MODEL_KEYS", "PartAConfig"]
 

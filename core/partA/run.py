@@ -5,7 +5,7 @@
 
     config.yaml        resolved config: PartAConfig, spec, class names, preprocessing, params, FLOPs, data sizes
     split.json         the exact train/val/test file lists (+ skipped.txt for undecodable files)
-    metrics.jsonl      one line per epoch (core.train.fit.fit)
+    metrics.jsonl      one line per epoch (core.train.trainer.fit)
     best.pt, last.pt   checkpoints (core.train.checkpoint); best.pt also records test metrics once computed
     test_metrics.json  test accuracy/loss of best.pt (not written for a run stopped by StopTraining)
     wandb/             the offline W&B run, when tracking is offline
@@ -27,17 +27,12 @@ from typing import Any
 
 import torch
 
-from core.train.checkpoint import load_checkpoint
-from core.model.counting import count_flops, count_params
-from core.data.loaders import make_loaders
-from core.train.devices import resolve_device
-from core.explain.evaluation import evaluate_best_on_test
-from core.model.builder import build_cnn
+from core.data import make_loaders
+from core.explain import evaluate_best_on_test
+from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
-from core.train.rng import seed_everything
 from core.runfiles import write_yaml
-from core.train.tracking import Tracker
-from core.train.fit import EpochStats, check_resumable, fit
+from core.train import EpochStats, Tracker, check_resumable, fit, load_checkpoint, resolve_device, seed_everything
 
 __all__ = ["FLAT_KEYS", "PartAConfig", "RunResult", "run_partA"]
 

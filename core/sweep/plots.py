@@ -21,7 +21,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from core.explain.figures import save_figure
+from core.explain import save_figure
 from core.sweep.analysis import SweepAnalysis, label
 from core.sweep.config import SweepConfig
 from core.sweep.results import TrialRecord

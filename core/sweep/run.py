@@ -32,8 +32,8 @@ from core.sweep.params import ParamSpec
 from core.sweep.results import TrialRecord, best_record, write_best, write_results_csv
 from core.sweep.space import quantize
 from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, PartATrial, TrialFn
-from core.train.tracking import MODES as TRACKER_MODES
-from core.train.tracking import has_wandb_credentials
+from core.train import MODES as TRACKER_MODES
+from core.train import has_wandb_credentials
 
 logger = logging.getLogger(__name__)
 

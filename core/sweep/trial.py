@@ -8,7 +8,7 @@ folder ``trials/<number>-<hash>/`` (hash of the parameter values, so a folder na
 ran) and a ``trial.json`` there that is rewritten atomically at start and end.
 
 A trial reports each epoch's metrics through ``request.report(epoch, metrics)``; a ``True`` answer means
-"stop now" (an Optuna/Hyperband prune), which :class:`PartATrial` turns into ``core.train.fit.StopTraining``.
+"stop now" (an Optuna/Hyperband prune), which :class:`PartATrial` turns into ``core.train.trainer.StopTraining``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from core.runfiles import to_plain, write_json
 
 if TYPE_CHECKING:
-    from core.partA.run import PartAConfig
+    from core.partA import PartAConfig
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +131,12 @@ class PartATrial:
         self.base = base
 
     def build_config(self, flat: Mapping[str, Any]) -> PartAConfig:
-        from core.partA.run import PartAConfig
+        from core.partA import PartAConfig
 
         return PartAConfig.from_flat(dict(flat), base=self.base)
 
     def __call__(self, request: TrialRequest) -> TrialOutcome:
-        from core.partA.run import run_partA
+        from core.partA import run_partA
 
         return run_for_request(run_partA, self.build_config(request.flat), request)
 
@@ -144,7 +144,7 @@ class PartATrial:
 def run_for_request(run_fn: Callable[..., Any], cfg: Any, request: TrialRequest) -> TrialOutcome:
     """Run one trial's configured run (``run_partA`` / ``run_partB``) in its folder, reporting every epoch
     to the sweep and stopping it (``StopTraining``) when the sweep's ``early_terminate`` prunes it."""
-    from core.train.fit import StopTraining
+    from core.train import StopTraining
 
     def on_epoch_end(epoch: int, stats: Any) -> None:
         metrics = {k: float(getattr(stats, k)) for k in EPOCH_METRICS if hasattr(stats, k)}

@@ -1,1 +1,72 @@
-"""The training loop and everything it owns: config, epochs, fit, checkpoints, optimisers and schedules, RNG state, devices, CPU memory policy, W&B tracking."""
+"""The training loop and everything it owns: config, epochs, fit, checkpoints, optimisers and schedules, RNG
+state, devices, CPU memory policy, W&B tracking.
+"""
+
+from core.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    load_weights,
+    make_payload,
+    save_checkpoint,
+)
+from core.train.devices import AMP_MODES, CHANNELS_LAST_MODES, resolve_amp, resolve_channels_last, resolve_device
+from core.train.epoch import EvalStats, evaluate, train_one_epoch
+from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
+from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
+from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from core.train.tracking import MODES, Tracker, has_wandb_credentials, resolve_mode
+from core.train.trainer import (
+    EarlyStopping,
+    EpochStats,
+    NonFiniteLossError,
+    StopTraining,
+    TrainConfig,
+    TrainingError,
+    check_resumable,
+    fit,
+    format_lr,
+)
+
+__all__ = [
+    "AMP_MODES",
+    "CHANNELS_LAST_MODES",
+    "CheckpointError",
+    "ENV_SWITCH",
+    "EarlyStopping",
+    "EpochStats",
+    "EvalStats",
+    "LRSchedule",
+    "MODES",
+    "NonFiniteLossError",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "StopTraining",
+    "Tracker",
+    "TrainConfig",
+    "TrainingError",
+    "capture_rng_state",
+    "check_resumable",
+    "default_param_groups",
+    "evaluate",
+    "fit",
+    "format_lr",
+    "glibc",
+    "has_wandb_credentials",
+    "keep_freed_for_process",
+    "keep_freed_memory",
+    "load_checkpoint",
+    "load_model",
+    "load_weights",
+    "make_optimizer",
+    "make_payload",
+    "policy_enabled",
+    "resolve_amp",
+    "resolve_channels_last",
+    "resolve_device",
+    "resolve_mode",
+    "restore_rng_state",
+    "save_checkpoint",
+    "seed_everything",
+    "train_one_epoch",
+]

@@ -152,11 +152,10 @@ def build_model(model_desc: dict) -> nn.Module:
     """Rebuild the (untrained) module a ``model_desc`` describes."""
     _check_model_desc(model_desc)
     if model_desc["kind"] == "cnn":
-        from core.model.builder import build_cnn
-        from core.model.spec import CNNSpec
+        from core.model import CNNSpec, build_cnn
 
         return build_cnn(CNNSpec.from_dict(model_desc["spec"]))
-    from core.model.backbones import build_backbone  # Part B module; imported only when a backbone is asked for
+    from core.model import build_backbone  # Part B module; imported only when a backbone is asked for
 
     return build_backbone(model_desc["arch"], int(model_desc["num_classes"]), weights=None)
 

@@ -1,6 +1,6 @@
 """``TrainConfig``: every knob of the training loop, validated at construction (before any epoch runs).
 
-Re-exported by ``core.train.fit``; kept apart so configs can be built and checked without the loop.
+Re-exported by ``core.train.trainer``; kept apart so configs can be built and checked without the loop.
 """
 
 from __future__ import annotations

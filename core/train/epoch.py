@@ -1,4 +1,4 @@
-"""One epoch of training and one pass of evaluation: the inner loops ``core.train.fit.fit`` runs.
+"""One epoch of training and one pass of evaluation: the inner loops ``core.train.trainer.fit`` runs.
 
 Both take explicit arguments (model, criterion, optimizer, loader, device, ...) like the torchvision
 reference scripts, so Part B and tests can call them directly. On CUDA they use autocast (bf16 or

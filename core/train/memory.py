@@ -8,7 +8,7 @@ the CPU every training step page-faults and zero-fills its activations afresh. K
 blocks to the heap and a huge ``M_TRIM_THRESHOLD`` keeps the heap, so the next step reuses the same pages.
 The cost: the process keeps its peak memory until it exits — what CUDA's caching allocator does on a GPU.
 
-:func:`core.train.fit.fit` applies it on the CPU. Opt out with ``INAT_CNN_KEEP_FREED_MEMORY=0`` (the same effect
+:func:`core.train.trainer.fit` applies it on the CPU. Opt out with ``INAT_CNN_KEEP_FREED_MEMORY=0`` (the same effect
 without code, for any program: ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``). Non-glibc
 systems (macOS, Windows, musl) are left alone.
 """
@@ -67,7 +67,7 @@ def restore_default_allocator() -> None:
 
 
 def apply_cpu_training_policy() -> bool:
-    """What :func:`core.train.fit.fit` calls on the CPU: apply the policy once, unless opted out or not glibc.
+    """What :func:`core.train.trainer.fit` calls on the CPU: apply the policy once, unless opted out or not glibc.
 
     Returns whether the policy is in force afterwards.
     """

@@ -1,1 +1,2 @@
-"""The benchmark's sections and their shared framework; ``experiments/benchmark.py`` is the one entry."""
+"""The benchmark's sections and their shared framework; ``experiments/benchmark.py`` is the one entry.
+"""

@@ -50,8 +50,7 @@ class Case:
 
 def _build(name: str, image_size: int) -> torch.nn.Module:
     if name == "cnn":
-        from core.model.builder import build_cnn
-        from core.model.spec import make_spec
+        from core.model import build_cnn, make_spec
 
         model = build_cnn(make_spec(filters=32, organisation="double", batch_norm=True, dense_units=256,
                                     image_size=image_size, num_classes=10))
@@ -65,8 +64,7 @@ def _build(name: str, image_size: int) -> torch.nn.Module:
 
 
 def _calibration_images(work_dir: Path) -> list[Path]:
-    from core.data.demo import ensure_demo_dataset
-    from core.data.imagefolder import IMAGE_EXTENSIONS
+    from core.data import IMAGE_EXTENSIONS, ensure_demo_dataset
 
     root = ensure_demo_dataset(work_dir / "demo", train_per_class=4, val_per_class=1)
     return sorted(p for p in (root / "train").rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -84,7 +82,7 @@ def _runner(fn: Callable[[torch.Tensor], object], batch: torch.Tensor, calls: in
 def infer_cases(work_dir: Path, *, image_size: int = 224, batch_sizes: Sequence[int] = (1, 32),
                 models: Sequence[str] = BENCH_MODELS, quick: bool = False) -> tuple[list[Case], dict]:
     """Export/quantize each model under ``work_dir`` and return the timing cases plus settings to record."""
-    from core.data.preprocess import Preprocessing
+    from core.data import Preprocessing
 
     unknown = [m for m in models if m not in BENCH_MODELS]
     if unknown:

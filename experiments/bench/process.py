@@ -1,7 +1,7 @@
 """Process-wide settings in a benchmark that alternates baseline and ours: glibc's allocator, child processes.
 
 Some of "ours" is a property of the whole process, not of a function call: here, glibc keeping freed
-memory for reuse (:mod:`core.train.memory`, which :func:`core.train.fit.fit` applies on the CPU) instead of returning
+memory for reuse (:mod:`core.train.memory`, which :func:`core.train.fit` applies on the CPU) instead of returning
 every large block to the kernel and page-faulting it back in on the next training step. Switched on inside the
 benchmark's one process it would leak into the baseline timed next, so either it is switched on for a long
 block and trimmed afterwards (:func:`core.train.memory.keep_freed_memory`, used around whole sweeps), or ours runs in
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from core.train.memory import glibc, keep_freed_for_process, keep_freed_memory
+from core.train import glibc, keep_freed_for_process, keep_freed_memory
 
 __all__ = ["ChildStepper", "glibc", "keep_freed_for_process", "keep_freed_memory"]
 

@@ -66,9 +66,9 @@ class SweepWorkload:
 
 def _part_a_configs(w: SweepWorkload, device: torch.device, cache_dir: Path | None = None, amp: str = "auto"):
     """(base config, one PartAConfig per trial), exactly as the sweep's trials build them."""
-    from core.data.loaders import DataConfig
-    from core.partA.config import PartAConfig
-    from core.train.fit import TrainConfig
+    from core.data import DataConfig
+    from core.partA import PartAConfig
+    from core.train import TrainConfig
 
     base = PartAConfig(filters=w.filters, organisation=w.organisation,
                        data=DataConfig(data_dir=w.root, image_size=w.image_size, batch_size=w.batch_size,
@@ -87,11 +87,9 @@ class OursRun:
 
 def run_ours(w: SweepWorkload, out_dir: Path, name: str, device: torch.device, amp: str = "auto") -> OursRun:
     """One full sweep from a cold decode cache into ``out_dir/name`` (``amp``: TrainConfig.amp of every trial)."""
-    from core.data.decode_cache import cache_stats, reset_cache_stats
+    from core.data import cache_stats, reset_cache_stats
     from core.runfiles import read_jsonl
-    from core.sweep.run import SweepSettings, run_sweep
-    from core.sweep.config import parse_sweep_config
-    from core.sweep.trial import PartATrial
+    from core.sweep import PartATrial, SweepSettings, parse_sweep_config, run_sweep
 
     base, _ = _part_a_configs(w, device, cache_dir=out_dir / f"{name}-cache", amp=amp)
     cfg = parse_sweep_config({"name": name, "method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
@@ -122,8 +120,8 @@ def run_baseline(w: SweepWorkload, out_dir: Path, device: torch.device) -> Basel
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from core.model.builder import build_cnn
-    from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from core.data import IMAGENET_MEAN, IMAGENET_STD
+    from core.model import build_cnn
 
     _, configs = _part_a_configs(w, device)
     tf = T.Compose([T.Resize((w.image_size, w.image_size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -184,10 +182,8 @@ def _preload() -> None:
     import optuna  # noqa: F401
     import torchvision.datasets  # noqa: F401
 
-    import core.partA.run  # noqa: F401
-    import core.sweep.local  # noqa: F401
-    import core.sweep.plots  # noqa: F401
-    import core.sweep.report  # noqa: F401
+    import core.partA  # noqa: F401
+    import core.sweep  # noqa: F401  (its face loads the backends, figures and report)
 
 
 @dataclass(frozen=True)
@@ -203,7 +199,7 @@ def _policy_off():
     """``INAT_CNN_KEEP_FREED_MEMORY=0`` for one block, so ``fit`` leaves glibc's allocator alone."""
     import os
 
-    from core.train.memory import ENV_SWITCH
+    from core.train import ENV_SWITCH
 
     before = os.environ.get(ENV_SWITCH)
     os.environ[ENV_SWITCH] = "0"
@@ -219,7 +215,7 @@ def _policy_off():
 def _variants(device: torch.device) -> list[SweepVariant]:
     """Ours with the trainer's defaults (on a glibc CPU: glibc keeps freed memory, as ``fit`` sets it, undone
     after each sweep); there also without that policy, and with the opt-in bf16."""
-    from core.train.memory import ENV_SWITCH, glibc, policy_enabled
+    from core.train import ENV_SWITCH, glibc, policy_enabled
     from experiments.bench.train import bf16_cpu_supported
 
     policy = device.type == "cpu" and glibc() is not None and policy_enabled()
@@ -233,7 +229,7 @@ def _variants(device: torch.device) -> list[SweepVariant]:
 
 def bench_sweep(cfg: BenchConfig) -> SectionResult:
     """Alternate whole sweeps (baseline, ours, ...) and derive the epoch-2+ comparison from the same runs."""
-    from core.train.memory import keep_freed_memory
+    from core.train import keep_freed_memory
 
     device = torch.device(cfg.device)
     size = cfg.image_size or (32 if cfg.quick else 224)

@@ -4,8 +4,8 @@ notebook loop, and achieved FLOP/s as a fraction of this machine's measured matm
 * **baseline**: the loop an assignment notebook writes: NCHW, fp32, eager, ``torch.optim.Adam``,
   ``zero_grad / forward / loss / backward / step``, with the same per-step bookkeeping as ours
   (``loss.item()``, argmax accuracy).
-* **ours**: :func:`core.train.fit.train_one_epoch` with the settings :func:`core.train.fit.fit` resolves from the
-  default :class:`core.train.fit.TrainConfig` on this device (CPU: channels_last, fp32; CUDA: channels_last +
+* **ours**: :func:`core.train.train_one_epoch` with the settings :func:`core.train.fit` resolves from the
+  default :class:`core.train.TrainConfig` on this device (CPU: channels_last, fp32; CUDA: channels_last +
   AMP) and the optimizer ``fit`` builds; on a glibc CPU in a child process where glibc keeps freed memory,
   as ``fit`` sets it (:mod:`core.train.memory`). On the CPU two more rows: the opt-in ``--amp bf16`` (32->512 model,
   where oneDNN has native bf16 kernels), and the defaults without that allocator policy (in this process).
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, policy_enabled
+from core.train import ENV_SWITCH, glibc, keep_freed_for_process, policy_enabled
 from experiments.bench.common import BenchConfig, Comparison, SectionResult, compare_many, synchronize
 from experiments.bench.process import ChildStepper
 
@@ -140,9 +140,14 @@ def _baseline_trainer(model: nn.Module, batches: list, device: torch.device) -> 
 
 
 def _our_trainer(model: nn.Module, batches: list, device: torch.device, amp: str) -> tuple[_Trainer, dict]:
-    from core.train.devices import resolve_amp, resolve_channels_last
-    from core.train.optim import default_param_groups, make_optimizer
-    from core.train.fit import TrainConfig, train_one_epoch
+    from core.train import (
+        TrainConfig,
+        default_param_groups,
+        make_optimizer,
+        resolve_amp,
+        resolve_channels_last,
+        train_one_epoch,
+    )
 
     config = TrainConfig(device=str(device), amp=amp)
     amp_dtype = resolve_amp(config.amp, device)
@@ -223,9 +228,7 @@ def _variants(device: torch.device, model_name: str, quick: bool) -> list[Varian
 
 def bench_train(cfg: BenchConfig) -> SectionResult:
     """Time one training step per call, baseline vs each variant of ours, for each model in ``TRAIN_MODELS``."""
-    from core.model.counting import count_flops
-    from core.model.builder import build_cnn
-    from core.model.spec import make_spec
+    from core.model import build_cnn, count_flops, make_spec
 
     device = torch.device(cfg.device)
     size = cfg.image_size or (32 if cfg.quick else 224)

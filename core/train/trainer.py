@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.runfiles import append_jsonl, to_plain, write_jsonl
 from core.train.checkpoint import (
     CheckpointError,
     describe_difference,
@@ -32,6 +33,7 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
+from core.train.config import TrainConfig
 from core.train.devices import resolve_amp, resolve_channels_last, resolve_device
 from core.train.epoch import (
     EpochStats,
@@ -47,8 +49,6 @@ from core.train.epoch import (
 from core.train.memory import apply_cpu_training_policy
 from core.train.optim import LRSchedule, default_param_groups, make_optimizer
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
-from core.runfiles import append_jsonl, to_plain, write_jsonl
-from core.train.config import TrainConfig
 
 __all__ = ["EarlyStopping", "EpochStats", "EvalStats", "FitResult", "NonFiniteLossError", "StopTraining",
            "TrainConfig", "TrainStats", "TrainingError", "check_resumable", "evaluate", "fit", "format_epoch_line",
