@@ -107,7 +107,8 @@ def make_trial(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers
         raise ValueError(f"program {cfg.raw.get('program')!r} has no trial function; expected one of "
                          f"{sorted(TRIAL_PROGRAMS)} (or no 'program' for Part A)")
     if program == "partB_finetune.py":
-        from core.finetune import PartBConfig, PartBTrial
+        from core.finetune import PartBConfig
+        from core.sweep import PartBTrial
 
         base = PartBConfig()
         data = replace(base.data, data_dir=data_dir, device=device, num_workers=num_workers)
@@ -129,9 +130,10 @@ def print_summary(summary: SweepSummary, cfg: SweepConfig) -> None:
     print(f"{len(summary.records)} trials, {len(done)} with a {metric}")
     if done:
         names = [p.name for p in cfg.searched]
-        header = ["#", metric, *names, "params", "state"]
-        rows = [[str(r.number), fmt(r.value), *[label(r.values.get(n)) for n in names],
-                 f"{r.params_count:,}" if r.params_count else "", r.state.lower()] for r in done[:TOP_N]]
+        header = ["#", metric, *names, "parameters", "state"]
+        rows = [[str(r.number), fmt(r.objective), *[label(r.hyperparameters.get(n)) for n in names],
+                 f"{r.result.parameter_count:,}" if r.result and r.result.parameter_count else "",
+                 r.state.lower()] for r in done[:TOP_N]]
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
         print(f"\nTop {len(rows)} runs by {metric} ({cfg.metric.goal}):")
         print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -139,8 +141,8 @@ def print_summary(summary: SweepSummary, cfg: SweepConfig) -> None:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     if summary.best is not None:
         b = summary.best
-        print(f"\nBest configuration (trial {b.number}, {metric} = {fmt(b.value)}):")
-        for k, v in b.values.items():
+        print(f"\nBest configuration (trial {b.number}, {metric} = {fmt(b.objective)}):")
+        for k, v in b.hyperparameters.items():
             print(f"  {k}: {label(v)}")
     print("\nOutputs:")
     for what, path in summary.outputs.items():

@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     test = f"{result.test_acc:.1%}" if result.test_acc is not None else "not evaluated"
     log.info("done: best val_acc %.1f%% at epoch %d, test_acc %s, %s params, %.3f GFLOPs; run folder %s",
-             100 * result.best_val_acc, result.best_epoch, test, f"{result.params:,}", result.flops / 1e9, run_dir)
+             100 * result.best_val_acc, result.best_epoch, test, f"{result.parameter_count:,}", result.flops / 1e9,
+             run_dir)
     return 0
 
 

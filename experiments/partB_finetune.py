@@ -122,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             print((run_dir / "comparison.md").read_text(encoding="utf-8"), end="")
             print(f"{len(rows)} runs compared; outputs in {run_dir}")
         else:
-            result = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
-            print(f"{name}: test accuracy {result.test_acc:.2%}, best val accuracy {result.best_val_acc:.2%} "
-                  f"(epoch {result.best_epoch}), trainable {result.trainable_params:,} / {result.total_params:,} "
-                  f"params, {result.seconds_per_epoch:.1f} s/epoch; outputs in {run_dir}")
+            run = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
+            result = run.result
+            test = f"{result.test_acc:.2%}" if result.test_acc is not None else "not evaluated"
+            print(f"{name}: test accuracy {test}, best val accuracy {result.best_val_acc:.2%} "
+                  f"(epoch {result.best_epoch}), trainable {run.trainable_params:,} / {result.parameter_count:,} "
+                  f"params, {run.seconds_per_epoch:.1f} s/epoch; outputs in {run_dir}")
     except (FileNotFoundError, ValueError) as exc:
         print(f"partB_finetune: error: {exc}", file=sys.stderr)
         return 2

@@ -100,8 +100,8 @@ def test_run_parta_writes_a_complete_run_folder(tiny_imagefolder, tmp_path):
 
     config = read_yaml(run_dir / "config.yaml")
     assert config["class_names"] == ["Amphibia", "Aves", "Fungi"], f"class names: {config['class_names']}"
-    assert (config["params"], config["flops"]) == (result.params, result.flops), "counts differ from RunResult"
-    assert result.params == sum(p.numel() for p in load_model(result.best_path)[0].parameters()), \
+    assert (config["params"], config["flops"]) == (result.parameter_count, result.flops), "counts differ from RunResult"
+    assert result.parameter_count == sum(p.numel() for p in load_model(result.best_path)[0].parameters()), \
         "params in RunResult must equal the model's parameter count"
     assert PartAConfig.from_dict(config["config"]) == _tiny_cfg(tiny_imagefolder), "config.yaml does not round-trip"
 

@@ -88,11 +88,11 @@ def test_run_folder_is_self_describing_and_gradual_grows(tiny_imagefolder, tmp_p
     mbv2_features18 = 320 * 1280 + 2 * 1280
     assert result.final_trainable_params == result.trainable_params + mbv2_features18, \
         "after epoch index 1 gradual must have unfrozen exactly features[18]"
-    model, payload = load_model(result.best_path)
+    model, payload = load_model(result.result.best_path)
     assert payload["model_desc"] == {"kind": "backbone", "arch": "mobilenet_v2", "num_classes": 3}
     assert payload["preprocessing"]["image_size"] == 32 and payload["preprocessing"]["resize_size"] == 33
     assert payload["extra"]["partB"]["strategy"] == "gradual"
-    assert payload["metrics"]["test_acc"] == pytest.approx(result.test_acc)
+    assert payload["metrics"]["test_acc"] == pytest.approx(result.result.test_acc)
     assert model.classifier[1].out_features == 3
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["strategy"] == "gradual" and config["params"]["trainable"] == result.trainable_params
@@ -153,8 +153,7 @@ def test_flat_keys_and_the_sweep_file(tiny_imagefolder):
 
 
 def test_part_b_trial_reports_epochs_and_returns_outcome(tiny_imagefolder, tmp_path):
-    from core.finetune import PartBTrial
-    from core.sweep import TrialRequest, execute_trial
+    from core.sweep import PartBTrial, TrialRequest, execute_trial
 
     seen = []
     request = TrialRequest(number=0, values={"strategy": "head"}, flat={"strategy": "head", "epochs": 1},
@@ -162,8 +161,8 @@ def test_part_b_trial_reports_epochs_and_returns_outcome(tiny_imagefolder, tmp_p
                            report=lambda epoch, metrics: seen.append((epoch, metrics)) or False)
     outcome = execute_trial(PartBTrial(tiny_cfg(tiny_imagefolder)), request)
     assert [e for e, _ in seen] == [1] and "val_acc" in seen[0][1], seen
-    assert outcome.metrics["val_acc"] == pytest.approx(seen[0][1]["val_acc"])
-    assert "test_acc" in outcome.metrics and outcome.params_count == 2_223_872 + 1280 * 3 + 3
+    assert outcome.metrics()["val_acc"] == pytest.approx(seen[0][1]["val_acc"])
+    assert outcome.test_acc is not None and outcome.parameter_count == 2_223_872 + 1280 * 3 + 3
 
 
 def test_read_part_a_row_rejects_an_incomplete_folder(tmp_path):
@@ -183,6 +182,7 @@ def test_pretrained_head_only_beats_random_init(shared_dir: Path, tmp_path):
     scratch = run_partB(PartBConfig(arch="mobilenet_v2", strategy="full", backbone_lr_mult=1.0, weights=None,
                                     image_size=64, data=data, train=train), tmp_path / "scratch",
                         tracker_mode="disabled")
+    pretrained, scratch = pretrained.result, scratch.result
     assert pretrained.test_acc >= scratch.test_acc + 0.2, \
         f"pretrained head-only test acc {pretrained.test_acc:.2f} vs random init {scratch.test_acc:.2f}"
     assert pretrained.best_val_acc > scratch.best_val_acc, (pretrained.best_val_acc, scratch.best_val_acc)
@@ -203,5 +203,6 @@ def test_gradual_run_resumes_to_the_same_weights(tiny_imagefolder, tmp_path):
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), f"{key} differs after resume"
     keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
-    assert [[h[k] for k in keys] for h in resumed.history] == [[h[k] for k in keys] for h in straight.history]
+    assert [[h[k] for k in keys] for h in resumed.result.history] == \
+        [[h[k] for k in keys] for h in straight.result.history]
     assert resumed.final_trainable_params == straight.final_trainable_params

@@ -40,14 +40,14 @@ def test_three_trial_sweep_end_to_end(tiny_imagefolder, tmp_path, capsys):
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert sorted(r["activation"] for r in rows) == ["gelu", "relu", "silu"], rows
     assert all(r["state"] == "COMPLETE" and 0.0 <= float(r["val_acc"]) <= 1.0 for r in rows), rows
-    assert all(int(r["params"]) > 0 and int(r["flops"]) > 0 and r["test_acc"] for r in rows), rows
+    assert all(int(r["parameter_count"]) > 0 and int(r["flops"]) > 0 and r["test_acc"] for r in rows), rows
     best = max(rows, key=lambda r: (float(r["val_acc"]), -int(r["number"])))
     model, payload = load_model(sweep / "best.pt")
     assert payload["metrics"]["val_acc"] == pytest.approx(float(best["val_acc"]), abs=1e-6), \
         "best.pt is the checkpoint of the best trial"
     best_cfg = yaml.safe_load((sweep / "best_config.yaml").read_text())
     assert best_cfg["trial"] == int(best["number"]) and best_cfg["parameters"]["activation"] == best["activation"]
-    assert sum(p.numel() for p in model.parameters()) == int(best["params"])
+    assert sum(p.numel() for p in model.parameters()) == int(best["parameter_count"])
     for name in ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves"):
         assert (sweep / f"{name}.png").stat().st_size > 5_000, f"{name}.png is empty"
     assert (sweep / "report.html").read_text().count("data:image/png;base64,") == 5

@@ -22,7 +22,6 @@ import pytest
 from core.sweep import (
     HOST,
     LocalSettings,
-    TrialOutcome,
     TrialRequest,
     open_study,
     parse_sweep_config,
@@ -31,6 +30,7 @@ from core.sweep import (
     run_local,
     sqlite_url,
 )
+from core.train import RunResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TESTS_DIR = Path(__file__).resolve().parent
@@ -64,7 +64,7 @@ class StandIn:
         while len(list(self.barrier.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def __call__(self, req: TrialRequest) -> TrialOutcome:
+    def __call__(self, req: TrialRequest) -> RunResult:
         line = json.dumps({"number": req.number, "pid": os.getpid(), "values": dict(req.values),
                            "resume": req.resume, "run_dir": str(req.run_dir)})
         with open(self.log, "a", encoding="utf-8") as fh:
@@ -82,8 +82,10 @@ class StandIn:
                 break
         best = req.run_dir / "best.pt"
         best.write_bytes(json.dumps(dict(req.values)).encode())
-        return TrialOutcome(metrics={"val_acc": acc, "test_acc": acc - 0.05}, params_count=1000 + req.number,
-                            flops=2000, best_path=best, epochs_run=epoch)
+        epochs = int(req.flat.get("epochs", 3))
+        history = tuple({"epoch": e, "val_acc": target * e / epochs} for e in range(1, epoch + 1))
+        return RunResult(best_val_acc=acc, best_epoch=epoch, history=history, best_path=best, test_acc=acc - 0.05,
+                         parameter_count=1000 + req.number, flops=2000)
 
 
 
@@ -106,7 +108,7 @@ def test_count_is_honoured_across_reruns(tmp_path):
     assert [r.number for r in records] == [0, 1, 2, 3] and all(r.state == "COMPLETE" for r in records), records
     assert all(r.run_dir.parent == tmp_path / "trials" and r.run_dir.name.startswith(f"{r.number}-")
                for r in records), [r.run_dir for r in records]
-    assert all(abs(r.value - score(r.values)) < 1e-9 for r in records), "the trial's val_acc is the objective"
+    assert all(abs(r.objective - score(r.hyperparameters)) < 1e-9 for r in records), "the trial's val_acc is the objective"
 
 
 def _blocking_run(db_dir: str) -> None:  # runs in a subprocess that the test kills
@@ -171,7 +173,7 @@ def test_hyperband_prunes_weak_trials_and_records_them(tmp_path):
     records = records_from_study(open_study(cfg, settings_for(tmp_path, 6)), cfg)
     pruned = [r for r in records if r.state == "PRUNED"]
     assert pruned, f"some of 6 trials with different targets are pruned: {[(r.number, r.state) for r in records]}"
-    assert all(r.epochs_run < 4 and r.value is not None for r in pruned), "pruned trials keep their partial metric"
+    assert all(r.result.epochs_run < 4 and r.objective is not None for r in pruned), "pruned trials keep their partial metric"
 
 
 def test_a_changed_config_or_a_missing_resume_target_is_an_error(tmp_path):

@@ -13,6 +13,7 @@ import yaml
 from matplotlib.image import imread
 
 from core.sweep import TrialRecord, analyse, best_record, epsilon_squared, parse_sweep_config, ranked, write_outputs
+from core.train import RunResult
 
 CFG = parse_sweep_config({
     "method": "random", "metric": {"name": "val_acc", "goal": "maximize"},
@@ -35,12 +36,13 @@ def make_records(tmp_path, n: int = 8) -> list[TrialRecord]:
         (run_dir / "config.yaml").write_text(yaml.safe_dump({"flat": {"act": act}}))
         state = "FAIL" if i == n - 1 else ("PRUNED" if i == n - 2 else "COMPLETE")
         records.append(TrialRecord(
-            number=i, state=state, values={"act": act, "lr": lr, "epochs": 2},
-            value=None if state == "FAIL" else value,
-            metrics={} if state == "FAIL" else {"val_acc": value, "test_acc": value - 0.05},
-            params_count=1000 * (i + 1), flops=5000, epochs_run=2, started_at=T0 + timedelta(minutes=i),
-            ended_at=T0 + timedelta(minutes=i, seconds=30), run_dir=run_dir, best_path=run_dir / "best.pt",
-            history=({"epoch": 1, "val_acc": value / 2}, {"epoch": 2, "val_acc": value}),
+            number=i, state=state, hyperparameters={"act": act, "lr": lr, "epochs": 2},
+            objective=None if state == "FAIL" else value,
+            result=None if state == "FAIL" else RunResult(
+                best_val_acc=value, best_epoch=2, test_acc=value - 0.05, parameter_count=1000 * (i + 1), flops=5000,
+                history=({"epoch": 1, "val_acc": value / 2}, {"epoch": 2, "val_acc": value}),
+                best_path=run_dir / "best.pt"),
+            started_at=T0 + timedelta(minutes=i), ended_at=T0 + timedelta(minutes=i, seconds=30), run_dir=run_dir,
             error="RuntimeError: boom" if state == "FAIL" else None))
     return records
 
@@ -70,7 +72,7 @@ def test_analysis_finds_the_parameter_that_matters(tmp_path):
     act = next(e for e in analysis.effects if e.name == "act")
     assert analysis.effects[0].name == "act", "act explains the metric, lr does not"
     gelu = next(g for g in act.groups if g.label == "gelu")
-    expected = [r.value for r in complete if r.values["act"] == "gelu"]
+    expected = [r.objective for r in complete if r.hyperparameters["act"] == "gelu"]
     assert gelu.n == len(expected) and math.isclose(gelu.mean, sum(expected) / len(expected)), gelu
     assert act.groups[0].label == "gelu", "groups are ordered best first for a maximised metric"
     assert act.importance > 0.8 and gelu.correlation > 0.9, (act.importance, gelu.correlation)
@@ -86,14 +88,14 @@ def test_write_outputs_writes_every_file(tmp_path):
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == 8 and [r["number"] for r in rows] == [str(i) for i in range(8)]
     header = list(rows[0])
-    assert header[:4] == ["number", "state", "val_acc", "test_acc"], header
-    assert {"act", "lr", "epochs", "params", "flops", "started_at", "ended_at", "seconds"} <= set(header)
+    assert header[:6] == ["number", "state", "val_acc", "best_epoch", "best_val_acc", "test_acc"], header
+    assert {"act", "lr", "epochs", "parameter_count", "flops", "started_at", "ended_at", "seconds"} <= set(header)
     assert rows[7]["state"] == "FAIL" and rows[7]["error"] == "RuntimeError: boom" and rows[7]["val_acc"] == ""
     assert float(rows[1]["seconds"]) == 30.0 and rows[1]["act"] == "gelu"
     assert (tmp_path / "best.pt").read_bytes() == b"weights of trial 5", "best.pt is the best trial's file"
     best_cfg = yaml.safe_load((tmp_path / "best_config.yaml").read_text())
     assert best_cfg["trial"] == 5 and best_cfg["parameters"]["act"] == "gelu"
-    assert best_cfg["trainer_keys"] == {"act": "gelu", "lr": records[5].values["lr"], "epochs": 2}
+    assert best_cfg["trainer_keys"] == {"act": "gelu", "lr": records[5].hyperparameters["lr"], "epochs": 2}
     assert best_cfg["resolved_config"] == {"flat": {"act": "gelu"}}
     for name in ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves"):
         png = out[f"{name}.png"]
@@ -107,7 +109,7 @@ def test_write_outputs_writes_every_file(tmp_path):
 
 
 def test_outputs_without_any_finished_trial_still_render(tmp_path):
-    running = [TrialRecord(number=0, state="RUNNING", values={"act": "relu", "lr": 1e-3, "epochs": 2},
+    running = [TrialRecord(number=0, state="RUNNING", hyperparameters={"act": "relu", "lr": 1e-3, "epochs": 2},
                            started_at=T0)]
     out = write_outputs(CFG, running, sweep_dir=tmp_path, sweep_name="empty", backend="local")
     assert "best.pt" not in out and not (tmp_path / "best.pt").exists()

@@ -13,7 +13,8 @@ import pytest
 import wandb
 import yaml
 
-from core.sweep import SweepSettings, TrialOutcome, agent_command, choose_backend, parse_sweep_config, run_sweep
+from core.sweep import SweepSettings, agent_command, choose_backend, parse_sweep_config, run_sweep
+from core.train import RunResult
 
 RAW = {"method": "bayes", "metric": {"name": "val_acc", "goal": "maximize"}, "run_cap": 10,
        "parameters": {"filters": {"values": [8, 16]},
@@ -32,8 +33,8 @@ class Recorder:
         (req.run_dir / "best.pt").write_bytes(b"w")
         acc = 0.1 * req.values["filters"] / 8
         req.report(1, {"val_acc": acc})
-        return TrialOutcome(metrics={"val_acc": acc}, params_count=10, flops=20, best_path=req.run_dir / "best.pt",
-                            epochs_run=1)
+        return RunResult(best_val_acc=acc, best_epoch=1, history=({"epoch": 1, "val_acc": acc},),
+                         best_path=req.run_dir / "best.pt", parameter_count=10, flops=20)
 
 
 @pytest.fixture

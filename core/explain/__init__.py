@@ -3,9 +3,10 @@ backprop, Grad-CAM), filters, their figures.
 """
 
 from core.explain.attributions import GUIDED_MODES
-from core.explain.evaluation import compute_metrics, confusion_matrix, evaluate_best_on_test, predict, select_per_class
+from core.explain.evaluation import compute_metrics, confusion_matrix, predict, select_per_class
 from core.explain.figures import save_figure
 from core.explain.run import FIGURES, EvalConfig, evaluate_checkpoint, log_evaluation
+from core.explain.test_pass import evaluate_best_on_test
 
 __all__ = [
     "FIGURES",

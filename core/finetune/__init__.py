@@ -2,7 +2,7 @@
 """
 
 from core.finetune.compare import read_partA_row, run_compare
-from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBTrial, run_partB
+from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import (
     STRATEGY_NAMES,
     Full,
@@ -20,7 +20,7 @@ __all__ = [
     "HeadOnly",
     "PARTB_FLAT_KEYS",
     "PartBConfig",
-    "PartBTrial",
+    "PartBRun",
     "STRATEGY_NAMES",
     "TopK",
     "count_parameters",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.finetune.run import PartBConfig, PartBResult, run_partB
+from core.finetune.run import PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import STRATEGY_NAMES, count_parameters
 from core.runfiles import read_json, read_jsonl, write_text
 
@@ -60,9 +60,11 @@ def _curve(history: Any) -> tuple[tuple[int, float, float], ...]:
     return tuple((int(h["epoch"]), float(h["train_acc"]), float(h["val_acc"])) for h in history)
 
 
-def row_from_result(r: PartBResult) -> ComparisonRow:
-    return ComparisonRow(r.name, "partB", r.strategy, r.test_acc, r.best_val_acc, r.best_epoch, r.trainable_params,
-                         r.final_trainable_params, r.total_params, r.seconds_per_epoch, r.epochs_run, _curve(r.history))
+def row_from_run(run: PartBRun) -> ComparisonRow:
+    r = run.result
+    return ComparisonRow(run.name, "partB", run.strategy, r.test_acc, r.best_val_acc, r.best_epoch,
+                         run.trainable_params, run.final_trainable_params, r.parameter_count, run.seconds_per_epoch,
+                         r.epochs_run, _curve(r.history))
 
 
 def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
@@ -100,7 +102,7 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
     name = name or run_dir.name
     configs = strategy_runs(cfg, tuple(strategies))
     part_a = read_partA_row(partA_run) if partA_run is not None else None  # bad folder: fail before training
-    rows = [row_from_result(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
+    rows = [row_from_run(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
                                       name=f"{name}-{c.strategy}", group=name, resume=resume)) for c in configs]
     rows += [part_a] if part_a is not None else []
     paths = write_comparison(rows, run_dir)

@@ -8,8 +8,7 @@ weights: cache, download or the error naming the file to place) comes *before* t
 and long before the first epoch. ``--compare`` lives in :mod:`core.finetune.compare`.
 
 Sweeps: :meth:`PartBConfig.from_flat` takes the flat keys of ``experiments/configs/partB_sweep.yaml``
-(``PARTB_FLAT_KEYS``) and :class:`PartBTrial` is the sweep trial function (same shape as
-``core.sweep.trial.PartATrial``).
+(``PARTB_FLAT_KEYS``); the sweep's trial function is ``core.sweep.PartBTrial``, beside ``PartATrial``.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ from typing import Any
 from core.data import DataConfig, Preprocessing, make_loaders
 from core.explain import evaluate_best_on_test
 from core.finetune.strategies import FinetuneStrategy, count_parameters, make_strategy
-from core.model import backbone_preprocessing, build_backbone, family_of, layout_of, replace_head
+from core.model import backbone_preprocessing, build_backbone, family_of, layout_of, measured_flops, replace_head
 from core.runfiles import write_yaml
-from core.train import TrainConfig, fit
+from core.train import RunResult, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
@@ -95,35 +94,21 @@ class PartBConfig:
 
 
 @dataclass(frozen=True)
-class PartBResult:
-    """What one run produced; attribute names follow ``core.partA.run.RunResult`` where they overlap."""
+class PartBRun:
+    """One Part B run: the training result every run shares, plus what only fine-tuning has to say."""
 
     name: str
     arch: str
     strategy: str
-    best_val_acc: float
-    best_epoch: int  # epochs to best (1-based)
-    test_acc: float | None  # None when a sweep pruned the run (StopTraining): no test number to tempt anyone
-    test_loss: float | None
     trainable_params: int  # at epoch 0
     final_trainable_params: int  # after the last epoch (grows with gradual)
-    total_params: int
     seconds_per_epoch: float
-    epochs_run: int
-    history: tuple[dict[str, Any], ...]
-    run_dir: Path
-    best_path: Path | None
-
-    @property
-    def params(self) -> int:
-        return self.total_params
-
-    flops = None  # not counted for torchvision backbones
+    result: RunResult  # parameter_count = all parameters of the backbone with its new head
 
 
 def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "auto",  # noqa: N802
               name: str | None = None, group: str | None = None, resume: bool = False,
-              on_epoch_end: Any = None) -> PartBResult:
+              on_epoch_end: Any = None) -> PartBRun:
     """Build, fine-tune and test one backbone/strategy; writes the run folder (see module docstring)."""
     from core.train import Tracker, resolve_device, seed_everything
 
@@ -145,6 +130,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     loaders.write_split(run_dir)
     strategy.setup(model, quiet=True)  # fit() repeats it on the device; here it gives the epoch-0 counts
     counts = count_parameters(model)
+    flops = measured_flops(model, (1, 3, prep.image_size, prep.image_size))
     resolved = {**cfg.to_dict(), "data": data_cfg.to_dict(), "preprocessing": prep.to_dict(),
                 "strategy_detail": strategy.describe(), "class_names": loaders.class_names,
                 "params": {"trainable": counts.trainable, "total": counts.total}}
@@ -156,37 +142,19 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     with Tracker.start(run_dir=run_dir, name=name, config=resolved, group=group, job_type="partB",
                        mode=tracker_mode, tags=("partB", cfg.arch, cfg.strategy), resume=resume) as tracker:
         result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
-                     strategy=strategy, resume=resume, on_epoch_end=on_epoch_end)
-        test_acc = test_loss = None
+                     strategy=strategy, resume=resume, on_epoch_end=on_epoch_end, device=device)
+        result = dataclasses.replace(result, parameter_count=counts.total, flops=flops)
         if result.best_path is not None and result.stopped_by != "callback":
             test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
+            result = dataclasses.replace(result, test_acc=test_acc, test_loss=test_loss)
         seconds = [h["seconds"] for h in result.history]
-        out = PartBResult(name, cfg.arch, cfg.strategy, float(result.best_val_acc), int(result.best_epoch),
-                          test_acc, test_loss, counts.trainable, count_parameters(model).trainable, counts.total,
-                          sum(seconds) / len(seconds) if seconds else math.nan, result.epochs_run,
-                          tuple(result.history), run_dir, result.best_path)
-        # the summary's val_acc is what a W&B sweep optimises: make it the best epoch's, as the local backend does
-        tracker.set_summary({"val_acc": out.best_val_acc, "best_val_acc": out.best_val_acc,
-                             "best_epoch": out.best_epoch,
-                             "trainable_params": out.trainable_params, "total_params": out.total_params,
-                             "seconds_per_epoch": out.seconds_per_epoch,
-                             **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})
+        out = PartBRun(name, cfg.arch, cfg.strategy, counts.trainable, count_parameters(model).trainable,
+                       sum(seconds) / len(seconds) if seconds else math.nan, result)
+        # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does
+        tracker.set_summary({**result.metrics(), "trainable_params": out.trainable_params,
+                             "total_params": counts.total, "flops": flops,
+                             "seconds_per_epoch": out.seconds_per_epoch})
     logger.info("%s: test_acc %s  best val_acc %.1f%% at epoch %d  trainable %d / %d", name,
-                "-" if test_acc is None else f"{100 * test_acc:.1f}%", 100 * out.best_val_acc, out.best_epoch,
-                out.trainable_params, out.total_params)
+                "-" if result.test_acc is None else f"{100 * result.test_acc:.1f}%", 100 * result.best_val_acc,
+                result.best_epoch, out.trainable_params, counts.total)
     return out
-
-
-class PartBTrial:
-    """Sweep trial function: ``PartBConfig.from_flat(flat, base)`` → ``run_partB`` → ``TrialOutcome``."""
-
-    def __init__(self, base: PartBConfig | None = None) -> None:
-        self.base = base
-
-    def build_config(self, flat: dict[str, Any]) -> PartBConfig:
-        return PartBConfig.from_flat(dict(flat), base=self.base)
-
-    def __call__(self, request: Any) -> Any:
-        from core.sweep import run_for_request
-
-        return run_for_request(run_partB, self.build_config(dict(request.flat)), request)

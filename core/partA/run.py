@@ -21,7 +21,7 @@ import logging
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,33 +32,20 @@ from core.explain import evaluate_best_on_test
 from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
 from core.runfiles import write_yaml
-from core.train import EpochStats, Tracker, check_resumable, fit, load_checkpoint, resolve_device, seed_everything
+from core.train import (
+    EpochStats,
+    RunResult,
+    Tracker,
+    check_resumable,
+    fit,
+    load_checkpoint,
+    resolve_device,
+    seed_everything,
+)
 
-__all__ = ["FLAT_KEYS", "PartAConfig", "RunResult", "run_partA"]
+__all__ = ["FLAT_KEYS", "PartAConfig", "run_partA"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunResult:
-    """What one Part A run produced; metrics are fractions in [0, 1], val/train ones from the best epoch."""
-
-    run_dir: Path
-    best_val_acc: float
-    best_epoch: int
-    test_acc: float | None  # None when the run was stopped by on_epoch_end or evaluate_test=False
-    test_loss: float | None
-    params: int
-    flops: int  # one forward pass of one image, FlopCounterMode convention (core.model.counting)
-    best_path: Path | None
-    last_path: Path | None
-    epochs_run: int
-    stopped_reason: str | None
-    stopped_by: str | None = None  # None | "early_stopping" | "callback" (a sweep prune)
-    val_loss: float | None = None
-    train_acc: float | None = None
-    train_loss: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _resolved_config(cfg: PartAConfig, spec, loaders, params: int, flops: int) -> dict[str, Any]:
@@ -108,21 +95,15 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
         log.info("Part A run %s: %s params, %.3f GFLOPs/image, %d classes", run_dir, f"{params:,}", flops / 1e9,
                  len(loaders.class_names))
         result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
-                     resume=resume, on_epoch_end=on_epoch_end)
-        best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
-        test_acc = test_loss = None
+                     resume=resume, on_epoch_end=on_epoch_end, device=device)
+        result = replace(result, parameter_count=params, flops=flops)
         if evaluate_test and result.best_path is not None and result.stopped_by != "callback":
             test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
+            result = replace(result, test_acc=test_acc, test_loss=test_loss)
             log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
-        # the summary's val_acc is what a W&B sweep optimises: make it the best epoch's, as the local backend does
-        tracker.set_summary({"val_acc": result.best_val_acc, "best_val_acc": result.best_val_acc,
-                             "best_epoch": result.best_epoch,
-                             "epochs_run": result.epochs_run, "stopped_reason": result.stopped_reason or "",
-                             **({"test_acc": test_acc, "test_loss": test_loss} if test_acc is not None else {})})
-    return RunResult(run_dir=run_dir, best_val_acc=result.best_val_acc, best_epoch=result.best_epoch,
-                     test_acc=test_acc, test_loss=test_loss, params=params, flops=flops,
-                     best_path=result.best_path, last_path=result.last_path, epochs_run=result.epochs_run,
-                     stopped_reason=result.stopped_reason, stopped_by=result.stopped_by, val_loss=best.get("val_loss"),
-                     train_acc=best.get("train_acc"), train_loss=best.get("train_loss"), history=result.history)
+        # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does
+        tracker.set_summary({**result.metrics(), "epochs_run": result.epochs_run,
+                             "stopped_reason": result.stopped_reason or ""})
+    return result
 
 

@@ -29,7 +29,8 @@ from core.sweep.space import (
     max_epochs,
     suggest,
 )
-from core.sweep.trial import PartATrial, TrialOutcome, TrialRequest, execute_trial, run_for_request
+from core.sweep.trial import TrialRequest, execute_trial
+from core.sweep.trials import PartATrial, PartBTrial, run_for_request
 from core.sweep.wandb_backend import agent_command
 
 __all__ = [
@@ -40,11 +41,11 @@ __all__ = [
     "HOST",
     "LocalSettings",
     "PartATrial",
+    "PartBTrial",
     "SweepConfig",
     "SweepSettings",
     "SweepSummary",
     "TRACKER_MODES",
-    "TrialOutcome",
     "TrialRecord",
     "TrialRequest",
     "agent_command",

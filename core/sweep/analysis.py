@@ -129,8 +129,8 @@ def _stat(lab: str, y: np.ndarray, maximize: bool, corr: float | None = None) ->
 
 
 def param_effect(p: ParamSpec, records: Sequence[TrialRecord], maximize: bool) -> ParamEffect:
-    vals = [r.values.get(p.name) for r in records]
-    y = np.array([r.value for r in records], dtype=float)
+    vals = [r.hyperparameters.get(p.name) for r in records]
+    y = np.array([r.objective for r in records], dtype=float)
     if not _is_numeric(p, vals):
         keys = sorted({repr(v) for v in vals})
         by_key = {k: [i for i, v in enumerate(vals) if repr(v) == k] for k in keys}
@@ -203,8 +203,8 @@ def _top_shared(cfg: SweepConfig, used: Sequence[TrialRecord]) -> list[Observati
     top = order[:k]
     out = []
     for p in cfg.searched:
-        top_vals = [r.values.get(p.name) for r in top]
-        all_vals = [r.values.get(p.name) for r in order]
+        top_vals = [r.hyperparameters.get(p.name) for r in top]
+        all_vals = [r.hyperparameters.get(p.name) for r in order]
         if not _is_numeric(p, all_vals):
             if len({repr(v) for v in top_vals}) == 1:
                 share = sum(repr(v) == repr(top_vals[0]) for v in all_vals)
@@ -221,7 +221,7 @@ def _top_shared(cfg: SweepConfig, used: Sequence[TrialRecord]) -> list[Observati
 
 def analyse(records: Sequence[TrialRecord], cfg: SweepConfig) -> SweepAnalysis:
     """Per-parameter effects (most important first) and the observations the report prints."""
-    complete = [r for r in records if r.state == "COMPLETE" and r.value is not None]
+    complete = [r for r in records if r.state == "COMPLETE" and r.objective is not None]
     used = complete if len(complete) >= 2 else [r for r in records if r.has_result]
     obs: list[Observation] = []
     counts = {s: sum(r.state == s for r in records) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
@@ -229,7 +229,7 @@ def analyse(records: Sequence[TrialRecord], cfg: SweepConfig) -> SweepAnalysis:
     summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
     head = f"{len(records)} trials ({summary or 'none'})"
     if best is not None:
-        head += f"; best {cfg.metric.name} = {fmt(best.value)} (trial {best.number})"
+        head += f"; best {cfg.metric.name} = {fmt(best.objective)} (trial {best.number})"
     obs.append(Observation(head + ".", len(records)))
     if counts["PRUNED"]:
         obs.append(Observation(f"{_plural(counts['PRUNED'], 'trial')} stopped early by hyperband; per-parameter "

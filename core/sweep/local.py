@@ -164,20 +164,15 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
         logger.info("trial %d%s: %s", number, " (re-run after a crash)" if rerun else "",
                     ", ".join(f"{k}={v}" for k, v in values.items()))
         try:
-            outcome = execute_trial(trial_fn, request, extra={"backend": "local", "optuna_number": trial.number})
+            result = execute_trial(trial_fn, request, extra={"backend": "local", "optuna_number": trial.number})
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
-        trial.set_user_attr("metrics", to_plain(dict(outcome.metrics)))
-        trial.set_user_attr("history", to_plain(list(outcome.history)))
-        trial.set_user_attr("params_count", outcome.params_count)
-        trial.set_user_attr("flops", outcome.flops)
-        trial.set_user_attr("best_path", str(outcome.best_path) if outcome.best_path else None)
-        trial.set_user_attr("epochs_run", outcome.epochs_run)
-        value = metric_value(outcome, cfg.metric.name)
+        trial.set_user_attr("result", to_plain(result.to_dict()))
+        value = metric_value(result, cfg.metric.name)
         if pruned:
             raise optuna.TrialPruned(f"trial {number} pruned after epoch {pruned[0]} ({cfg.metric.name} {value:.4g})")
         return value

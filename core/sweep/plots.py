@@ -52,7 +52,7 @@ def _best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
 
 def _scatter_by_state(ax, xs, records: Sequence[TrialRecord]) -> None:
     for state, colour in STATE_COLOURS.items():
-        pts = [(x, r.value) for x, r in zip(xs, records) if r.state == state and r.value is not None]
+        pts = [(x, r.objective) for x, r in zip(xs, records) if r.state == state and r.objective is not None]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, label=state.lower(), zorder=3, s=28)
 
@@ -66,7 +66,7 @@ def _plot_best_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfi
         return save_figure(fig, path)
     ax = fig.add_subplot(1, 1, 1)
     _scatter_by_state(ax, xs, done)
-    ax.step(xs, _best_so_far([r.value for r in done], cfg.metric.maximize), where="post", color="#555555",
+    ax.step(xs, _best_so_far([r.objective for r in done], cfg.metric.maximize), where="post", color="#555555",
             lw=1.2, label="best so far")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(cfg.metric.name)
@@ -118,10 +118,10 @@ def plot_parallel_coordinates(records: Sequence[TrialRecord], analysis: SweepAna
     for name in names:
         e = kinds.get(name)
         numeric = e is not None and e.kind == "numeric"
-        pos, tk = _axis_positions([r.values.get(name) for r in done], numeric, bool(e and e.log_scale))
+        pos, tk = _axis_positions([r.hyperparameters.get(name) for r in done], numeric, bool(e and e.log_scale))
         columns.append(pos)
         ticks.append(tk)
-    y = np.array([r.value for r in done], dtype=float)
+    y = np.array([r.objective for r in done], dtype=float)
     ypos, ytk = _axis_positions(list(y), True, False)
     columns.append(ypos)
     ticks.append(ytk)
@@ -178,8 +178,8 @@ def plot_importance(analysis: SweepAnalysis, cfg: SweepConfig, path: Path) -> Pa
 
 def plot_learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path:
     fig = _figure(7, 4)
-    curves = [(r, [(h["epoch"], h[cfg.metric.name]) for h in r.history if cfg.metric.name in h and "epoch" in h])
-              for r in records]
+    curves = [(r, [(h["epoch"], h[cfg.metric.name]) for h in (r.result.history if r.result else ())
+                   if cfg.metric.name in h and "epoch" in h]) for r in records]
     curves = [(r, c) for r, c in curves if c]
     if not curves:
         _empty(fig, f"no per-epoch {cfg.metric.name} values recorded")

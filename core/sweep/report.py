@@ -79,9 +79,9 @@ def render_report(*, cfg: SweepConfig, sweep_name: str, backend: str, records: S
              f"{datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"]
     if best:
         b = best[0]
-        items = "".join(f"<li><code>{_e(k)}</code> = {_e(label(v))}</li>" for k, v in b.values.items())
-        parts.append(f"<div class='best'><b>Best: trial {b.number}</b>, {_e(cfg.metric.name)} = {fmt(b.value)}"
-                     f" ({_e(b.state.lower())}); params {_e(b.params_count)}, FLOPs {_e(b.flops)}"
+        items = "".join(f"<li><code>{_e(k)}</code> = {_e(label(v))}</li>" for k, v in b.hyperparameters.items())
+        parts.append(f"<div class='best'><b>Best: trial {b.number}</b>, {_e(cfg.metric.name)} = {fmt(b.objective)}"
+                     f" ({_e(b.state.lower())}); {_e(b.result.parameter_count)} parameters, FLOPs {_e(b.result.flops)}"
                      f"<ul>{items}</ul>run folder: <code>{_e(b.run_dir)}</code></div>")
     parts.append("<h2>Observations</h2><ul>")
     for o in analysis.observations:

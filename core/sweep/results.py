@@ -16,7 +16,7 @@ import io
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from core.runfiles import atomic_path, read_json, read_yaml, to_plain, write_tex
 from core.sweep.budget import DISCARDED, root_of
 from core.sweep.config import SweepConfig
 from core.sweep.trial import TRIAL_FILE
+from core.train import RunResult
 
 if TYPE_CHECKING:
     import optuna
@@ -36,21 +37,16 @@ RESULT_STATES = ("COMPLETE", "PRUNED")
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One row of ``results.csv``."""
+    """One row of ``results.csv``: a trial's point, its state, and its run's result (None until it has one)."""
 
     number: int
     state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
-    values: Mapping[str, Any]  # dotted sweep parameter -> value
-    value: float | None = None  # the sweep metric
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    params_count: int | None = None
-    flops: int | None = None
-    epochs_run: int | None = None
+    hyperparameters: Mapping[str, Any]  # dotted sweep parameter -> value
+    objective: float | None = None  # the sweep metric's value
+    result: RunResult | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
     run_dir: Path | None = None
-    best_path: Path | None = None
-    history: tuple[Mapping[str, float], ...] = ()
     retry_of: int | None = None  # the Optuna trial number this one re-ran after a crash
     error: str | None = None
 
@@ -62,7 +58,15 @@ class TrialRecord:
 
     @property
     def has_result(self) -> bool:
-        return self.state in RESULT_STATES and self.value is not None
+        return self.state in RESULT_STATES and self.objective is not None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.result.metrics() if self.result is not None else {}
+
+
+def _result(data: Mapping[str, Any] | None) -> RunResult | None:
+    return RunResult.from_dict(data) if data else None
 
 
 def _dt(value: Any) -> datetime | None:
@@ -78,17 +82,13 @@ def records_from_study(study: optuna.Study, cfg: SweepConfig) -> list[TrialRecor
         if DISCARDED in t.user_attrs or not t.user_attrs.get("values"):
             continue  # dropped before training, or queued and never started
         ua = t.user_attrs
-        metrics = {k: float(v) for k, v in (ua.get("metrics") or {}).items() if v is not None}
-        value = metrics.get(cfg.metric.name)
+        result = _result(ua.get("result"))
         root = root_of(t)
         rec = TrialRecord(
-            number=int(ua.get("sweep_number", root)), state=t.state.name, values=ua["values"], value=value,
-            metrics=metrics,
-            params_count=ua.get("params_count"), flops=ua.get("flops"), epochs_run=ua.get("epochs_run"),
+            number=int(ua.get("sweep_number", root)), state=t.state.name, hyperparameters=ua["values"],
+            objective=result.metrics().get(cfg.metric.name) if result else None, result=result,
             started_at=t.datetime_start, ended_at=t.datetime_complete,
             run_dir=Path(ua["run_dir"]) if ua.get("run_dir") else None,
-            best_path=Path(ua["best_path"]) if ua.get("best_path") else None,
-            history=tuple(ua.get("history") or ()),
             retry_of=root if root != t.number else None, error=ua.get("error"))
         records[root] = rec  # trials come in number order: the latest attempt of a slot wins
     return sorted(records.values(), key=lambda r: r.number)
@@ -99,21 +99,20 @@ def records_from_dirs(trials_dir: Path, cfg: SweepConfig) -> list[TrialRecord]:
     out: list[TrialRecord] = []
     for path in sorted(Path(trials_dir).glob(f"*/{TRIAL_FILE}")):
         data = read_json(path)
-        metrics = {k: float(v) for k, v in (data.get("metrics") or {}).items() if v is not None}
+        result = _result(data.get("result"))
         out.append(TrialRecord(
-            number=int(data["number"]), state=str(data.get("state", "RUNNING")), values=data.get("values", {}),
-            value=metrics.get(cfg.metric.name), metrics=metrics, params_count=data.get("params_count"),
-            flops=data.get("flops"), epochs_run=data.get("epochs_run"), started_at=_dt(data.get("started_at")),
-            ended_at=_dt(data.get("ended_at")), run_dir=path.parent,
-            best_path=Path(data["best_path"]) if data.get("best_path") else None,
-            history=tuple(data.get("history") or ()), error=data.get("error")))
+            number=int(data["number"]), state=str(data.get("state", "RUNNING")),
+            hyperparameters=data.get("values", {}),
+            objective=result.metrics().get(cfg.metric.name) if result else None, result=result,
+            started_at=_dt(data.get("started_at")), ended_at=_dt(data.get("ended_at")), run_dir=path.parent,
+            error=data.get("error")))
     return sorted(out, key=lambda r: r.number)
 
 
 def best_record(records: Sequence[TrialRecord], cfg: SweepConfig) -> TrialRecord | None:
     best: TrialRecord | None = None
     for r in records:
-        if r.has_result and (best is None or cfg.metric.better(r.value, best.value)):
+        if r.has_result and (best is None or cfg.metric.better(r.objective, best.objective)):
             best = r
     return best
 
@@ -122,7 +121,7 @@ def ranked(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[TrialRecord
     """Records with a result, best first."""
     done = [r for r in records if r.has_result]
     sign = -1.0 if cfg.metric.maximize else 1.0
-    return sorted(done, key=lambda r: (sign * r.value, r.number))
+    return sorted(done, key=lambda r: (sign * r.objective, r.number))
 
 
 def _cell(value: Any) -> Any:
@@ -141,16 +140,19 @@ def results_columns(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[st
     metric_names = sorted({k for r in records for k in r.metrics} - {cfg.metric.name})
     params = [p.name for p in cfg.parameters]
     return (["number", "state", cfg.metric.name] + metric_names + params +
-            ["params", "flops", "epochs_run", "started_at", "ended_at", "seconds", "retry_of", "run_dir", "error"])
+            ["parameter_count", "flops", "epochs_run", "started_at", "ended_at", "seconds", "retry_of", "run_dir",
+             "error"])
 
 
 def results_rows(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[dict[str, Any]]:
     rows = []
     for r in records:
-        row: dict[str, Any] = {"number": r.number, "state": r.state, cfg.metric.name: r.value}
+        row: dict[str, Any] = {"number": r.number, "state": r.state, cfg.metric.name: r.objective}
         row.update({k: v for k, v in r.metrics.items() if k != cfg.metric.name})
-        row.update({p.name: r.values.get(p.name) for p in cfg.parameters})
-        row.update(params=r.params_count, flops=r.flops, epochs_run=r.epochs_run, started_at=r.started_at,
+        row.update({p.name: r.hyperparameters.get(p.name) for p in cfg.parameters})
+        res = r.result
+        row.update(parameter_count=res and res.parameter_count, flops=res and res.flops,
+                   epochs_run=res.epochs_run if res else None, started_at=r.started_at,
                    ended_at=r.ended_at, seconds=round(r.seconds, 1) if r.seconds is not None else None,
                    retry_of=r.retry_of, run_dir=r.run_dir, error=r.error)
         rows.append(row)
@@ -182,19 +184,20 @@ def write_best(out_dir: Path, best: TrialRecord | None, cfg: SweepConfig, *, swe
     if best is None:
         logger.warning("no trial finished with a %s value: no best.pt / best_config.yaml", cfg.metric.name)
         return written
-    if best.best_path is not None and best.best_path.is_file():
-        written["best.pt"] = copy_atomic(best.best_path, out_dir / "best.pt")
+    best_path = best.result.best_path if best.result else None
+    if best_path is not None and best_path.is_file():
+        written["best.pt"] = copy_atomic(best_path, out_dir / "best.pt")
     else:
-        logger.warning("best trial %d has no checkpoint file (%s): best.pt not written", best.number, best.best_path)
+        logger.warning("best trial %d has no checkpoint file (%s): best.pt not written", best.number, best_path)
     doc: dict[str, Any] = {
         "sweep": sweep_name,
         "trial": best.number,
-        "metric": {"name": cfg.metric.name, "goal": cfg.metric.goal, "value": best.value},
-        "metrics": dict(best.metrics),
-        "parameters": dict(best.values),
-        "trainer_keys": cfg.to_flat(best.values),
-        "params": best.params_count,
-        "flops": best.flops,
+        "metric": {"name": cfg.metric.name, "goal": cfg.metric.goal, "value": best.objective},
+        "metrics": best.metrics,
+        "parameters": dict(best.hyperparameters),
+        "trainer_keys": cfg.to_flat(best.hyperparameters),
+        "parameter_count": best.result.parameter_count if best.result else None,
+        "flops": best.result.flops if best.result else None,
         "run_dir": best.run_dir,
     }
     trainer_cfg = best.run_dir / "config.yaml" if best.run_dir else None

@@ -31,7 +31,8 @@ from core.sweep.config import SweepConfig
 from core.sweep.params import ParamSpec
 from core.sweep.results import TrialRecord, best_record, write_best, write_results_csv
 from core.sweep.space import quantize
-from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, PartATrial, TrialFn
+from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
+from core.sweep.trials import PartATrial
 from core.train import MODES as TRACKER_MODES
 from core.train import has_wandb_credentials
 
@@ -215,7 +216,7 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
     ``argv`` (the script's arguments) only serves to print the command that adds W&B agents elsewhere.
     """
     trial_fn = trial_fn if trial_fn is not None else PartATrial()
-    trainer_backed = callable(getattr(trial_fn, "build_config", None))  # PartATrial, core.finetune.run.PartBTrial
+    trainer_backed = callable(getattr(trial_fn, "build_config", None))  # PartATrial, PartBTrial
     check_metric(cfg, EPOCH_METRICS + FINAL_METRICS if trainer_backed else None)
     if trainer_backed:
         validate_trainer_keys(cfg, trial_fn)

@@ -90,12 +90,12 @@ def make_agent_function(cfg: SweepConfig, settings: WandbSettings, trial_fn: Tri
                                    run_dir=settings.trials_dir / trial_dir_name(number, values),
                                    name=run.name or f"{settings.sweep_name}-{number}", group=settings.sweep_name,
                                    tracker_mode=settings.tracker_mode)
-            outcome = execute_trial(trial_fn, request, extra={"backend": "wandb", "wandb_run_id": run.id,
+            result = execute_trial(trial_fn, request, extra={"backend": "wandb", "wandb_run_id": run.id,
                                                               "sweep_id": os.environ.get("WANDB_SWEEP_ID")})
-            value = metric_value(outcome, cfg.metric.name)
+            value = metric_value(result, cfg.metric.name)
             if wandb.run is not None and wandb.run.id == run.id:  # the trainer's tracker did not finish it
-                run.summary.update({cfg.metric.name: value, "params": outcome.params_count,
-                                    "flops": outcome.flops, "epochs_run": outcome.epochs_run})
+                run.summary.update({cfg.metric.name: value, "parameter_count": result.parameter_count,
+                                    "flops": result.flops, "epochs_run": result.epochs_run})
         finally:
             if wandb.run is not None and wandb.run.id == run.id:
                 run.finish()

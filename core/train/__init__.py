@@ -14,6 +14,7 @@ from core.train.devices import AMP_MODES, CHANNELS_LAST_MODES, resolve_amp, reso
 from core.train.epoch import EvalStats, evaluate, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
+from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from core.train.tracking import MODES, Tracker, has_wandb_credentials, resolve_mode
 from core.train.trainer import (
@@ -29,6 +30,9 @@ from core.train.trainer import (
 )
 
 __all__ = [
+    "EPOCH_METRICS",
+    "RUN_METRICS",
+    "RunResult",
     "AMP_MODES",
     "CHANNELS_LAST_MODES",
     "CheckpointError",

@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,10 @@ from core.train.epoch import (
 )
 from core.train.memory import apply_cpu_training_policy
 from core.train.optim import LRSchedule, default_param_groups, make_optimizer
+from core.train.result import RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 
-__all__ = ["EarlyStopping", "EpochStats", "EvalStats", "FitResult", "NonFiniteLossError", "StopTraining",
+__all__ = ["EarlyStopping", "EpochStats", "EvalStats", "RunResult", "NonFiniteLossError", "StopTraining",
            "TrainConfig", "TrainStats", "TrainingError", "check_resumable", "evaluate", "fit", "format_epoch_line",
            "format_lr", "train_one_epoch"]
 
@@ -62,21 +62,6 @@ RESUMABLE_CHANGES = frozenset({"epochs", "patience", "min_delta", "device", "amp
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
     """Raise from ``on_epoch_end`` to end training after this epoch (e.g. an Optuna prune); the message is kept."""
-
-
-@dataclass
-class FitResult:
-    best_val_acc: float
-    best_epoch: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_path: Path | None = None
-    last_path: Path | None = None
-    stopped_reason: str | None = None  # None = all epochs ran; else early stopping / StopTraining message
-    stopped_by: str | None = None  # None | "early_stopping" | "callback" (StopTraining from on_epoch_end)
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.history)
 
 
 class EarlyStopping:
@@ -132,19 +117,21 @@ def check_resumable(payload: dict, model_desc: dict, config: TrainConfig, source
 
 def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | str, checkpoint_meta: dict,
         tracker: Any = None, strategy: Any = None, resume: bool = False,
-        on_epoch_end: Callable[[int, EpochStats], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, EpochStats], None] | None = None,
+        device: torch.device | None = None) -> RunResult:
     """Train ``model`` on ``loaders.train``, select on ``loaders.val``; write metrics.jsonl, best.pt, last.pt.
 
     ``checkpoint_meta``: ``model_desc``, ``class_names``, ``preprocessing`` (+ optional ``extra`` dict
     stored in every checkpoint). ``resume=True`` continues from ``run_dir/last.pt`` when it exists
-    (else starts fresh). Raises :class:`NonFiniteLossError` on a NaN/inf loss (checkpoints of the
+    (else starts fresh). ``device``: the run's device, resolved once by the caller (default: resolve
+    ``config.device`` here). Raises :class:`NonFiniteLossError` on a NaN/inf loss (checkpoints of the
     last good epoch stay) and re-raises ``KeyboardInterrupt`` after saying how to resume.
     """
     meta = _check_meta(checkpoint_meta)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path, metrics_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "metrics.jsonl"
-    device = resolve_device(config.device)
+    device = resolve_device(config.device) if device is None else device
     amp_dtype = resolve_amp(config.amp, device)
     channels_last = resolve_channels_last(config.channels_last, device)
     if device.type == "cpu":
@@ -198,10 +185,10 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     elif metrics_path.exists():
         metrics_path.unlink()  # a fresh run in a reused folder starts a fresh log
 
-    def result() -> FitResult:
-        return FitResult(early.best if history else float("nan"), early.best_epoch, history,
+    def result() -> RunResult:
+        return RunResult(early.best if history else float("nan"), early.best_epoch, tuple(history),
                          best_path if best_path.is_file() else None, last_path if last_path.is_file() else None,
-                         stopped_reason, stopped_by)
+                         stopped_reason, stopped_by, run_dir=run_dir)
 
     if stopped_reason is not None or start_epoch >= config.epochs:
         log.info("nothing to resume: %s", stopped_reason or f"all {config.epochs} epochs already ran")
