@@ -108,7 +108,8 @@ def test_count_is_honoured_across_reruns(tmp_path):
     assert [r.number for r in records] == [0, 1, 2, 3] and all(r.state == "COMPLETE" for r in records), records
     assert all(r.run_dir.parent == tmp_path / "trials" and r.run_dir.name.startswith(f"{r.number}-")
                for r in records), [r.run_dir for r in records]
-    assert all(abs(r.objective - score(r.hyperparameters)) < 1e-9 for r in records), "the trial's val_acc is the objective"
+    assert all(abs(r.objective - score(r.hyperparameters)) < 1e-9 for r in records), \
+        "the trial's val_acc is the objective"
 
 
 def _blocking_run(db_dir: str) -> None:  # runs in a subprocess that the test kills
@@ -173,7 +174,8 @@ def test_hyperband_prunes_weak_trials_and_records_them(tmp_path):
     records = records_from_study(open_study(cfg, settings_for(tmp_path, 6)), cfg)
     pruned = [r for r in records if r.state == "PRUNED"]
     assert pruned, f"some of 6 trials with different targets are pruned: {[(r.number, r.state) for r in records]}"
-    assert all(r.result.epochs_run < 4 and r.objective is not None for r in pruned), "pruned trials keep their partial metric"
+    assert all(r.result.epochs_run < 4 and r.objective is not None for r in pruned), \
+        "pruned trials keep their partial metric"
 
 
 def test_a_changed_config_or_a_missing_resume_target_is_an_error(tmp_path):
