@@ -27,7 +27,7 @@ from pathlib import Path
 from core.partA import PartAConfig
 from core.sweep import (
     BACKENDS,
-    TRACKER_MODES,
+    TRACKING_MODES,
     PartATrial,
     SweepConfig,
     SweepSettings,
@@ -78,7 +78,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: chosen per device)")
     out = parser.add_argument_group("outputs and tracking")
     out.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent folder of runs/<name>/")
-    out.add_argument("--wandb-mode", default="auto", choices=TRACKER_MODES,
+    out.add_argument("--wandb-mode", default="auto", choices=TRACKING_MODES,
                      help="W&B mode of each trial's run: auto = online with credentials, else offline")
     out.add_argument("--project", default="inat-cnn", help="W&B project (the config's 'project' wins)")
     out.add_argument("--quiet", action="store_true", help="log warnings only")

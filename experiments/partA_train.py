@@ -21,7 +21,15 @@ from pathlib import Path
 from core.data import resolve_dataset
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
-from core.train import AMP_MODES, CHANNELS_LAST_MODES, MODES, OPTIMIZERS, SCHEDULERS, CheckpointError, TrainingError
+from core.train import (
+    AMP_MODES,
+    CHANNELS_LAST_MODES,
+    OPTIMIZERS,
+    SCHEDULERS,
+    TRACKING_MODES,
+    CheckpointError,
+    TrainingError,
+)
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")
@@ -84,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent of the run folder (default runs)")
     run.add_argument("--name", help="run folder and W&B run name (default partA-<date>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue <out-dir>/<name> from its last.pt")
-    run.add_argument("--wandb-mode", choices=MODES, default="auto",
+    run.add_argument("--wandb-mode", choices=TRACKING_MODES, default="auto",
                      help="auto: online with W&B credentials, else offline into the run folder; or disabled")
     run.add_argument("--project", default="inat-cnn", help="W&B project (default inat-cnn)")
     run.add_argument("--group", help="W&B group (optional)")

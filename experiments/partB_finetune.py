@@ -25,11 +25,10 @@ from pathlib import Path
 from core.data import DataConfig
 from core.finetune import STRATEGY_NAMES, PartBConfig, run_compare, run_partB
 from core.model import supported_archs
-from core.train import TrainConfig, resolve_device
+from core.train import TRACKING_MODES, TrainConfig, resolve_device
 
 log = logging.getLogger("partB_finetune")
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 CPU_IMAGE_SIZE, CPU_EPOCHS, GPU_EPOCHS = 64, 3, 10
 
 
@@ -74,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--partA-run", type=Path, default=None, help="with --compare: a Part A run folder to include")
     run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent folder of the run folder")
     run.add_argument("--name", default=None, help="run folder / W&B name (default partB-<arch>-<strategy|compare>)")
-    run.add_argument("--wandb-mode", default="auto", choices=WANDB_MODES,
+    run.add_argument("--wandb-mode", default="auto", choices=TRACKING_MODES,
                      help="W&B: auto | online | offline | disabled")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last.pt")
     return parser

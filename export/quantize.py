@@ -1,9 +1,8 @@
 """fp32 ``.onnx`` → INT8 ``.onnx`` by onnxruntime **static** quantization (QDQ format, per-channel weights).
 
-Why static and not dynamic: dynamic quantization computes activation ranges at run time and only
-helps MatMul-heavy models; on conv nets onnxruntime falls back to slow ConvInteger kernels (~9x slower
-here). Static quantization fixes activation ranges once, from calibration images, and onnxruntime
-fuses the QDQ pairs around Conv/Gemm into its INT8 kernels.
+Why static and not dynamic: dynamic quantization computes activation ranges at run time and only helps MatMul-heavy
+models; on conv nets onnxruntime falls back to slow ConvInteger kernels. Static quantization fixes activation ranges
+once, from calibration images, and onnxruntime fuses the QDQ pairs around Conv/Gemm into its INT8 kernels.
 
 Following onnxruntime's recipe (docs: "Quantize ONNX models"):
 
@@ -15,9 +14,9 @@ Following onnxruntime's recipe (docs: "Quantize ONNX models"):
 3. our metadata copied over with ``precision="int8"``, the checker run, the file written atomically.
 
 The layer that produces ``logits`` stays fp32: quantizing the output would round every score to one step of
-the logits' range (0.15 on a demo-set Part A model), so near-tied classes became exactly tied and argmax
-picked the lower index. Keeping that one small layer in fp32 took top-1 agreement with fp32 on the demo test
-set from 294/300 to 297/300 at the same cost (``tests/test_export_int8_demo.py``).
+the logits' range, so near-tied classes become exactly tied and argmax picks the lower index. Keeping that one
+small layer in fp32 raises top-1 agreement with fp32 at the same cost (``tests/test_export_int8_demo.py``
+checks the agreement; docs/export.md has the numbers).
 """
 
 from __future__ import annotations

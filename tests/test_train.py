@@ -65,7 +65,7 @@ def test_tiny_model_overfits_a_fixed_batch(tmp_path):
     assert last < first / 10, f"loss fell only from {first:.3f} to {last:.3f} (expected a 10x drop)"
     assert result.history[-1]["train_acc"] == 1.0, "a tiny CNN should fit 8 images perfectly"
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in lines] == result.history, "metrics.jsonl differs from the history"
+    assert [json.loads(line) for line in lines] == list(result.history), "metrics.jsonl differs from the history"
 
 
 def test_early_stopping_on_a_scripted_metric(tmp_path, monkeypatch):

@@ -92,8 +92,8 @@ class DataConfig:
 def _augmentation(prep: Preprocessing):
     """Mild augmentation of a cached uint8 image, ending in the same normalisation as :func:`normalize`.
 
-    Geometry runs on uint8 (cheap), colour on float (faster than v2's uint8 colour kernels): ~0.3 ms
-    per 64 px image on one core. The object of an iNaturalist photo keeps its class under all of these.
+    Geometry runs on uint8 (cheap), colour on float (faster than v2's uint8 colour kernels). The object of an
+    iNaturalist photo keeps its class under all of these.
     """
     from torchvision.transforms import v2
 

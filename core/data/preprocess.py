@@ -15,11 +15,10 @@ Geometry (decided once, here):
 
 Decoding: JPEGs are decoded with PIL's ``draft`` mode (libjpeg's DCT scaling by 1/2, 1/4 or 1/8) to the
 smallest scale that is still at least the size the resize needs, then resized with PIL's antialiased
-bilinear filter. Measured on this project's box (800x600 JPEGs): 1.7x less CPU per image at 224 px and
-2.7x at 64 px than a full decode + resize. Against torchvision's full-decode pipeline on the real photos
-in ``../shared/photos`` (Resize(256) -> CenterCrop(224)) the pixels differ by 0-2.4 uint8 levels on
-average (max 63, at edges of the one photo decoded at 1/4) and MobileNetV2's top-1 labels are identical;
-PNGs and images too small to reduce are bit-identical. ``tests/test_preprocess.py`` holds these bounds.
+bilinear filter: much less CPU per image than a full decode + resize (``experiments/benchmark.py data``;
+docs/data.md). Against torchvision's full-decode pipeline on real photos (Resize(256) -> CenterCrop(224)) the
+pixels differ by a few uint8 levels on average and MobileNetV2's top-1 labels are identical; PNGs and images too
+small to reduce are bit-identical. ``tests/test_preprocess.py`` holds these bounds.
 
 Colour: EXIF orientation is applied; grayscale, palette, CMYK, YCbCr and 16-bit images become RGB;
 images with transparency (RGBA, LA, PA, palette with a transparent colour) are composited onto white,

@@ -23,8 +23,7 @@ from core.explain import figures as plots
 from core.explain.evaluation import compute_metrics, predict, select_per_class
 from core.explain.gradcam import grad_cam
 from core.runfiles import to_plain, write_json
-from core.train import MODES as WANDB_MODES
-from core.train import Tracker, load_model, resolve_device
+from core.train import TRACKING_MODES, Tracker, load_model, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,8 @@ class EvalConfig:
             object.__setattr__(self, "out_dir", self.checkpoint.parent / "eval")
         if self.guided_mode not in explain.GUIDED_MODES:
             raise ValueError(f"unknown guided mode {self.guided_mode!r}; expected one of {list(explain.GUIDED_MODES)}")
-        if self.wandb_mode not in WANDB_MODES:
-            raise ValueError(f"unknown W&B mode {self.wandb_mode!r}; expected one of {list(WANDB_MODES)}")
+        if self.wandb_mode not in TRACKING_MODES:
+            raise ValueError(f"unknown W&B mode {self.wandb_mode!r}; expected one of {list(TRACKING_MODES)}")
         for name in ("per_class", "neurons", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -11,7 +11,7 @@ from core.sweep.report import write_report
 from core.sweep.results import TrialRecord, best_record, ranked, records_from_study
 from core.sweep.run import (
     BACKENDS,
-    TRACKER_MODES,
+    TRACKING_MODES,
     SweepSettings,
     SweepSummary,
     choose_backend,
@@ -45,7 +45,7 @@ __all__ = [
     "SweepConfig",
     "SweepSettings",
     "SweepSummary",
-    "TRACKER_MODES",
+    "TRACKING_MODES",
     "TrialRecord",
     "TrialRequest",
     "agent_command",

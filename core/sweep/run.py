@@ -33,8 +33,7 @@ from core.sweep.results import TrialRecord, best_record, write_best, write_resul
 from core.sweep.space import quantize
 from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
 from core.sweep.trials import PartATrial
-from core.train import MODES as TRACKER_MODES
-from core.train import has_wandb_credentials
+from core.train import TRACKING_MODES, has_wandb_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +65,8 @@ class SweepSettings:
             raise ValueError(f"sweep name {self.name!r} must be letters, digits, '_', '-', '.' (it names a folder)")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {list(BACKENDS)}")
-        if self.tracker_mode not in TRACKER_MODES:
-            raise ValueError(f"unknown W&B mode {self.tracker_mode!r}; expected one of {list(TRACKER_MODES)}")
+        if self.tracker_mode not in TRACKING_MODES:
+            raise ValueError(f"unknown W&B mode {self.tracker_mode!r}; expected one of {list(TRACKING_MODES)}")
         if self.count is not None and (isinstance(self.count, bool) or self.count < 1):
             raise ValueError(f"count must be a positive number of trials, got {self.count!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:

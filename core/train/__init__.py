@@ -16,7 +16,7 @@ from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_fr
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
 from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
-from core.train.tracking import MODES, Tracker, has_wandb_credentials, resolve_mode
+from core.train.tracking import TRACKING_MODES, Tracker, has_wandb_credentials, resolve_mode
 from core.train.trainer import (
     EarlyStopping,
     EpochStats,
@@ -41,7 +41,7 @@ __all__ = [
     "EpochStats",
     "EvalStats",
     "LRSchedule",
-    "MODES",
+    "TRACKING_MODES",
     "NonFiniteLossError",
     "OPTIMIZERS",
     "SCHEDULERS",

@@ -1,12 +1,11 @@
 """Process memory policy for CPU training: let glibc keep freed memory instead of returning it to the kernel.
 
 Why: glibc serves every allocation of 32 MB or more with ``mmap`` and gives it back with ``munmap`` on free
-(``M_MMAP_THRESHOLD`` cannot go above 32 MB), and one activation of a 224 px batch of 32 is 50-200 MB. So on
-the CPU every training step page-faults and zero-fills its activations afresh. Keeping the memory made the
-32→512 CNN's 224 px training step 1.88x faster and a 4-trial sweep 1.51x faster in the project's benchmark
-(``python experiments/benchmark.py train`` / ``sweep``, README "Performance"). ``M_MMAP_MAX=0`` sends big
-blocks to the heap and a huge ``M_TRIM_THRESHOLD`` keeps the heap, so the next step reuses the same pages.
-The cost: the process keeps its peak memory until it exits — what CUDA's caching allocator does on a GPU.
+(``M_MMAP_THRESHOLD`` cannot go above 32 MB), and one activation of a 224 px batch of 32 is 50-200 MB. So on the CPU
+every training step page-faults and zero-fills its activations afresh; keeping the memory removes that cost
+(measured by ``python experiments/benchmark.py train`` / ``sweep``: docs/performance.md). ``M_MMAP_MAX=0`` sends big
+blocks to the heap and a huge ``M_TRIM_THRESHOLD`` keeps the heap, so the next step reuses the same pages. The cost:
+the process keeps its peak memory until it exits — what CUDA's caching allocator does on a GPU.
 
 :func:`core.train.trainer.fit` applies it on the CPU. Opt out with ``INAT_CNN_KEEP_FREED_MEMORY=0`` (the same effect
 without code, for any program: ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``). Non-glibc

@@ -25,11 +25,11 @@ from urllib.parse import urlparse
 
 from core.runfiles import to_plain, write_text
 
-__all__ = ["MODES", "Tracker", "has_wandb_credentials", "resolve_mode"]
+__all__ = ["TRACKING_MODES", "Tracker", "has_wandb_credentials", "resolve_mode"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "online", "offline", "disabled")
+TRACKING_MODES = ("auto", "online", "offline", "disabled")
 WANDB_MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
                       "disabled": "disabled"}
 DEFAULT_HOST = "https://api.wandb.ai"
@@ -58,8 +58,8 @@ def has_wandb_credentials() -> bool:
 
 def resolve_mode(requested: str = "auto") -> str:
     """``online`` | ``offline`` | ``disabled``: an explicit request, else ``WANDB_MODE``, else credentials."""
-    if requested not in MODES:
-        raise ValueError(f"unknown W&B mode {requested!r}; expected one of {list(MODES)}")
+    if requested not in TRACKING_MODES:
+        raise ValueError(f"unknown W&B mode {requested!r}; expected one of {list(TRACKING_MODES)}")
     mode = requested
     if mode == "auto":
         if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):

@@ -11,8 +11,8 @@ accuracy on a trained model.
 All runners use the CPU with the same intra-op thread count (``torch.get_num_threads()``, set it with
 ``OMP_NUM_THREADS``), with the CPU execution provider forced so that a GPU box does not compare a GPU
 session with CPU torch. On a machine shared with other jobs, use ``OMP_NUM_THREADS=1``: torch's OpenMP
-threads slow down by >30x when preempted (MobileNetV2, 64 px, batch 1 on a loaded 2-core box: 96 img/s
-with 1 thread, 2.6 img/s with 2), which would measure the neighbours rather than the runtimes.
+threads slow down by an order of magnitude when preempted, which would measure the neighbours rather than the
+runtimes (docs/performance.md shows a measurement).
 """
 
 from __future__ import annotations
