@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             raise SystemExit(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    from core.train import resolve_device
+    from core.devices import resolve_device
 
     try:
         device = resolve_device(args.device)

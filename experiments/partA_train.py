@@ -19,17 +19,10 @@ import time
 from pathlib import Path
 
 from core.data import resolve_dataset
+from core.devices import AMP_MODES, CHANNELS_LAST_MODES
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
-from core.train import (
-    AMP_MODES,
-    CHANNELS_LAST_MODES,
-    OPTIMIZERS,
-    SCHEDULERS,
-    TRACKING_MODES,
-    CheckpointError,
-    TrainingError,
-)
+from core.train import OPTIMIZERS, SCHEDULERS, TRACKING_MODES, CheckpointError, TrainingError
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")

@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 
 from core.data import DataConfig
+from core.devices import resolve_device
 from core.finetune import STRATEGY_NAMES, PartBConfig, run_compare, run_partB
 from core.model import supported_archs
-from core.train import TRACKING_MODES, TrainConfig, resolve_device
+from core.train import TRACKING_MODES, TrainConfig
 
 log = logging.getLogger("partB_finetune")
 

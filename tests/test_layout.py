@@ -87,3 +87,23 @@ def test_no_module_is_a_house_of_its_own():
     long = [f"{p.relative_to(ROOT)} ({n} lines)" for p in _sources("core", "experiments", "export")
             if (n := len(p.read_text().splitlines())) > MAX_LINES]
     assert long == [], f"split these modules (>{MAX_LINES} lines): {long}"
+
+
+# Each package may use only the packages below it: data at the ground, the sweep at the top.
+FLOORS = ["data", "model", "train", "explain", "partA", "finetune", "sweep"]
+
+
+def _package_imports(package: str) -> set[str]:
+    used = set()
+    for path in (ROOT / "core" / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            used |= {n.split(".")[1] for n in names if n.startswith("core.") and n.count(".") >= 1}
+    return used & set(SUBPACKAGES) - {package}
+
+
+def test_packages_only_use_the_floors_below_them():
+    assert sorted(FLOORS) == sorted(SUBPACKAGES), "a new package needs its floor in FLOORS"
+    upward = {p: sorted(u for u in _package_imports(p) if FLOORS.index(u) > FLOORS.index(p)) for p in FLOORS}
+    assert all(not v for v in upward.values()), f"imports that run back up the floors: {upward}"

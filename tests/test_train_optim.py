@@ -1,4 +1,4 @@
-"""core.train.optim (optimizers, per-batch LR schedules), core.train.devices and core.train.rng."""
+"""core.train.optim (optimizers, per-batch LR schedules), core.devices and core.train.rng."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from core.devices import resolve_amp, resolve_channels_last, resolve_device
 from core.train import (
     LRSchedule,
     capture_rng_state,
     default_param_groups,
     make_optimizer,
-    resolve_amp,
-    resolve_channels_last,
-    resolve_device,
     restore_rng_state,
     seed_everything,
 )

@@ -33,8 +33,8 @@ from core.data.demo import ensure_demo_dataset
 from core.data.download import download_inaturalist
 from core.data.imagefolder import Sample, SkippedFile, cap_per_class, scan_dataset, stratified_split
 from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, normalize
+from core.devices import resolve_device
 from core.runfiles import read_json, write_json, write_text
-from core.train import resolve_device
 
 __all__ = ["DataConfig", "Loaders", "CachedImageDataset", "make_loaders", "ensure_demo_dataset",
            "download_inaturalist", "NORMALIZATIONS"]

@@ -5,8 +5,8 @@ backprop, Grad-CAM), filters, their figures.
 from core.explain.attributions import GUIDED_MODES
 from core.explain.evaluation import compute_metrics, confusion_matrix, predict, select_per_class
 from core.explain.figures import save_figure
+from core.explain.heldout import evaluate_best_on_test
 from core.explain.run import FIGURES, EvalConfig, evaluate_checkpoint, log_evaluation
-from core.explain.test_pass import evaluate_best_on_test
 
 __all__ = [
     "FIGURES",

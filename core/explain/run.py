@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from core.data import DataConfig, Preprocessing, make_loaders
+from core.devices import resolve_device
 from core.explain import attributions as explain
 from core.explain import figures as plots
 from core.explain.evaluation import compute_metrics, predict, select_per_class
 from core.explain.gradcam import grad_cam
 from core.runfiles import to_plain, write_json
-from core.train import TRACKING_MODES, Tracker, load_model, resolve_device
+from core.train import TRACKING_MODES, Tracker, load_model
 
 log = logging.getLogger(__name__)
 

@@ -110,7 +110,8 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
               name: str | None = None, group: str | None = None, resume: bool = False,
               on_epoch_end: Any = None) -> PartBRun:
     """Build, fine-tune and test one backbone/strategy; writes the run folder (see module docstring)."""
-    from core.train import Tracker, resolve_device, seed_everything
+    from core.devices import resolve_device
+    from core.train import Tracker, seed_everything
 
     run_dir = Path(run_dir)
     name = name or run_dir.name

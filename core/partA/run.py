@@ -28,20 +28,12 @@ from typing import Any
 import torch
 
 from core.data import make_loaders
+from core.devices import resolve_device
 from core.explain import evaluate_best_on_test
 from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
 from core.runfiles import write_yaml
-from core.train import (
-    EpochStats,
-    RunResult,
-    Tracker,
-    check_resumable,
-    fit,
-    load_checkpoint,
-    resolve_device,
-    seed_everything,
-)
+from core.train import EpochStats, RunResult, Tracker, check_resumable, fit, load_checkpoint, seed_everything
 
 __all__ = ["FLAT_KEYS", "PartAConfig", "run_partA"]
 

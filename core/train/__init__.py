@@ -10,7 +10,6 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
-from core.train.devices import AMP_MODES, CHANNELS_LAST_MODES, resolve_amp, resolve_channels_last, resolve_device
 from core.train.epoch import EvalStats, evaluate, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
@@ -33,8 +32,6 @@ __all__ = [
     "EPOCH_METRICS",
     "RUN_METRICS",
     "RunResult",
-    "AMP_MODES",
-    "CHANNELS_LAST_MODES",
     "CheckpointError",
     "ENV_SWITCH",
     "EarlyStopping",
@@ -65,9 +62,6 @@ __all__ = [
     "make_optimizer",
     "make_payload",
     "policy_enabled",
-    "resolve_amp",
-    "resolve_channels_last",
-    "resolve_device",
     "resolve_mode",
     "restore_rng_state",
     "save_checkpoint",

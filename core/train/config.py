@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.train.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.devices import AMP_MODES, CHANNELS_LAST_MODES
 from core.train.optim import OPTIMIZERS, SCHEDULERS
 
 __all__ = ["TrainConfig"]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.devices import resolve_amp, resolve_channels_last, resolve_device
 from core.runfiles import append_jsonl, to_plain, write_jsonl
 from core.train.checkpoint import (
     CheckpointError,
@@ -33,7 +34,6 @@ from core.train.checkpoint import (
     save_checkpoint,
 )
 from core.train.config import TrainConfig
-from core.train.devices import resolve_amp, resolve_channels_last, resolve_device
 from core.train.epoch import (
     EpochStats,
     EvalStats,

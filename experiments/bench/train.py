@@ -140,14 +140,8 @@ def _baseline_trainer(model: nn.Module, batches: list, device: torch.device) -> 
 
 
 def _our_trainer(model: nn.Module, batches: list, device: torch.device, amp: str) -> tuple[_Trainer, dict]:
-    from core.train import (
-        TrainConfig,
-        default_param_groups,
-        make_optimizer,
-        resolve_amp,
-        resolve_channels_last,
-        train_one_epoch,
-    )
+    from core.devices import resolve_amp, resolve_channels_last
+    from core.train import TrainConfig, default_param_groups, make_optimizer, train_one_epoch
 
     config = TrainConfig(device=str(device), amp=amp)
     amp_dtype = resolve_amp(config.amp, device)
