@@ -6,8 +6,9 @@ reader's first try. The pages are scanned when the tests are collected, so pages
 What counts as a command: a line in a fenced code block (or an inline code span) that runs ``python X.py`` with a
 relative path, or ``python -m M`` where M belongs to this project (``experiments``, ``export``, ``core``).
 Shell around it is understood: ``$`` prompts, ``\\`` continuations, ``# comments``, ``&&``/``;``/``|``,
-``VAR=value`` prefixes and ``nice``/``time``/``timeout`` wrappers. Placeholders (``<DIR>``, or an upper-case
-metavar such as ``N`` where the flag needs a number or a choice) get a value the flag accepts; ``...`` is dropped.
+``VAR=value`` prefixes and ``nice``/``time``/``timeout`` wrappers. Placeholders (``<DIR>``, ``$VAR``, or an
+upper-case metavar such as ``N`` where the flag needs a number or a choice) get a value the flag accepts; ``...`` is
+dropped.
 
 How a command is checked: the script's own parser (``get_args_parser()`` or a similarly named builder) parses
 the shown arguments, subcommands included, with abbreviations refused (a doc must name a flag exactly). A
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUR_PACKAGES = ("experiments", "export", "core")
 PARSER_BUILDERS = ("get_args_parser", "build_parser", "make_parser", "get_parser", "create_parser")
 PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
-PLACEHOLDER = re.compile(r"^<[^<>]+>$")
+PLACEHOLDER = re.compile(r"^(<[^<>]+>|\$\{?[A-Za-z_]\w*\}?)$")  # <DIR>, $N, ${COUNT}
 METAVAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
 OPERATORS = {"&&", "||", ";", "|", "&"}
 WRAPPERS = {"time", "/usr/bin/time", "nice", "timeout", "env"}
@@ -339,7 +340,7 @@ def test_shell_syntax_and_placeholders_are_understood():
             "$ OMP_NUM_THREADS=1 nice -n 10 python experiments/partA_count.py --filters 16 \\\n"
             "      --kernel-size 3 --dense <UNITS>   # a comment --not-a-flag\n"
             "pip install -e . && python -m pytest -q; python -m experiments.partA_count --json > out.json\n"
-            "python experiments/benchmark.py <SECTION> --repeats N ... --out-dir <DIR>\n"
+            "python experiments/benchmark.py <SECTION> --repeats N ... --out-dir <DIR> --threads $THREADS\n"
             "```\n"
             "```python\nprint('python experiments/x.py is not run from here')\n```\n")
     commands = commands_in(page, "probe.md")
@@ -347,7 +348,7 @@ def test_shell_syntax_and_placeholders_are_understood():
         (1, "experiments/partA_count.py", ("--filters", "8")),
         (3, "experiments/partA_count.py", ("--filters", "16", "--kernel-size", "3", "--dense", "<UNITS>")),
         (5, "experiments/partA_count.py", ("--json",)),
-        (6, "experiments/benchmark.py", ("<SECTION>", "--repeats", "N", "--out-dir", "<DIR>")),
+        (6, "experiments/benchmark.py", ("<SECTION>", "--repeats", "N", "--out-dir", "<DIR>", "--threads", "$THREADS")),
     ], [(c.line, c.script, c.args) for c in commands]
     assert [problem_with(c) for c in commands] == [None] * 4
 
