@@ -6,7 +6,7 @@
 - ``channels_last``: ``auto``, ``on``, ``off``. ``auto`` is on for CUDA (tensor cores want NHWC) and
   on for CPU too: measured on this project's 2-core CPU box for the Part A CNN (filters 32,
   kernel 3, batch 32, one train step), NHWC was faster at both 64 px and 224 px (see
-  README.md, "Training one Part A configuration", for the numbers).
+  docs/performance.md, "Training on the CPU: the defaults and why").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Benchmarks: our path against the naive baseline, side by side in one process, with the ratio.
 
-    python experiments/benchmark.py all                  # every section at its full size (the README table)
+    python experiments/benchmark.py all                  # every section at its full size (docs/performance.md)
     python experiments/benchmark.py train                # training step of the Part A CNN, 224 px, batch 32
     python experiments/benchmark.py data --quick --image-size 64
     python experiments/benchmark.py all --quick          # a smoke test of every section (seconds)
@@ -147,7 +147,7 @@ def bench_infer(cfg: BenchConfig) -> SectionResult:
 # ---------------------------------------------------------------- train and sweep sections
 @register("train")
 def bench_train(cfg: BenchConfig) -> SectionResult:
-    """Part A CNN training step, our trainer vs an NCHW fp32 loop; FLOP/s vs matmul peak (bench_train.py)."""
+    """Part A CNN training step, ours vs an NCHW fp32 loop, FLOP/s vs matmul peak (experiments/bench/train.py)."""
     from experiments.bench.train import bench_train as run
 
     return run(cfg)
@@ -155,7 +155,7 @@ def bench_train(cfg: BenchConfig) -> SectionResult:
 
 @register("sweep")
 def bench_sweep(cfg: BenchConfig) -> SectionResult:
-    """4-trial x 2-epoch sweep, ours (run_sweep + decode cache) vs 4 notebook runs (bench_sweep.py)."""
+    """4-trial x 2-epoch sweep, ours (run_sweep + decode cache) vs 4 notebook runs (experiments/bench/sweep.py)."""
     from experiments.bench.sweep import bench_sweep as run
 
     return run(cfg)

@@ -1,7 +1,7 @@
 """experiments/benchmark.py end to end (--quick, every section) and the train/sweep helpers' guards.
 
 Speed targets are not asserted here (they belong to the full run on a quiet machine, see
-README.md, "Performance"); this checks that every section runs, reports sane numbers and refuses bad input.
+docs/performance.md); this checks that every section runs, reports sane numbers and refuses bad input.
 """
 
 from __future__ import annotations
