@@ -31,7 +31,7 @@ from core.sweep.space import (
 )
 from core.sweep.trial import TrialRequest, execute_trial
 from core.sweep.trials import PartATrial, PartBTrial, run_for_request
-from core.sweep.wandb_backend import agent_command
+from core.sweep.wandb_backend import WandbUnavailableError, agent_command
 
 __all__ = [
     "write_report",
@@ -48,6 +48,7 @@ __all__ = [
     "TRACKING_MODES",
     "TrialRecord",
     "TrialRequest",
+    "WandbUnavailableError",
     "agent_command",
     "analyse",
     "best_record",

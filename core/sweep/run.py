@@ -33,6 +33,7 @@ from core.sweep.results import TrialRecord, best_record, write_best, write_resul
 from core.sweep.space import quantize
 from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
 from core.sweep.trials import PartATrial
+from core.sweep.wandb_backend import require_login
 from core.train import TRACKING_MODES, has_wandb_credentials
 
 logger = logging.getLogger(__name__)
@@ -92,9 +93,12 @@ class SweepSummary:
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
-    """(backend, reason). ``auto`` → ``wandb`` with W&B credentials, else ``local``."""
+    """(backend, reason). ``auto`` → ``wandb`` with W&B credentials, else ``local``; ``wandb`` without
+    credentials is a ValueError saying how to log in."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend {requested!r}; expected one of {list(BACKENDS)}")
+    if requested == "wandb":
+        require_login()  # before anything is logged: one line that says how to log in, or to use local
     if requested != "auto":
         return requested, f"--backend {requested}"
     if has_wandb_credentials():

@@ -40,6 +40,12 @@ class RunResult:
         return len(self.history)
 
     @property
+    def pruned(self) -> bool:
+        """Stopped from outside (a sweep's prune, a stop signal), not by its own early stopping: a sweep
+        records it PRUNED, with the best finished epoch as its result and no test pass."""
+        return self.stopped_by in ("callback", "request")
+
+    @property
     def best_epoch_stats(self) -> Mapping[str, Any]:
         return next((h for h in self.history if h.get("epoch") == self.best_epoch), {})
 

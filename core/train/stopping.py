@@ -22,8 +22,11 @@ import logging
 import signal
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
-__all__ = ["STOP_SIGNALS", "StopRequest", "StopRequested"]
+from core.train.result import RunResult
+
+__all__ = ["STOP_SIGNALS", "StopRequest", "StopRequested", "stop_after_training"]
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +84,13 @@ class StopRequest:
         finally:
             for s, old in previous.items():
                 signal.signal(s, old)
+
+
+def stop_after_training(result: RunResult, stop: StopRequest | None) -> RunResult:
+    """``result`` marked stopped when the request came after ``fit``'s last batch (during its last
+    checkpoint, say): the run ends there, without the test pass that would follow."""
+    if stop is None or not stop.requested or result.stopped_by is not None:
+        return result
+    return replace(result, stopped_by="request",
+                   stopped_reason=f"stopped by {stop.reason} after the last epoch ({result.epochs_run}); "
+                                  "no test evaluation")

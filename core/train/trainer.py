@@ -255,7 +255,8 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
         kept = f"last good checkpoint {last_path} (epoch {saved_epoch})" if saved_epoch else "no checkpoint kept"
         raise NonFiniteLossError(f"epoch {epoch}: {err}; {kept}") from err
     except StopRequested as request:
-        kept = f"epochs 1-{saved_epoch} kept" if saved_epoch else "no epoch had finished"
+        kept = (f"epoch{'s 1-' if saved_epoch > 1 else ' '}{saved_epoch} kept" if saved_epoch
+                else "no epoch had finished")
         stopped_by, stopped_reason = "request", f"stopped by {request} during epoch {epoch}; {kept}"
         log.info("%s", stopped_reason)
     except KeyboardInterrupt:
