@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     import logging
 
-    from core.sweep.wandb_trial import run_agent_trial
+    from core.sweep import run_agent_trial
     from core.train import StopRequest
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

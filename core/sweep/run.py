@@ -251,7 +251,7 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
             raise ValueError("--resume with the wandb backend needs the sweep to join: --resume entity/project/id")
         wb = WandbSettings(sweep_name=settings.name, trials_dir=trials_dir, project=settings.project,
                            entity=settings.entity, count=settings.count, sweep_id=settings.resume,
-                           tracker_mode=settings.tracker_mode)
+                           tracker_mode=settings.tracker_mode, argv=tuple(argv or ()))
         sweep_path = run_wandb(cfg, wb, trial_fn)
         command = agent_command(sweep_path, argv)
         records = records_from_dirs(trials_dir, cfg)

@@ -61,6 +61,7 @@ class WandbSettings:
     count: int | None = None  # runs this agent does (None = until the sweep ends)
     sweep_id: str | None = None  # join this existing sweep instead of creating one
     tracker_mode: str = "auto"
+    argv: tuple[str, ...] = ()  # the script's arguments: the join command for more agents is printed from them
 
 
 def agent_command(sweep_path: str, argv: Sequence[str] | None = None) -> str:
@@ -159,6 +160,8 @@ def run_wandb(cfg: SweepConfig, settings: WandbSettings, trial_fn: TrialFn) -> s
     else:
         logger.info("joining W&B sweep %s", sweep_id)
     path = sweep_path_of(sweep_id, settings)
+    logger.info("W&B sweep %s; add agents (this machine's other GPUs, other machines) with:\n  %s", path,
+                agent_command(path, settings.argv))
     settings.trials_dir.mkdir(parents=True, exist_ok=True)
     context = AgentContext(sweep=dict(cfg.raw), sweep_name=settings.sweep_name, trials_dir=settings.trials_dir,
                            tracker_mode=settings.tracker_mode, project=settings.project, trial_fn=trial_fn)
