@@ -10,9 +10,11 @@ finished epoch (``metrics.jsonl``, ``best.pt``, ``last.pt``) stays exactly as wr
 ``resume`` continues from ``last.pt``. Checkpoint writes, W&B calls and result files are never
 interrupted, because nothing is raised outside those checks.
 
-A second signal while the first is still pending raises ``KeyboardInterrupt`` at once: the way out
-when a batch hangs. W&B's agent sends one SIGTERM per stop (then SIGKILL after
-``WANDB_AGENT_KILL_DELAY`` seconds, 30 by default), so a W&B stop always takes the safe path.
+The same signal a second time, while the first is still pending, raises ``KeyboardInterrupt`` at once:
+the way out when a batch hangs (Ctrl-C twice). A *different* signal adds nothing: when W&B stops a run,
+its agent sends SIGTERM and, online, wandb-core's stop check may follow with SIGINT; both mean the same
+stop, and the second must not break into the clean-up the first started. W&B's agent sends one SIGTERM
+per stop (then SIGKILL after ``WANDB_AGENT_KILL_DELAY`` seconds, 30 by default).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ class StopRequest:
 
         def handler(signum: int, frame) -> None:
             name = signal.Signals(signum).name
-            if self.reason is not None:
-                raise KeyboardInterrupt(f"{name} while a stop ({self.reason}) was pending")
+            if self.reason == name:
+                raise KeyboardInterrupt(f"{name} again while the stop it asked for was pending")
             self.request(name)
 
         previous = {s: signal.signal(s, handler) for s in signals}
