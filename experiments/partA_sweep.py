@@ -8,7 +8,8 @@ r"""Part A hyperparameter sweep: a W&B sweep config, run on W&B or locally with 
         --data-dir data/inaturalist_12K                                  # W&B's controller (needs wandb login)
 
 Backends: ``local`` = Optuna on SQLite in runs/<name>/optuna.db (or --storage URL), resumable, --workers
-processes; ``wandb`` = wandb.sweep + wandb.agent; ``auto`` = wandb when W&B credentials exist, else local.
+processes; ``wandb`` = W&B's controller and W&B's agent, one process per run (docs/wandb.md); ``auto`` = wandb
+when W&B credentials exist, else local.
 Rerunning the same command continues the sweep: finished trials are kept, a trial killed mid-way is re-run,
 and --count is the total for the sweep. Writes runs/<name>/: results.csv, best.pt, best_config.yaml,
 metric_vs_time.png, parallel_coordinates.png, importance.png, optimization_history.png,
@@ -32,6 +33,7 @@ from core.sweep import (
     SweepConfig,
     SweepSettings,
     SweepSummary,
+    WandbUnavailableError,
     fmt,
     label,
     load_sweep_config,
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"partA_sweep: error: {exc}", file=sys.stderr)
         return 2
+    except WandbUnavailableError as exc:  # W&B's server unreachable or failing: a runtime error, not usage
+        print(f"partA_sweep: error: {exc}", file=sys.stderr)
+        return 1
     print_summary(summary, cfg)
     return 0
 

@@ -108,10 +108,13 @@ class PartBRun:
 
 def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "auto",  # noqa: N802
               name: str | None = None, group: str | None = None, resume: bool = False,
-              on_epoch_end: Any = None) -> PartBRun:
-    """Build, fine-tune and test one backbone/strategy; writes the run folder (see module docstring)."""
+              on_epoch_end: Any = None, stop: Any = None) -> PartBRun:
+    """Build, fine-tune and test one backbone/strategy; writes the run folder (see module docstring).
+
+    ``stop`` (a ``core.train.StopRequest``) ends training before the next batch, as in ``run_partA``.
+    """
     from core.devices import resolve_device
-    from core.train import Tracker, seed_everything
+    from core.train import Tracker, seed_everything, stop_after_training
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
@@ -143,9 +146,9 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     with Tracker.start(run_dir=run_dir, name=name, config=resolved, group=group, job_type="partB",
                        mode=tracker_mode, tags=("partB", cfg.arch, cfg.strategy), resume=resume) as tracker:
         result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
-                     strategy=strategy, resume=resume, on_epoch_end=on_epoch_end, device=device)
-        result = dataclasses.replace(result, parameter_count=counts.total, flops=flops)
-        if result.best_path is not None and result.stopped_by != "callback":
+                     strategy=strategy, resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
+        result = stop_after_training(dataclasses.replace(result, parameter_count=counts.total, flops=flops), stop)
+        if result.best_path is not None and not result.pruned:
             test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
             result = dataclasses.replace(result, test_acc=test_acc, test_loss=test_loss)
         seconds = [h["seconds"] for h in result.history]
@@ -155,6 +158,8 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
         tracker.set_summary({**result.metrics(), "trainable_params": out.trainable_params,
                              "total_params": counts.total, "flops": flops,
                              "seconds_per_epoch": out.seconds_per_epoch})
+        if result.pruned:
+            tracker.mark_stopped(result.stopped_reason or "stopped")
     logger.info("%s: test_acc %s  best val_acc %.1f%% at epoch %d  trainable %d / %d", name,
                 "-" if result.test_acc is None else f"{100 * result.test_acc:.1f}%", 100 * result.best_val_acc,
                 result.best_epoch, out.trainable_params, counts.total)

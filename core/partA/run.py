@@ -7,12 +7,17 @@
     split.json         the exact train/val/test file lists (+ skipped.txt for undecodable files)
     metrics.jsonl      one line per epoch (core.train.trainer.fit)
     best.pt, last.pt   checkpoints (core.train.checkpoint); best.pt also records test metrics once computed
-    test_metrics.json  test accuracy/loss of best.pt (not written for a run stopped by StopTraining)
+    test_metrics.json  test accuracy/loss of best.pt (not written for a pruned or stopped run)
     wandb/             the offline W&B run, when tracking is offline
 
 The test split (the dataset's ``val/`` folder) is evaluated once, with the best-validation
 checkpoint, after training; it never influences selection. A run stopped by ``on_epoch_end`` (a
-sweep prune) skips the test evaluation, since its number would only be a temptation.
+sweep prune) or by ``stop`` (a ``core.train.StopRequest``: W&B's stop signal) skips the test
+evaluation, since its number would only be a temptation; its W&B run is tagged ``stopped``.
+
+The W&B run's config is the resolved config of ``config.yaml``: every flat trainer key at the top level
+(the names a sweep's parameters use), plus the parameter count, FLOPs, classes, split sizes,
+preprocessing, the spec and versions.
 """
 
 from __future__ import annotations
@@ -33,7 +38,17 @@ from core.explain import evaluate_best_on_test
 from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
 from core.runfiles import write_yaml
-from core.train import EpochStats, RunResult, Tracker, check_resumable, fit, load_checkpoint, seed_everything
+from core.train import (
+    EpochStats,
+    RunResult,
+    StopRequest,
+    Tracker,
+    check_resumable,
+    fit,
+    load_checkpoint,
+    seed_everything,
+    stop_after_training,
+)
 
 __all__ = ["FLAT_KEYS", "PartAConfig", "run_partA"]
 
@@ -56,10 +71,18 @@ def _resolved_config(cfg: PartAConfig, spec, loaders, params: int, flops: int) -
     }
 
 
+def _wandb_config(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The W&B run's config: flat trainer keys on top (what sweep parameters are named), then the rest."""
+    rest = {k: resolved[k] for k in ("flops", "class_names", "sizes", "preprocessing", "spec", "data_root",
+                                     "versions")}
+    return {**resolved["flat"], "parameter_count": resolved["params"], "num_classes": len(resolved["class_names"]),
+            **rest}
+
+
 def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "auto", name: str | None = None,  # noqa: N802
               group: str | None = None, resume: bool = False,
               on_epoch_end: Callable[[int, EpochStats], None] | None = None, project: str = "inat-cnn",
-              evaluate_test: bool = True) -> RunResult:
+              evaluate_test: bool = True, stop: StopRequest | None = None) -> RunResult:
     """Train and evaluate one Part A configuration into ``run_dir`` (see the module docstring)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +95,8 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     model_desc = {"kind": "cnn", "spec": spec.to_dict()}
     if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml is overwritten
         check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
-    write_yaml(run_dir / "config.yaml", _resolved_config(cfg, spec, loaders, params, flops))
+    resolved = _resolved_config(cfg, spec, loaders, params, flops)
+    write_yaml(run_dir / "config.yaml", resolved)
     loaders.write_split(run_dir)
     meta = {"model_desc": model_desc, "class_names": loaders.class_names,
             "preprocessing": loaders.preprocessing.to_dict(),
@@ -80,22 +104,22 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
 
     # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
     with Tracker.start(run_dir=run_dir, name=name or run_dir.name, group=group, job_type="partA",
-                       project=project, mode=tracker_mode, resume=resume,
-                       config={**cfg.to_flat(), "params": params, "flops": flops,
-                               "num_classes": len(loaders.class_names)}) as tracker:
-        tracker.set_summary({"params": params, "flops": flops})
+                       project=project, mode=tracker_mode, resume=resume, config=_wandb_config(resolved)) as tracker:
+        tracker.set_summary({"parameter_count": params, "flops": flops})
         log.info("Part A run %s: %s params, %.3f GFLOPs/image, %d classes", run_dir, f"{params:,}", flops / 1e9,
                  len(loaders.class_names))
         result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
-                     resume=resume, on_epoch_end=on_epoch_end, device=device)
-        result = replace(result, parameter_count=params, flops=flops)
-        if evaluate_test and result.best_path is not None and result.stopped_by != "callback":
+                     resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
+        result = stop_after_training(replace(result, parameter_count=params, flops=flops), stop)
+        if evaluate_test and result.best_path is not None and not result.pruned:
             test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
             result = replace(result, test_acc=test_acc, test_loss=test_loss)
             log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
         # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does
         tracker.set_summary({**result.metrics(), "epochs_run": result.epochs_run,
                              "stopped_reason": result.stopped_reason or ""})
+        if result.pruned:
+            tracker.mark_stopped(result.stopped_reason or "stopped")
     return result
 
 

@@ -31,7 +31,8 @@ from core.sweep.space import (
 )
 from core.sweep.trial import TrialRequest, execute_trial
 from core.sweep.trials import PartATrial, PartBTrial, run_for_request
-from core.sweep.wandb_backend import agent_command
+from core.sweep.wandb_backend import WandbUnavailableError, agent_command
+from core.sweep.wandb_trial import run_agent_trial
 
 __all__ = [
     "write_report",
@@ -48,6 +49,7 @@ __all__ = [
     "TRACKING_MODES",
     "TrialRecord",
     "TrialRequest",
+    "WandbUnavailableError",
     "agent_command",
     "analyse",
     "best_record",
@@ -65,6 +67,7 @@ __all__ = [
     "open_study",
     "parse_sweep_config",
     "ranked",
+    "run_agent_trial",
     "records_from_study",
     "recover_dead_trials",
     "resolve_budget",

@@ -140,8 +140,8 @@ def results_columns(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[st
     metric_names = sorted({k for r in records for k in r.metrics} - {cfg.metric.name})
     params = [p.name for p in cfg.parameters]
     return (["number", "state", cfg.metric.name] + metric_names + params +
-            ["parameter_count", "flops", "epochs_run", "started_at", "ended_at", "seconds", "retry_of", "run_dir",
-             "error"])
+            ["parameter_count", "flops", "epochs_run", "stopped_reason", "started_at", "ended_at", "seconds",
+             "retry_of", "run_dir", "error"])
 
 
 def results_rows(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[dict[str, Any]]:
@@ -152,7 +152,8 @@ def results_rows(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[dict[
         row.update({p.name: r.hyperparameters.get(p.name) for p in cfg.parameters})
         res = r.result
         row.update(parameter_count=res and res.parameter_count, flops=res and res.flops,
-                   epochs_run=res.epochs_run if res else None, started_at=r.started_at,
+                   epochs_run=res.epochs_run if res else None, stopped_reason=res and res.stopped_reason,
+                   started_at=r.started_at,
                    ended_at=r.ended_at, seconds=round(r.seconds, 1) if r.seconds is not None else None,
                    retry_of=r.retry_of, run_dir=r.run_dir, error=r.error)
         rows.append(row)

@@ -33,6 +33,7 @@ from core.sweep.results import TrialRecord, best_record, write_best, write_resul
 from core.sweep.space import quantize
 from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
 from core.sweep.trials import PartATrial
+from core.sweep.wandb_backend import require_login
 from core.train import TRACKING_MODES, has_wandb_credentials
 
 logger = logging.getLogger(__name__)
@@ -92,9 +93,12 @@ class SweepSummary:
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
-    """(backend, reason). ``auto`` → ``wandb`` with W&B credentials, else ``local``."""
+    """(backend, reason). ``auto`` → ``wandb`` with W&B credentials, else ``local``; ``wandb`` without
+    credentials is a ValueError saying how to log in."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend {requested!r}; expected one of {list(BACKENDS)}")
+    if requested == "wandb":
+        require_login()  # before anything is logged: one line that says how to log in, or to use local
     if requested != "auto":
         return requested, f"--backend {requested}"
     if has_wandb_credentials():
@@ -247,7 +251,7 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
             raise ValueError("--resume with the wandb backend needs the sweep to join: --resume entity/project/id")
         wb = WandbSettings(sweep_name=settings.name, trials_dir=trials_dir, project=settings.project,
                            entity=settings.entity, count=settings.count, sweep_id=settings.resume,
-                           tracker_mode=settings.tracker_mode)
+                           tracker_mode=settings.tracker_mode, argv=tuple(argv or ()))
         sweep_path = run_wandb(cfg, wb, trial_fn)
         command = agent_command(sweep_path, argv)
         records = records_from_dirs(trials_dir, cfg)

@@ -8,7 +8,9 @@ folder ``trials/<number>-<hash>/`` (hash of the parameter values, so a folder na
 ran) and a ``trial.json`` there that is rewritten atomically at start and end.
 
 A trial reports each epoch's metrics through ``request.report(epoch, metrics)``; a ``True`` answer means
-"stop now" (an Optuna/Hyperband prune), which the real trials turn into ``core.train.StopTraining``.
+"stop now" (an Optuna/Hyperband prune), which the real trials turn into ``core.train.StopTraining``. A
+stop from outside (W&B's agent sends SIGTERM) arrives through ``request.stop``, a ``core.train.StopRequest``
+the run checks before every batch. Either way the trial ends PRUNED: its finished epochs are its result.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.runfiles import to_plain, write_json
-from core.train import EPOCH_METRICS, RUN_METRICS, RunResult
+from core.train import EPOCH_METRICS, RUN_METRICS, RunResult, StopRequest
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class TrialRequest:
     resume: bool = False  # the folder holds an interrupted attempt of this trial
     tracker_mode: str = "auto"
     report: Callable[[int, Mapping[str, float]], bool] = field(default=lambda epoch, metrics: False, repr=False)
+    stop: StopRequest | None = field(default=None, repr=False, compare=False)  # set by a signal (W&B's stop)
 
 
 TrialFn = Callable[[TrialRequest], RunResult]
@@ -76,7 +79,7 @@ def metric_value(result: RunResult, metric: str) -> float:
 
 
 def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[str, Any] | None = None) -> RunResult:
-    """Run ``trial_fn`` with the shared bookkeeping: folder, ``trial.json`` (RUNNING → COMPLETE/FAIL)."""
+    """Run ``trial_fn`` with the shared bookkeeping: folder, ``trial.json`` (RUNNING → COMPLETE/PRUNED/FAIL)."""
     request.run_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"number": request.number, "state": "RUNNING", "values": dict(request.values),
                               "flat": dict(request.flat), "started_at": utc_now(), "ended_at": None,
@@ -97,7 +100,8 @@ def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[st
         raise
     if not result.history and history:
         result = replace(result, history=tuple(history))
-    record.update(state="COMPLETE", ended_at=utc_now(), seconds=round(time.perf_counter() - t0, 3),
+    state = "PRUNED" if result.pruned else "COMPLETE"
+    record.update(state=state, ended_at=utc_now(), seconds=round(time.perf_counter() - t0, 3),
                   result=result.to_dict())
     write_json(request.run_dir / TRIAL_FILE, record)
     return result

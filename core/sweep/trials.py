@@ -51,7 +51,7 @@ def _partB_result(cfg: PartBConfig, run_dir: Any, **kwargs: Any) -> RunResult:  
 
 def run_for_request(run_fn: Callable[..., RunResult], cfg: Any, request: TrialRequest) -> RunResult:
     """Run one trial's configured run in its folder, reporting every epoch to the sweep and stopping it
-    (``StopTraining``) when the sweep prunes it."""
+    (``StopTraining``) when the sweep prunes it, or before the next batch when ``request.stop`` is set."""
 
     def on_epoch_end(epoch: int, stats: EpochStats) -> None:
         metrics = {k: float(getattr(stats, k)) for k in EPOCH_METRICS}
@@ -59,4 +59,4 @@ def run_for_request(run_fn: Callable[..., RunResult], cfg: Any, request: TrialRe
             raise StopTraining(f"pruned by the sweep's early_terminate after epoch {epoch}")
 
     return run_fn(cfg, request.run_dir, tracker_mode=request.tracker_mode, name=request.name,
-                  group=request.group, resume=request.resume, on_epoch_end=on_epoch_end)
+                  group=request.group, resume=request.resume, on_epoch_end=on_epoch_end, stop=request.stop)

@@ -1,33 +1,55 @@
-"""The ``wandb`` backend: W&B's own controller (its bayes/grid/random, its hyperband) and agents.
+"""The ``wandb`` backend: W&B's own controller (its bayes/grid/random, its hyperband) and W&B's own agent.
 
-``wandb.sweep(sweep=<the YAML as a dict>, project=...)`` registers the sweep and returns its id;
-``wandb.agent(sweep_id, function=..., count=...)`` then pulls parameter sets from W&B's server. More agents
-on other machines join with the printed command (``--resume <entity/project/sweep_id>``), which is how a
-sweep grows past one machine. This backend needs W&B credentials: W&B's controller is a server, and
-W&B maintainers confirm offline sweeps are not supported (use ``--backend local`` instead).
+Route: W&B's canonical ``program`` agent, one process per run (``wandb.agent`` without a function, the
+code behind the ``wandb agent`` command). The sweep is registered with our trial program
+(:data:`TRIAL_PROGRAM`, started as ``python -m experiments.wandb_trial`` so any working directory
+works); the agent asks W&B's server for runs, writes each run's parameters to the file named by
+``WANDB_SWEEP_PARAM_PATH`` and starts the program; a stop from the server (hyperband's
+``early_terminate``, ``wandb sweep --cancel``, a second Ctrl-C on the agent) is a SIGTERM to that
+process, which :mod:`core.sweep.wandb_trial` turns into a stop between two batches.
 
-Inside the agent's function, ``wandb.init()`` returns the sweep's run with the chosen parameters in
-``wandb.config`` (nested groups as nested dicts); they are flattened with the same rule as the local
-backend and handed to the same trial function. The trainer's tracker then calls ``wandb.init`` again,
-which returns this same active run (W&B's ``reinit="return_previous"`` default in scripts), so each trial
-is exactly one W&B run: per-epoch metrics (what W&B's hyperband reads) and the summary.
+Why not ``wandb.agent(function=...)``: W&B's in-process agent stops a run by raising a bare
+``Exception`` inside the trial's thread (``PyThreadState_SetAsyncExc``), wherever the thread is: in
+``torch.save`` of a checkpoint, in W&B's logging, in our own error handling. No code can contain an
+exception that may land inside its own ``except`` block; a separate process with a signal handler
+that only sets a flag can. One process per run is also what W&B documents for several GPUs and
+machines, and it gives each run a fresh CUDA context and its own ``wandb.init`` (so the run carries
+the trainer's whole config, which an in-process agent's pre-made run dropped).
+
+This machine's settings (data folder, device, trials folder, the trial function) reach each run's
+process through one environment variable (:data:`core.sweep.wandb_trial.AGENT_ENV`), which W&B's
+agent passes on; more agents on this or other machines join with :func:`agent_command`. W&B's
+controller is a server: this backend needs W&B credentials (offline sweeps are not supported by
+W&B; use ``--backend local``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.sweep.config import SweepConfig
-from core.sweep.trial import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
+from core.sweep.trial import TrialFn
+from core.sweep.wandb_trial import AGENT_ENV, AgentContext
 
 logger = logging.getLogger(__name__)
 
-NUMBERS_DIR = ".numbers"
+TRIAL_PROGRAM = "experiments/wandb_trial.py"
+# ${env} ${interpreter} are W&B's macros (/usr/bin/env, python); no ${args}: the program reads the run's
+# parameters the way wandb.init does, from the file W&B's agent names in WANDB_SWEEP_PARAM_PATH.
+TRIAL_COMMAND = ("${env}", "${interpreter}", "-m", "experiments.wandb_trial")
+LOGIN_HELP = ("--backend wandb needs a W&B login: run `wandb login` (or set WANDB_API_KEY), or use "
+              "--backend local to sweep without an account (Optuna, same YAML)")
+
+
+class WandbUnavailableError(RuntimeError):
+    """W&B's server could not be reached or refused the request (one line for the user)."""
 
 
 @dataclass(frozen=True)
@@ -39,20 +61,7 @@ class WandbSettings:
     count: int | None = None  # runs this agent does (None = until the sweep ends)
     sweep_id: str | None = None  # join this existing sweep instead of creating one
     tracker_mode: str = "auto"
-
-
-def claim_trial_number(trials_dir: Path) -> int:
-    """The next free trial number on this machine (an exclusive marker file; safe for parallel agents)."""
-    marks = Path(trials_dir) / NUMBERS_DIR
-    marks.mkdir(parents=True, exist_ok=True)
-    n = len(list(marks.iterdir()))
-    while True:
-        try:
-            with open(marks / str(n), "x", encoding="ascii") as fh:
-                fh.write(f"{os.getpid()}\n")
-            return n
-        except FileExistsError:
-            n += 1
+    argv: tuple[str, ...] = ()  # the script's arguments: the join command for more agents is printed from them
 
 
 def agent_command(sweep_path: str, argv: Sequence[str] | None = None) -> str:
@@ -74,49 +83,90 @@ def agent_command(sweep_path: str, argv: Sequence[str] | None = None) -> str:
     return shlex.join(cmd)
 
 
-def make_agent_function(cfg: SweepConfig, settings: WandbSettings, trial_fn: TrialFn) -> Callable[[], None]:
-    """The function ``wandb.agent`` calls once per run."""
+def wandb_sweep_config(cfg: SweepConfig, name: str) -> dict[str, Any]:
+    """What ``wandb.sweep`` registers: the YAML as written, with the sweep name and our trial program."""
+    out = cfg.to_wandb_dict(name=name)
+    out["program"] = TRIAL_PROGRAM
+    out["command"] = list(TRIAL_COMMAND)
+    return out
 
-    def run_one() -> None:
-        import wandb
 
-        run = wandb.init(project=settings.project, entity=settings.entity, group=settings.sweep_name,
-                         job_type="sweep-trial", dir=str(settings.trials_dir.parent))
-        try:
-            config = run.config.as_dict() if hasattr(run.config, "as_dict") else dict(run.config)
-            values = {p.name: p.pick(config) for p in cfg.parameters}
-            number = claim_trial_number(settings.trials_dir)
-            request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values),
-                                   run_dir=settings.trials_dir / trial_dir_name(number, values),
-                                   name=run.name or f"{settings.sweep_name}-{number}", group=settings.sweep_name,
-                                   tracker_mode=settings.tracker_mode)
-            result = execute_trial(trial_fn, request, extra={"backend": "wandb", "wandb_run_id": run.id,
-                                                              "sweep_id": os.environ.get("WANDB_SWEEP_ID")})
-            value = metric_value(result, cfg.metric.name)
-            if wandb.run is not None and wandb.run.id == run.id:  # the trainer's tracker did not finish it
-                run.summary.update({cfg.metric.name: value, "parameter_count": result.parameter_count,
-                                    "flops": result.flops, "epochs_run": result.epochs_run})
-        finally:
-            if wandb.run is not None and wandb.run.id == run.id:
-                run.finish()
+def require_login() -> None:
+    """ValueError with :data:`LOGIN_HELP` unless wandb can log in without a prompt."""
+    from core.train import has_wandb_credentials
 
-    return run_one
+    if not has_wandb_credentials():
+        raise ValueError(LOGIN_HELP)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for W&B's agent (which hands its environment to every run); restore after."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in before.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextlib.contextmanager
+def _wandb_errors(doing: str) -> Iterator[None]:
+    """W&B's login/network errors as one line: ValueError for credentials, WandbUnavailableError otherwise."""
+    from wandb.errors import AuthenticationError, CommError, UsageError
+
+    try:
+        yield
+    except AuthenticationError as err:
+        raise ValueError(f"W&B refused the credentials while {doing} ({err}); {LOGIN_HELP}") from None
+    except UsageError as err:
+        raise ValueError(f"W&B: {err} (while {doing}); {LOGIN_HELP}") from None
+    except CommError as err:
+        raise WandbUnavailableError(f"could not reach W&B while {doing}: {err}; check the network and "
+                                    "WANDB_BASE_URL, or use --backend local") from None
+
+
+def sweep_path_of(sweep_id: str, settings: WandbSettings) -> str:
+    """``entity/project/id`` (what ``--resume`` takes on another machine)."""
+    parts = sweep_id.split("/")
+    if len(parts) == 3:
+        return sweep_id
+    entity = settings.entity or os.environ.get("WANDB_ENTITY")
+    project = os.environ.get("WANDB_PROJECT") or settings.project
+    return "/".join(x for x in (entity, project, parts[-1]) if x)
 
 
 def run_wandb(cfg: SweepConfig, settings: WandbSettings, trial_fn: TrialFn) -> str:
-    """Create (or join) the W&B sweep and run one agent here; returns ``entity/project/sweep_id``."""
+    """Create (or join) the W&B sweep and run one W&B agent here until it ends; returns ``entity/project/id``.
+
+    The agent runs ``settings.count`` runs (all the sweep gives, if None), each in its own process.
+    """
+    require_login()
     import wandb
 
+    if settings.tracker_mode == "offline":
+        logger.warning("--wandb-mode offline: W&B's controller sees no metrics from these runs (bayes learns "
+                       "nothing, hyperband stops nothing) until they are uploaded with `wandb sync`")
     sweep_id = settings.sweep_id
     if sweep_id is None:
-        sweep_id = wandb.sweep(sweep=cfg.to_wandb_dict(name=settings.sweep_name), project=settings.project,
-                               entity=settings.entity)
+        with _wandb_errors("creating the sweep"):
+            sweep_id = wandb.sweep(sweep=wandb_sweep_config(cfg, settings.sweep_name), project=settings.project,
+                                   entity=settings.entity)
         logger.info("created W&B sweep %s in project %s", sweep_id, settings.project)
     else:
         logger.info("joining W&B sweep %s", sweep_id)
-    parts = sweep_id.split("/")
-    entity = settings.entity or os.environ.get("WANDB_ENTITY")
-    path = sweep_id if len(parts) == 3 else "/".join(x for x in (entity, settings.project, parts[-1]) if x)
-    wandb.agent(sweep_id, function=make_agent_function(cfg, settings, trial_fn), entity=settings.entity,
-                project=settings.project, count=settings.count)
+    path = sweep_path_of(sweep_id, settings)
+    logger.info("W&B sweep %s; add agents (this machine's other GPUs, other machines) with:\n  %s", path,
+                agent_command(path, settings.argv))
+    settings.trials_dir.mkdir(parents=True, exist_ok=True)
+    context = AgentContext(sweep=dict(cfg.raw), sweep_name=settings.sweep_name, trials_dir=settings.trials_dir,
+                           tracker_mode=settings.tracker_mode, project=settings.project, trial_fn=trial_fn)
+    # WANDB_DIR: W&B's agent writes each run's parameter file under it (runs/<name>/wandb/sweep-<id>/)
+    env = {AGENT_ENV: context.encode(), "WANDB_DIR": str(settings.trials_dir.parent)}
+    with _environment(env), _wandb_errors("running the agent"):
+        wandb.agent(sweep_id, entity=settings.entity, project=settings.project, count=settings.count)
     return path

@@ -1,5 +1,5 @@
 """The training loop and everything it owns: config, epochs, fit, checkpoints, optimisers and schedules, RNG
-state, devices, CPU memory policy, W&B tracking.
+state, devices, CPU memory policy, stop requests at safe points, W&B tracking.
 """
 
 from core.train.checkpoint import (
@@ -15,6 +15,7 @@ from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_fr
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
 from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from core.train.stopping import STOP_SIGNALS, StopRequest, StopRequested, stop_after_training
 from core.train.tracking import TRACKING_MODES, Tracker, has_wandb_credentials, resolve_mode
 from core.train.trainer import (
     EarlyStopping,
@@ -42,6 +43,9 @@ __all__ = [
     "NonFiniteLossError",
     "OPTIMIZERS",
     "SCHEDULERS",
+    "STOP_SIGNALS",
+    "StopRequest",
+    "StopRequested",
     "StopTraining",
     "Tracker",
     "TrainConfig",
@@ -66,5 +70,6 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "seed_everything",
+    "stop_after_training",
     "train_one_epoch",
 ]

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from core.train.stopping import StopRequest
+
 __all__ = ["EpochStats", "EvalStats", "NonFiniteLossError", "TrainStats", "TrainingError", "evaluate",
            "format_epoch_line", "format_lr", "train_one_epoch"]
 
@@ -95,11 +97,17 @@ def _oom_error(err: BaseException, images: torch.Tensor) -> TrainingError:
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader,
                     device: torch.device, *, scheduler=None,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
-                    grad_clip: float | None = None, channels_last: bool = False, desc: str = "train") -> TrainStats:
-    """One pass over ``loader``. The caller sets the mode (``model.train()`` + strategy hooks) first."""
+                    grad_clip: float | None = None, channels_last: bool = False, desc: str = "train",
+                    stop: StopRequest | None = None) -> TrainStats:
+    """One pass over ``loader``. The caller sets the mode (``model.train()`` + strategy hooks) first.
+
+    ``stop`` is checked before each batch (:mod:`core.train.stopping`): a pending request raises there.
+    """
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
     for step, (images, targets) in enumerate(bar):
+        if stop is not None:
+            stop.check()
         images, targets = _to_device(images, targets, device, channels_last)
         try:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -139,14 +147,20 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
 
 
 def evaluate(model: nn.Module, loader, device: torch.device | str, criterion: nn.Module | None = None, *,
-             amp_dtype: torch.dtype | None = None, channels_last: bool = False, desc: str = "eval") -> EvalStats:
-    """Mean loss (plain cross-entropy unless ``criterion``) and accuracy over ``loader``; leaves eval mode on."""
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False, desc: str = "eval",
+             stop: StopRequest | None = None) -> EvalStats:
+    """Mean loss (plain cross-entropy unless ``criterion``) and accuracy over ``loader``; leaves eval mode on.
+
+    ``stop`` is checked before each batch, as in :func:`train_one_epoch`.
+    """
     device = torch.device(device)
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     with torch.inference_mode():
         for images, targets in tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True):
+            if stop is not None:
+                stop.check()
             images, targets = _to_device(images, targets, device, channels_last)
             try:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

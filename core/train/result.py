@@ -27,7 +27,8 @@ class RunResult:
     best_path: Path | None = None
     last_path: Path | None = None
     stopped_reason: str | None = None  # None = every epoch ran
-    stopped_by: str | None = None  # None | "early_stopping" | "callback" (a sweep's prune or stop)
+    # None | "early_stopping" | "callback" (a sweep's prune) | "request" (a stop signal: W&B's stop, Ctrl-C)
+    stopped_by: str | None = None
     test_acc: float | None = None  # None until the run's test pass (never for a pruned trial)
     test_loss: float | None = None
     parameter_count: int | None = None  # None until the run counts its model
@@ -37,6 +38,12 @@ class RunResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+    @property
+    def pruned(self) -> bool:
+        """Stopped from outside (a sweep's prune, a stop signal), not by its own early stopping: a sweep
+        records it PRUNED, with the best finished epoch as its result and no test pass."""
+        return self.stopped_by in ("callback", "request")
 
     @property
     def best_epoch_stats(self) -> Mapping[str, Any]:

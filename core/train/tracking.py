@@ -139,8 +139,12 @@ class Tracker:
             self._warned = True
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log scalars (or W&B media) at ``step`` (the epoch, for training)."""
-        self._call("log", lambda: self._run.log(to_plain(dict(metrics)), step=step))
+        """Log scalars (or W&B media) at ``step`` (the epoch, for training).
+
+        The row is committed at once: W&B otherwise holds the last row until ``finish`` and then copies
+        it into the summary, over the best-epoch values :meth:`set_summary` wrote (a sweep's metric).
+        """
+        self._call("log", lambda: self._run.log(to_plain(dict(metrics)), step=step, commit=True))
 
     def log_image(self, key: str, path: Path | str, caption: str | None = None) -> None:
         """Log an image file (a figure the experiment saved)."""
@@ -163,6 +167,14 @@ class Tracker:
     def set_summary(self, values: Mapping[str, Any]) -> None:
         """Set run summary values (best_val_acc, test_acc, params, flops, ...)."""
         self._call("summary", lambda: self._run.summary.update(to_plain(dict(values))))
+
+    def mark_stopped(self, reason: str) -> None:
+        """Tag the run ``stopped`` and say why in its summary (a sweep's early stop, a signal)."""
+        def send():
+            self._run.tags = tuple(dict.fromkeys((*(self._run.tags or ()), "stopped")))
+            self._run.summary.update({"stopped": True, "stopped_reason": reason})
+
+        self._call("mark_stopped", send)
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run (idempotent); for offline runs, log how to upload it."""

@@ -49,6 +49,7 @@ from core.train.memory import apply_cpu_training_policy
 from core.train.optim import LRSchedule, default_param_groups, make_optimizer
 from core.train.result import RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from core.train.stopping import StopRequest, StopRequested
 
 __all__ = ["EarlyStopping", "EpochStats", "EvalStats", "RunResult", "NonFiniteLossError", "StopTraining",
            "TrainConfig", "TrainStats", "TrainingError", "check_resumable", "evaluate", "fit", "format_epoch_line",
@@ -118,14 +119,17 @@ def check_resumable(payload: dict, model_desc: dict, config: TrainConfig, source
 def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | str, checkpoint_meta: dict,
         tracker: Any = None, strategy: Any = None, resume: bool = False,
         on_epoch_end: Callable[[int, EpochStats], None] | None = None,
-        device: torch.device | None = None) -> RunResult:
+        device: torch.device | None = None, stop: StopRequest | None = None) -> RunResult:
     """Train ``model`` on ``loaders.train``, select on ``loaders.val``; write metrics.jsonl, best.pt, last.pt.
 
     ``checkpoint_meta``: ``model_desc``, ``class_names``, ``preprocessing`` (+ optional ``extra`` dict
     stored in every checkpoint). ``resume=True`` continues from ``run_dir/last.pt`` when it exists
     (else starts fresh). ``device``: the run's device, resolved once by the caller (default: resolve
     ``config.device`` here). Raises :class:`NonFiniteLossError` on a NaN/inf loss (checkpoints of the
-    last good epoch stay) and re-raises ``KeyboardInterrupt`` after saying how to resume.
+    last good epoch stay) and re-raises ``KeyboardInterrupt`` after saying how to resume. A ``stop``
+    request (:mod:`core.train.stopping`) ends training before the next batch: the epoch in progress is
+    dropped, finished epochs and their checkpoints stay as written (``last.pt`` still resumes), and the
+    result says ``stopped_by="request"``.
     """
     meta = _check_meta(checkpoint_meta)
     run_dir = Path(run_dir)
@@ -206,8 +210,9 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
             started = time.perf_counter()
             train = train_one_epoch(model, criterion, optimizer, loaders.train, device, scheduler=scheduler,
                                     scaler=scaler, amp_dtype=amp_dtype, grad_clip=config.grad_clip,
-                                    channels_last=channels_last, desc=f"epoch {epoch}/{config.epochs}")
-            val = evaluate(model, loaders.val, device, amp_dtype=amp_dtype, channels_last=channels_last, desc="val")
+                                    channels_last=channels_last, desc=f"epoch {epoch}/{config.epochs}", stop=stop)
+            val = evaluate(model, loaders.val, device, amp_dtype=amp_dtype, channels_last=channels_last, desc="val",
+                           stop=stop)
             improved = early.update(val.acc, epoch)
             stats = EpochStats(epoch, config.epochs, train.loss, train.acc, val.loss, val.acc, lr,
                                time.perf_counter() - started, train.total / max(train.seconds, 1e-9), early.best)
@@ -237,9 +242,9 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
             if on_epoch_end is not None:
                 try:
                     on_epoch_end(epoch, stats)
-                except StopTraining as stop:
+                except StopTraining as prune:
                     stopped_by = "callback"
-                    stopped_reason = f"stopped: {stop}" if str(stop) else "stopped by on_epoch_end"
+                    stopped_reason = f"stopped: {prune}" if str(prune) else "stopped by on_epoch_end"
                     last["extra"].update(stopped_reason=stopped_reason, stopped_by=stopped_by)
                     save_checkpoint(last_path, last)
                 restore_rng_state(rng_state, loaders)  # callbacks must not change what the next epoch draws
@@ -249,6 +254,11 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     except NonFiniteLossError as err:
         kept = f"last good checkpoint {last_path} (epoch {saved_epoch})" if saved_epoch else "no checkpoint kept"
         raise NonFiniteLossError(f"epoch {epoch}: {err}; {kept}") from err
+    except StopRequested as request:
+        kept = (f"epoch{'s 1-' if saved_epoch > 1 else ' '}{saved_epoch} kept" if saved_epoch
+                else "no epoch had finished")
+        stopped_by, stopped_reason = "request", f"stopped by {request} during epoch {epoch}; {kept}"
+        log.info("%s", stopped_reason)
     except KeyboardInterrupt:
         kept = f"{last_path} holds epoch {saved_epoch}" if saved_epoch else "no epoch finished, nothing saved"
         log.warning("interrupted in epoch %d; %s; continue it with resume (--resume)", epoch, kept)

@@ -1,0 +1,118 @@
+"""One W&B sweep run, in the process W&B's agent started for it (``python -m experiments.wandb_trial``).
+
+The agent hands over three things through the environment: the run's parameters (a YAML file named by
+``WANDB_SWEEP_PARAM_PATH``, read with W&B's own reader, exactly as ``wandb.init`` reads it), the run id
+(``WANDB_RUN_ID``, which ``wandb.init`` picks up) and, from the machine's ``partA_sweep.py`` that
+started the agent, an :class:`AgentContext` (sweep config, trials folder, the trial function with the
+data folder and device of this machine) in :data:`AGENT_ENV`.
+
+The run is the same :func:`core.sweep.trial.execute_trial` the local backend runs, with a
+:class:`core.train.StopRequest` listening to SIGTERM (W&B's stop) and SIGINT (W&B's stop button, which
+wandb-core delivers as SIGINT): the trial stops before its next batch and is recorded PRUNED with the
+metric of its best finished epoch; its ``wandb.init`` is the only one in the process, so the W&B run
+carries the trainer's whole config. The process exits 0 for a finished or stopped run (W&B's exit-code
+contract: 0 is not requeued, and the agent gives up after a few non-zero exits) and 1 for a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.sweep.config import parse_sweep_config
+from core.sweep.trial import TrialFn, TrialRequest, execute_trial, trial_dir_name
+from core.train import RunResult
+
+logger = logging.getLogger(__name__)
+
+AGENT_ENV = "INAT_CNN_WANDB_AGENT"
+NUMBERS_DIR = ".numbers"
+NOT_FROM_OUR_AGENT = (f"{AGENT_ENV} is not set: this program runs W&B sweep runs started by "
+                      "`python experiments/partA_sweep.py --backend wandb [--resume entity/project/id]`, "
+                      "which passes this machine's data folder and device; start agents with that command "
+                      "instead of a bare `wandb agent`")
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What the agent's host process tells each run's process (pickled: the trial function is an object)."""
+
+    sweep: Mapping[str, Any]  # the sweep YAML as a mapping (parameters are read with its names)
+    sweep_name: str
+    trials_dir: Path
+    tracker_mode: str
+    project: str
+    trial_fn: TrialFn
+
+    def encode(self) -> str:
+        return base64.b64encode(pickle.dumps(self)).decode("ascii")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AgentContext:
+        text = env.get(AGENT_ENV)
+        if not text:
+            raise ValueError(NOT_FROM_OUR_AGENT)
+        context = pickle.loads(base64.b64decode(text))  # written by our own parent process, never by a user
+        if not isinstance(context, cls):
+            raise ValueError(f"{AGENT_ENV} does not hold an agent context; {NOT_FROM_OUR_AGENT}")
+        return context
+
+
+def claim_trial_number(trials_dir: Path) -> int:
+    """The next free trial number on this machine (an exclusive marker file; safe for parallel agents)."""
+    marks = Path(trials_dir) / NUMBERS_DIR
+    marks.mkdir(parents=True, exist_ok=True)
+    n = len(list(marks.iterdir()))
+    while True:
+        try:
+            with open(marks / str(n), "x", encoding="ascii") as fh:
+                fh.write(f"{os.getpid()}\n")
+            return n
+        except FileExistsError:
+            n += 1
+
+
+def read_run_parameters(env: Mapping[str, str]) -> dict[str, Any]:
+    """The run's parameters from W&B's agent (``{name: value}``, nested groups as dicts), via W&B's reader."""
+    from wandb.sdk.lib import config_util
+
+    path = env.get("WANDB_SWEEP_PARAM_PATH")
+    if not path:
+        raise ValueError("WANDB_SWEEP_PARAM_PATH is not set: this program is started by W&B's sweep agent, "
+                         "not by hand; see `python experiments/partA_sweep.py --help`")
+    return dict(config_util.dict_from_config_file(path, must_exist=True) or {})
+
+
+def run_agent_trial(env: Mapping[str, str] | None = None, *, stop: Any = None) -> RunResult:
+    """Run the trial W&B's agent started this process for; see the module docstring.
+
+    ``stop`` is the process's :class:`core.train.StopRequest` (the caller installs its signal handlers
+    as early as it can); a new one is made when None.
+    """
+    from core.train import StopRequest
+
+    env = os.environ if env is None else env
+    context = AgentContext.from_env(env)
+    cfg = parse_sweep_config(dict(context.sweep))
+    given = read_run_parameters(env)
+    try:
+        values = {p.name: p.pick(given) for p in cfg.parameters}
+    except KeyError as err:
+        raise ValueError(f"{err.args[0]}: the sweep on W&B was created from another YAML than --config; "
+                         "pass the YAML the sweep was created with") from None
+    number = claim_trial_number(context.trials_dir)
+    run_id = env.get("WANDB_RUN_ID")
+    request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values),
+                           run_dir=context.trials_dir / trial_dir_name(number, values),
+                           name=f"{context.sweep_name}-{number}", group=context.sweep_name,
+                           tracker_mode=context.tracker_mode, stop=stop if stop is not None else StopRequest())
+    logger.info("W&B run %s → trial %d in %s", run_id, number, request.run_dir)
+    return execute_trial(context.trial_fn, request,
+                         extra={"backend": "wandb", "wandb_run_id": run_id, "sweep_id": env.get("WANDB_SWEEP_ID")})
+
