@@ -65,7 +65,7 @@ th,td{border-bottom:1px solid var(--line);padding:.32rem .6rem;text-align:left;v
 overflow-wrap:break-word}td code{overflow-wrap:anywhere}
 thead th{background:var(--soft);border-bottom:2px solid var(--line);font-weight:600}
 tbody th{background:var(--soft);font-weight:600}
-td.num,th.num{text-align:right}tr.best td{background:#f0f9f2}
+td.num,th.num{text-align:right}tr.best td{background:#f0f9f2}tr.worst td{background:#fff5f5}
 tr.error td{border-top:0;color:var(--bad);padding-top:0}tr.error pre{margin:0}
 .state-fail{color:var(--bad);font-weight:600}.state-pruned{color:var(--warn)}.state-complete{color:var(--ok)}
 .badge{display:inline-block;font-size:.75rem;border-radius:999px;padding:0 .5rem;margin-left:.3rem;
