@@ -11,7 +11,8 @@ Strategies: head (only the new head trains), top-k (the last k blocks + head), f
 at lr x --backbone-lr-mult), gradual (head first, one more block every --unfreeze-every epochs).
 Writes runs/<name>/: config.yaml, split.json, metrics.jsonl, best.pt, last.pt, test_metrics.json; with
 --compare one such folder per strategy under runs/<name>/<strategy>/ plus comparison.csv, comparison.md,
-accuracy_curves.png and comparison.html (the page to open). On a CPU the defaults shrink to 64 px images and 3 epochs (the log says so).
+accuracy_curves.png and comparison.html (the page to open). On a CPU the defaults shrink to 64 px images and
+3 epochs (the log says so).
 """
 
 from __future__ import annotations
