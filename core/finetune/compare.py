@@ -170,6 +170,8 @@ def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
         ax.plot(epochs, [100 * t for _, t, _ in row.curve], "--", color=colour, alpha=0.5)
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy vs epoch: validation (solid), train (dashed)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    last = max((e for row in rows for e, _, _ in row.curve), default=1)
+    ax.set_xlim(0.8, last + 0.2)  # one epoch still gets a readable axis (not 0.95..1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)

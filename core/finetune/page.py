@@ -52,9 +52,9 @@ def _share(row: ComparisonRow) -> str:
 def _links(row: ComparisonRow, page_dir: Path) -> str:
     if row.run_dir is None:
         return ""
-    out = [link(Path(row.run_dir), page_dir, "folder")]
+    out = [link(Path(row.run_dir), page_dir, "folder", code=False)]
     if (Path(row.run_dir) / "test_metrics.json").is_file():
-        out.append(link(Path(row.run_dir) / "test_metrics.json", page_dir, "test_metrics.json"))
+        out.append(link(Path(row.run_dir) / "test_metrics.json", page_dir, "test metrics", code=False))
     if (Path(row.run_dir) / EVAL_PAGE).is_file():
         out.append(f'<a href="{href(Path(row.run_dir) / EVAL_PAGE, page_dir)}">evaluation</a>')
     return " · ".join(out)
@@ -65,11 +65,16 @@ def _summary(rows: Sequence[ComparisonRow]) -> str:
     if not tested:
         return callout("<p>No run has a test accuracy (every run was stopped before its test pass).</p>", "warn")
     best = max(tested, key=lambda r: r.test_acc)
-    lines = [f"<b>Best test accuracy: {esc(best.strategy)}</b> ({esc(best.run)}), "
-             f'<span class="best-value">{percent_text(best.test_acc)}</span>, training {_share(best)} of the '
-             f"parameters ({_trainable(best)} of {count_text(best.total_params)})."]
+    tied = [r for r in tested if r.test_acc == best.test_acc]
+    value = f'<span class="best-value">{percent_text(best.test_acc)}</span>'
+    if len(tied) > 1:
+        lines = [f"<b>Best test accuracy: {value}</b>, a tie between {esc(', '.join(r.strategy for r in tied))}: "
+                 "the test set cannot tell them apart."]
+    else:
+        lines = [f"<b>Best test accuracy: {esc(best.strategy)}</b> ({esc(best.run)}), {value}, training "
+                 f"{_share(best)} of the parameters ({_trainable(best)} of {count_text(best.total_params)})."]
     scratch = [r for r in tested if r.kind == "partA"]
-    if scratch and best.kind != "partA":
+    if scratch and best.kind != "partA" and len(tied) == 1:
         a = scratch[0]
         lines.append(f"Part A from scratch ({esc(a.run)}): {percent_text(a.test_acc)}, "
                      f"{100 * (best.test_acc - a.test_acc):+.1f} points for {esc(best.strategy)}.")
@@ -110,7 +115,8 @@ def render_comparison(rows: Sequence[ComparisonRow], run_dir: Path, *, figure: P
         size = cfg.image_size or "the weights' own"
         weights = "random init" if cfg.weights is None and cfg.weights_file is None else (
             str(cfg.weights_file.name) if cfg.weights_file else f"torchvision {cfg.weights}")
-        setup = (f"backbone <b>{esc(cfg.arch)}</b> ({esc(weights)}) · {esc(size)}\u00a0px · {cfg.train.epochs} epochs"
+        epochs = f"{cfg.train.epochs} epoch{'s' * (cfg.train.epochs != 1)}"
+        setup = (f"backbone <b>{esc(cfg.arch)}</b> ({esc(weights)}) · {esc(size)}\u00a0px · {epochs}"
                  f" · lr {cfg.train.lr:g} (backbone ×{cfg.backbone_lr_mult:g}) · ")
     nav = [(href(Path(r.run_dir) / EVAL_PAGE, run_dir), f"evaluation of {r.run}") for r in rows
            if r.kind == "partA" and r.run_dir is not None and (Path(r.run_dir) / EVAL_PAGE).is_file()]

@@ -252,7 +252,7 @@ def analyse(records: Sequence[TrialRecord], cfg: SweepConfig) -> SweepAnalysis:
     if float(values.max() - values.min()) <= 1e-12 * max(1.0, float(np.abs(values).max())):
         obs.append(Observation(f"All {len(used)} trials scored {cfg.metric.name} = {fmt(float(values[0]))}: "
                                "the sweep cannot tell its parameters apart (train longer or on more data).",
-                               len(used)))
+                               len(used), claim=False))
         return SweepAnalysis((), tuple(obs), len(used))
     effects = [param_effect(p, used, cfg.metric.maximize) for p in cfg.searched]
     effects.sort(key=lambda e: -(e.importance if e.importance is not None else -1.0))

@@ -98,10 +98,14 @@ def _failures(records: Sequence[TrialRecord], page_dir: Path) -> str:
         where += ", " + link(Path(first.run_dir) / "trial.json", page_dir, "trial.json")
     head = (f"<h2>{len(failed)} of {len(records)} trials failed</h2><p>First error: trial {first.number}, "
             f"folder {where}</p><pre>{esc(first.error or '(no message recorded)')}</pre>")
-    if len(groups) > 1 or len(failed) > 1:
-        rows = [[esc(msg), str(len(rs)), ", ".join(link(r.run_dir, page_dir, str(r.number)) for r in rs[:8])
-                 + (" …" if len(rs) > 8 else "")] for msg, rs in groups.items()]
-        head += table(["error", "trials", "trial folders"], rows, numeric=[False, True, False])
+    def folders(rs: Sequence[TrialRecord]) -> str:
+        return ", ".join(link(r.run_dir, page_dir, str(r.number)) for r in rs[:12]) + (" …" if len(rs) > 12 else "")
+
+    if len(groups) > 1:
+        rows = [[esc(msg), str(len(rs)), folders(rs)] for msg, rs in groups.items()]
+        head += table(["error (first line)", "trials", "trial folders"], rows, numeric=[False, True, False])
+    elif len(failed) > 1:
+        head += f"<p>All {len(failed)} failed with this error; trial folders: {folders(failed)}.</p>"
     return callout(head, "bad")
 
 
