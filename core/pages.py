@@ -153,7 +153,7 @@ def image(path: Path, page_dir: Path, caption: str = "", *, alt: str | None = No
     path = Path(path)
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     alt = alt if alt is not None else path.stem.replace("_", " ")
-    return (f'<figure class="{"wide" if wide else ""}"><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+    return (f'<figure{_cls("wide" if wide else "")}><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{caption} {link(path, page_dir, path.name)}</figcaption></figure>")
 
 
@@ -175,7 +175,11 @@ def callout(body: str, kind: str = "") -> str:
 
 def bullets(items: Iterable[str], cls: str = "") -> str:
     items = list(items)
-    return f'<ul class="{esc(cls)}">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
+    return f"<ul{_cls(cls)}>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
+
+
+def _cls(name: str) -> str:
+    return f' class="{esc(name)}"' if name else ""
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Sequence[bool] | None = None,
@@ -186,17 +190,16 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Seq
     cells head the columns and every other column becomes a row."""
     numeric = list(numeric) if numeric is not None else [False] * len(columns)
     row_classes = list(row_classes) if row_classes is not None else [""] * len(rows)
+    num = ["num" if n else "" for n in numeric]
     if len(columns) > max_columns and len(rows) + 1 <= max_columns:
         head = f"<th>{breakable(columns[0])}</th>" + "".join(f'<th class="num">{r[0]}</th>' for r in rows)
-        body = "".join(f"<tr><th>{breakable(c)}</th>" + "".join(
-            f'<td class="{"num" if numeric[j] else ""}">{r[j]}</td>' for r in rows) + "</tr>"
-            for j, c in enumerate(columns) if j > 0)
+        body = "".join(f"<tr><th>{breakable(c)}</th>" + "".join(f"<td{_cls(num[j])}>{r[j]}</td>" for r in rows)
+                       + "</tr>" for j, c in enumerate(columns) if j > 0)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    head = "".join(f'<th class="{"num" if n else ""}">{breakable(c)}</th>' for c, n in zip(columns, numeric))
+    head = "".join(f"<th{_cls(n)}>{breakable(c)}</th>" for c, n in zip(columns, num))
     body = []
     for i, (r, cls) in enumerate(zip(rows, row_classes)):
-        body.append(f'<tr class="{esc(cls)}">' + "".join(
-            f'<td class="{"num" if n else ""}">{cell}</td>' for cell, n in zip(r, numeric)) + "</tr>")
+        body.append(f"<tr{_cls(cls)}>" + "".join(f"<td{_cls(n)}>{cell}</td>" for cell, n in zip(r, num)) + "</tr>")
         if after_rows and i in after_rows:
             body.append(f'<tr class="error"><td colspan="{len(columns)}">{after_rows[i]}</td></tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

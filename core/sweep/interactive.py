@@ -4,20 +4,20 @@ Why: W&B's sweep page and ``optuna-dashboard`` let people explore a sweep; the o
 without a server or network. The PNGs of :mod:`core.sweep.plots` stay (README and papers use them); these
 figures draw the same records and the same statistics (:mod:`core.sweep.analysis`), never new ones.
 
-``optuna.visualization`` draws the parallel coordinates and the optimisation history. It works on a study,
-so :func:`study_from_records` builds an in-memory one from the records, which serves both backends alike
-(the ``wandb`` backend has no Optuna study, and the ``local`` backend's study also holds discarded and
-crashed attempts that are not results). A PRUNED trial with a value counts as a result, as everywhere in
-the report, so it enters the study as COMPLETE; trial numbers are kept (gaps are filled with FAIL
-placeholders, which no figure draws). Importance, metric-vs-time and the learning curves are built here
-from the records, because they show what Optuna's versions cannot: ε² and Pearson r with their trial counts,
-the trial's creation time, and which trials hyperband stopped.
+``optuna.visualization`` draws the optimisation history. It works on a study, so :func:`study_from_records`
+builds an in-memory one from the records, which serves both backends alike (the ``wandb`` backend has no
+Optuna study, and the ``local`` backend's study also holds discarded and crashed attempts that are not
+results). A PRUNED trial with a value counts as a result, as everywhere in the report, so it enters the study
+as COMPLETE; trial numbers are kept (gaps are filled with FAIL placeholders, which no figure draws). The other
+figures are built here from the records, because they show what Optuna's cannot: a parcoords whose axes can
+be brushed to filter and dragged to reorder (Optuna 5 draws parallel coordinates as plain lines, Optuna 4 as
+a parcoords: one look whatever is installed), ε² and Pearson r with their trial counts, the trial's creation
+time, and which trials hyperband stopped.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -86,21 +86,55 @@ def _hover(r: TrialRecord, cfg: SweepConfig) -> str:
     return "<br>".join(lines)
 
 
-def parallel_coordinates(records: Sequence[TrialRecord], cfg: SweepConfig) -> go.Figure | None:
-    from optuna.visualization import plot_parallel_coordinate
+def _dimension(name: str, values: list[Any], numeric: bool, log_scale: bool) -> dict[str, Any]:
+    """One parcoords axis: numbers as they are (log10 for log-scaled parameters, ticks in real units),
+    anything else as evenly spaced levels with their labels."""
+    import numpy as np
 
-    study = study_from_records(records, cfg)
-    names = sorted({k for t in study.trials for k in t.params}, key=[p.name for p in cfg.searched].index)
-    if not any(t.value is not None for t in study.trials) or not names:
+    if numeric:
+        x = np.array(values, dtype=float)
+        xs = np.log10(x) if log_scale else x
+        lo, hi = float(xs.min()), float(xs.max())
+        ticks = list(np.linspace(lo, hi, 5)) if hi > lo else [lo]
+        shown = [10 ** t for t in ticks] if log_scale else ticks
+        pad = 0.0 if hi > lo else 1.0
+        return {"label": name + (" (log)" if log_scale else ""), "values": list(xs), "range": [lo - pad, hi + pad],
+                "tickvals": ticks, "ticktext": [label(float(v)) for v in shown]}
+    levels = sorted({label(v) for v in values}, key=lambda t: (len(t), t))
+    index = {t: i for i, t in enumerate(levels)}
+    return {"label": name, "values": [index[label(v)] for v in values], "tickvals": list(range(len(levels))),
+            "ticktext": levels, "range": [-0.3, len(levels) - 0.7] if len(levels) > 1 else [-1, 1]}
+
+
+def parallel_coordinates(records: Sequence[TrialRecord], analysis: SweepAnalysis,
+                         cfg: SweepConfig) -> go.Figure | None:
+    """Plotly's parcoords (not Optuna's, which is drawn differently across Optuna versions): brushing an
+    axis filters the lines, dragging an axis title reorders the axes; the metric is the last axis."""
+    import plotly.graph_objects as go
+
+    done = [r for r in records if r.has_result]
+    kinds = {e.name: e for e in analysis.effects}
+    dims = []
+    for p in cfg.searched:
+        vals = [r.hyperparameters.get(p.name) for r in done]
+        if not done or any(v is None for v in vals):
+            continue
+        e = kinds.get(p.name)
+        numeric = e.kind == "numeric" if e is not None else (not p.is_categorical and _numeric(vals)
+                                                              and len(set(vals)) > 6)
+        dims.append(_dimension(p.name, vals, numeric, bool(e and e.log_scale)))
+    if not dims:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna's ExperimentalWarning
-        fig = plot_parallel_coordinate(study, params=names, target_name=cfg.metric.name)
-    fig.update_traces(labelangle=-25, labelside="bottom", labelfont={"size": 13}, tickfont={"size": 12},
-                      rangefont={"size": 1, "color": "rgba(0,0,0,0)"}, selector={"type": "parcoords"})
-    fig.update_layout(title=f"Parallel coordinates: {len([t for t in study.trials if t.value is not None])} trials, "
-                            f"colour = {cfg.metric.name} (drag along an axis to filter)",
-                      margin={"l": 80, "r": 80, "t": 70, "b": 110})
+    y = [r.objective for r in done]
+    dims.append({**_dimension(cfg.metric.name, y, True, False), "label": f"<b>{cfg.metric.name}</b>"})
+    fig = go.Figure(go.Parcoords(
+        dimensions=dims, labelangle=-25, labelside="bottom", labelfont={"size": 13}, tickfont={"size": 12},
+        rangefont={"size": 1, "color": "rgba(0,0,0,0)"},
+        line={"color": y, "colorscale": "Viridis", "reversescale": not cfg.metric.maximize, "showscale": True,
+              "colorbar": {"title": {"text": cfg.metric.name}}}))
+    fig.update_layout(title=f"Parallel coordinates: {len(done)} trials, colour = {cfg.metric.name} "
+                            f"({'bright' if cfg.metric.maximize else 'dark'} = better)",
+                      margin={"l": 80, "r": 80, "t": 80, "b": 120})
     return fig
 
 
@@ -212,7 +246,7 @@ def interactive_figures(records: Sequence[TrialRecord], analysis: SweepAnalysis,
                         cfg: SweepConfig) -> dict[str, go.Figure]:
     """Name → plotly figure, for the figures there is something to draw for (none without a result)."""
     figures = {
-        "parallel_coordinates": parallel_coordinates(records, cfg),
+        "parallel_coordinates": parallel_coordinates(records, analysis, cfg),
         "importance": importance(analysis, cfg),
         "metric_vs_time": metric_vs_time(records, cfg),
         "optimization_history": optimization_history(records, cfg),
