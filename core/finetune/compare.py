@@ -120,8 +120,8 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
 def write_comparison(rows: list[ComparisonRow], run_dir: Path | str, *, cfg: PartBConfig | None = None
                      ) -> dict[str, Path]:
     """``comparison.csv`` (all columns), ``comparison.md`` (readable table), ``accuracy_curves.png`` and
-    ``comparison.html`` (:mod:`core.finetune.page`; ``cfg`` adds the backbone and settings to its header)."""
-    from core.finetune.page import write_comparison_page
+    ``comparison.html`` (:mod:`core.finetune.comparison_page`; ``cfg`` adds the backbone and settings to its header)."""
+    from core.finetune.comparison_page import write_comparison_page
 
     run_dir = Path(run_dir)
     buf = io.StringIO()

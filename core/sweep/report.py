@@ -7,7 +7,7 @@ fewer than 3 trials apart as anecdotal), then the interactive figures (:mod:`cor
 top runs, every trial, the static PNGs (:mod:`core.sweep.plots`), the files and the mapping notes.
 
 A sweep without any result shows the failure summary and the tables, never empty placeholder figures. The
-page is built with :mod:`core.pages` (shared with the evaluation and Part B comparison pages): relative
+page is built with :mod:`core.explain.pages` (shared with the evaluation and Part B comparison pages): relative
 links, PNGs embedded, plotly.js inline once, no network.
 """
 
@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.pages import (
+from core.explain import (
     bullets,
     callout,
     cards,

@@ -1,8 +1,9 @@
-"""The HTML pages a person reads (sweep report, evaluation, Part B comparison): one look, one set of building blocks.
+"""The page kit: HTML pages a person reads (sweep report, evaluation, Part B comparison) in one look.
 
-Why one module: the three pages are read side by side and link to each other, so they share a stylesheet,
-number formats and the rules that keep them readable in a 1280–1600 px browser window without sideways
-scrolling:
+Why one module (in ``core.explain``, the lowest package that writes a page; the sweep and Part B use it
+through the face, as they use ``save_figure``): the three pages are read side by side and link to each
+other, so they share a stylesheet, number formats and the rules that keep them readable in a 1280–1600 px
+browser window without sideways scrolling:
 
 * tables never grow wider than the page: a table with more than :data:`MAX_COLUMNS` columns is transposed
   (one column per row) by :func:`table`, long headers break after ``.`` and ``_``, long values (paths,

@@ -4,7 +4,7 @@ Why: ``comparison.md`` is for pasting into a write-up; the page answers the ques
 (which strategy won on the test set and by how much over Part A from scratch, what each one trained, how
 long an epoch took) and links each run's folder, its ``test_metrics.json`` and its evaluation page when
 ``partA_evaluate`` has written one. The figure is the same ``accuracy_curves.png`` the W&B run gets. Built with
-:mod:`core.pages`; the numbers are the rows :mod:`core.finetune.compare` wrote to ``comparison.csv``.
+:mod:`core.explain.pages`; the numbers are the rows :mod:`core.finetune.compare` wrote to ``comparison.csv``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.pages import (
+from core.explain import (
     bullets,
     callout,
     count_text,
