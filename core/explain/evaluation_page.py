@@ -122,8 +122,8 @@ def render_evaluation(*, out_dir: Path, checkpoint: Path, data_dir: Path, metric
     method = esc(explanations.get("label", "guided backprop"))
     neurons = esc(explanations.get("neurons", ""))
     body.append(section(f"CONV5 neurons ({method})", fig(
-        "guided_backprop_conv5.png", f"{method[:1].upper()}{method[1:]} for {neurons} CONV5 neurons (the most "
-        "active channels) on the same image: the pixels each neuron responds to."), anchor="neurons"))
+        "guided_backprop_conv5.png", f"{neurons} CONV5 neurons (the most active channels) on one test image, by "
+        f"{method}: the pixels each neuron responds to."), anchor="neurons"))
     files = [f"{link(out_dir / n, out_dir)} – {esc(d)}" for n, d in FILES.items() if (out_dir / n).is_file()]
     files.append(f"{link(checkpoint, out_dir)} – the evaluated checkpoint")
     body.append(section("Files", bullets(files), anchor="files"))

@@ -172,6 +172,8 @@ def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     last = max((e for row in rows for e, _, _ in row.curve), default=1)
     ax.set_xlim(0.8, last + 0.2)  # one epoch still gets a readable axis (not 0.95..1.05)
+    if last <= 20:
+        ax.set_xticks(range(1, last + 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)

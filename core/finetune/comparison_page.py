@@ -54,7 +54,7 @@ def _links(row: ComparisonRow, page_dir: Path) -> str:
         return ""
     out = [link(Path(row.run_dir), page_dir, "folder", code=False)]
     if (Path(row.run_dir) / "test_metrics.json").is_file():
-        out.append(link(Path(row.run_dir) / "test_metrics.json", page_dir, "test metrics", code=False))
+        out.append(link(Path(row.run_dir) / "test_metrics.json", page_dir, "test\u00a0metrics", code=False))
     if (Path(row.run_dir) / EVAL_PAGE).is_file():
         out.append(f'<a href="{href(Path(row.run_dir) / EVAL_PAGE, page_dir)}">evaluation</a>')
     return " · ".join(out)

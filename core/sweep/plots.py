@@ -195,6 +195,8 @@ def plot_learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig, path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     last = max(e for _, c in curves for e, _ in c)
     ax.set_xlim(0.8, last + 0.2)  # one epoch still gets a readable axis (not 0.95..1.05)
+    if last <= 20:
+        ax.set_xticks(range(1, int(last) + 1))
     ax.set_ylabel(cfg.metric.name)
     ax.set_title("learning curves (orange = stopped early)")
     return save_figure(fig, path)
