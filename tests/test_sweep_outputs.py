@@ -196,3 +196,18 @@ def test_interactive_figures_come_from_a_study_of_the_records(tmp_path):
     assert [act.ticktext[i] for i in act["values"]] == [r.hyperparameters["act"] for r in done]
     assert lr.label == "lr (log)" and list(lr["values"]) == pytest.approx([math.log10(r.hyperparameters["lr"])
                                                                            for r in done])
+
+
+def test_report_says_how_to_evaluate_the_best_trial_and_then_links_it(tmp_path):
+    records = make_records(tmp_path)
+    (tmp_path / "trials" / "5-abc" / "config.yaml").write_text(
+        yaml.safe_dump({"config": {"data": {"data_dir": "/data/my flowers"}}}))
+    write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local")
+    html = (tmp_path / "report.html").read_text()
+    command = f"python experiments/partA_evaluate.py --checkpoint {tmp_path / 'best.pt'} --data-dir '/data/my flowers'"
+    assert command.replace("'", "&#x27;") in html, "the command names the best trial's data folder, quoted"
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "evaluation.html").write_text("<html></html>")
+    write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local")
+    html = (tmp_path / "report.html").read_text()
+    assert '<a href="eval/evaluation.html">evaluation page</a>' in html and "partA_evaluate.py" not in html

@@ -13,6 +13,8 @@ links, PNGs embedded, plotly.js inline once, no network.
 
 from __future__ import annotations
 
+import logging
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,9 +37,12 @@ from core.explain import (
     table,
     write_page,
 )
+from core.runfiles import read_yaml
 from core.sweep.analysis import Observation, SweepAnalysis, fmt, label
 from core.sweep.config import SweepConfig
 from core.sweep.results import TrialRecord, ranked
+
+logger = logging.getLogger(__name__)
 
 TOP_N = 10
 EVAL_PAGE = "evaluation.html"  # written by core.explain's evaluate_checkpoint into <checkpoint folder>/eval/
@@ -135,13 +140,29 @@ def _best(best: TrialRecord | None, cfg: SweepConfig, page_dir: Path, records: S
         files.insert(0, f'<b><a href="{href(ev, page_dir)}">evaluation page</a></b> (test metrics, prediction grid, '
                         "Grad-CAM, filters, guided backprop)")
     else:
-        files.append("evaluation: <code>python experiments/partA_evaluate.py --checkpoint "
-                     f"{esc(Path(page_dir, 'best.pt'))} --data-dir &lt;the sweep's data&gt;</code>, then rerun the "
-                     "sweep command to link it here")
+        command = ["python", "experiments/partA_evaluate.py", "--checkpoint", str(Path(page_dir, "best.pt"))]
+        data_dir = _trial_data_dir(best)
+        command += ["--data-dir", data_dir] if data_dir else []
+        files.append(f"evaluate it: <code>{esc(shlex.join(command))}</code>, then rerun the sweep command (it "
+                     "only rebuilds this page) to link the evaluation here")
     body = (f"<h2>Best trial: {best.number}</h2>" + cards(items)
             + (f"<h3>Parameters</h3>{values}" if searched else "")
             + (f'<p class="muted">Fixed for every trial: {fixed}</p>' if fixed else "") + bullets(files))
     return callout(body, "good")
+
+
+def _trial_data_dir(r: TrialRecord) -> str | None:
+    """The dataset the trial trained on, from its resolved ``config.yaml`` (None: the demo set, or unknown)."""
+    path = Path(r.run_dir) / "config.yaml" if r.run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = read_yaml(path) or {}
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read %s for the evaluation command: %s", path, exc)
+        return None
+    data = (doc.get("config", doc) if isinstance(doc, dict) else {}).get("data") or {}
+    return str(data["data_dir"]) if isinstance(data, dict) and data.get("data_dir") else None
 
 
 def _observation(o: Observation) -> str:
