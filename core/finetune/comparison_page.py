@@ -96,7 +96,11 @@ def render_comparison(rows: Sequence[ComparisonRow], run_dir: Path, *, figure: P
     top = max(tested) if tested else None
     columns = ["run", "strategy", "what trains", "test acc", "best val acc", "epochs to best", "trainable params",
                "trainable share", "total params", "s / epoch", "files"]
-    body_rows = [[esc(r.run), esc(r.strategy), esc(WHAT_TRAINS.get(r.strategy, "")), percent_text(r.test_acc),
+    trains = dict(WHAT_TRAINS)
+    if cfg is not None:
+        trains["top-k"] = f"the head and the top {cfg.k} backbone block{'s' * (cfg.k != 1)}"
+        trains["gradual"] = f"the head, then one more block from the top every {cfg.unfreeze_every} epoch(s)"
+    body_rows = [[esc(r.run), esc(r.strategy), esc(trains.get(r.strategy, "")), percent_text(r.test_acc),
                   percent_text(r.best_val_acc), f"{r.epochs_to_best} of {r.epochs_run}", _trainable(r), _share(r),
                   count_text(r.total_params), f"{r.seconds_per_epoch:.1f}", _links(r, run_dir)] for r in rows]
     numeric = [False, False, False, True, True, True, True, True, True, True, False]
