@@ -211,3 +211,18 @@ def test_report_says_how_to_evaluate_the_best_trial_and_then_links_it(tmp_path):
     write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local")
     html = (tmp_path / "report.html").read_text()
     assert '<a href="eval/evaluation.html">evaluation page</a>' in html and "partA_evaluate.py" not in html
+
+
+def test_wide_tables_transpose_or_wrap():
+    """The page kit's rule: too many columns -> transposed if the rows fit as columns, else balanced slices."""
+    from core.explain.pages import table
+
+    columns = ["trial", "metric", *[f"p{i}" for i in range(14)]]
+    rows = [[str(n), f"0.{n}", *[f"v{n}.{i}" for i in range(14)]] for n in range(20)]
+    wrapped = table(columns, rows, key_columns=2)
+    assert wrapped.count("<table>") == 2, "16 columns over 12: two tables"
+    heads = [re.findall(r"<th(?: [^>]*)?>(.*?)</th>", t) for t in wrapped.split("</table>")[:2]]
+    assert [len(h) for h in heads] == [9, 9] and all(h[:2] == ["trial", "metric"] for h in heads), heads
+    assert wrapped.count("<td>v19.13</td>") == 1 and wrapped.count("<td>19</td>") == 2, "keys repeat, values do not"
+    transposed = table(columns, rows[:5])
+    assert transposed.count("<table>") == 1 and transposed.count("<tr>") == len(columns), "one row per column"

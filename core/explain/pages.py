@@ -6,10 +6,11 @@ other, so they share a stylesheet, number formats and the rules that keep them r
 browser window without sideways scrolling:
 
 * tables never grow wider than the page: a table with more than :data:`MAX_COLUMNS` columns is transposed
-  (one column per row) by :func:`table`, long headers break after ``.`` and ``_``, long values (paths,
-  errors) wrap, and a number with its unit never breaks (``19.4 s``, ``6.8 MFLOPs`` use a no-break space);
-  words are not broken inside (``overflow-wrap: anywhere`` would let the table squeeze ``trial`` into
-  ``tria|l``), so the per-element width check of the browser test is what guards the column budget;
+  (one column per row) or wrapped (several tables repeating the key columns) by :func:`table`, long headers
+  break after ``.`` and ``_``, long values (paths, errors) wrap, and a number with its unit never breaks
+  (``19.4 s``, ``6.8 MFLOPs`` use a no-break space); words are not broken inside (``overflow-wrap:
+  anywhere`` would let the table squeeze ``trial`` into ``tria|l``), so the per-element width check of the
+  browser test is what guards the column budget;
 * figures are PNGs embedded as ``data:`` URIs (the page works as a single file, e.g. mailed) with a relative
   link to the PNG beside the page; file names are relative links, so a copied run folder keeps working;
 * interactive figures are plotly figures; plotly.js is inlined once per page (no CDN, no network), and only
@@ -185,10 +186,11 @@ def _cls(name: str) -> str:
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Sequence[bool] | None = None,
           row_classes: Sequence[str] | None = None, after_rows: Mapping[int, str] | None = None,
-          max_columns: int = MAX_COLUMNS) -> str:
+          max_columns: int = MAX_COLUMNS, key_columns: int = 1) -> str:
     """A table of HTML cells (already escaped/formatted). ``after_rows[i]`` is a full-width row under row ``i``
-    (an error message). With more than ``max_columns`` columns the table is transposed: the first column's
-    cells head the columns and every other column becomes a row."""
+    (an error message). A table wider than ``max_columns`` is transposed when its rows fit as columns (the
+    first column's cells head the columns), else wrapped: several tables, each repeating the first
+    ``key_columns`` columns (the trial number, say) with the next slice of the others."""
     numeric = list(numeric) if numeric is not None else [False] * len(columns)
     row_classes = list(row_classes) if row_classes is not None else [""] * len(rows)
     num = ["num" if n else "" for n in numeric]
@@ -197,6 +199,17 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: Seq
         body = "".join(f"<tr><th>{breakable(c)}</th>" + "".join(f"<td{_cls(num[j])}>{r[j]}</td>" for r in rows)
                        + "</tr>" for j, c in enumerate(columns) if j > 0)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if len(columns) > max_columns and 0 < key_columns < max_columns:
+        keys, rest = list(range(key_columns)), len(columns) - key_columns
+        chunks = -(-rest // (max_columns - key_columns))
+        step = -(-rest // chunks)  # balanced: 14 columns wrap as 7 + 7, not 10 + 4
+        parts = []
+        for start in range(key_columns, len(columns), step):
+            pick = keys + list(range(start, min(start + step, len(columns))))
+            parts.append(table([columns[j] for j in pick], [[r[j] for j in pick] for r in rows],
+                               numeric=[numeric[j] for j in pick], row_classes=row_classes,
+                               after_rows=after_rows if start == key_columns else None, max_columns=len(pick)))
+        return "".join(parts)
     head = "".join(f"<th{_cls(n)}>{breakable(c)}</th>" for c, n in zip(columns, num))
     body = []
     for i, (r, cls) in enumerate(zip(rows, row_classes)):

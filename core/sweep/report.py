@@ -225,8 +225,8 @@ def _all_tables(records: Sequence[TrialRecord], cfg: SweepConfig, page_dir: Path
     if names:
         prow = [[str(r.number), fmt(r.objective),
                  *[esc(label(r.hyperparameters[n])) if n in r.hyperparameters else "" for n in names]] for r in records]
-        out += "<h3>Parameters</h3>" + table(["trial", metric, *names], prow,
-                                              numeric=[True, True, *[False] * len(names)], max_columns=99)
+        out += "<h3>Parameters</h3>" + table(["trial", metric, *names], prow, key_columns=2,
+                                              numeric=[True, True, *[False] * len(names)])
     return out
 
 
