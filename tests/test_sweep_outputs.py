@@ -226,3 +226,15 @@ def test_wide_tables_transpose_or_wrap():
     assert wrapped.count("<td>v19.13</td>") == 1 and wrapped.count("<td>19</td>") == 2, "keys repeat, values do not"
     transposed = table(columns, rows[:5])
     assert transposed.count("<table>") == 1 and transposed.count("<tr>") == len(columns), "one row per column"
+
+
+def test_a_trend_over_four_trials_is_called_too_few_not_bounded_above_one():
+    """1.96/sqrt(n-1) is 1.13 for n=4 (no |ρ| reaches it) and 0.98 for n=5: 5 is the fewest, by hand."""
+    records = [TrialRecord(number=i, state="COMPLETE", objective=0.1 * i,
+                           hyperparameters={"act": "relu", "lr": 10.0 ** -(4 - i), "epochs": 2}) for i in range(4)]
+    lr = next(o.text for o in analyse(records, CFG).observations if o.text.startswith("lr"))
+    assert "4 trials are too few to tell a trend" in lr and "5 are the fewest" in lr, lr
+    five = records + [TrialRecord(number=4, state="COMPLETE", objective=0.4,
+                                  hyperparameters={"act": "relu", "lr": 1.0, "epochs": 2})]
+    lr = next(o.text for o in analyse(five, CFG).observations if o.text.startswith("lr"))
+    assert "higher values went with higher val_acc" in lr, lr

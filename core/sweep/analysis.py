@@ -194,7 +194,10 @@ def _param_sentence(e: ParamEffect, metric: str, maximize: bool) -> Observation 
         return None
     scale = " (log scale)" if e.log_scale else ""
     chance = chance_level(e.n)
-    if abs(e.trend) < chance:
+    if chance >= 1.0:  # 1.96/sqrt(n-1) >= 1: no ρ can pass, say so instead of quoting a bound above 1
+        text = (f"{e.name}: {e.n} trials are too few to tell a trend in {metric} from chance (Spearman ρ = "
+                f"{e.trend:+.2f}; {math.floor(1.96 ** 2) + 2} are the fewest where one can){imp}.")
+    elif abs(e.trend) < chance:
         text = (f"{e.name}: no clear trend in {metric} (Spearman ρ = {e.trend:+.2f} over {e.n} trials; |ρ| below "
                 f"{chance:.2f} is within chance for {e.n} trials){imp}.")
     else:
