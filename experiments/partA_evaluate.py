@@ -7,6 +7,7 @@
 Writes to ``--out-dir`` (default: ``<checkpoint folder>/eval``): ``test_metrics.json``,
 ``confusion_matrix.png``, ``predictions_grid.png`` (+ ``.json``), ``gradcam.png``, ``filters_conv1.png``,
 ``feature_maps_conv1.png``, ``guided_backprop_conv5.png`` (+ ``.json``: the neurons and the method),
+``evaluation.html`` (every figure with the numbers, linked from the sweep report),
 and logs the figures, a predictions table and the test accuracy to a W&B run (job type "evaluate").
 Filters, feature maps, guided backprop and Grad-CAM need a Part A SmallCNN; for other models (Part B
 backbones) they are skipped with a warning and the metrics are still written.
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_evaluation(cfg, summary)
     m = summary["metrics"]
-    print(f"test accuracy {m.accuracy:.2%} ({m.n_correct}/{m.n}); outputs in {summary['out_dir']}")
+    print(f"test accuracy {m.accuracy:.2%} ({m.n_correct}/{m.n}); outputs in {summary['out_dir']}; "
+          f"open {summary['page']}")
     return 0
 
 

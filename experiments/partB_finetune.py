@@ -10,8 +10,9 @@ r"""Part B: fine-tune an ImageNet-pretrained torchvision backbone with one strat
 Strategies: head (only the new head trains), top-k (the last k blocks + head), full (everything; backbone
 at lr x --backbone-lr-mult), gradual (head first, one more block every --unfreeze-every epochs).
 Writes runs/<name>/: config.yaml, split.json, metrics.jsonl, best.pt, last.pt, test_metrics.json; with
---compare one such folder per strategy under runs/<name>/<strategy>/ plus comparison.csv, comparison.md and
-accuracy_curves.png. On a CPU the defaults shrink to 64 px images and 3 epochs (the log says so).
+--compare one such folder per strategy under runs/<name>/<strategy>/ plus comparison.csv, comparison.md,
+accuracy_curves.png and comparison.html (the page to open). On a CPU the defaults shrink to 64 px images and
+3 epochs (the log says so).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_compare(cfg, run_dir, strategies=tuple(args.strategies), partA_run=args.partA_run,
                                tracker_mode=args.wandb_mode, name=name, resume=args.resume)
             print((run_dir / "comparison.md").read_text(encoding="utf-8"), end="")
-            print(f"{len(rows)} runs compared; outputs in {run_dir}")
+            print(f"{len(rows)} runs compared; outputs in {run_dir}; open {run_dir / 'comparison.html'}")
         else:
             run = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
             result = run.result

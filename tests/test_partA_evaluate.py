@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,15 @@ def test_relu_checkpoint_writes_everything(tiny_imagefolder, tmp_path):
     assert len(rows) == 9 and columns[:3] == ["path", "true", "pred"], (columns, len(rows))
     assert tracker.summary["test_acc"] == pytest.approx(n_correct / 12), tracker.summary
 
+    page = (out / "evaluation.html").read_text()  # the page: the hand-counted numbers, every figure, links
+    assert f'<span class="test-accuracy">{100 * n_correct / 12:.1f}%</span>' in page
+    assert f"{n_correct} of 12 test images" in page
+    for c, name in enumerate(CLASSES):
+        assert f"<td>{name}</td><td class=\"num\">4</td><td class=\"num\">{counts[c][c]}</td>" in page, name
+    alts = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert sorted(alts) == sorted(n.removesuffix(".png").replace("_", " ") for n in FIGURES), alts
+    assert '<a href="../">← run folder</a>' in page and '<a href="test_metrics.json">' in page
+
 
 def test_gelu_checkpoint_and_short_class(tiny_imagefolder, tmp_path, caplog):
     for f in sorted((tiny_imagefolder / "val" / "Aves").iterdir())[:2]:
@@ -154,6 +164,8 @@ def test_gelu_checkpoint_and_short_class(tiny_imagefolder, tmp_path, caplog):
     assert run(["--checkpoint", ckpt, "--data-dir", tiny_imagefolder, "--out-dir", swap_out,
                 "--guided-mode", "relu-swap"]) == 0
     assert json.loads((swap_out / "guided_backprop_conv5.json").read_text())["method"] == "relu-swap"
+    page = (out / "evaluation.html").read_text()
+    assert "Guided backprop: model has" in page and "Aves has only 2 test images (fewer than 3)" in page
 
 
 def test_backbone_checkpoint_skips_explanations(tiny_imagefolder, tmp_path, caplog):
@@ -173,6 +185,8 @@ def test_backbone_checkpoint_skips_explanations(tiny_imagefolder, tmp_path, capl
     for name in ("gradcam.png", "filters_conv1.png", "guided_backprop_conv5.png"):
         assert not (out / name).exists(), f"{name} written for a backbone"
     assert "Part A SmallCNN" in caplog.text, "the skip must say explanations are for Part A models"
+    page = (out / "evaluation.html").read_text()
+    assert "Explanations skipped:" in page and page.count("<img ") == 2, "only what was drawn, the skip named"
 
 
 def test_errors_are_reported(tiny_imagefolder, tmp_path, capsys):

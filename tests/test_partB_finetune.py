@@ -68,6 +68,11 @@ def test_compare_writes_table_curves_and_a_part_a_row(tiny_imagefolder, tmp_path
     md = (out / "comparison.md").read_text()
     assert md.count("\n") == 2 + 5 and "| cmp-full | full |" in md, md
     assert f"| {head:,} → {final['gradual']:,} |" in md, "gradual shows its trainable count growing"
+    page = (out / "comparison.html").read_text()
+    for t in table:
+        assert f"<td>{t['run']}</td>" in page, f"{t['run']} missing from comparison.html"
+    assert f'<span title="{total:,}">' in page and '<a href="head/">folder</a>' in page
+    assert '<a href="../partA-run/">folder</a>' in page, "the Part A row links its run folder"
     png = (out / "accuracy_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, "accuracy_curves.png must be a real figure"
     # fit() kept frozen BatchNorm in eval mode: head-only best.pt still has the untouched init statistics

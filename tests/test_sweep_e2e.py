@@ -48,9 +48,13 @@ def test_three_trial_sweep_end_to_end(tiny_imagefolder, tmp_path, capsys):
     best_cfg = yaml.safe_load((sweep / "best_config.yaml").read_text())
     assert best_cfg["trial"] == int(best["number"]) and best_cfg["parameters"]["activation"] == best["activation"]
     assert sum(p.numel() for p in model.parameters()) == int(best["parameter_count"])
-    for name in ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves"):
+    figures = ["metric_vs_time", "parallel_coordinates", "optimization_history", "learning_curves"]
+    if len({r["val_acc"] for r in rows}) > 1:  # importance needs trials that differ (3 tiny trials may tie)
+        figures.append("importance")
+    for name in figures:
         assert (sweep / f"{name}.png").stat().st_size > 5_000, f"{name}.png is empty"
-    assert (sweep / "report.html").read_text().count("data:image/png;base64,") == 5
+    assert sorted(p.stem for p in sweep.glob("*.png")) == sorted(figures), "no placeholder figures"
+    assert (sweep / "report.html").read_text().count('<img alt="') == len(figures)
     for r in rows:
         trial_dir = sweep / "trials" / r["run_dir"].rsplit("/", 1)[-1]
         assert (trial_dir / "best.pt").is_file() and (trial_dir / "metrics.jsonl").is_file()

@@ -2,7 +2,8 @@
 
 ``evaluate_checkpoint(EvalConfig(...))`` writes to ``cfg.out_dir``: ``test_metrics.json``,
 ``confusion_matrix.png``, ``predictions_grid.png`` (+ ``.json``), ``gradcam.png``, ``filters_conv1.png``,
-``feature_maps_conv1.png``, ``guided_backprop_conv5.png`` (+ ``.json``). Filters, feature maps, guided backprop
+``feature_maps_conv1.png``, ``guided_backprop_conv5.png`` (+ ``.json``) and ``evaluation.html``, the page that
+shows them all with the numbers (:mod:`core.explain.evaluation_page`). Filters, feature maps, guided backprop
 and Grad-CAM need a Part A SmallCNN; for other models (Part B backbones) they are skipped with a warning and the
 metrics are still written. :func:`log_evaluation` sends the figures and the predictions table to a W&B run.
 """
@@ -22,6 +23,7 @@ from core.devices import resolve_device
 from core.explain import attributions as explain
 from core.explain import figures as plots
 from core.explain.evaluation import compute_metrics, predict, select_per_class
+from core.explain.evaluation_page import write_evaluation_page
 from core.explain.gradcam import grad_cam
 from core.runfiles import to_plain, write_json
 from core.train import TRACKING_MODES, Tracker, load_model
@@ -119,7 +121,8 @@ def _explanations(out_dir: Path, model, test_ds, preds, class_names: list[str], 
     record = {**result.to_dict(), "image": {"index": index, "path": str(path), "true": class_names[int(label)],
                                             "pred": class_names[pred]}}
     write_json(out_dir / "guided_backprop_conv5.json", record)
-    return {"method": result.method, "image_index": index}
+    return {"method": result.method, "label": result.label, "warning": result.warning, "neurons": k,
+            "image_index": index}
 
 
 def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
@@ -149,7 +152,12 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
                                 title=f"Confusion matrix, test set (accuracy {metrics.accuracy:.1%}, n={metrics.n})")
     grid = _grid(out_dir, model, test_ds, preds, class_names, cfg, device)
     explained = _explanations(out_dir, model, test_ds, preds, class_names, cfg)
-    return {"metrics": metrics, "grid": grid, "explanations": explained, "out_dir": out_dir}
+    page = write_evaluation_page(out_dir, checkpoint=cfg.checkpoint, data_dir=loaders.root, metrics=metrics,
+                                 grid=grid, explanations=explained,
+                                 params=sum(p.numel() for p in model.parameters()),
+                                 train_metrics=payload.get("metrics"), image_size=prep.image_size)
+    log.info("evaluation page: %s", page)
+    return {"metrics": metrics, "grid": grid, "explanations": explained, "out_dir": out_dir, "page": page}
 
 
 def log_evaluation(cfg: EvalConfig, summary: dict[str, Any]) -> None:

@@ -2,8 +2,8 @@
 """Part B's ``--compare``: every fine-tuning strategy side by side, optionally next to a Part A run.
 
 ``run_compare`` runs each strategy with :func:`core.finetune.run.run_partB` into ``<run_dir>/<strategy>/`` and
-writes ``comparison.csv``, ``comparison.md`` and ``accuracy_curves.png`` (plus a Part A run folder's row
-and curve when given, read from its ``test_metrics.json`` and ``metrics.jsonl``).
+writes ``comparison.csv``, ``comparison.md``, ``accuracy_curves.png`` and the page ``comparison.html`` (plus a
+Part A run folder's row and curve when given, read from its ``test_metrics.json`` and ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class ComparisonRow:
     seconds_per_epoch: float
     epochs_run: int
     curve: tuple[tuple[int, float, float], ...] = ()  # (epoch, train_acc, val_acc)
+    run_dir: Path | None = None  # the run's folder (links on comparison.html)
 
     def values(self) -> list[Any]:
         return [getattr(self, c) for c in COMPARISON_COLUMNS]
@@ -64,7 +65,7 @@ def row_from_run(run: PartBRun) -> ComparisonRow:
     r = run.result
     return ComparisonRow(run.name, "partB", run.strategy, r.test_acc, r.best_val_acc, r.best_epoch,
                          run.trainable_params, run.final_trainable_params, r.parameter_count, run.seconds_per_epoch,
-                         r.epochs_run, _curve(r.history))
+                         r.epochs_run, _curve(r.history), r.run_dir)
 
 
 def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
@@ -89,7 +90,7 @@ def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
     best = max(history, key=lambda h: h["val_acc"])
     return ComparisonRow(f"partA:{run_dir.name}", "partA", "scratch", float(acc), float(best["val_acc"]),
                          int(best["epoch"]), counts.total, counts.total, counts.total,
-                         sum(h["seconds"] for h in history) / len(history), len(history), _curve(history))
+                         sum(h["seconds"] for h in history) / len(history), len(history), _curve(history), run_dir)
 
 
 def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str, ...] = STRATEGY_NAMES,
@@ -105,7 +106,7 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
     rows = [row_from_run(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
                                       name=f"{name}-{c.strategy}", group=name, resume=resume)) for c in configs]
     rows += [part_a] if part_a is not None else []
-    paths = write_comparison(rows, run_dir)
+    paths = write_comparison(rows, run_dir, cfg=cfg)
     tracker = Tracker.start(run_dir=run_dir, name=name, config=cfg.to_dict(), group=name, job_type="partB-compare",
                             mode=tracker_mode, tags=("partB", "compare", cfg.arch))
     try:
@@ -116,8 +117,12 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
     return rows
 
 
-def write_comparison(rows: list[ComparisonRow], run_dir: Path | str) -> dict[str, Path]:
-    """``comparison.csv`` (all columns), ``comparison.md`` (readable table), ``accuracy_curves.png``."""
+def write_comparison(rows: list[ComparisonRow], run_dir: Path | str, *, cfg: PartBConfig | None = None
+                     ) -> dict[str, Path]:
+    """``comparison.csv`` (all columns), ``comparison.md`` (readable table), ``accuracy_curves.png`` and
+    ``comparison.html`` (:mod:`core.finetune.comparison_page`; ``cfg`` adds the backbone and settings to its header)."""
+    from core.finetune.comparison_page import write_comparison_page
+
     run_dir = Path(run_dir)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -131,6 +136,8 @@ def write_comparison(rows: list[ComparisonRow], run_dir: Path | str) -> dict[str
               f"{_trainable(r)} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
     write_text(paths["md"], "\n".join(lines) + "\n")
     plot_accuracy_curves(rows, paths["png"])
+    paths["html"] = write_comparison_page(rows, run_dir, figure=paths["png"], cfg=cfg,
+                                          files=[paths["csv"], paths["md"], paths["png"]])
     return paths
 
 
@@ -163,6 +170,10 @@ def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
         ax.plot(epochs, [100 * t for _, t, _ in row.curve], "--", color=colour, alpha=0.5)
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy vs epoch: validation (solid), train (dashed)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    last = max((e for row in rows for e, _, _ in row.curve), default=1)
+    ax.set_xlim(0.8, last + 0.2)  # one epoch still gets a readable axis (not 0.95..1.05)
+    if last <= 20:
+        ax.set_xticks(range(1, last + 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -12,8 +12,10 @@ Statistics (numpy only, computed from the finished trials, never written by hand
 * **Trend** of a numeric parameter = Spearman rank correlation ρ, reported only when |ρ| exceeds the 95%
   chance level for that many trials (1.96/√(n−1)) and 0.3.
 
-Per-parameter statistics use COMPLETE trials (pruned ones trained fewer epochs); every observation says
-how many trials back it.
+Per-parameter statistics use COMPLETE trials (pruned ones trained fewer epochs). Every observation says
+how many trials back it: a comparison of two values rests on the smaller of the two groups, so "silu gave
+0.53 (1 trial)" has a support of 1, and a claim resting on fewer than :data:`ANECDOTAL_BELOW` trials is
+flagged *anecdotal* (the report shows it apart from the rest).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from core.sweep.results import TrialRecord, best_record, ranked
 MAX_BINS = 4
 MAX_LEVELS = 6  # an int_uniform parameter with at most this many distinct values is grouped by value
 TREND_THRESHOLD = 0.3
+ANECDOTAL_BELOW = 3  # a claim resting on fewer trials than this is anecdotal
 LOG_DISTRIBUTIONS = ("log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values",
                      "log_normal", "q_log_normal")
 
@@ -61,7 +64,12 @@ class ParamEffect:
 @dataclass(frozen=True)
 class Observation:
     text: str
-    support: int  # trials backing the statement
+    support: int  # trials backing the statement (for a comparison: the smaller group)
+    claim: bool = True  # False for plain counts ("8 trials (6 complete, ...)"), which need no support
+
+    @property
+    def anecdotal(self) -> bool:
+        return self.claim and self.support < ANECDOTAL_BELOW
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class SweepAnalysis:
 def fmt(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    return f"{x:.4g}"
+    return f"{0.0 if abs(x) < 1e-12 else x:.4g}"  # float noise (a std of equal values) reads as 0
 
 
 def _plural(n: int, word: str) -> str:
@@ -174,18 +182,22 @@ def _param_sentence(e: ParamEffect, metric: str, maximize: bool) -> Observation 
     imp = "" if e.importance is None else f"; it explains {100 * e.importance:.0f}% of the variance (ε²)"
     if e.kind == "categorical":
         if len(e.groups) < 2:
-            return Observation(f"{e.name}: only {e.groups[0].label} was tried ({_plural(e.n, 'trial')}).", e.n)
+            return Observation(f"{e.name}: only {e.groups[0].label} was tried ({_plural(e.n, 'trial')}).", e.n,
+                               claim=False)
         top, low = e.groups[0], e.groups[-1]
         word = "highest" if maximize else "lowest"
         spread = abs(top.mean - low.mean)
         text = (f"{e.name}: {top.label} gave the {word} mean {metric} ({_mean_sd(top)}) and {low.label} the "
                 f"poorest ({_mean_sd(low)}), a spread of {fmt(spread)}{imp}.")
-        return Observation(text, e.n)
+        return Observation(text, min(top.n, low.n))
     if e.trend is None:
         return None
     scale = " (log scale)" if e.log_scale else ""
     chance = chance_level(e.n)
-    if abs(e.trend) < chance:
+    if chance >= 1.0:  # 1.96/sqrt(n-1) >= 1: no ρ can pass, say so instead of quoting a bound above 1
+        text = (f"{e.name}: {e.n} trials are too few to tell a trend in {metric} from chance (Spearman ρ = "
+                f"{e.trend:+.2f}; {math.floor(1.96 ** 2) + 2} are the fewest where one can){imp}.")
+    elif abs(e.trend) < chance:
         text = (f"{e.name}: no clear trend in {metric} (Spearman ρ = {e.trend:+.2f} over {e.n} trials; |ρ| below "
                 f"{chance:.2f} is within chance for {e.n} trials){imp}.")
     else:
@@ -209,13 +221,13 @@ def _top_shared(cfg: SweepConfig, used: Sequence[TrialRecord]) -> list[Observati
             if len({repr(v) for v in top_vals}) == 1:
                 share = sum(repr(v) == repr(top_vals[0]) for v in all_vals)
                 out.append(Observation(f"All top {k} runs use {p.name}={label(top_vals[0])} "
-                                       f"({share} of {len(order)} trials do).", len(order)))
+                                       f"({share} of {len(order)} trials do).", k))
         else:
             lo, hi = min(top_vals), max(top_vals)
             all_lo, all_hi = min(all_vals), max(all_vals)
             if (hi - lo) <= 0.5 * (all_hi - all_lo):
                 out.append(Observation(f"The top {k} runs have {p.name} in [{label(lo)}, {label(hi)}] "
-                                       f"(all {len(order)} trials: [{label(all_lo)}, {label(all_hi)}]).", len(order)))
+                                       f"(all {len(order)} trials: [{label(all_lo)}, {label(all_hi)}]).", k))
     return out
 
 
@@ -230,12 +242,20 @@ def analyse(records: Sequence[TrialRecord], cfg: SweepConfig) -> SweepAnalysis:
     head = f"{len(records)} trials ({summary or 'none'})"
     if best is not None:
         head += f"; best {cfg.metric.name} = {fmt(best.objective)} (trial {best.number})"
-    obs.append(Observation(head + ".", len(records)))
+    obs.append(Observation(head + ".", len(records), claim=False))
     if counts["PRUNED"]:
         obs.append(Observation(f"{_plural(counts['PRUNED'], 'trial')} stopped early by hyperband; per-parameter "
-                               f"statistics below use the {len(used)} trials that trained fully.", counts["PRUNED"]))
+                               f"statistics below use the {len(used)} trials that trained fully.", counts["PRUNED"],
+                               claim=False))
     if len(used) < 2:
-        obs.append(Observation("Fewer than 2 finished trials: no per-parameter statistics yet.", len(used)))
+        obs.append(Observation("Fewer than 2 finished trials: no per-parameter statistics yet.", len(used),
+                               claim=False))
+        return SweepAnalysis((), tuple(obs), len(used))
+    values = np.array([r.objective for r in used], dtype=float)
+    if float(values.max() - values.min()) <= 1e-12 * max(1.0, float(np.abs(values).max())):
+        obs.append(Observation(f"All {len(used)} trials scored {cfg.metric.name} = {fmt(float(values[0]))}: "
+                               "the sweep cannot tell its parameters apart (train longer or on more data).",
+                               len(used), claim=False))
         return SweepAnalysis((), tuple(obs), len(used))
     effects = [param_effect(p, used, cfg.metric.maximize) for p in cfg.searched]
     effects.sort(key=lambda e: -(e.importance if e.importance is not None else -1.0))

@@ -8,7 +8,9 @@
 * ``optimization_history.png``: metric by trial number, best so far (Optuna's history plot).
 * ``learning_curves.png``: the metric per epoch for every trial (shows where hyperband stopped trials).
 
-Figures draw what :mod:`core.sweep.analysis` and the records hold; they compute no statistics.
+Figures draw what :mod:`core.sweep.analysis` and the records hold; they compute no statistics. A figure with
+nothing to draw (no finished trial, fewer than 2 for importance, no per-epoch values) is not written at
+all: an empty placeholder PNG tells a reader nothing the report's text does not.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from core.explain import save_figure
 from core.sweep.analysis import SweepAnalysis, label
@@ -36,10 +39,9 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _empty(fig: Figure, message: str) -> None:
-    ax = fig.add_subplot(1, 1, 1)
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, wrap=True)
+def _history(r: TrialRecord) -> tuple:
+    """A trial's per-epoch metrics (none before its run reported any)."""
+    return r.result.history if r.result is not None else ()
 
 
 def _best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
@@ -58,12 +60,11 @@ def _scatter_by_state(ax, xs, records: Sequence[TrialRecord]) -> None:
 
 
 def _plot_best_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfig, path: Path, *, xlabel: str,
-                      title: str, dates: bool = False) -> Path:
+                      title: str, dates: bool = False) -> Path | None:
     """Trials (``done``, in x order) scattered by state plus the best-so-far step line."""
-    fig = _figure(7, 4)
     if not done:
-        _empty(fig, f"no finished trials with {cfg.metric.name} yet")
-        return save_figure(fig, path)
+        return None
+    fig = _figure(7, 4)
     ax = fig.add_subplot(1, 1, 1)
     _scatter_by_state(ax, xs, done)
     ax.step(xs, _best_so_far([r.objective for r in done], cfg.metric.maximize), where="post", color="#555555",
@@ -77,13 +78,13 @@ def _plot_best_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfi
     return save_figure(fig, path)
 
 
-def plot_metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path:
+def plot_metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path | None:
     done = sorted((r for r in records if r.has_result and r.started_at is not None), key=lambda r: r.started_at)
     return _plot_best_so_far(done, [r.started_at for r in done], cfg, path, xlabel="trial created at",
                              title=f"{cfg.metric.name} vs created time", dates=True)
 
 
-def plot_optimization_history(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path:
+def plot_optimization_history(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path | None:
     done = sorted((r for r in records if r.has_result), key=lambda r: r.number)
     return _plot_best_so_far(done, [r.number for r in done], cfg, path, xlabel="trial number",
                              title="optimisation history")
@@ -106,13 +107,13 @@ def _axis_positions(values: list, numeric: bool, log_scale: bool) -> tuple[np.nd
 
 
 def plot_parallel_coordinates(records: Sequence[TrialRecord], analysis: SweepAnalysis, cfg: SweepConfig,
-                              path: Path) -> Path:
+                              path: Path) -> Path | None:
     done = [r for r in records if r.has_result]
     names = [p.name for p in cfg.searched]
-    fig = _figure(max(6.0, 1.6 * (len(names) + 1)), 4.5)
     if not done or not names:
-        _empty(fig, "no finished trials (or no searched parameters) to draw")
-        return save_figure(fig, path)
+        return None
+    # at most 12 in wide (1200 px at the report's width: text stays ~10 px); more axes share the width
+    fig = _figure(min(12.0, max(6.0, 1.3 * (len(names) + 1))), 5.0)
     kinds = {e.name: e for e in analysis.effects}
     columns, ticks = [], []
     for name in names:
@@ -134,9 +135,10 @@ def plot_parallel_coordinates(records: Sequence[TrialRecord], analysis: SweepAna
     for i, tk in enumerate(ticks):
         ax.axvline(i, color="#333333", lw=0.8)
         for p, text in tk:
-            ax.text(i + 0.03, p, text, fontsize=7, va="center", ha="left")
+            ax.text(i + 0.04, p, text, fontsize=9, va="center", ha="left",
+                    bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.5})
     ax.set_xticks(range(data.shape[1]))
-    ax.set_xticklabels(names + [cfg.metric.name], rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels(names + [cfg.metric.name], rotation=30, ha="right", fontsize=10)
     ax.set_yticks([])
     ax.set_xlim(-0.2, data.shape[1] - 0.6)
     ax.set_ylim(-0.08, 1.08)
@@ -144,7 +146,7 @@ def plot_parallel_coordinates(records: Sequence[TrialRecord], analysis: SweepAna
     return save_figure(fig, path)
 
 
-def plot_importance(analysis: SweepAnalysis, cfg: SweepConfig, path: Path) -> Path:
+def plot_importance(analysis: SweepAnalysis, cfg: SweepConfig, path: Path) -> Path | None:
     effects = list(analysis.effects)
     corr_rows: list[tuple[str, float]] = []
     for e in effects:
@@ -153,15 +155,17 @@ def plot_importance(analysis: SweepAnalysis, cfg: SweepConfig, path: Path) -> Pa
         for g in e.groups if e.kind == "categorical" else ():
             if g.correlation is not None:
                 corr_rows.append((f"{e.name}={g.label}", g.correlation))
-    fig = _figure(10, max(3.0, 0.35 * max(len(effects), len(corr_rows)) + 1.2))
     if not effects:
-        _empty(fig, f"importance needs at least 2 finished trials ({analysis.n_used} so far)")
-        return save_figure(fig, path)
+        return None
+    fig = _figure(11, max(3.0, 0.32 * max(len(effects), len(corr_rows)) + 1.4))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     names = [e.name for e in effects][::-1]
     imps = [e.importance or 0.0 for e in effects][::-1]
-    ax1.barh(names, imps, color="#4393c3")
-    ax1.set_xlim(0, max(0.05, max(imps) * 1.15))
+    bars = ax1.barh(names, imps, color="#4393c3")
+    # the value beside every bar: a zero-length bar (ε² clipped at 0) reads as "0.00", not as a missing bar
+    ax1.bar_label(bars, labels=["n/a" if e.importance is None else f"{e.importance:.2f}" for e in effects][::-1],
+                  padding=3, fontsize=8)
+    ax1.set_xlim(0, max(0.05, max(imps) * 1.25))
     ax1.set_title(f"importance (ε², {analysis.n_used} trials)")
     ax1.set_xlabel("share of variance explained")
     ax1.tick_params(axis="y", labelsize=8)
@@ -176,19 +180,23 @@ def plot_importance(analysis: SweepAnalysis, cfg: SweepConfig, path: Path) -> Pa
     return save_figure(fig, path)
 
 
-def plot_learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path:
-    fig = _figure(7, 4)
-    curves = [(r, [(h["epoch"], h[cfg.metric.name]) for h in (r.result.history if r.result else ())
-                   if cfg.metric.name in h and "epoch" in h]) for r in records]
+def plot_learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path | None:
+    curves = [(r, [(h["epoch"], h[cfg.metric.name]) for h in _history(r) if cfg.metric.name in h and "epoch" in h])
+              for r in records]
     curves = [(r, c) for r, c in curves if c]
     if not curves:
-        _empty(fig, f"no per-epoch {cfg.metric.name} values recorded")
-        return save_figure(fig, path)
+        return None
+    fig = _figure(7, 4)
     ax = fig.add_subplot(1, 1, 1)
     for r, c in curves:
         ax.plot([e for e, _ in c], [v for _, v in c], marker="o", ms=3, lw=1.2,
                 color=STATE_COLOURS.get(r.state, "#777777"), alpha=0.8)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    last = max(e for _, c in curves for e, _ in c)
+    ax.set_xlim(0.8, last + 0.2)  # one epoch still gets a readable axis (not 0.95..1.05)
+    if last <= 20:
+        ax.set_xticks(range(1, int(last) + 1))
     ax.set_ylabel(cfg.metric.name)
     ax.set_title("learning curves (orange = stopped early)")
     return save_figure(fig, path)
@@ -196,9 +204,9 @@ def plot_learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig, path:
 
 def write_sweep_figures(records: Sequence[TrialRecord], analysis: SweepAnalysis, cfg: SweepConfig,
                         out_dir: Path) -> dict[str, Path]:
-    """Write every sweep figure into ``out_dir``; returns figure name → PNG path."""
+    """Write every sweep figure there is something to draw for into ``out_dir``; returns figure name → PNG path."""
     out_dir = Path(out_dir)
-    return {
+    written = {
         "metric_vs_time": plot_metric_vs_time(records, cfg, out_dir / "metric_vs_time.png"),
         "parallel_coordinates": plot_parallel_coordinates(records, analysis, cfg,
                                                           out_dir / "parallel_coordinates.png"),
@@ -206,3 +214,4 @@ def write_sweep_figures(records: Sequence[TrialRecord], analysis: SweepAnalysis,
         "optimization_history": plot_optimization_history(records, cfg, out_dir / "optimization_history.png"),
         "learning_curves": plot_learning_curves(records, cfg, out_dir / "learning_curves.png"),
     }
+    return {name: path for name, path in written.items() if path is not None}

@@ -1,111 +1,277 @@
-"""``report.html``: one self-contained page per sweep (inline CSS, PNGs embedded as base64, no scripts).
+"""``report.html``: the page a person reads after a sweep, offline, in any browser at 1280–1600 px.
 
-It opens offline from a laptop, a cluster scratch folder or an e-mail attachment: the best trial, the
-observations computed by :mod:`core.sweep.analysis`, the top runs, every figure, the full results table,
-and the notes on how the config was mapped to the backend.
+Order follows the questions people ask: did anything fail (first error, count, trial folder), which trial
+won and with what (metric, parameters, formatted params/FLOPs, links to its folder, ``best.pt`` and its
+evaluation page when one exists), what the sweep says (observations with their support; those resting on
+fewer than 3 trials apart as anecdotal), then the interactive figures (:mod:`core.sweep.interactive`), the
+top runs, every trial, the static PNGs (:mod:`core.sweep.plots`), the files and the mapping notes.
+
+A sweep without any result shows the failure summary and the tables, never empty placeholder figures. The
+page is built with :mod:`core.explain.pages` (shared with the evaluation and Part B comparison pages): relative
+links, PNGs embedded, plotly.js inline once, no network.
 """
 
 from __future__ import annotations
 
-import base64
-import html
+import logging
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.runfiles import write_text
-from core.sweep.analysis import SweepAnalysis, fmt, label
+from core.explain import (
+    bullets,
+    callout,
+    cards,
+    count_text,
+    duration_text,
+    esc,
+    href,
+    image,
+    key_values,
+    link,
+    plotly_figure,
+    render_page,
+    section,
+    table,
+    write_page,
+)
+from core.runfiles import read_yaml
+from core.sweep.analysis import Observation, SweepAnalysis, fmt, label
 from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord, ranked, results_columns, results_rows
+from core.sweep.results import TrialRecord, ranked
+
+logger = logging.getLogger(__name__)
 
 TOP_N = 10
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
-line-height:1.45;padding:0 1rem}
-h1{margin-bottom:.2rem}.meta{color:#555;margin-top:0}
-table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0 1.5rem;display:block;overflow-x:auto}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}
-th{background:#f3f3f3}td.l,th.l{text-align:left}
-.best{background:#eef6ee;border:1px solid #b8dcb8;padding:.6rem 1rem;border-radius:6px}
-figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:.85rem}.n{color:#777;font-size:.85em}
-"""
+EVAL_PAGE = "evaluation.html"  # written by core.explain's evaluate_checkpoint into <checkpoint folder>/eval/
 CAPTIONS = {
+    "parallel_coordinates": "One line per trial with a result through every searched parameter and the metric. "
+                            "Drag along an axis to keep only the lines inside that range; drag an axis title "
+                            "to reorder.",
+    "importance": "Importance = share of the metric's variance a parameter explains alone (adjusted ε²); "
+                  "correlation = Pearson r with the value (or with each categorical value). Hover for the "
+                  "trial counts behind each bar.",
+    "metric_vs_time": "The sweep metric against the time each trial was created; line = best so far. "
+                      "Hover a point for the trial's parameters.",
+    "optimization_history": "Metric by trial number (Optuna's history plot); line = best so far.",
+    "learning_curves": "The metric per epoch for every trial; orange = stopped early by hyperband.",
+}
+STATIC_CAPTIONS = {
     "metric_vs_time": "Sweep metric against the time each trial was created; line = best so far.",
-    "parallel_coordinates": "One line per finished trial through every searched parameter and the metric.",
+    "parallel_coordinates": "One line per trial with a result through every searched parameter and the metric.",
     "importance": "Importance = share of the metric's variance a parameter explains alone (ε²); correlation = "
                   "Pearson r with the value (or with each categorical value).",
     "optimization_history": "Metric by trial number; line = best so far.",
     "learning_curves": "Metric per epoch for every trial; orange = stopped early by hyperband.",
 }
+WIDE = ("parallel_coordinates", "importance")  # span both columns of the static figure grid
+OTHER_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "test_acc", "best_epoch")  # shown if reported
+FILES = {"results.csv": "one row per trial: every metric, parameter, count and time",
+         "best.pt": "the best trial's checkpoint (rebuilds the model on its own)",
+         "best_config.yaml": "the best trial's parameters and resolved training config",
+         "trials/": "one run folder per trial (metrics.jsonl, checkpoints, trial.json)"}
+TITLES = {"parallel_coordinates": "Parallel coordinates", "importance": "Parameter importance and correlation",
+          "metric_vs_time": "Metric vs time", "optimization_history": "Optimisation history",
+          "learning_curves": "Learning curves"}
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+def evaluation_page(sweep_dir: Path, best: TrialRecord | None) -> Path | None:
+    """The best trial's evaluation page, if ``partA_evaluate`` has written one (for the sweep's ``best.pt``
+    or the trial's own checkpoint)."""
+    candidates = [Path(sweep_dir) / "eval" / EVAL_PAGE]
+    if best is not None and best.run_dir is not None:
+        candidates.append(Path(best.run_dir) / "eval" / EVAL_PAGE)
+    return next((p for p in candidates if p.is_file()), None)
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{_e(Path(path).stem)}" src="data:image/png;base64,{data}">'
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else "(no message)"
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return fmt(value)
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return _e(value)
+def _failures(records: Sequence[TrialRecord], page_dir: Path) -> str:
+    failed = [r for r in records if r.state == "FAIL"]
+    if not failed:
+        return ""
+    groups: dict[str, list[TrialRecord]] = {}
+    for r in failed:
+        groups.setdefault(_first_line(r.error or ""), []).append(r)
+    first = failed[0]
+    where = link(first.run_dir, page_dir) if first.run_dir else "(no folder recorded)"
+    if first.run_dir is not None and (Path(first.run_dir) / "trial.json").is_file():
+        where += ", " + link(Path(first.run_dir) / "trial.json", page_dir, "trial.json")
+    head = (f"<h2>{len(failed)} of {len(records)} trials failed</h2><p>First error: trial {first.number}, "
+            f"folder {where}</p><pre>{esc(first.error or '(no message recorded)')}</pre>")
+    def folders(rs: Sequence[TrialRecord]) -> str:
+        return ", ".join(link(r.run_dir, page_dir, str(r.number)) for r in rs[:12]) + (" …" if len(rs) > 12 else "")
+
+    if len(groups) > 1:
+        rows = [[esc(msg), str(len(rs)), folders(rs)] for msg, rs in groups.items()]
+        head += table(["error (first line)", "trials", "trial folders"], rows, numeric=[False, True, False])
+    elif len(failed) > 1:
+        head += f"<p>All {len(failed)} failed with this error; trial folders: {folders(failed)}.</p>"
+    return callout(head, "bad")
 
 
-def _table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *, left: Sequence[str] = ()) -> str:
-    head = "".join(f'<th class="{"l" if c in left else ""}">{_e(c)}</th>' for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{_cell(r.get(c))}</td>' for c in columns) + "</tr>"
-        for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _best(best: TrialRecord | None, cfg: SweepConfig, page_dir: Path, records: Sequence[TrialRecord]) -> str:
+    if best is None:
+        running = sum(r.state in ("RUNNING", "WAITING") for r in records)
+        why = f"{running} still running" if running else "none finished"
+        return callout(f"<h2>No result yet</h2><p>No trial has a {esc(cfg.metric.name)} value ({len(records)} "
+                       f"trials, {why}). Figures appear once a trial finishes.</p>", "warn")
+    metric = cfg.metric.name
+    params, flops = _size(best)
+    items = [(f"best {metric} (trial {best.number})", f'<span class="best-value">{fmt(best.objective)}</span>',
+              esc(f"{cfg.metric.goal}, {best.state.lower()}")),
+             ("parameters", params, "learned weights"), ("FLOPs per image", flops, "one forward pass"),
+             ("epochs", esc(best.result.epochs_run if best.result else ""), ""),
+             ("training time", duration_text(best.seconds), "")]
+    for k in ("test_acc", "val_loss"):
+        if k in best.metrics and k != metric:
+            items.append((k, fmt(best.metrics[k]), "not used for selection" if k.startswith("test") else ""))
+    searched = {p.name for p in cfg.searched}
+    values = key_values((k, esc(label(v))) for k, v in best.hyperparameters.items() if k in searched)
+    fixed = ", ".join(f"{esc(p.name)} = {esc(label(p.values[0]))}" for p in cfg.parameters if p.is_constant)
+    ev = evaluation_page(page_dir, best)
+    files = [f"trial folder {link(best.run_dir, page_dir)}", f"checkpoint {link(page_dir / 'best.pt', page_dir)}",
+             f"configuration {link(page_dir / 'best_config.yaml', page_dir)}"]
+    if ev is not None:
+        files.insert(0, f'<b><a href="{href(ev, page_dir)}">evaluation page</a></b> (test metrics, prediction grid, '
+                        "Grad-CAM, filters, guided backprop)")
+    else:
+        command = ["python", "experiments/partA_evaluate.py", "--checkpoint", str(Path(page_dir, "best.pt"))]
+        data_dir = _trial_data_dir(best)
+        command += ["--data-dir", data_dir] if data_dir else []
+        files.append(f"evaluate it: <code>{esc(shlex.join(command))}</code>, then rerun the sweep command (it "
+                     "only rebuilds this page) to link the evaluation here")
+    body = (f"<h2>Best trial: {best.number}</h2>" + cards(items)
+            + (f"<h3>Parameters</h3>{values}" if searched else "")
+            + (f'<p class="muted">Fixed for every trial: {fixed}</p>' if fixed else "") + bullets(files))
+    return callout(body, "good")
+
+
+def _trial_data_dir(r: TrialRecord) -> str | None:
+    """The dataset the trial trained on, from its resolved ``config.yaml`` (None: the demo set, or unknown)."""
+    path = Path(r.run_dir) / "config.yaml" if r.run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = read_yaml(path) or {}
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read %s for the evaluation command: %s", path, exc)
+        return None
+    data = (doc.get("config", doc) if isinstance(doc, dict) else {}).get("data") or {}
+    return str(data["data_dir"]) if isinstance(data, dict) and data.get("data_dir") else None
+
+
+def _observation(o: Observation) -> str:
+    badge = (f'<span class="badge anecdotal" title="rests on fewer than 3 trials">anecdotal: {o.support} '
+             f"trial{'s' * (o.support != 1)}</span>" if o.anecdotal else
+             f'<span class="badge">{o.support} trials</span>' if o.claim else "")
+    return f"{esc(o.text)}{badge}"
+
+
+def _observations(analysis: SweepAnalysis) -> str:
+    solid = [o for o in analysis.observations if not o.anecdotal]
+    weak = [o for o in analysis.observations if o.anecdotal]
+    body = bullets((_observation(o) for o in solid), "obs")
+    if weak:
+        body += ("<h3>Anecdotal (fewer than 3 trials behind each; run more trials before trusting them)</h3>"
+                 + bullets((_observation(o) for o in weak), "obs"))
+    return body
+
+
+def _size(r: TrialRecord) -> list[str]:
+    """Formatted parameter count and FLOPs of a trial's model (blank before its run counted them)."""
+    res = r.result
+    return [count_text(res.parameter_count if res else None), count_text(res.flops if res else None, "FLOPs")]
+
+
+def _state(r: TrialRecord) -> str:
+    return f'<span class="state-{esc(r.state.lower())}">{esc(r.state.lower())}</span>'
+
+
+def _top_table(done: Sequence[TrialRecord], cfg: SweepConfig, page_dir: Path) -> str:
+    names = [p.name for p in cfg.searched]
+    columns = ["trial", cfg.metric.name, *names, "params", "FLOPs", "time"]
+    rows = [[link(r.run_dir, page_dir, str(r.number)), fmt(r.objective),
+             *[esc(label(r.hyperparameters.get(n))) for n in names], *_size(r), duration_text(r.seconds)]
+            for r in done]
+    numeric = [True, True, *[False] * len(names), True, True, True]
+    return table(columns, rows, numeric=numeric, row_classes=["best"] + [""] * (len(rows) - 1))
+
+
+def _all_tables(records: Sequence[TrialRecord], cfg: SweepConfig, page_dir: Path) -> str:
+    metric = cfg.metric.name
+    reported = {k for r in records for k in r.metrics}
+    others = [k for k in OTHER_METRICS if k in reported and k != metric]  # the rest: results.csv
+    columns = ["trial", "state", metric, *others, "params", "FLOPs", "epochs", "started", "time", "folder"]
+    day = {r.started_at.date() for r in records if r.started_at is not None}
+    stamp = "%H:%M:%S" if len(day) <= 1 else "%m-%d %H:%M"
+    rows, errors = [], {}
+    for i, r in enumerate(records):
+        rows.append([str(r.number) + (f" (re-run of {r.retry_of})" if r.retry_of is not None else ""), _state(r),
+                     fmt(r.objective), *[fmt(r.metrics.get(k)) if k in r.metrics else "" for k in others],
+                     *_size(r), esc(r.result.epochs_run if r.result else ""),
+                     esc(r.started_at.strftime(stamp) if r.started_at else ""), duration_text(r.seconds),
+                     link(r.run_dir, page_dir, Path(r.run_dir).name) if r.run_dir else ""])
+        if r.error:
+            errors[i] = f"<pre>{esc(r.error)}</pre>"
+    numeric = [True, False, True, *[True] * len(others), True, True, True, False, True, False]
+    out = ("<h3>Results</h3><p class='muted'>Every metric and timestamp: results.csv.</p>"
+           + table(columns, rows, numeric=numeric, after_rows=errors, max_columns=99))
+    names = [p.name for p in cfg.searched]
+    if names:
+        prow = [[str(r.number), fmt(r.objective),
+                 *[esc(label(r.hyperparameters[n])) if n in r.hyperparameters else "" for n in names]] for r in records]
+        out += "<h3>Parameters</h3>" + table(["trial", metric, *names], prow, key_columns=2,
+                                              numeric=[True, True, *[False] * len(names)])
+    return out
 
 
 def render_report(*, cfg: SweepConfig, sweep_name: str, backend: str, records: Sequence[TrialRecord],
                   analysis: SweepAnalysis, figures: Mapping[str, Path], notes: Sequence[str] = (),
-                  outputs: Mapping[str, Path] | None = None) -> str:
-    """The report as an HTML string (see :func:`write_report`)."""
-    best = ranked(records, cfg)
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Sweep {_e(sweep_name)}</title>"
-             f"<style>{CSS}</style></head><body>",
-             f"<h1>Sweep {_e(sweep_name)}</h1>",
-             f"<p class='meta'>backend <b>{_e(backend)}</b> · method <b>{_e(cfg.method)}</b> · metric "
-             f"<b>{_e(cfg.metric.name)}</b> ({_e(cfg.metric.goal)}) · {len(records)} trials · generated "
-             f"{datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"]
-    if best:
-        b = best[0]
-        items = "".join(f"<li><code>{_e(k)}</code> = {_e(label(v))}</li>" for k, v in b.hyperparameters.items())
-        parts.append(f"<div class='best'><b>Best: trial {b.number}</b>, {_e(cfg.metric.name)} = {fmt(b.objective)}"
-                     f" ({_e(b.state.lower())}); {_e(b.result.parameter_count)} parameters, FLOPs {_e(b.result.flops)}"
-                     f"<ul>{items}</ul>run folder: <code>{_e(b.run_dir)}</code></div>")
-    parts.append("<h2>Observations</h2><ul>")
-    for o in analysis.observations:
-        parts.append(f"<li>{_e(o.text)} <span class='n'>[{o.support} trials]</span></li>")
-    parts.append("</ul>")
-    if best:
-        cols = ["number", "state", cfg.metric.name] + [p.name for p in cfg.searched] + ["params", "flops", "seconds"]
-        parts.append(f"<h2>Top {min(TOP_N, len(best))} runs</h2>")
-        parts.append(_table(cols, results_rows(best[:TOP_N], cfg), left=("state",)))
-    parts.append("<h2>Figures</h2>")
-    for name, path in figures.items():
-        parts.append(f"<figure>{_img(path)}<figcaption>{_e(CAPTIONS.get(name, name))}</figcaption></figure>")
-    parts.append("<h2>All trials</h2>")
-    parts.append(_table(results_columns(records, cfg), results_rows(records, cfg), left=("state", "run_dir", "error")))
+                  outputs: Mapping[str, Path] | None = None, page_dir: Path = Path(".")) -> str:
+    """The report as an HTML string; links are relative to ``page_dir`` (the folder of report.html)."""
+    from core.sweep.interactive import interactive_figures
+
+    page_dir = Path(page_dir)
+    done = ranked(records, cfg)
+    best = done[0] if done else None
+    states = ", ".join(f"{n} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+                       if (n := sum(r.state == s for r in records)))
+    subtitle = (f"backend <b>{esc(backend)}</b> · method <b>{esc(cfg.method)}</b> · metric "
+                f"<b>{esc(cfg.metric.name)}</b> ({esc(cfg.metric.goal)}) · {len(records)} trials"
+                f"{' (' + esc(states) + ')' if states else ''} · generated {datetime.now():%Y-%m-%d %H:%M}")
+    live = interactive_figures(records, analysis, cfg) if done else {}
+    explore = "".join(f"<h3>{esc(TITLES[k])}</h3>" + plotly_figure(fig, f"plot-{k}", esc(CAPTIONS[k]))
+                      for k, fig in live.items())
+    static = "".join(image(p, page_dir, esc(STATIC_CAPTIONS.get(k, k)), wide=k in WIDE) for k, p in figures.items())
+    ev = evaluation_page(page_dir, best)
+    nav = [(href(ev, page_dir), "evaluation of the best trial")] if ev else []
+    if outputs and "results.csv" in outputs:
+        nav.append((href(outputs["results.csv"], page_dir), "results.csv"))
+    files = ""
     if outputs:
-        parts.append("<h2>Files</h2><ul>" + "".join(f"<li>{_e(k)}: <code>{_e(v)}</code></li>"
-                                                    for k, v in outputs.items()) + "</ul>")
-    if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+        files = bullets(f"{link(v, page_dir)} – {esc(FILES.get(k, 'static figure' if k.endswith('.png') else k))}"
+                        for k, v in outputs.items() if k != "report.html")
+    body = [
+        _failures(records, page_dir),
+        _best(best, cfg, page_dir, records),
+        section("What the sweep says", _observations(analysis), anchor="observations"),
+        section("Explore (interactive)", explore, anchor="explore"),
+        section(f"Top {min(TOP_N, len(done))} runs by {cfg.metric.name}",
+                _top_table(done[:TOP_N], cfg, page_dir) if done else "", anchor="top"),
+        section("All trials", _all_tables(records, cfg, page_dir) if records else "", anchor="trials"),
+        section("Static figures (PNG, for the README and papers)",
+                f'<div class="grid2">{static}</div>' if static else "", anchor="figures"),
+        section("Files", files, anchor="files"),
+        section("Notes", bullets(esc(n) for n in notes), anchor="notes"),
+    ]
+    return render_page(title=f"Sweep {sweep_name}", subtitle=subtitle, body=body, nav=nav, interactive=bool(live))
 
 
 def write_report(path: Path, **kwargs: Any) -> Path:
-    """Write ``report.html`` atomically; keyword arguments as :func:`render_report`."""
-    write_text(path, render_report(**kwargs))
-    return Path(path)
+    """Write ``report.html`` atomically; keyword arguments as :func:`render_report` (``page_dir`` = its folder)."""
+    return write_page(path, render_report(page_dir=Path(path).parent, **kwargs))

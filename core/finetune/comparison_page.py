@@ -1,0 +1,133 @@
+"""``comparison.html``: Part B's strategy comparison as a page a person reads, in the style of the sweep report.
+
+Why: ``comparison.md`` is for pasting into a write-up; the page answers the questions behind it at a glance
+(which strategy won on the test set and by how much over Part A from scratch, what each one trained, how
+long an epoch took) and links each run's folder, its ``test_metrics.json`` and its evaluation page when
+``partA_evaluate`` has written one. The figure is the same ``accuracy_curves.png`` the W&B run gets. Built with
+:mod:`core.explain.pages`; the numbers are the rows :mod:`core.finetune.compare` wrote to ``comparison.csv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.explain import (
+    bullets,
+    callout,
+    count_text,
+    esc,
+    href,
+    image,
+    link,
+    percent_text,
+    render_page,
+    section,
+    table,
+    write_page,
+)
+
+if TYPE_CHECKING:
+    from core.finetune.compare import ComparisonRow
+    from core.finetune.run import PartBConfig
+
+PAGE = "comparison.html"
+EVAL_PAGE = Path("eval") / "evaluation.html"  # where partA_evaluate writes for <run>/best.pt
+WHAT_TRAINS = {"head": "the new classifier head only", "top-k": "the head and the top k backbone blocks",
+               "full": "every layer", "gradual": "the head, then one more block from the top every few epochs",
+               "scratch": "every layer, from random initialisation (Part A)"}
+
+
+def _trainable(row: ComparisonRow) -> str:
+    start, end = count_text(row.trainable_params), count_text(row.final_trainable_params)
+    return start if row.trainable_params == row.final_trainable_params else f"{start} → {end}"
+
+
+def _share(row: ComparisonRow) -> str:
+    return percent_text(row.final_trainable_params / row.total_params) if row.total_params else ""
+
+
+def _links(row: ComparisonRow, page_dir: Path) -> str:
+    if row.run_dir is None:
+        return ""
+    out = [link(Path(row.run_dir), page_dir, "folder", code=False)]
+    if (Path(row.run_dir) / "test_metrics.json").is_file():
+        out.append(link(Path(row.run_dir) / "test_metrics.json", page_dir, "test\u00a0metrics", code=False))
+    if (Path(row.run_dir) / EVAL_PAGE).is_file():
+        out.append(f'<a href="{href(Path(row.run_dir) / EVAL_PAGE, page_dir)}">evaluation</a>')
+    return " · ".join(out)
+
+
+def _summary(rows: Sequence[ComparisonRow]) -> str:
+    tested = [r for r in rows if r.test_acc is not None]
+    if not tested:
+        return callout("<p>No run has a test accuracy (every run was stopped before its test pass).</p>", "warn")
+    best = max(tested, key=lambda r: r.test_acc)
+    tied = [r for r in tested if r.test_acc == best.test_acc]
+    value = f'<span class="best-value">{percent_text(best.test_acc)}</span>'
+    if len(tied) > 1:
+        lines = [f"<b>Best test accuracy: {value}</b>, a tie between {esc(', '.join(r.strategy for r in tied))}: "
+                 "the test set cannot tell them apart."]
+    else:
+        lines = [f"<b>Best test accuracy: {esc(best.strategy)}</b> ({esc(best.run)}), {value}, training "
+                 f"{_share(best)} of the parameters ({_trainable(best)} of {count_text(best.total_params)})."]
+    scratch = [r for r in tested if r.kind == "partA"]
+    if scratch and best.kind != "partA" and len(tied) == 1:
+        a = scratch[0]
+        lines.append(f"Part A from scratch ({esc(a.run)}): {percent_text(a.test_acc)}, "
+                     f"{100 * (best.test_acc - a.test_acc):+.1f} points for {esc(best.strategy)}.")
+    cheapest = min((r for r in tested if r.kind != "partA"), key=lambda r: r.seconds_per_epoch, default=None)
+    if cheapest is not None and cheapest is not best:
+        lines.append(f"Fastest per epoch: {esc(cheapest.strategy)} ({cheapest.seconds_per_epoch:.1f}\u00a0s, "
+                     f"test {percent_text(cheapest.test_acc)}) vs {best.seconds_per_epoch:.1f}\u00a0s for "
+                     f"{esc(best.strategy)}.")
+    lines.append("Test accuracy is on the held-out test split (val/), never used to pick epochs or settings; "
+                 "validation accuracy picked each run's best epoch.")
+    return callout(bullets(lines), "good")
+
+
+def render_comparison(rows: Sequence[ComparisonRow], run_dir: Path, *, figure: Path | None = None,
+                      cfg: PartBConfig | None = None, files: Sequence[Path] = ()) -> str:
+    """The page as HTML (see :func:`write_comparison_page`)."""
+    run_dir = Path(run_dir)
+    tested = [r.test_acc for r in rows if r.test_acc is not None]
+    top = max(tested) if tested else None
+    columns = ["run", "strategy", "what trains", "test acc", "best val acc", "epochs to best", "trainable params",
+               "trainable share", "total params", "s / epoch", "files"]
+    trains = dict(WHAT_TRAINS)
+    if cfg is not None:
+        trains["top-k"] = f"the head and the top {cfg.k} backbone block{'s' * (cfg.k != 1)}"
+        trains["gradual"] = f"the head, then one more block from the top every {cfg.unfreeze_every} epoch(s)"
+    body_rows = [[esc(r.run), esc(r.strategy), esc(trains.get(r.strategy, "")), percent_text(r.test_acc),
+                  percent_text(r.best_val_acc), f"{r.epochs_to_best} of {r.epochs_run}", _trainable(r), _share(r),
+                  count_text(r.total_params), f"{r.seconds_per_epoch:.1f}", _links(r, run_dir)] for r in rows]
+    numeric = [False, False, False, True, True, True, True, True, True, True, False]
+    classes = ["best" if top is not None and r.test_acc == top else "" for r in rows]
+    body = [_summary(rows),
+            section("Strategies side by side", table(columns, body_rows, numeric=numeric, row_classes=classes,
+                                                     max_columns=99), anchor="table")]
+    if figure is not None and Path(figure).is_file():
+        body.append(section("Accuracy per epoch", image(Path(figure), run_dir, "Validation (solid) and train "
+                                                        "(dashed) accuracy per epoch, one colour per run."),
+                            anchor="curves"))
+    if files:
+        body.append(section("Files", bullets(link(f, run_dir) for f in files), anchor="files"))
+    setup = ""
+    if cfg is not None:
+        size = cfg.image_size or "the weights' own"
+        weights = "random init" if cfg.weights is None and cfg.weights_file is None else (
+            str(cfg.weights_file.name) if cfg.weights_file else f"torchvision {cfg.weights}")
+        epochs = f"{cfg.train.epochs} epoch{'s' * (cfg.train.epochs != 1)}"
+        setup = (f"backbone <b>{esc(cfg.arch)}</b> ({esc(weights)}) · {esc(size)}\u00a0px · {epochs}"
+                 f" · lr {cfg.train.lr:g} (backbone ×{cfg.backbone_lr_mult:g}) · ")
+    nav = [(href(Path(r.run_dir) / EVAL_PAGE, run_dir), f"evaluation of {r.run}") for r in rows
+           if r.kind == "partA" and r.run_dir is not None and (Path(r.run_dir) / EVAL_PAGE).is_file()]
+    return render_page(title=f"Part B comparison: {run_dir.name}", nav=nav, body=body,
+                       subtitle=f"{setup}{len(rows)} runs · generated {datetime.now():%Y-%m-%d %H:%M}")
+
+
+def write_comparison_page(rows: Sequence[ComparisonRow], run_dir: Path, **kwargs: Any) -> Path:
+    """Write ``<run_dir>/comparison.html`` atomically; keyword arguments as :func:`render_comparison`."""
+    return write_page(Path(run_dir) / PAGE, render_comparison(rows, Path(run_dir), **kwargs))
