@@ -35,6 +35,7 @@ import torch
 from core.data import make_loaders
 from core.devices import resolve_device
 from core.explain import evaluate_best_on_test
+from core.masking import masked_argv
 from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
 from core.runfiles import write_yaml
@@ -67,7 +68,7 @@ def _resolved_config(cfg: PartAConfig, spec, loaders, params: int, flops: int) -
         "params": params,
         "flops": flops,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "command": sys.argv,
+        "command": masked_argv(sys.argv),  # a --storage URL's password never reaches config.yaml or W&B
     }
 
 

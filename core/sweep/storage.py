@@ -11,9 +11,10 @@ not reaching the database becomes a :class:`StorageError` (or a ``ValueError`` f
 message names the server and the fix: unreachable server, bad credentials, missing database, missing
 driver. Nothing here prints.
 
-Opening an RDB storage creates Optuna's tables on first use, and PostgreSQL's ``CREATE TABLE``/``CREATE
-TYPE`` are not safe when several processes create the same schema at once (one of them gets a unique
-violation on ``pg_type``): the loser simply opens the storage again, when the tables exist.
+Opening an RDB storage creates Optuna's tables (and its alembic version row) on first use, which is not
+safe when several processes create the same schema at once: PostgreSQL's ``CREATE TABLE``/``CREATE TYPE``
+give one of them a unique violation on ``pg_type``, SQLite one on ``alembic_version``. The loser simply
+opens the storage again, when the tables exist.
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def _reason(text: str) -> str:
 
 def _is_schema_race(exc: BaseException) -> bool:
     text = str(getattr(exc, "orig", None) or exc)
-    return "already exists" in text or "duplicate key" in text or "UniqueViolation" in type(
-        getattr(exc, "orig", None) or exc).__name__
+    return any(s in text for s in ("already exists", "duplicate key", "UNIQUE constraint failed",
+                                   "database is locked"))
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
