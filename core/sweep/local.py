@@ -238,12 +238,20 @@ class _QuietOptunaFailures:
         return not (record.getMessage().startswith("Trial ") and " failed with " in record.getMessage())
 
 
-_QUIET = _QuietOptunaFailures()
+class _QuietTrainerInterrupt:
+    """The trainer tells a Ctrl-C'd standalone run to ``--resume``; in a sweep the script says how to resume."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("interrupted in epoch")
+
+
+_QUIET, _QUIET_INTERRUPT = _QuietOptunaFailures(), _QuietTrainerInterrupt()
 
 
 def run_worker(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, worker_id: int = 0) -> int:
     """Run trials until a stop reason holds; returns how many this process started."""
     logging.getLogger("optuna.study._optimize").addFilter(_QUIET)
+    logging.getLogger("core.train.trainer").addFilter(_QUIET_INTERRUPT)
     study = open_study(cfg, settings)
     objective = _make_objective(study, cfg, settings, trial_fn)
     started = 0

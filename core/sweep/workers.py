@@ -76,11 +76,14 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _entry(target: Callable[..., Any], args: tuple, worker_id: int, workers: int, log_level: int,
-           parent_pid: int) -> None:
+           optuna_verbosity: int, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, _interrupt_once)
     logging.basicConfig(level=log_level, format=f"%(asctime)s [worker {worker_id}] %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna_verbosity)  # as the parent has it (a spawned process starts afresh)
     cpus = os.cpu_count() or 1
     if workers > 1:  # share the cores instead of oversubscribing them; read by torch when it is imported
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // workers)))
@@ -96,9 +99,11 @@ def _entry(target: Callable[..., Any], args: tuple, worker_id: int, workers: int
 def run_processes(target: Callable[..., Any], args: tuple, workers: int) -> list[str]:
     """Run ``target(*args, worker_id=i)`` in ``workers`` spawned processes; returns the failed ones
     ('sweep-worker-1 (exit code 1)'); KeyboardInterrupt after every worker has ended."""
+    import optuna
+
     ctx = mp.get_context("spawn")
-    level = logging.getLogger().getEffectiveLevel()
-    procs = [ctx.Process(target=_entry, args=(target, args, i, workers, level, os.getpid()),
+    level, verbosity = logging.getLogger().getEffectiveLevel(), optuna.logging.get_verbosity()
+    procs = [ctx.Process(target=_entry, args=(target, args, i, workers, level, verbosity, os.getpid()),
                          name=f"sweep-worker-{i}") for i in range(workers)]
     for p in procs:
         p.start()
