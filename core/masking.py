@@ -5,8 +5,9 @@ run records (``config.yaml``'s ``command``, W&B's run metadata), log lines, repo
 and those belong to different packages. Each of them masks through here, so one rule holds everywhere.
 
 The rule works on any text, valid URL or not (a URL that fails to parse must not be printed in clear in
-the error that says so): the userinfo of ``<scheme>://<user>:<password>@`` up to the *last* ``@`` of a
-whitespace-free token (a raw ``@`` in a password is common), and ``password=...`` query parameters.
+the error that says so): the userinfo of ``<scheme>://<user>:<password>@`` (also with a slash missing) up
+to the *last* ``@`` of a whitespace-free token (a raw ``@`` in a password is common), and
+``password=...`` query parameters.
 Masking too much is harmless; masking too little is the leak.
 """
 
@@ -18,13 +19,13 @@ from collections.abc import Sequence
 __all__ = ["MASK", "mask_secrets", "masked_argv"]
 
 MASK = "***"
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):(?P<password>\S*)@")
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*:/{0,3}[^\s:/@]*):(?P<password>\S*)@")
 _QUERY = re.compile(r"(?P<head>[?&;\s]password=)(?P<password>[^&\s]*)", re.IGNORECASE)
 
 
 def mask_secrets(text: str) -> str:
     """``text`` with every URL password (``user:pw@``, ``?password=pw``) replaced by ``***``."""
-    if "://" not in text and "password=" not in text.lower():
+    if "@" not in text and "password=" not in text.lower():
         return text
     text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
     return _QUERY.sub(lambda m: f"{m['head']}{MASK}", text)

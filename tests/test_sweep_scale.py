@@ -193,3 +193,27 @@ def test_kill_9_of_the_parent_stops_its_workers_within_seconds_and_a_rerun_resum
     rerun = [json.loads(x) for x in log.read_text().splitlines()[before:]]
     assert 1 in [r["number"] for r in rerun] and all(r["resume"] for r in rerun if r["number"] == 1), rerun
     assert sorted(configs(storage, tmp_path, RANDOM9, 4)) == [0, 1, 2, 3]
+
+
+class GpuRecorder:
+    """Records which GPUs the worker process that runs the trial may see (picklable for spawned workers)."""
+
+    def __init__(self, log: Path, barrier: Path) -> None:
+        from test_sweep_local import StandIn
+
+        self.inner = StandIn(log, barrier=barrier)
+        self.log = log.with_suffix(".gpus")
+
+    def __call__(self, req):
+        with open(self.log, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES')}\n")
+        return self.inner(req)
+
+
+def test_workers_on_a_multi_gpu_machine_get_one_gpu_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")  # the GPUs this sweep may use, as a user would restrict it
+    recorder = GpuRecorder(tmp_path / "log.jsonl", tmp_path / "barrier")
+    run_local(parse_sweep_config(RANDOM9), settings(sqlite_url(tmp_path / "optuna.db"), tmp_path / "trials", 2),
+              recorder, workers=2)
+    seen = dict(line.split() for line in recorder.log.read_text().splitlines())
+    assert sorted(seen.values()) == ["7", "9"], f"worker 0 sees GPU 7 only, worker 1 GPU 9 only: {seen}"

@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
     ("--storage=postgres://u:p@ss@h/db", "--storage=postgres://u:***@h/db"),  # a raw '@' in the password
     ("postgresql+psycopg://u:x@h/db?sslmode=require", "postgresql+psycopg://u:***@h/db?sslmode=require"),
     ("postgresql://h/db?user=u&password=hunter2", "postgresql://h/db?user=u&password=***"),
+    ("postgres:/sweeper:pw@host/db", "postgres:/sweeper:***@host/db"),  # a slash missing: still masked
     ("postgresql://sweeper@h/db", "postgresql://sweeper@h/db"),  # nothing to hide
+    ("see user@example.org at 10:30", "see user@example.org at 10:30"),
     ("sqlite:////runs/x/optuna.db", "sqlite:////runs/x/optuna.db"),
 ])
 def test_passwords_are_masked_in_any_text(text, expected):

@@ -13,6 +13,10 @@
   later ones, and exits with code 130 without a traceback. The parent forwards SIGINT to workers that did
   not get it (``kill -INT <parent>``), waits for them, and re-raises, so the script prints one line.
 
+On a machine with several GPUs each worker gets its own: worker i sees only GPU ``i mod n`` of the GPUs
+this process may use (``CUDA_VISIBLE_DEVICES`` set in the worker before CUDA starts), so ``--device cuda``
+or ``auto`` in every worker means a different card. With one GPU the workers share it.
+
 Workers are not daemonic: a daemonic process may not start the DataLoader processes a trial may need.
 """
 
@@ -75,9 +79,29 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (ids or UUIDs)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]  # NVML: no CUDA context in the parent
+    except Exception:  # noqa: BLE001 - no usable CUDA at all
+        return []
+
+
+def gpu_for_worker(worker_id: int, gpus: Sequence[str]) -> str | None:
+    """The one GPU worker ``worker_id`` gets when there are several, else None (share the one, or CPU)."""
+    return gpus[worker_id % len(gpus)] if len(gpus) >= 2 else None
+
+
 def _entry(target: Callable[..., Any], args: tuple, worker_id: int, workers: int, log_level: int,
-           optuna_verbosity: int, parent_pid: int) -> None:
+           optuna_verbosity: int, parent_pid: int, gpu: str | None) -> None:
     die_with_parent(parent_pid)
+    if gpu is not None:  # before anything touches CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     signal.signal(signal.SIGINT, _interrupt_once)
     logging.basicConfig(level=log_level, format=f"%(asctime)s [worker {worker_id}] %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
@@ -87,6 +111,8 @@ def _entry(target: Callable[..., Any], args: tuple, worker_id: int, workers: int
     cpus = os.cpu_count() or 1
     if workers > 1:  # share the cores instead of oversubscribing them; read by torch when it is imported
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // workers)))
+    if gpu is not None:
+        logging.getLogger(__name__).info("worker %d uses GPU %s (CUDA_VISIBLE_DEVICES)", worker_id, gpu)
     try:
         target(*args, worker_id=worker_id)
     except KeyboardInterrupt:
@@ -103,7 +129,9 @@ def run_processes(target: Callable[..., Any], args: tuple, workers: int) -> list
 
     ctx = mp.get_context("spawn")
     level, verbosity = logging.getLogger().getEffectiveLevel(), optuna.logging.get_verbosity()
-    procs = [ctx.Process(target=_entry, args=(target, args, i, workers, level, verbosity, os.getpid()),
+    gpus = visible_gpus()
+    procs = [ctx.Process(target=_entry, args=(target, args, i, workers, level, verbosity, os.getpid(),
+                                              gpu_for_worker(i, gpus)),
                          name=f"sweep-worker-{i}") for i in range(workers)]
     for p in procs:
         p.start()
