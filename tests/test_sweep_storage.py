@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,14 +98,13 @@ def test_the_password_may_come_from_pgpassword_or_a_pgpass_file(postgres_server,
     monkeypatch.setenv("PGPASSFILE", os.devnull)
     monkeypatch.setenv("PGPASSWORD", s.password)
     settings = settings_for(tmp_path, 1)
-    run_local(cfg, type(settings)(**{**settings.__dict__, "storage_url": bare}), StandIn(tmp_path / "log.jsonl"))
+    run_local(cfg, replace(settings, storage_url=bare), StandIn(tmp_path / "log.jsonl"))
     monkeypatch.delenv("PGPASSWORD")
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:{s.port}:*:{s.role}:{s.password}\n")
     pgpass.chmod(0o600)
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
-    run_local(cfg, type(settings)(**{**settings.__dict__, "storage_url": bare, "budget": 2}),
-              StandIn(tmp_path / "log.jsonl"))
+    run_local(cfg, replace(settings, storage_url=bare, budget=2), StandIn(tmp_path / "log.jsonl"))
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
 
 

@@ -67,8 +67,8 @@ class LocalSettings:
 
     study_name: str
     storage_url: str = field(repr=False)  # may hold a password: shown only through display_url
-    trials_dir: Path = Path("trials")
-    budget: int = 1  # total trial slots in the study
+    trials_dir: Path
+    budget: int  # total trial slots in the study
     seed: int = 0
     tracker_mode: str = "auto"
     heartbeat_interval: int = 30  # seconds between "still alive" writes of a running trial

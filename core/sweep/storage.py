@@ -37,7 +37,7 @@ CONNECT_TIMEOUT = 10  # seconds before an unreachable server is reported (libpq'
 SQLITE_BUSY_TIMEOUT = 120  # seconds a process waits on a busy SQLite file instead of failing
 URL_EXAMPLES = "sqlite:///runs/<name>/optuna.db or postgresql://user@host:5432/dbname"
 DRIVERS = {"postgresql": "postgresql+psycopg"}  # dialect -> the driver we install in the [postgres] extra
-INSTALL = {"psycopg": 'pip install -e ".[postgres]"  (psycopg 3)', "psycopg2": "pip install psycopg2-binary, or "
+INSTALL = {"psycopg": 'pip install -e ".[postgres]" (psycopg 3)', "psycopg2": "pip install psycopg2-binary, or "
            "write postgresql:// to use psycopg 3 from the [postgres] extra"}
 
 
