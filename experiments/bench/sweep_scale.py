@@ -160,4 +160,33 @@ def bench_sweep_scale(cfg: BenchConfig) -> tuple[list[Comparison], dict]:
     return comps, info
 
 
-__all__ = ["SleepTrial", "bench_scale", "bench_sweep_scale"]
+def main(argv: list[str] | None = None) -> int:
+    """Only the scale-out rows: ``python -m experiments.bench.sweep_scale [--quick]`` (what
+    ``experiments/benchmark.py sweep`` ends with, without the training sweeps before them)."""
+    import argparse
+    import json
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="Sweep scale-out rows of the benchmark's sweep section.")
+    parser.add_argument("--quick", action="store_true", help="0.2 s trials, 1 repeat: a smoke test")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per comparison (at most 3)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="inat-cnn-scale-") as work:
+        cfg = BenchConfig(image_size=None, batch_size=None, quick=args.quick, repeats=args.repeats, warmup=0,
+                          work_dir=Path(work))
+        comps, info = bench_sweep_scale(cfg)
+    for c in comps:
+        d = c.summary()
+        print(f"{d['name']} ({d['unit']}): baseline {d['baseline']['median']:.2f} "
+              f"[{d['baseline']['min']:.2f}-{d['baseline']['max']:.2f}] {d['baseline']['label']}; "
+              f"ours {d['ours']['median']:.2f} [{d['ours']['min']:.2f}-{d['ours']['max']:.2f}] {d['ours']['label']}; "
+              f"ratio {d['ratio']:.2f}")
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+__all__ = ["SleepTrial", "bench_scale", "bench_sweep_scale", "main"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
