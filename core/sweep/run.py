@@ -308,11 +308,12 @@ def judge(records: Sequence[TrialRecord], run: Any = None) -> tuple[str | None, 
         return None, None
     first = failed[0]
     where = f"trial {first.number}" + (f" in {first.run_dir}" if first.run_dir else "")
-    retry = "fix the cause and rerun the same command: failed trials are retried"
+    local = run is not None  # W&B's controller does not retry a failed run; ours does
+    retry = "fix the cause and rerun the same command: failed trials are retried" if local else "fix the cause"
     if not any(r.has_result for r in records):
         return f"no trial succeeded ({len(failed)} failed); the first error, {where}: {first.error}; {retry}", None
     if run is not None and getattr(run, "stopped_for_failures", False):
         return (f"stopped after {run.failure_streak} trials failed in a row; the first error, {where}: "
                 f"{first.error}; {retry}"), None
-    return None, (f"{len(failed)} trial(s) failed (first: {where}: {first.error}); rerun the same command to "
-                  f"retry them")
+    tail = "; rerun the same command to retry them" if local else ""
+    return None, f"{len(failed)} trial(s) failed (first: {where}: {first.error}){tail}"
