@@ -27,8 +27,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core.masking import masked_argv
 from core.partA import PartAConfig
+from core.runfiles import masked_argv
 from core.sweep import (
     BACKENDS,
     TRACKING_MODES,

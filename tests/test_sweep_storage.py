@@ -22,7 +22,7 @@ import pytest
 import yaml
 from test_sweep_local import RANDOM, StandIn, settings_for
 
-from core.masking import mask_secrets, masked_argv
+from core.runfiles import mask_secrets, masked_argv
 from core.sweep import StorageError, normalize_url, open_storage, parse_sweep_config, run_local, sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]

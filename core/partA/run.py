@@ -35,10 +35,9 @@ import torch
 from core.data import make_loaders
 from core.devices import resolve_device
 from core.explain import evaluate_best_on_test
-from core.masking import masked_argv
 from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
-from core.runfiles import write_yaml
+from core.runfiles import masked_argv, write_yaml
 from core.train import (
     EpochStats,
     RunResult,

@@ -29,8 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.masking import mask_secrets
-from core.runfiles import to_plain, write_text
+from core.runfiles import mask_secrets, to_plain, write_text
 from core.sweep.budget import (
     DISCARDED,
     HOST,

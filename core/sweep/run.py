@@ -185,7 +185,7 @@ def check_runnable(configs: Sequence[Any]) -> None:
     """Refuse what would fail every trial, before the first one: a device this machine lacks (``--device
     cuda`` without a GPU) or a data folder that does not exist or lacks train/ and val/."""
     from core.data import scan_dataset
-    from core.train import resolve_device
+    from core.devices import resolve_device
 
     devices = {str(getattr(getattr(c, "train", None), "device", "auto")) for c in configs}
     for device in sorted(devices):

@@ -26,7 +26,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from core.masking import mask_secrets
+from core.runfiles import mask_secrets
 
 if TYPE_CHECKING:
     import optuna

@@ -25,8 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.masking import mask_secrets
-from core.runfiles import to_plain, write_json
+from core.runfiles import mask_secrets, to_plain, write_json
 from core.train import EPOCH_METRICS, RUN_METRICS, RunResult, StopRequest
 
 logger = logging.getLogger(__name__)
