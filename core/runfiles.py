@@ -6,6 +6,13 @@ place with ``os.replace``, which is atomic on POSIX and Windows: a reader sees t
 new one, never a torn one. ``metrics.jsonl`` is appended one complete line per write, and rewritten
 atomically when a resumed run trims it back to its checkpoint.
 
+No password is ever written: :func:`mask_secrets` turns ``scheme://user:password@host`` into
+``user:***@host`` (and ``password=...`` into ``password=***``) in any text, valid URL or not (also with a
+slash missing), up to the *last* ``@`` of a whitespace-free token (a raw ``@`` in a password is common);
+:func:`masked_argv` does it to a command line. A database URL reaches many places at once — the command
+line a run records (``config.yaml``'s ``command``, W&B's run metadata), logs, reports, errors — so they
+all mask through here. Masking too much is harmless; masking too little is the leak.
+
 ``to_plain`` turns the values we store (dataclasses, Paths, tuples, numpy scalars) into plain
 Python data, which is what YAML/JSON and ``torch.load(weights_only=True)`` accept.
 """
@@ -16,8 +23,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any
@@ -25,9 +33,12 @@ from typing import IO, Any
 import yaml
 
 __all__ = [
+    "MASK",
     "append_jsonl",
     "atomic_path",
     "atomic_writer",
+    "mask_secrets",
+    "masked_argv",
     "read_json",
     "read_jsonl",
     "read_yaml",
@@ -189,3 +200,21 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
                 break
             raise ValueError(f"{path}:{number} is not valid JSON ({err}); the file is corrupt") from err
     return records
+
+
+MASK = "***"
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*:/{0,3}[^\s:/@]*):(?P<password>\S*)@")
+_QUERY = re.compile(r"(?P<head>[?&;\s]password=)(?P<password>[^&\s]*)", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every URL password (``user:pw@``, ``?password=pw``) replaced by ``***``."""
+    if "@" not in text and "password=" not in text.lower():
+        return text
+    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    return _QUERY.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def masked_argv(argv: Sequence[str]) -> list[str]:
+    """A command line safe to record: each argument masked (``--storage=postgresql://u:pw@h/db`` too)."""
+    return [mask_secrets(str(a)) for a in argv]

@@ -7,9 +7,10 @@
 
 Sections: ``train`` (our trainer vs a notebook loop, FLOP/s vs the measured matmul peak;
 experiments/bench/train.py), ``data`` (decode cache vs PIL decode every epoch), ``sweep`` (a 4-trial x
-2-epoch sweep vs 4 notebook runs; experiments/bench/sweep.py), ``infer`` (torch vs onnxruntime fp32/INT8;
-experiments/bench/infer.py). ``train`` and ``sweep`` run on ``--device`` (auto: the GPU when there is one, with
-AMP and pinned memory); ``data`` and ``infer`` measure the CPU paths.
+2-epoch sweep vs 4 notebook runs, then trials/min with 1 and 2 processes on one SQLite/PostgreSQL study and
+the storage overhead per trial; experiments/bench/sweep.py, experiments/bench/sweep_scale.py), ``infer``
+(torch vs onnxruntime fp32/INT8; experiments/bench/infer.py). ``train`` and ``sweep`` run on ``--device``
+(auto: the GPU when there is one, with AMP and pinned memory); ``data`` and ``infer`` measure the CPU paths.
 
 Method (the same for every section): baseline and ours run in the same process on the same inputs,
 alternated (B, O, then O, B, ...) so drift in machine load hits both; ``--warmup`` untimed rounds first,

@@ -10,8 +10,10 @@ r"""Part A hyperparameter sweep: a W&B sweep config, run on W&B or locally with 
 Backends: ``local`` = Optuna on SQLite in runs/<name>/optuna.db (or --storage URL), resumable, --workers
 processes; ``wandb`` = W&B's controller and W&B's agent, one process per run (docs/wandb.md); ``auto`` = wandb
 when W&B credentials exist, else local.
-Rerunning the same command continues the sweep: finished trials are kept, a trial killed mid-way is re-run,
-and --count is the total for the sweep. Writes runs/<name>/: results.csv, best.pt, best_config.yaml,
+Rerunning the same command continues the sweep: finished trials are kept, a trial killed mid-way or failed
+is run again with the same parameters, and --count is the total for the sweep. More machines: start the
+same command with the same --name and --storage postgresql://user@host:5432/db on each (password from
+PGPASSWORD or ~/.pgpass); see docs/scaling.md. Writes runs/<name>/: results.csv, best.pt, best_config.yaml,
 metric_vs_time.png, parallel_coordinates.png, importance.png, optimization_history.png,
 learning_curves.png, report.html and trials/<number>-<hash>/ (one run folder per trial).
 """
@@ -26,10 +28,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.partA import PartAConfig
+from core.runfiles import masked_argv
 from core.sweep import (
     BACKENDS,
     TRACKING_MODES,
     PartATrial,
+    StorageError,
     SweepConfig,
     SweepSettings,
     SweepSummary,
@@ -67,10 +71,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="local: require an existing sweep of this --name (rerunning continues anyway); "
                             "wandb: join sweep SWEEP (entity/project/id) as one more agent")
     sweep.add_argument("--storage", default=None,
-                       help="local: Optuna storage URL shared by workers/machines, e.g. postgresql://u:p@host/db "
-                            "(default sqlite:///runs/<name>/optuna.db)")
-    sweep.add_argument("--workers", type=int, default=1, help="local: worker processes on one storage")
-    sweep.add_argument("--seed", type=int, default=0, help="seed of the search (grid order, random/TPE draws)")
+                       help="local: Optuna storage shared by processes and machines, e.g. "
+                            "postgresql://user@host:5432/db (password from PGPASSWORD or ~/.pgpass; needs "
+                            "pip install -e '.[postgres]'); default sqlite:///runs/<name>/optuna.db")
+    sweep.add_argument("--workers", type=int, default=1,
+                       help="local: worker processes on one storage (one GPU each: see docs/scaling.md)")
+    sweep.add_argument("--seed", type=int, default=0,
+                       help="seed of the search: trial n's draw depends on it and n only (grid order, random/TPE)")
+    sweep.add_argument("--max-consecutive-failures", type=int, default=3, metavar="N",
+                       help="local: stop the sweep when N trials in a row fail (0 = never)")
+    sweep.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                       help="local: a failed trial uses up its slot instead of being retried by the next run")
     data = parser.add_argument_group("data and device")
     data.add_argument("--data-dir", type=Path, default=None,
                       help="iNaturalist-style root with train/ and val/ (default: the generated demo set)")
@@ -149,12 +160,21 @@ def print_summary(summary: SweepSummary, cfg: SweepConfig) -> None:
     print("\nOutputs:")
     for what, path in summary.outputs.items():
         print(f"  {what:<26} {path}")
+    if summary.note:
+        print(f"\nNote: {summary.note}")
     if summary.sweep_path:
         print(f"\nW&B sweep: {summary.sweep_path}\nAdd agents on other machines with:\n  {summary.agent_command}")
 
 
+def resume_hint(argv: list[str]) -> str:
+    """The command that continues this sweep (password masked: it comes from the environment then)."""
+    return " ".join(["python experiments/partA_sweep.py", *masked_argv(argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    sys.argv[:] = masked_argv(sys.argv)  # parsed already: what records the command line sees no password
     os.environ.setdefault("WANDB_SILENT", "true")  # our log says where each offline W&B run is saved
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -167,14 +187,26 @@ def main(argv: list[str] | None = None) -> int:
         settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
                                  count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
                                  tracker_mode=args.wandb_mode, project=cfg.project or args.project,
-                                 entity=cfg.entity, seed=args.seed)
-        summary = run_sweep(cfg, settings, trial,
-                            argv=list(argv) if argv is not None else sys.argv[1:])
+                                 entity=cfg.entity, seed=args.seed, retry_failed=args.retry_failed,
+                                 max_consecutive_failures=args.max_consecutive_failures)
+        summary = run_sweep(cfg, settings, trial, argv=argv)
     except (FileNotFoundError, ValueError) as exc:
         print(f"partA_sweep: error: {exc}", file=sys.stderr)
         return 2
     except WandbUnavailableError as exc:  # W&B's server unreachable or failing: a runtime error, not usage
         print(f"partA_sweep: error: {exc}", file=sys.stderr)
+        return 1
+    except (StorageError, RuntimeError) as exc:
+        print(f"partA_sweep: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"partA_sweep: interrupted; finished trials are kept and the interrupted ones run again. Resume "
+              f"with: {resume_hint(argv)}", file=sys.stderr)
+        return 130
+    if summary.failure:
+        if summary.best is not None:
+            print_summary(summary, cfg)
+        print(f"partA_sweep: error: {summary.failure}", file=sys.stderr)
         return 1
     print_summary(summary, cfg)
     return 0

@@ -97,3 +97,30 @@ def make_tiny_imagefolder(
 def tiny_imagefolder(tmp_path) -> Path:
     """A 3-class, 10+4-images-per-class dataset of ~40x30 JPEGs in the iNaturalist layout."""
     return make_tiny_imagefolder(tmp_path / "tiny_data")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session: a throwaway cluster in a temp folder on a loopback port,
+    started as an unprivileged user (``experiments/bench/pgcluster.py``) and stopped afterwards. Skips only
+    when the PostgreSQL binaries are absent (CI installs Debian's ``postgresql`` package)."""
+    from experiments.bench.pgcluster import find_pg_bindir, start_cluster
+
+    if find_pg_bindir() is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are absent: apt-get install postgresql to run the "
+                    "PostgreSQL sweep tests")
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """``postgresql://sweeper:<password>@127.0.0.1:<port>/<fresh database>``: one empty database per test."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
+    postgres_server.create_database(name)
+    return postgres_server.url(database=name)

@@ -71,7 +71,13 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     assert info["ours_cache_misses_per_sweep"] == [2], f"ours decodes train/ and val/ once per sweep: {info}"
     assert info["ours_images_decoded_per_sweep"] == [images["train"] + images["val"] + images["test"]], info
     assert info["baseline_images_decoded_per_sweep"] > 4 * info["ours_images_decoded_per_sweep"][0], info
-    units = [c["unit"] for c in sweep["comparisons"]]
+    scale = [c for c in sweep["comparisons"] if c["unit"] in ("trials/min", "no-op trials/s")]
+    labels = ["SQLite", "PostgreSQL"] if "PostgreSQL" in info["scale_out"]["storages"] else ["SQLite"]
+    assert [c["unit"] for c in scale] == ["trials/min", "no-op trials/s"] * len(labels), scale
+    assert all(label in c["name"] for c, label in zip(scale[::2], labels)), [c["name"] for c in scale]
+    for label in labels:
+        _positive(info["scale_out"]["storage_overhead_ms_per_trial"][label]["ours_ms_per_trial"], "overhead")
+    units = [c["unit"] for c in sweep["comparisons"] if c not in scale]
     n = units.count("trials/s")
     assert n >= 1 and units == ["trials/s"] * n + ["images/s"] * n, f"sweeps, then their epoch-2+ rows: {units}"
     assert sweep["comparisons"][0]["name"].endswith(": defaults"), "the first row is the trainer's defaults"

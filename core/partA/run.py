@@ -37,7 +37,7 @@ from core.devices import resolve_device
 from core.explain import evaluate_best_on_test
 from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
-from core.runfiles import write_yaml
+from core.runfiles import masked_argv, write_yaml
 from core.train import (
     EpochStats,
     RunResult,
@@ -67,7 +67,7 @@ def _resolved_config(cfg: PartAConfig, spec, loaders, params: int, flops: int) -
         "params": params,
         "flops": flops,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "command": sys.argv,
+        "command": masked_argv(sys.argv),  # a --storage URL's password never reaches config.yaml or W&B
     }
 
 

@@ -1,14 +1,25 @@
-"""Trial slots of a local sweep: the budget across workers and restarts, and recovery of crashed trials.
+"""Trial slots of a local sweep: the budget across processes, machines and restarts; failed and crashed trials.
 
-A *slot* is a trial number. A trial re-created after a crash carries the original's number in
-``system_attrs["failed_trial"]`` (Optuna's retry callback) and so uses that slot again. Used slots =
-roots of all trials except discarded ones and queued grid points deferred past the budget.
+A *slot* is a place in the budget: slot n is "the sweep's trial n" (folder ``trials/n-<hash>/``, row n
+of ``results.csv``), and its draw is seeded by n (:mod:`core.sweep.sampler`). Every process derives a
+trial's slot from what Optuna created the trial with, never from timing, so no two processes can disagree
+and no lock is needed:
 
-:func:`claim_slot` runs inside a trial before any epoch: it rejects a trial whose rank among slots is past
-the budget, a second re-run of the same crashed trial, or a grid point another live trial holds (the
-earlier trial number wins, so two racing workers agree on who trains). :func:`recover_dead_trials` fails
-trials left RUNNING by a dead process on this host (``kill -9``) with the storage's atomic state change,
-exactly as Optuna's ``fail_stale_trials`` does, and re-queues them through the storage's retry callback.
+* a *fresh* trial (``study.ask``) takes the next fresh slot: the count of fresh trials with smaller Optuna
+  numbers. Optuna numbers trials under a row lock on the study (``RDBStorage._create_new_trial``), so the
+  count is fixed once the trial exists;
+* a *retry* (``system_attrs["failed_trial"]``, made by Optuna's ``RetryHeartbeatStaleTrialCallback``)
+  keeps the slot of the trial it repeats, with the same parameters;
+* a *deferred* slot (``system_attrs["deferred_slot"]``): a fresh trial drawn past the budget (workers
+  racing for the last slot) is dropped before it samples anything, and its slot is queued, so a later,
+  larger ``--count`` fills exactly that slot first.
+
+:func:`claim_slot` runs first inside a trial: a slot past the budget, or one another trial already holds,
+does not train (the trial is *discarded*: not a result, not a slot). The budget is therefore exact across
+any number of processes. A trial that raises keeps its slot, and the next run (:func:`requeue_failed`)
+retries it with the same parameters, so failures never eat the budget; a trial left RUNNING by a dead
+process on this host (``kill -9``) is failed with the storage's atomic state change, as Optuna's own
+``fail_stale_trials`` does, and retried at once (:func:`recover_dead_trials`).
 """
 
 from __future__ import annotations
@@ -17,47 +28,119 @@ import copy
 import logging
 import os
 import socket
+from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
 DISCARDED = "discarded"  # user attr: why a trial was dropped before training (not a slot, not a result)
-DEFERRED = "deferred"  # user attr of a queued grid point that a discarded over-budget trial had drawn
+DEFERRED_SLOT = "deferred_slot"  # system attr, set at creation: the slot a queued deferred trial fills
+FAILED_TRIAL = "failed_trial"  # system attr of a retry (Optuna's): the Optuna number of the first attempt
 
 
 class SlotTaken(Exception):  # noqa: N818 - a control-flow signal
-    """This trial may not train: the budget is claimed, or another trial already runs this point."""
+    """This trial may not train: its slot is past the budget, or another trial holds it."""
 
 
 class BudgetClaimed(SlotTaken):  # noqa: N818 - a control-flow signal
-    """Every slot of the budget is claimed (the trial's grid point is deferred, not lost)."""
+    """The trial's slot is past the budget (it is deferred, not lost)."""
+
+    def __init__(self, message: str, slot: int) -> None:
+        super().__init__(message)
+        self.slot = slot
 
 
-def root_of(t: optuna.trial.FrozenTrial) -> int:
-    """The trial number whose slot ``t`` uses (a re-run uses the crashed original's)."""
-    return int(t.system_attrs.get("failed_trial", t.number))
+def root_of(t: FrozenTrial) -> int:
+    """The Optuna number of the first attempt of ``t``'s slot (``t`` itself unless it is a retry)."""
+    return int(t.system_attrs.get(FAILED_TRIAL, t.number))
 
 
-def is_waiting(t: optuna.trial.FrozenTrial) -> bool:
+def is_fresh(t: FrozenTrial) -> bool:
+    """Created by ``study.ask`` (not a retry, not a deferred slot): it takes a new slot."""
+    return FAILED_TRIAL not in t.system_attrs and DEFERRED_SLOT not in t.system_attrs
+
+
+def slot_map(trials: Sequence[FrozenTrial]) -> dict[int, int]:
+    """Optuna trial number → slot, for every trial (see the module docstring)."""
+    slots: dict[int, int] = {}
+    fresh = 0
+    for t in sorted(trials, key=lambda x: x.number):
+        if DEFERRED_SLOT in t.system_attrs:
+            slots[t.number] = int(t.system_attrs[DEFERRED_SLOT])
+        elif FAILED_TRIAL in t.system_attrs:
+            first = int(t.system_attrs[FAILED_TRIAL])
+            slots[t.number] = slots.get(first, first)
+        else:
+            slots[t.number] = fresh
+            fresh += 1
+    return slots
+
+
+def fresh_count(trials: Sequence[FrozenTrial]) -> int:
+    return sum(is_fresh(t) for t in trials)
+
+
+def _state(t: FrozenTrial) -> str:
+    return t.state.name
+
+
+def _all(study: optuna.Study) -> list[FrozenTrial]:
+    """Every trial from the storage (``study.get_trials`` of a Hyperband bracket study would filter them)."""
+    return list(study._storage.get_all_trials(study._study_id, deepcopy=False))
+
+
+def claim_slot(study: optuna.Study, number: int, budget: int) -> int:
+    """The slot trial ``number`` trains in, or SlotTaken (BudgetClaimed past the budget) if it may not train.
+
+    Another trial holds the slot if it has a result there, or runs it and was created earlier: of two
+    retries of one slot started at once (two machines re-queued the same failure), the later one yields.
+    """
+    trials = _all(study)
+    slots = slot_map(trials)
+    me = next(t for t in trials if t.number == number)
+    slot = slots[number]
+    if slot >= budget:
+        raise BudgetClaimed(f"slot {slot} is past the budget of {budget} trials", slot)
+    for t in trials:
+        if t.number == number or slots[t.number] != slot or DISCARDED in t.user_attrs:
+            continue
+        if _state(t) in ("COMPLETE", "PRUNED"):
+            raise SlotTaken(f"slot {slot} already has a result (Optuna trial {t.number})")
+        if _state(t) == "RUNNING" and t.number < me.number:
+            raise SlotTaken(f"slot {slot} is already being run by Optuna trial {t.number}")
+    return slot
+
+
+def defer_slot(study: optuna.Study, slot: int) -> None:
+    """Queue ``slot`` (a WAITING trial without parameters): drawn, with that slot's seed, when it is popped."""
+    import optuna
     from optuna.trial import TrialState
 
-    return t.state == TrialState.WAITING
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={DEFERRED_SLOT: slot}))
 
 
-def used_slots(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    return {root_of(t) for t in trials
-            if DISCARDED not in t.user_attrs and not (is_waiting(t) and t.user_attrs.get(DEFERRED))}
+def waiting_slots(trials: Sequence[FrozenTrial], budget: int) -> list[int]:
+    """Slots within the budget that a queued trial (retry or deferred slot) will fill."""
+    slots = slot_map(trials)
+    return sorted(slots[t.number] for t in trials if _state(t) == "WAITING" and slots[t.number] < budget)
 
 
-def _retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
     done: set[int] = set()
     for t in trials:
         done.update(t.system_attrs.get("retry_history", []))
     return done
+
+
+def _retry(study: optuna.Study, t: FrozenTrial) -> None:
+    storage = study._storage
+    storage.get_heartbeat_stale_trial_callback()(study, copy.deepcopy(storage.get_trial(t._trial_id)))
 
 
 def _pid_dead(pid: int) -> bool:
@@ -75,75 +158,63 @@ def _pid_dead(pid: int) -> bool:
 
 
 def recover_dead_trials(study: optuna.Study) -> list[int]:
-    """Fail RUNNING trials whose process on this host is gone, and re-queue interrupted ones."""
+    """Fail RUNNING trials whose process on this host is gone (``kill -9``) and queue their retry."""
     from optuna.trial import TrialState
 
-    storage = study._storage  # the RDBStorage we built: atomic state changes, as Optuna's own fail_stale_trials
-    retry = storage.get_heartbeat_stale_trial_callback()
+    storage = study._storage
     requeued: list[int] = []
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried_numbers(trials)
-    for t in trials:
+    for t in _all(study):
         worker = t.user_attrs.get("worker") or {}
-        dead = (t.state == TrialState.RUNNING and worker.get("host") == HOST and worker.get("pid") != os.getpid()
-                and _pid_dead(int(worker.get("pid", -1))))
-        interrupted = (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
-                       and t.number not in retried)
-        if dead:
-            try:
-                changed = storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            except Exception:  # another worker failed it first (UpdateFinishedTrialError, busy database)
-                changed = False
-            if not changed:
-                continue
-            logger.warning("trial %d was left RUNNING by a dead process (pid %s): marked FAIL, queued to re-run",
-                           t.number, worker.get("pid"))
-        elif interrupted:
-            logger.warning("trial %d was interrupted: queued to re-run", t.number)
-        else:
+        if not (t.state == TrialState.RUNNING and worker.get("host") == HOST and worker.get("pid") != os.getpid()
+                and _pid_dead(int(worker.get("pid", -1)))):
             continue
-        retry(study, copy.deepcopy(storage.get_trial(t._trial_id)))
-        requeued.append(t.number)
+        try:  # atomic: of several workers noticing the same dead trial, one changes its state
+            changed = storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except Exception:  # another worker failed it first (UpdateFinishedTrialError, busy database)
+            changed = False
+        if changed:
+            logger.warning("trial %s was left running by a dead process (pid %s): queued to run again",
+                           t.user_attrs.get("sweep_number", t.number), worker.get("pid"))
+            _retry(study, t)
+            requeued.append(t.number)
     return requeued
 
 
-def claim_slot(study: optuna.Study, number: int, budget: int) -> int:
-    """The trial's *sweep number* (0, 1, 2, ...: its slot's rank), or SlotTaken if it may not train.
+def requeue_failed(study: optuna.Study, budget: int, *, retry_errors: bool = True) -> list[int]:
+    """Queue a retry of every slot within the budget whose attempts all failed (same parameters).
 
-    It may not train past the budget, as a second re-run of one crashed trial, or on a grid point another
-    live trial holds. The rank counts used slots with smaller numbers, so a re-run gets the number of the
-    trial it replaces and numbers have no gaps from re-runs or discarded trials.
+    Interrupted (Ctrl-C) and crashed trials are always retried; trials that raised only when
+    ``retry_errors`` (``--no-retry-failed`` makes them count against the budget instead). Returns the slots.
     """
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    me = next(t for t in trials if t.number == number)
-    root = root_of(me)
-    live = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-    grid_id = me.system_attrs.get("grid_id")
+    trials = _all(study)
+    slots = slot_map(trials)
+    retried = _retried([t for t in trials if DISCARDED not in t.user_attrs])  # a dropped retry handled nothing
+    by_slot: dict[int, list[FrozenTrial]] = {}
     for t in trials:
-        if t.number == number or DISCARDED in t.user_attrs or t.state not in live:
+        if DISCARDED not in t.user_attrs and slots[t.number] < budget:
+            by_slot.setdefault(slots[t.number], []).append(t)
+    requeued = []
+    for slot, attempts in sorted(by_slot.items()):
+        if any(_state(t) != "FAIL" for t in attempts):
+            continue  # has a result, runs, or is queued already
+        last = max(attempts, key=lambda t: t.number)
+        if last.number in retried or (last.user_attrs.get("error") and not retry_errors):
             continue
-        earlier = t.number < number or t.state != TrialState.RUNNING
-        if root_of(t) == root and earlier:
-            raise SlotTaken(f"trial {root} is already being re-run by trial {t.number}")
-        if grid_id is not None and t.system_attrs.get("grid_id") == grid_id and earlier:
-            raise SlotTaken(f"grid point {grid_id} is already taken by trial {t.number}")
-    below = {r for r in used_slots([t for t in trials if t.number != number]) if r < root}
-    if root == number and len(below) >= budget:  # (a re-run of a crashed trial uses that trial's slot)
-        raise BudgetClaimed(f"all {budget} trial slots are already claimed")
-    return len(below)
+        _retry(study, last)
+        requeued.append(slot)
+    if requeued:
+        logger.info("retrying %d failed or interrupted trial(s): %s", len(requeued), requeued)
+    return requeued
 
 
-def defer_grid_point(study: optuna.Study, number: int) -> None:
-    """Queue the grid point a discarded trial had drawn, so a later, larger --count still visits it."""
-    import optuna
-    from optuna.trial import TrialState
-
-    t = next(x for x in study.get_trials(deepcopy=False) if x.number == number)
-    if "grid_id" not in t.system_attrs:
-        return
-    keep = {k: t.system_attrs[k] for k in ("grid_id", "search_space") if k in t.system_attrs}
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=t.params,
-                                              distributions=t.distributions, system_attrs=keep,
-                                              user_attrs={DEFERRED: True}))
+def failure_streak(trials: Sequence[FrozenTrial], since: datetime | None = None) -> int:
+    """Trials that raised in a row, up to the latest finished one (finished after ``since``)."""
+    done = [t for t in trials if t.datetime_complete is not None and DISCARDED not in t.user_attrs
+            and (since is None or t.datetime_complete >= since) and _state(t) in ("COMPLETE", "PRUNED", "FAIL")]
+    streak = 0
+    for t in sorted(done, key=lambda x: x.datetime_complete):
+        if _state(t) != "FAIL":
+            streak = 0
+        elif t.user_attrs.get("error") and not t.user_attrs.get("interrupted"):
+            streak += 1
+    return streak

@@ -1,57 +1,63 @@
-"""The ``local`` backend: the sweep config run by Optuna on persistent storage, resumable, many workers.
+"""The ``local`` backend: the sweep config run by Optuna on persistent storage, many processes and machines.
 
-Storage is an Optuna ``RDBStorage``: SQLite in the run folder by default (``sqlite:///runs/<name>/optuna.db``)
-or any SQLAlchemy URL (``--storage postgresql://...``) so workers on several machines share one study.
+Storage is an Optuna ``RDBStorage`` (:mod:`core.sweep.storage`): SQLite in the run folder by default
+(``sqlite:///runs/<name>/optuna.db``) for the processes of one machine, or a PostgreSQL server
+(``--storage postgresql://user@host/db``) so processes on several machines share one study. Every process
+runs the same loop — recover trials of dead processes on this host, decide whether to stop, run one trial
+— and agrees with the others through the storage only.
 
-Budget. ``count`` (``--count`` or ``run_cap``) is the number of trial *slots* in the whole study, across
-restarts and workers. A slot is a trial number; a trial re-created after a crash keeps its original
-number's slot. Before each trial a worker counts used slots (finished + running + queued re-runs) and
-stops at the budget; inside the trial it checks its *rank* (slots with smaller numbers), so two workers
-racing for the last slot cannot both train: the loser is discarded before any epoch runs.
+Budget and draws (:mod:`core.sweep.budget`, :mod:`core.sweep.sampler`). ``count`` (``--count`` or
+``run_cap``) is the number of trial *slots* in the study, across restarts, processes and machines. A
+trial's slot is fixed when Optuna creates it; the sampler is seeded by it, so the sweep's trial n is the
+same configuration whichever process runs it and after any resume, and a grid point runs exactly once.
 
-Crash safety. Every trial records its host and pid. A trial left RUNNING by a dead process on this host
-(``kill -9``) is marked FAIL at the next start and re-queued with the same parameters (Optuna's
-``RetryHeartbeatStaleTrialCallback``), and re-runs in its old folder with ``resume=True``. A worker that
-died on another host is found by Optuna's heartbeat (``heartbeat_interval``/``grace_period``) instead.
-Ctrl-C marks the running trial FAIL as interrupted; it is re-queued the same way.
-
-Grid. Optuna's ``GridSampler`` gives trial *n* grid point *n* (same shuffled order in every worker, same
-seed), and trial numbers are unique in the storage, so two workers never draw the same point; a rare
-duplicate after re-runs is detected and discarded before training.
+Failures. A trial that raises keeps its slot and is retried, with the same parameters, by the next run
+of the same command (``retry_failed``); ``max_consecutive_failures`` trials failing in a row stop every
+process of the run. A trial left RUNNING by a process that died on this host is retried at once, in its
+old folder with ``resume=True`` (a process on another host is found by Optuna's heartbeat instead).
+Ctrl-C records the running trial as interrupted; the next run retries it.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
+import traceback
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.runfiles import to_plain
+from core.runfiles import mask_secrets, to_plain, write_text
 from core.sweep.budget import (
-    DEFERRED,
     DISCARDED,
     HOST,
     BudgetClaimed,
     SlotTaken,
     claim_slot,
-    defer_grid_point,
-    is_waiting,
+    defer_slot,
+    failure_streak,
+    fresh_count,
+    is_fresh,
     recover_dead_trials,
+    requeue_failed,
     root_of,
-    used_slots,
+    waiting_slots,
 )
 from core.sweep.config import SweepConfig
-from core.sweep.space import check_local_support, make_pruner, make_sampler, suggest
+from core.sweep.sampler import SlotSeededSampler
+from core.sweep.space import check_local_support, make_pruner, suggest
+from core.sweep.storage import display_url, open_storage
 from core.sweep.trial import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
+from core.sweep.workers import one_interrupt, run_processes
 
 if TYPE_CHECKING:
     import optuna
 
 logger = logging.getLogger(__name__)
+
+ERROR_FILE = "error.txt"  # a failed trial's traceback, in its folder
 
 
 @dataclass(frozen=True)
@@ -59,15 +65,32 @@ class LocalSettings:
     """How the local backend runs one sweep (resolved by ``core.sweep.run``)."""
 
     study_name: str
-    storage_url: str
+    storage_url: str = field(repr=False)  # may hold a password: shown only through display_url
     trials_dir: Path
     budget: int  # total trial slots in the study
     seed: int = 0
     tracker_mode: str = "auto"
     heartbeat_interval: int = 30  # seconds between "still alive" writes of a running trial
     grace_period: int = 120  # a RUNNING trial silent this long (another host) is failed and re-queued
-    max_retry: int = 2  # re-runs of a trial that keeps crashing
     must_exist: bool = False  # --resume: refuse to start a new study
+    retry_failed: bool = True  # a trial that raised is retried by the next run (False: it uses its slot up)
+    max_consecutive_failures: int = 3  # this many failures in a row stop the run (0 = never)
+    started_at: datetime | None = None  # set by run_local: the failure streak counts from here
+
+    @property
+    def shown_url(self) -> str:
+        return display_url(self.storage_url)
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """How a run of the local backend ended (for the caller's summary and exit code)."""
+
+    started_at: datetime
+    reason: str  # why the last check stopped
+    failure_streak: int
+    stopped_for_failures: bool
+    retried: tuple[int, ...] = ()  # slots re-queued at the start (earlier failures and interruptions)
 
 
 def sqlite_url(path: Path) -> str:
@@ -81,42 +104,42 @@ def _fingerprint(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def make_storage(settings: LocalSettings) -> optuna.storages.RDBStorage:
+    """The study's storage; crashed trials are retried by Optuna's own callback, without a retry limit
+    (every retry is a rerun the user asked for)."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    engine_kwargs: dict[str, Any] = {}
-    if settings.storage_url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": 120}}  # wait on a busy file instead of failing
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry, inherit_intermediate_values=True)
-        return optuna.storages.RDBStorage(
-            settings.storage_url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period, heartbeat_stale_trial_callback=retry)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)
+    return open_storage(settings.storage_url, heartbeat_interval=settings.heartbeat_interval,
+                        grace_period=settings.grace_period, retry_callback=retry)
 
 
-def open_study(cfg: SweepConfig, settings: LocalSettings, *, worker_id: int = 0) -> optuna.Study:
+def open_study(cfg: SweepConfig, settings: LocalSettings) -> optuna.Study:
     """Create or load the study; a study made from a different sweep config is an error."""
     import optuna
 
     check_local_support(cfg)
     storage = make_storage(settings)
-    exists = settings.study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    try:
+        storage.get_study_id_from_name(settings.study_name)
+        exists = True
+    except KeyError:
+        exists = False
     if settings.must_exist and not exists:
-        raise ValueError(f"--resume: no sweep named {settings.study_name!r} in {settings.storage_url}; "
+        raise ValueError(f"--resume: no sweep named {settings.study_name!r} in {settings.shown_url}; "
                          f"drop --resume to start it, or pass the --name/--storage of an existing sweep")
     study = optuna.create_study(storage=storage, study_name=settings.study_name, load_if_exists=True,
                                 direction="maximize" if cfg.metric.maximize else "minimize",
-                                pruner=make_pruner(cfg))
+                                pruner=make_pruner(cfg), sampler=SlotSeededSampler(cfg, settings.seed))
     stored = study.user_attrs.get("sweep_config")
     if stored is None:
         study.set_user_attr("sweep_config", _fingerprint(cfg))
     elif stored != _fingerprint(cfg):
-        raise ValueError(f"sweep {settings.study_name!r} in {settings.storage_url} was created from a different "
+        raise ValueError(f"sweep {settings.study_name!r} in {settings.shown_url} was created from a different "
                          f"config (method/metric/parameters/early_terminate differ); use another --name, or "
                          f"delete that study to start over")
-    seed = settings.seed if cfg.method == "grid" else settings.seed + 7919 * worker_id + len(study.trials)
-    study.sampler = make_sampler(cfg, seed=seed)
     return study
 
 
@@ -126,15 +149,20 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid()})
-        values = suggest(trial, cfg)
-        try:
+        try:  # before anything is drawn: a trial that may not train leaves no trace but its slot
             number = claim_slot(study, trial.number, settings.budget)
         except SlotTaken as exc:
             trial.set_user_attr(DISCARDED, str(exc))
-            if isinstance(exc, BudgetClaimed):
-                defer_grid_point(study, trial.number)
+            me = study._storage.get_trial(trial._trial_id)
+            if isinstance(exc, BudgetClaimed) and (is_fresh(me) or root_of(me) == trial.number):
+                defer_slot(study, exc.slot)
+            logger.debug("Optuna trial %d not run: %s", trial.number, exc)
             raise
-        me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        me = study._storage.get_trial(trial._trial_id)
+        for stale in ("error", "interrupted"):  # a retry inherits the failed attempt's attributes
+            if me.user_attrs.get(stale):
+                trial.set_user_attr(stale, None)
+        values = suggest(trial, cfg)
         rerun = root_of(me) != trial.number
         run_dir = settings.trials_dir / trial_dir_name(number, values)
         resume = rerun and run_dir.is_dir()
@@ -161,7 +189,7 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
         request = TrialRequest(number=number, values=values, flat=flat, run_dir=run_dir,
                                name=f"{settings.study_name}-{number}", group=settings.study_name, resume=resume,
                                tracker_mode=settings.tracker_mode, report=report)
-        logger.info("trial %d%s: %s", number, " (re-run after a crash)" if rerun else "",
+        logger.info("trial %d%s: %s", number, " (run again)" if rerun else "",
                     ", ".join(f"{k}={v}" for k, v in values.items()))
         try:
             result = execute_trial(trial_fn, request, extra={"backend": "local", "optuna_number": trial.number})
@@ -169,7 +197,12 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            error = mask_secrets(f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("error", error)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(run_dir / ERROR_FILE, mask_secrets("".join(traceback.format_exception(exc))))
+            logger.warning("trial %d failed: %s (traceback: %s)", number, error.splitlines()[0] if error else "",
+                           run_dir / ERROR_FILE)
             raise
         trial.set_user_attr("result", to_plain(result.to_dict()))
         value = metric_value(result, cfg.metric.name)
@@ -181,26 +214,44 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
 
 
 def stop_reason(study: optuna.Study, cfg: SweepConfig, settings: LocalSettings) -> str | None:
-    """Why a worker should not start another trial, or None if it should."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    if any(is_waiting(t) and not t.user_attrs.get(DEFERRED) for t in trials):
-        return None  # re-runs of crashed trials hold slots already: always run them
+    """Why a process should not start another trial, or None if it should."""
+    trials = list(study._storage.get_all_trials(study._study_id, deepcopy=False))
+    limit = settings.max_consecutive_failures
+    streak = failure_streak(trials, settings.started_at)
+    if limit and streak >= limit:
+        return f"{streak} trials failed in a row (--max-consecutive-failures {limit})"
     if cfg.metric.target is not None and any(
-            t.state == TrialState.COMPLETE and cfg.metric.reached_target(t.value) for t in trials):
+            t.state.name == "COMPLETE" and cfg.metric.reached_target(t.value) for t in trials):
         return f"a trial reached the metric target {cfg.metric.name} = {cfg.metric.target}"
-    used = used_slots(trials)
-    if len(used) >= settings.budget:
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        tail = f"; {running} still running in other workers" if running else ""
-        return f"all {settings.budget} trial slots are claimed{tail}"
-    return None
+    if waiting_slots(trials, settings.budget) or fresh_count(trials) < settings.budget:
+        return None  # queued retries hold slots already; fresh slots are left
+    running = sum(t.state.name == "RUNNING" and DISCARDED not in t.user_attrs for t in trials)
+    tail = f"; {running} still running" if running else ""
+    return f"all {settings.budget} trial slots are claimed{tail}"
+
+
+class _QuietOptunaFailures:
+    """Optuna logs every failed trial with its traceback; we log one line per failure ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Trial ") and " failed with " in record.getMessage())
+
+
+class _QuietTrainerInterrupt:
+    """The trainer tells a Ctrl-C'd standalone run to ``--resume``; in a sweep the script says how to resume."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("interrupted in epoch")
+
+
+_QUIET, _QUIET_INTERRUPT = _QuietOptunaFailures(), _QuietTrainerInterrupt()
 
 
 def run_worker(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, worker_id: int = 0) -> int:
-    """Run trials until the budget is claimed; returns how many this worker started."""
-    study = open_study(cfg, settings, worker_id=worker_id)
+    """Run trials until a stop reason holds; returns how many this process started."""
+    logging.getLogger("optuna.study._optimize").addFilter(_QUIET)
+    logging.getLogger("core.train.trainer").addFilter(_QUIET_INTERRUPT)
+    study = open_study(cfg, settings)
     objective = _make_objective(study, cfg, settings, trial_fn)
     started = 0
     while True:
@@ -213,40 +264,37 @@ def run_worker(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, 
         started += 1
 
 
-def _worker_entry(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, worker_id: int, workers: int,
-                  log_level: int) -> None:
-    logging.basicConfig(level=log_level, format=f"%(asctime)s [worker {worker_id}] %(levelname)s %(message)s")
-    cpus = os.cpu_count() or 1
-    if workers > 1:  # share the cores instead of oversubscribing them; read by torch when it is imported
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // workers)))
-    run_worker(cfg, settings, trial_fn, worker_id=worker_id)
+def run_local(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, workers: int = 1) -> LocalRun:
+    """Run the sweep with ``workers`` processes on one storage (1 = in this process).
 
-
-def run_local(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, workers: int = 1) -> None:
-    """Run the sweep with ``workers`` processes on one storage (1 = in this process)."""
-    if not isinstance(workers, int) or workers < 1:
+    Other processes may run the same sweep at the same time (other terminals, other machines): they share
+    the budget through the storage. Failed and interrupted trials of earlier runs are retried first.
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if settings.budget < 1:
         raise ValueError(f"the trial budget must be >= 1, got {settings.budget}")
-    open_study(cfg, settings)  # create and validate once, before any worker starts
+    if settings.max_consecutive_failures < 0:
+        raise ValueError(f"max_consecutive_failures must be >= 0 (0 = never stop), got "
+                         f"{settings.max_consecutive_failures}")
+    settings = replace(settings, started_at=datetime.now())  # naive local time, as Optuna stores it
+    study = open_study(cfg, settings)  # create and validate once, before any worker starts
+    recover_dead_trials(study)
+    retried = requeue_failed(study, settings.budget, retry_errors=settings.retry_failed)
     settings = replace(settings, must_exist=False)
+    logger.info("sweep %s: %d trial slots on %s, %d process(es) here", settings.study_name, settings.budget,
+                settings.shown_url, workers)
     if workers == 1:
-        run_worker(cfg, settings, trial_fn)
-        return
-    ctx = mp.get_context("spawn")
-    level = logging.getLogger().getEffectiveLevel()
-    procs = [ctx.Process(target=_worker_entry, args=(cfg, settings, trial_fn, i, workers, level),
-                         name=f"sweep-worker-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:  # they received the same SIGINT: let them record their trial as interrupted
-            p.join(timeout=60)
-        raise
-    bad = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"sweep worker(s) {', '.join(bad)} failed; finished trials are kept in "
-                           f"{settings.storage_url}: rerun the same command to continue")
+        with one_interrupt():
+            run_worker(cfg, settings, trial_fn)
+    else:
+        bad = run_processes(run_worker, (cfg, settings, trial_fn), workers)
+        if bad:
+            raise RuntimeError(f"sweep worker(s) {', '.join(bad)} failed; finished trials are kept in "
+                               f"{settings.shown_url}: rerun the same command to continue")
+    trials = list(study._storage.get_all_trials(study._study_id, deepcopy=False))
+    streak = failure_streak(trials, settings.started_at)
+    limit = settings.max_consecutive_failures
+    return LocalRun(started_at=settings.started_at, reason=stop_reason(study, cfg, settings) or "",
+                    failure_streak=streak, stopped_for_failures=bool(limit and streak >= limit),
+                    retried=tuple(retried))

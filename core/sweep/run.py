@@ -59,6 +59,8 @@ class SweepSettings:
     seed: int = 0
     heartbeat_interval: int = 30
     grace_period: int = 120
+    retry_failed: bool = True  # local: a trial that raised is retried by the next run of the same command
+    max_consecutive_failures: int = 3  # local: this many failures in a row stop the sweep (0 = never)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -72,6 +74,9 @@ class SweepSettings:
             raise ValueError(f"count must be a positive number of trials, got {self.count!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be a positive integer, got {self.workers!r}")
+        if isinstance(self.max_consecutive_failures, bool) or self.max_consecutive_failures < 0:
+            raise ValueError(f"max_consecutive_failures must be >= 0 (0 = never stop), got "
+                             f"{self.max_consecutive_failures!r}")
 
     @property
     def sweep_dir(self) -> Path:
@@ -86,10 +91,16 @@ class SweepSummary:
     sweep_dir: Path
     records: tuple[TrialRecord, ...]
     best: TrialRecord | None
-    outputs: dict[str, Path] = field(default_factory=dict)
-    storage_url: str | None = None
+    outputs: dict[str, Path | str] = field(default_factory=dict)
+    storage_url: str | None = None  # local: the storage, password masked
     sweep_path: str | None = None  # wandb: entity/project/id
     agent_command: str | None = None  # wandb: how to add agents on other machines
+    failure: str | None = None  # one line when the sweep failed (no trial succeeded, or stopped by failures)
+    note: str | None = None  # one line about failed trials that the next run retries
+
+    @property
+    def failed(self) -> tuple[TrialRecord, ...]:
+        return tuple(r for r in self.records if r.state == "FAIL" and r.error)
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
@@ -149,12 +160,13 @@ def _candidates(p: ParamSpec) -> list[Any]:
 
 def validate_trainer_keys(cfg: SweepConfig, trial: Any) -> None:
     """Build the trainer config (``trial.build_config(flat)``, as :class:`PartATrial` and Part B's trial
-    have) for every categorical value and range end, so a bad value fails before any trial runs."""
+    have) for every categorical value and range end, so a bad value fails before any trial runs; then
+    check that what every trial would need exists here (:func:`check_runnable`)."""
     options = {p.name: _candidates(p) for p in cfg.parameters}
     base = {name: vals[0] for name, vals in options.items() if vals}
     flat = {q.flat_key: base[q.name] for q in cfg.parameters if q.name in base}
     try:
-        trial.build_config(flat)
+        built = [trial.build_config(flat)]
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"the sweep's first point {flat} is not a valid trainer config: {exc}") from exc
     for p in cfg.parameters:
@@ -162,10 +174,25 @@ def validate_trainer_keys(cfg: SweepConfig, trial: Any) -> None:
             values = {**base, p.name: value}
             flat = {q.flat_key: values[q.name] for q in cfg.parameters if q.name in values}
             try:
-                trial.build_config(flat)
+                built.append(trial.build_config(flat))
             except (ValueError, TypeError, KeyError) as exc:
                 raise ValueError(f"parameters.{p.name} = {value!r} is not a valid trainer setting "
                                  f"({p.flat_key}): {exc}") from exc
+    check_runnable(built)
+
+
+def check_runnable(configs: Sequence[Any]) -> None:
+    """Refuse what would fail every trial, before the first one: a device this machine lacks (``--device
+    cuda`` without a GPU) or a data folder that does not exist or lacks train/ and val/."""
+    from core.data import scan_dataset
+    from core.devices import resolve_device
+
+    devices = {str(getattr(getattr(c, "train", None), "device", "auto")) for c in configs}
+    for device in sorted(devices):
+        resolve_device(device)  # ValueError: "device 'cuda' requested but CUDA is not available here; ..."
+    folders = {getattr(getattr(c, "data", None), "data_dir", None) for c in configs} - {None}
+    for folder in sorted(folders, key=str):
+        scan_dataset(Path(folder))  # FileNotFoundError / ValueError naming the folder and the layout
 
 
 def mapping_notes(cfg: SweepConfig, backend: str) -> list[str]:
@@ -229,16 +256,21 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
     trials_dir = (sweep_dir / "trials").resolve()  # stored in the study: valid from any working directory
     sweep_dir.mkdir(parents=True, exist_ok=True)
     storage_url = sweep_path = command = None
+    run = None
     if backend == "local":
         from core.sweep.local import LocalSettings, open_study, run_local, sqlite_url
         from core.sweep.results import records_from_study
+        from core.sweep.storage import display_url
 
-        storage_url = settings.storage or sqlite_url(sweep_dir / "optuna.db")
-        local = LocalSettings(study_name=settings.name, storage_url=storage_url, trials_dir=trials_dir,
+        url = settings.storage or sqlite_url(sweep_dir / "optuna.db")
+        storage_url = display_url(url)
+        local = LocalSettings(study_name=settings.name, storage_url=url, trials_dir=trials_dir,
                               budget=resolve_budget(cfg, settings.count), seed=settings.seed,
                               tracker_mode=settings.tracker_mode, heartbeat_interval=settings.heartbeat_interval,
-                              grace_period=settings.grace_period, must_exist=settings.resume is not None)
-        run_local(cfg, local, trial_fn, workers=settings.workers)
+                              grace_period=settings.grace_period, must_exist=settings.resume is not None,
+                              retry_failed=settings.retry_failed,
+                              max_consecutive_failures=settings.max_consecutive_failures)
+        run = run_local(cfg, local, trial_fn, workers=settings.workers)
         records = records_from_study(open_study(cfg, local), cfg)
     else:
         from core.sweep.results import records_from_dirs
@@ -255,11 +287,33 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
         sweep_path = run_wandb(cfg, wb, trial_fn)
         command = agent_command(sweep_path, argv)
         records = records_from_dirs(trials_dir, cfg)
-    outputs = write_outputs(cfg, records, sweep_dir=sweep_dir, sweep_name=settings.name, backend=backend,
-                            notes=mapping_notes(cfg, backend))
+    outputs: dict[str, Path | str] = dict(write_outputs(cfg, records, sweep_dir=sweep_dir, sweep_name=settings.name,
+                                                         backend=backend, notes=mapping_notes(cfg, backend)))
     if storage_url is not None:
         outputs["optuna storage"] = Path(storage_url.removeprefix("sqlite:///")) if storage_url.startswith(
-            "sqlite:///") else Path(storage_url)
+            "sqlite:///") else storage_url
+    failure, note = judge(records, run)
     return SweepSummary(name=settings.name, backend=backend, backend_reason=reason, sweep_dir=sweep_dir,
                         records=tuple(records), best=best_record(records, cfg), outputs=outputs,
-                        storage_url=storage_url, sweep_path=sweep_path, agent_command=command)
+                        storage_url=storage_url, sweep_path=sweep_path, agent_command=command, failure=failure,
+                        note=note)
+
+
+def judge(records: Sequence[TrialRecord], run: Any = None) -> tuple[str | None, str | None]:
+    """(failure, note): one line if the sweep failed — no trial succeeded, or ``run`` (a local
+    :class:`~core.sweep.local.LocalRun`) stopped on failures in a row — else a note on failed trials."""
+    failed = sorted((r for r in records if r.state == "FAIL" and r.error), key=lambda r: (r.ended_at is None,
+                                                                                          r.ended_at, r.number))
+    if not failed:
+        return None, None
+    first = failed[0]
+    where = f"trial {first.number}" + (f" in {first.run_dir}" if first.run_dir else "")
+    local = run is not None  # W&B's controller does not retry a failed run; ours does
+    retry = "fix the cause and rerun the same command: failed trials are retried" if local else "fix the cause"
+    if not any(r.has_result for r in records):
+        return f"no trial succeeded ({len(failed)} failed); the first error, {where}: {first.error}; {retry}", None
+    if run is not None and getattr(run, "stopped_for_failures", False):
+        return (f"stopped after {run.failure_streak} trials failed in a row; the first error, {where}: "
+                f"{first.error}; {retry}"), None
+    tail = "; rerun the same command to retry them" if local else ""
+    return None, f"{len(failed)} trial(s) failed (first: {where}: {first.error}){tail}"

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.runfiles import to_plain, write_json
+from core.runfiles import mask_secrets, to_plain, write_json
 from core.train import EPOCH_METRICS, RUN_METRICS, RunResult, StopRequest
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[st
     try:
         result = trial_fn(replace(request, report=report))
     except BaseException as exc:
-        record.update(state="FAIL", ended_at=utc_now(), error=f"{type(exc).__name__}: {exc}", history=history)
+        record.update(state="FAIL", ended_at=utc_now(), error=mask_secrets(f"{type(exc).__name__}: {exc}"),
+                      history=history)
         write_json(request.run_dir / TRIAL_FILE, record)
         raise
     if not result.history and history:

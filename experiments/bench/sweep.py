@@ -17,7 +17,9 @@ generated dataset of 800x600 JPEGs, ours vs four notebook-style runs.
   a new decode for every trial.
 
 The section also compares one epoch end to end (train + validation) from the second epoch on, taken from the
-same runs: ours' ``seconds`` from each trial's ``metrics.jsonl`` vs the baseline's measured epoch.
+same runs: ours' ``seconds`` from each trial's ``metrics.jsonl`` vs the baseline's measured epoch; and, last,
+the scale-out rows (:mod:`experiments.bench.sweep_scale`): trials/min with 1 and 2 processes on one SQLite
+file and one PostgreSQL server, and the storage's overhead per trial.
 """
 
 from __future__ import annotations
@@ -293,7 +295,11 @@ def bench_sweep(cfg: BenchConfig) -> SectionResult:
             "baseline_images_decoded_per_sweep": trials * (w.epochs * epoch_items + sizes["test"]),
             "ours_epoch1_seconds_median": {v.label: statistics.median(t[0] for r in ours_runs[v.label][warmup:]
                                                                        for t in r.epoch_seconds) for v in variants}}
-    return SectionResult([*sweeps, *epochs], info)
+    from experiments.bench.sweep_scale import bench_sweep_scale
+
+    with quiet_loggers("core", "optuna"):
+        scale, info["scale_out"] = bench_sweep_scale(cfg)
+    return SectionResult([*sweeps, *epochs, *scale], info)
 
 
 __all__ = ["ACTIVATIONS", "BaselineRun", "OursRun", "SweepVariant", "SweepWorkload", "bench_sweep", "run_baseline",

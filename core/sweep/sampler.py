@@ -1,0 +1,96 @@
+"""Per-slot seeding of Optuna's samplers: trial n draws the same configuration in every process and after a resume.
+
+One seeded sampler per process is not enough once several processes share a study: each process starts its
+random stream from the same seed (so they draw the same configurations), or from a seed that depends on when
+or where it started (so a resumed sweep draws different ones). :class:`SlotSeededSampler` wraps the
+method's Optuna sampler and, before each trial, gives it the seed ``hash(sweep seed, slot)``, where the slot
+(:mod:`core.sweep.budget`) is "the sweep's trial n", fixed when Optuna creates the trial. Trial n's draw then
+depends only on the sweep seed, n and the history the sampler is shown (TPE's model of finished trials; the
+random sampler ignores it). It is Optuna's sampler interface (``before_trial`` → ``sample_*`` →
+``after_trial``), with a fresh ``RandomSampler``/``TPESampler`` per trial, nothing else.
+
+Grid: Optuna's ``GridSampler`` picks grid point *number* for trial *number* (its own bookkeeping, the
+``grid_id``/``search_space`` system attributes) and stops there; retries and deferred slots shift Optuna
+numbers, so here the grid id is the slot instead, recorded the same way before ``GridSampler`` returns the
+values. Every grid point is then run by exactly one slot, in the seed's shuffled order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from core.sweep.budget import slot_map
+from core.sweep.config import SweepConfig
+from core.sweep.space import grid_search_space, make_sampler
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+try:
+    from optuna.samplers import BaseSampler
+except ImportError:  # pragma: no cover - optuna is a dependency; keeps this module importable for docs
+    BaseSampler = object  # type: ignore[misc,assignment]
+
+__all__ = ["SlotSeededSampler", "slot_seed"]
+
+
+def slot_seed(seed: int, slot: int) -> int:
+    """The sampler seed of ``slot`` in a sweep seeded ``seed`` (any ints; a 32-bit seed out)."""
+    digest = hashlib.sha256(f"inat-cnn sweep {int(seed)} slot {int(slot)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class SlotSeededSampler(BaseSampler):
+    """The sweep method's Optuna sampler, seeded per trial by the trial's slot."""
+
+    def __init__(self, cfg: SweepConfig, seed: int) -> None:
+        self._cfg, self._seed = cfg, int(seed)
+        self._grid = make_sampler(cfg, seed=seed) if cfg.method == "grid" else None
+        space = grid_search_space(cfg) if self._grid is not None else {}
+        self._grid_space = {k: list(v) for k, v in sorted(space.items())}  # as GridSampler records it
+        self._grid_size = math.prod(len(v) for v in space.values()) if space else 0
+        self._inner: dict[int, optuna.samplers.BaseSampler] = {}  # trial id -> the sampler seeded for it
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if self._grid is not None:
+            return self._grid
+        inner = self._inner.get(trial._trial_id)
+        if inner is None:  # a trial this process did not start (never happens in a sweep worker)
+            inner = self._inner[trial._trial_id] = make_sampler(self._cfg, seed=self._seed)
+        return inner
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        storage = study._storage  # as GridSampler does: a Hyperband bracket study filters its trials
+        slot = slot_map(storage.get_all_trials(study._study_id, deepcopy=False))[trial.number]
+        if self._grid is not None:
+            if "grid_id" not in trial.system_attrs and "fixed_params" not in trial.system_attrs:
+                # a slot past the grid never trains (the budget is at most the grid): any valid id will do
+                storage.set_trial_system_attr(trial._trial_id, "search_space", self._grid_space)
+                storage.set_trial_system_attr(trial._trial_id, "grid_id", slot % self._grid_size)
+            return
+        self._inner = {trial._trial_id: make_sampler(self._cfg, seed=slot_seed(self._seed, slot))}
+        self._inner[trial._trial_id].before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        if self._grid is None:  # GridSampler's after_trial only stops study.optimize, which runs one trial
+            self._for(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Nothing to do: every trial gets its own seed from its slot (Optuna calls this for n_jobs > 1)."""
