@@ -2,12 +2,15 @@
 """
 
 from core.finetune.compare import read_partA_row, run_compare
+from core.finetune.feature_cache import FeatureView, HeadFeatureCache, head_part_name
 from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import (
+    LPFT,
     STRATEGY_NAMES,
     Full,
     Gradual,
     HeadOnly,
+    LayerDecay,
     TopK,
     count_parameters,
     make_strategy,
@@ -15,9 +18,14 @@ from core.finetune.strategies import (
 )
 
 __all__ = [
+    "FeatureView",
+    "HeadFeatureCache",
+    "head_part_name",
     "Full",
     "Gradual",
     "HeadOnly",
+    "LPFT",
+    "LayerDecay",
     "PARTB_FLAT_KEYS",
     "PartBConfig",
     "PartBRun",

@@ -10,8 +10,10 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
+from core.train.ema import WeightEMA
 from core.train.epoch import EvalStats, evaluate, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
+from core.train.mixing import make_batch_mixer
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
 from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -27,6 +29,7 @@ from core.train.trainer import (
     fit,
     format_lr,
 )
+from core.train.tta import FlipTTA, with_tta
 
 __all__ = [
     "EPOCH_METRICS",
@@ -37,6 +40,7 @@ __all__ = [
     "EarlyStopping",
     "EpochStats",
     "EvalStats",
+    "FlipTTA",
     "LRSchedule",
     "TRACKING_MODES",
     "NonFiniteLossError",
@@ -46,6 +50,7 @@ __all__ = [
     "Tracker",
     "TrainConfig",
     "TrainingError",
+    "WeightEMA",
     "capture_rng_state",
     "check_resumable",
     "default_param_groups",
@@ -59,6 +64,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_weights",
+    "make_batch_mixer",
     "make_optimizer",
     "make_payload",
     "policy_enabled",
@@ -67,4 +73,5 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "train_one_epoch",
+    "with_tta",
 ]
