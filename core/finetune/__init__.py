@@ -3,6 +3,7 @@
 
 from core.finetune.compare import read_partA_row, run_compare
 from core.finetune.feature_cache import FeatureView, HeadFeatureCache, head_part_name
+from core.finetune.groups import count_parameters, optimizer_param_count
 from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import (
     LPFT,
@@ -12,9 +13,7 @@ from core.finetune.strategies import (
     HeadOnly,
     LayerDecay,
     TopK,
-    count_parameters,
     make_strategy,
-    optimizer_param_count,
 )
 
 __all__ = [

@@ -22,7 +22,8 @@ Strategies (blocks per family: :mod:`core.model.backbones`):
 ``full``    everything trains: backbone at ``lr * backbone_lr_mult`` (default 0.1), head at ``lr``
 ``gradual`` the head first; one more block (from the top) every ``unfreeze_every`` epochs
 ``lp-ft``   LP-FT (Kumar et al., ICLR 2022): a linear probe (head only) for ``lp_epochs``, then
-            everything fine-tunes from that head, so the random head does not distort the features
+            everything fine-tunes from that head at ``lr * backbone_lr_mult``, so a random head does
+            not distort the features
 ``layer-    everything trains with layer-wise LR decay (``layer_decay``, default 0.75)
 decay``
 ==========  ===================================================================================
@@ -36,48 +37,18 @@ PROVENANCE.md). Biases and norm weights get no weight decay (as ``core.train.opt
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from core.finetune.feature_cache import HeadFeatureCache
+from core.finetune.groups import _groups_for, block_parameters, count_parameters
 from core.model import BackboneLayout, Block, layout_of
 
 logger = logging.getLogger(__name__)
 
 STRATEGY_NAMES = ("head", "top-k", "full", "gradual", "lp-ft", "layer-decay")
-
-
-@dataclass(frozen=True)
-class ParamCount:
-    trainable: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        return self.trainable / self.total if self.total else 0.0
-
-
-def count_parameters(model: nn.Module) -> ParamCount:
-    """Exact trainable / total parameter counts (shared tensors counted once)."""
-    params = {id(p): p for p in model.parameters()}.values()
-    return ParamCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
-
-
-def block_parameters(model: nn.Module, block: Block) -> list[nn.Parameter]:
-    return [p for name, p in model.named_parameters() if block.owns(name)]
-
-
-def _groups_for(model: nn.Module, block: Block, lr: float) -> list[dict[str, Any]]:
-    """One block's optimizer groups: decayed weights, and biases/norm scales with weight_decay 0."""
-    params = block_parameters(model, block)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "lr": lr, "name": block.name},
-              {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{block.name}/no_decay"}]
-    return [g for g in groups if g["params"]]
 
 
 class FinetuneStrategy:
@@ -282,7 +253,12 @@ class Gradual(FinetuneStrategy):
 
 
 class LPFT(FinetuneStrategy):
-    """Linear probe for ``lp_epochs`` (head only, on cached features when allowed), then full fine-tuning."""
+    """Linear probe for ``lp_epochs`` (head only at ``lr``, on cached features when allowed), then full fine-tuning.
+
+    The fine-tuning phase runs *every* parameter, the probed head included, at the small fine-tuning LR
+    ``lr * backbone_lr_mult`` (times ``layer_decay ** (n - i)`` for block ``i`` when set), as the paper
+    fine-tunes with one small LR: the probe's LR on the whole network wrecks the pretrained features.
+    """
 
     name = "lp-ft"
 
@@ -295,6 +271,20 @@ class LPFT(FinetuneStrategy):
 
     def trained_blocks(self, epoch: int) -> int:
         return 0 if epoch < self.lp_epochs else len(self._require_setup().blocks)
+
+    def block_lr(self, block: Block) -> float:
+        base = super().block_lr(block)
+        return base if self.layer_decay is None else base * self.backbone_lr_mult
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        probing = self._trained == 0
+        super().on_epoch_start(epoch, model, optimizer)
+        if probing and self._trained > 0:  # the probe is over: the head joins the fine-tuning LR
+            for group in optimizer.param_groups:
+                if group.get("name") in ("head", "head/no_decay"):
+                    if "base_lr" in group:  # core.train.optim.LRSchedule scales from here
+                        group["base_lr"] *= self.backbone_lr_mult
+                    group["lr"] *= self.backbone_lr_mult
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "lp_epochs": self.lp_epochs}
@@ -333,7 +323,3 @@ def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks:
         return Gradual(unfreeze_every, max_blocks, **common)
     raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGY_NAMES)}")
 
-
-def optimizer_param_count(optimizer: torch.optim.Optimizer) -> int:
-    """Parameters the optimizer updates, summed over its groups."""
-    return sum(p.numel() for g in optimizer.param_groups for p in g["params"])
