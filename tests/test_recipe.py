@@ -67,8 +67,8 @@ def test_cutmix_pastes_one_box_and_weights_targets_by_its_area():
         torch.manual_seed(seed)
         mixed, soft = mixer(x, y)
         from_other = (mixed == rolled).all(dim=1)  # [N, H, W]: pixels taken from image i-1
-        assert torch.equal(mixed[~from_other.unsqueeze(1).expand_as(mixed)], x[~from_other.unsqueeze(1).expand_as(x)]), \
-            "CutMix changed pixels outside the pasted box"
+        kept = ~from_other.unsqueeze(1).expand_as(mixed)
+        assert torch.equal(mixed[kept], x[kept]), "CutMix changed pixels outside the pasted box"
         box = from_other[0]
         assert (from_other == box).all(), "CutMix must paste the same box in every image of the batch"
         rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
@@ -150,7 +150,7 @@ def test_ema_equals_hand_computed_exponential_average_after_k_steps():
     ema = WeightEMA(model, decay)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     snapshots = []
-    for step in range(k):
+    for _ in range(k):
         x = torch.randn(4, 3, 8, 8)
         loss = model(x).pow(2).mean()
         opt.zero_grad()
@@ -162,7 +162,8 @@ def test_ema_equals_hand_computed_exponential_average_after_k_steps():
     for t in range(1, k):
         d = min(decay, (1 + t) / (10 + t))  # TensorFlow's num_updates warmup
         for name, w in snapshots[t].items():
-            hand[name] = w.clone() if not w.is_floating_point() or "num_batches" in name else d * hand[name] + (1 - d) * w
+            copied = not w.is_floating_point() or "num_batches" in name
+            hand[name] = w.clone() if copied else d * hand[name] + (1 - d) * w
     for name, value in ema.module.state_dict().items():
         if "num_batches" in name:
             assert int(value) == k, "integer buffers are copied"
