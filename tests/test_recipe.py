@@ -10,6 +10,7 @@ hand from the weights after every step; TTA logits must equal the mean of ``mode
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -255,3 +256,44 @@ def test_random_erasing_blanks_one_rectangle_to_the_mean():
         area = int(erased.sum())
         assert area == (int(rows.max()) - int(rows.min()) + 1) * (int(cols.max()) - int(cols.min()) + 1), "a box"
         assert 0.02 * 1024 - 1 <= area <= 0.33 * 1024 + 1, f"erased area {area} outside 2-33% of the image"
+
+
+# ------------------------------------------------------------------ every feature on real photos, with resume
+def test_recipe_features_on_real_photos_resume_exactly_and_keep_the_ema(shared_dir, tmp_path):
+    """Policy + erasing + MixUp/CutMix + EMA + TTA + label smoothing, 32 px flowers: 2 epochs straight equal
+    1 epoch, an interrupt, and a resume (every RNG draw of the augmentations and mixes is restored)."""
+    from core.train import load_checkpoint
+    from experiments.partA_train import main
+
+    flags = ["--data-dir", str(shared_dir / "data" / "flowers5"), "--image-size", "32", "--max-per-class", "12",
+             "--filters", "8", "--dense", "16", "--batch-size", "16", "--augment", "--augment-policy",
+             "trivialaugment", "--random-erasing", "0.25", "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0",
+             "--ema-decay", "0.9", "--tta", "--label-smoothing", "0.1", "--out-dir", str(tmp_path),
+             "--wandb-mode", "disabled"]
+    assert main([*flags, "--epochs", "2", "--name", "straight"]) == 0
+    assert main([*flags, "--epochs", "1", "--name", "resumed"]) == 0
+    assert main([*flags, "--epochs", "2", "--name", "resumed", "--resume"]) == 0
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "resumed"))
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), f"resumed weights differ at {key}"
+    for key, value in a["extra"]["ema"]["state_dict"].items():
+        assert torch.equal(value, b["extra"]["ema"]["state_dict"][key]), f"resumed EMA differs at {key}"
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    def curve(payload: dict) -> list[list[float]]:
+        return [[h[k] for k in keys] for h in payload["extra"]["history"]]
+
+    assert curve(a) == curve(b), "resumed metrics differ"
+    saved = a["train_config"]
+    assert (saved["mixup_alpha"], saved["cutmix_alpha"], saved["ema_decay"], saved["tta"],
+            saved["label_smoothing"]) == (0.2, 1.0, 0.9, True, 0.1), saved
+    # best.pt holds the EMA (what validation scored), not the raw weights
+    best = load_checkpoint(tmp_path / "straight" / "best.pt")
+    if best["epoch"] == 2:
+        for key, value in best["state_dict"].items():
+            assert torch.equal(value, a["extra"]["ema"]["state_dict"][key]), f"best.pt is not the EMA at {key}"
+    assert any(not torch.equal(v, a["state_dict"][k]) for k, v in a["extra"]["ema"]["state_dict"].items()
+               if v.is_floating_point()), "the EMA must differ from the raw weights"
+    metrics = json.loads((tmp_path / "straight" / "test_metrics.json").read_text())
+    assert metrics["tta"] is True and metrics["test_images"] == 60
+    config = (tmp_path / "straight" / "config.yaml").read_text()
+    assert "augment_policy: trivialaugment" in config and "random_erasing: 0.25" in config, config
