@@ -175,3 +175,25 @@ def test_lp_ft_on_real_photos_probes_on_cached_features_then_fine_tunes(shared_d
     first, second = result.history
     assert second["train_acc"] >= 0.5 and second["train_acc"] > first["train_acc"], \
         f"fine-tuning from the probed head should keep learning (chance is 0.2): {result.history}"
+
+
+def test_part_b_flags_and_flat_keys_reach_the_strategy():
+    from experiments.partB_finetune import build_config, get_args_parser
+
+    from core.finetune import PARTB_FLAT_KEYS, PartBConfig
+
+    args = get_args_parser().parse_args(["--arch", "mobilenet_v2", "--weights", "none", "--strategy", "lp-ft",
+                                         "--lp-epochs", "2", "--layer-decay", "0.8", "--no-feature-cache",
+                                         "--ema-decay", "0.99", "--tta", "--mixup-alpha", "0.2",
+                                         "--augment-policy", "trivialaugment", "--epochs", "3", "--image-size", "64"])
+    cfg = build_config(args)
+    strategy = cfg.make_strategy()
+    assert isinstance(strategy, LPFT) and strategy.lp_epochs == 2 and strategy.layer_decay == 0.8
+    assert strategy.feature_cache is False
+    assert (cfg.train.ema_decay, cfg.train.tta, cfg.train.mixup_alpha) == (0.99, True, 0.2)
+    assert cfg.data.augment_policy == "trivialaugment"
+    flat = {"strategy": "layer-decay", "layer_decay": 0.7, "lp_epochs": 1, "feature_cache": False, "tta": True,
+            "ema_decay": 0.99, "augment_policy": "randaugment", "random_erasing": 0.1}
+    assert set(flat) <= set(PARTB_FLAT_KEYS)
+    swept = PartBConfig.from_flat(flat, base=PartBConfig(arch="mobilenet_v2", weights=None))
+    assert swept.make_strategy().describe()["layer_decay"] == 0.7 and swept.data.random_erasing == 0.1

@@ -297,3 +297,34 @@ def test_recipe_features_on_real_photos_resume_exactly_and_keep_the_ema(shared_d
     assert metrics["tta"] is True and metrics["test_images"] == 60
     config = (tmp_path / "straight" / "config.yaml").read_text()
     assert "augment_policy: trivialaugment" in config and "random_erasing: 0.25" in config, config
+
+
+# ------------------------------------------------------------------ flags and sweep keys
+def test_recipe_flat_keys_coerce_sweep_values_and_round_trip():
+    from core.partA import FLAT_KEYS, PartAConfig
+
+    flat = {"augment_policy": "RandAugment", "random_erasing": "0.25", "mixup_alpha": "0.2", "cutmix_alpha": 1,
+            "ema_decay": "0.999", "tta": "true", "label_smoothing": 0.1}
+    assert set(flat) <= set(FLAT_KEYS)
+    cfg = PartAConfig.from_flat(flat)
+    assert (cfg.data.augment_policy, cfg.data.random_erasing) == ("randaugment", 0.25)
+    assert (cfg.train.mixup_alpha, cfg.train.cutmix_alpha, cfg.train.ema_decay, cfg.train.tta) == (0.2, 1.0, 0.999,
+                                                                                                    True)
+    assert PartAConfig.from_flat(cfg.to_flat()) == cfg
+    assert PartAConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--augment-policy", "autoaugment"], "invalid choice"),
+    (["--mixup-alpha", "-1"], "mixup_alpha"),
+    (["--ema-decay", "1.5"], "ema_decay"),
+    (["--random-erasing", "2"], "random_erasing"),
+])
+def test_bad_recipe_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
+    from experiments.partA_train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*flags, "--out-dir", str(tmp_path), "--wandb-mode", "disabled"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
