@@ -178,9 +178,8 @@ def test_lp_ft_on_real_photos_probes_on_cached_features_then_fine_tunes(shared_d
 
 
 def test_part_b_flags_and_flat_keys_reach_the_strategy():
-    from experiments.partB_finetune import build_config, get_args_parser
-
     from core.finetune import PARTB_FLAT_KEYS, PartBConfig
+    from experiments.partB_finetune import build_config, get_args_parser
 
     args = get_args_parser().parse_args(["--arch", "mobilenet_v2", "--weights", "none", "--strategy", "lp-ft",
                                          "--lp-epochs", "2", "--layer-decay", "0.8", "--no-feature-cache",

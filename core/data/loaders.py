@@ -103,8 +103,9 @@ def _augmentation(prep: Preprocessing, *, basic: bool = True, policy: str = "non
     """Augmentation of a cached uint8 image, ending in the same normalisation as :func:`normalize`.
 
     ``basic``: mild crop, flip and jitter. Geometry runs on uint8 (cheap), colour on float (faster than
-    v2's uint8 colour kernels). The object of an iNaturalist photo keeps its class under all of these. ``policy`` and ``random_erasing``: see
-    :mod:`core.data.augment_policies` (the order there). None when nothing is on.
+    v2's uint8 colour kernels). The object of an iNaturalist photo keeps its class under all of these.
+    ``policy`` and ``random_erasing``: see :mod:`core.data.augment_policies` (the order there). None when
+    nothing is on.
     """
     from torchvision.transforms import v2
 
