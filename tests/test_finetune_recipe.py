@@ -196,3 +196,46 @@ def test_part_b_flags_and_flat_keys_reach_the_strategy():
     assert set(flat) <= set(PARTB_FLAT_KEYS)
     swept = PartBConfig.from_flat(flat, base=PartBConfig(arch="mobilenet_v2", weights=None))
     assert swept.make_strategy().describe()["layer_decay"] == 0.7 and swept.data.random_erasing == 0.1
+
+
+class _ShuffledBatches:
+    """A batch source that is no DataLoader: its own generator shuffles, ``batch_order()`` says how."""
+
+    def __init__(self, dataset, batch_size: int, generator: torch.Generator) -> None:
+        self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def batch_order(self):
+        order = torch.randperm(len(self.dataset), generator=self.generator)
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def __iter__(self):
+        for idx in self.batch_order():
+            items = [self.dataset[int(i)] for i in idx]
+            yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def test_cache_follows_any_batch_source_with_batch_order(tiny_imagefolder, tmp_path, caplog):
+    import types
+
+    loaders = make_loaders(DataConfig(data_dir=tiny_imagefolder, image_size=32, batch_size=4,
+                                      normalization="imagenet"))
+    histories, weights = [], []
+    for cache in (False, True):
+        source = _ShuffledBatches(loaders.train.dataset, 4, torch.Generator().manual_seed(0))
+        view = types.SimpleNamespace(train=source, val=loaders.val, test=loaders.test, config=loaders.config,
+                                     class_names=loaders.class_names)
+        model = _mobilenet(3)
+        meta = {"model_desc": {"kind": "backbone", "arch": "mobilenet_v2", "num_classes": 3},
+                "class_names": loaders.class_names, "preprocessing": loaders.preprocessing.to_dict()}
+        with caplog.at_level(logging.INFO, logger="core.finetune.feature_cache"):
+            result = fit(model, view, TrainConfig(epochs=2, lr=1e-3, seed=0, device="cpu"),
+                         run_dir=tmp_path / str(cache), checkpoint_meta=meta,
+                         strategy=make_strategy("head", feature_cache=cache))
+        assert ("cached features" in caplog.text) == cache, caplog.text
+        histories.append([(h["train_loss"], h["val_loss"]) for h in result.history])
+        weights.append(model.classifier[1].weight.detach().clone())
+    assert histories[1] == pytest.approx(histories[0], rel=1e-5), histories
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)

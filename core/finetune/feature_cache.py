@@ -19,9 +19,9 @@ and EfficientNet's ``classifier`` = ``Dropout`` + ``Linear``), so the dropout be
 runs per step, drawing from the same global generator as the full forward would.
 
 Order and randomness are kept: features are computed image by image in dataset order without touching
-any generator; the training batches come from the *same* sampler and generator as ``loaders.train``
-(same shuffle, same draws), and the validation loader draws its base seed from the global generator
-as the image loader does. So the RNG stream, and a resume from ``last.pt``, are unchanged.
+any generator; the feature batches follow the image batches' own order and draws (:func:`_follow`: a
+``DataLoader``'s sampler and generator, or any batch source's ``batch_order()``), so the RNG stream, and a
+resume from ``last.pt``, are unchanged.
 """
 
 from __future__ import annotations
@@ -62,6 +62,38 @@ class _IndexedTensors(torch.utils.data.Dataset):
         return self.features[idx], self.labels[idx]
 
 
+class _OrderedBatches:
+    """Feature batches in the order ``source.batch_order()`` gives (the source's own draws, nothing else)."""
+
+    def __init__(self, source: Any, data: _IndexedTensors) -> None:
+        self.source, self.data = source, data
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self):
+        for idx in self.source.batch_order():
+            yield self.data[idx.tolist()]
+
+
+def _follow(source: Any, data: _IndexedTensors) -> Any:
+    """Feature batches drawn exactly as ``source`` draws its image batches (order and random numbers).
+
+    A ``DataLoader``: the same sampler (and so the same generator and shuffle) with the same batch size and
+    ``drop_last``, and a new iterator draws its base seed from the same generator, as the image loader's does.
+    Any other batch source must offer ``batch_order()``: one epoch's dataset positions per batch, drawing what
+    its own iteration draws.
+    """
+    if isinstance(source, DataLoader):
+        sampler = source.sampler if source.batch_sampler is not None else SequentialSampler(data)
+        return DataLoader(data, sampler=BatchSampler(sampler, source.batch_size or 1, source.drop_last),
+                          batch_size=None, generator=source.generator)
+    if callable(getattr(source, "batch_order", None)):
+        return _OrderedBatches(source, data)
+    raise TypeError(f"cannot follow the batch order of {type(source).__name__}: it is no DataLoader and has no "
+                    "batch_order()")
+
+
 def head_part_name(model: nn.Module, head: str) -> str:
     """The head, widened to its parent while every sibling is parameter-free (never the whole model)."""
     name = head
@@ -86,6 +118,10 @@ def why_not_cacheable(model: nn.Module, part: str, loaders: Any) -> str | None:
     config = getattr(loaders, "config", None)
     if config is None or getattr(config, "augments", True):
         return "the training images are augmented"
+    for split in ("train", "val"):
+        source = getattr(loaders, split)
+        if not isinstance(source, DataLoader) and not callable(getattr(source, "batch_order", None)):
+            return f"the {split} batches come from a {type(source).__name__} without batch_order()"
     for name, module in model.named_modules():
         inside = name == part or name.startswith(part + ".")
         if not inside and module.training and _stochastic(module):
@@ -120,14 +156,8 @@ class HeadFeatureCache:
             logger.info("head-only epochs train on cached features at %s: %d + %d images x %s (%.1f MB)", part,
                         len(feats), len(self._features["val"][0]), list(feats.shape[1:]),
                         sum(f.numel() * f.element_size() for f, _ in self._features.values()) / 2**20)
-        train, val = loaders.train, loaders.val
-        train_ds = _IndexedTensors(*self._features["train"])
-        train_loader = DataLoader(train_ds, sampler=BatchSampler(train.sampler, train.batch_size, train.drop_last),
-                                  batch_size=None, generator=train.generator)
-        val_ds = _IndexedTensors(*self._features["val"])
-        val_loader = DataLoader(val_ds, sampler=BatchSampler(SequentialSampler(val_ds), val.batch_size, False),
-                                batch_size=None, generator=val.generator)
-        return FeatureView(module, train_loader, val_loader)
+        return FeatureView(module, _follow(loaders.train, _IndexedTensors(*self._features["train"])),
+                           _follow(loaders.val, _IndexedTensors(*self._features["val"])))
 
     @torch.no_grad()
     def _compute(self, model: nn.Module, module: nn.Module, dataset, device: torch.device,
