@@ -3,14 +3,17 @@
     python experiments/benchmark.py all                  # every section at its full size (docs/performance.md)
     python experiments/benchmark.py train                # training step of the Part A CNN, 224 px, batch 32
     python experiments/benchmark.py data --quick --image-size 64
+    python experiments/benchmark.py finetune --image-size 128  # head-only Part B epoch: cached features
     python experiments/benchmark.py all --quick          # a smoke test of every section (seconds)
 
 Sections: ``train`` (our trainer vs a notebook loop, FLOP/s vs the measured matmul peak;
 experiments/bench/train.py), ``data`` (decode cache vs PIL decode every epoch), ``sweep`` (a 4-trial x
 2-epoch sweep vs 4 notebook runs, then trials/min with 1 and 2 processes on one SQLite/PostgreSQL study and
 the storage overhead per trial; experiments/bench/sweep.py, experiments/bench/sweep_scale.py), ``infer``
-(torch vs onnxruntime fp32/INT8; experiments/bench/infer.py). ``train`` and ``sweep`` run on ``--device``
-(auto: the GPU when there is one, with AMP and pinned memory); ``data`` and ``infer`` measure the CPU paths.
+(torch vs onnxruntime fp32/INT8; experiments/bench/infer.py), ``finetune`` (a head-only Part B epoch on the full
+forward vs on cached backbone features; experiments/bench/finetune.py). ``train``, ``sweep`` and ``finetune`` run
+on ``--device`` (auto: the GPU when there is one, with AMP and pinned memory); ``data`` and ``infer`` measure the
+CPU paths.
 
 Method (the same for every section): baseline and ours run in the same process on the same inputs,
 alternated (B, O, then O, B, ...) so drift in machine load hits both; ``--warmup`` untimed rounds first,
@@ -162,6 +165,14 @@ def bench_sweep(cfg: BenchConfig) -> SectionResult:
     return run(cfg)
 
 
+@register("finetune")
+def bench_finetune(cfg: BenchConfig) -> SectionResult:
+    """Head-only Part B epoch: full forward through the frozen backbone vs cached features (bench/finetune.py)."""
+    from experiments.bench.finetune import bench_finetune as run
+
+    return run(cfg)
+
+
 # ---------------------------------------------------------------- runner
 def run_sections(names: list[str], cfg: BenchConfig) -> dict:
     results = {}
@@ -215,7 +226,7 @@ def format_table(results: dict, device: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-SECTION_ORDER = ("train", "data", "sweep", "infer")  # the order of the issue; unknown sections last
+SECTION_ORDER = ("train", "data", "sweep", "infer", "finetune")  # the order of the issue; unknown sections last
 
 
 def _section_rank(name: str) -> tuple[int, str]:

@@ -45,6 +45,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="batch size for the test pass")
     parser.add_argument("--max-per-class", type=int, default=None,
                         help="use at most this many test images per class (quick looks; default: all)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test metrics on each image and its horizontal flip, logits averaged "
+                             "(default: as the run was trained, its --tta)")
     return parser
 
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = EvalConfig(checkpoint=args.checkpoint, data_dir=args.data_dir, out_dir=args.out_dir, seed=args.seed,
                          per_class=args.per_class, neurons=args.neurons, guided_mode=args.guided_mode,
                          wandb_mode=args.wandb_mode, device=args.device, batch_size=args.batch_size,
-                         max_per_class=args.max_per_class)
+                         max_per_class=args.max_per_class, tta=args.tta)
         summary = evaluate_checkpoint(cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"partA_evaluate: error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.data import resolve_dataset
+from core.data import AUGMENT_POLICIES, resolve_dataset
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
@@ -54,6 +54,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", type=int, help="images per batch (default 32)")
     data.add_argument("--augment", action=argparse.BooleanOptionalAction,
                       help="random resized crop, flip and colour jitter on the training split (default off)")
+    data.add_argument("--augment-policy", choices=AUGMENT_POLICIES,
+                      help="per-image torchvision policy on top of (or instead of) --augment: TrivialAugmentWide "
+                           "or RandAugment(2, 9) (default none)")
+    data.add_argument("--random-erasing", type=float,
+                      help="probability of erasing one random rectangle of each training image (default 0)")
     data.add_argument("--resize-size", type=int, help="short side before a centre crop (default: resize straight)")
     data.add_argument("--val-fraction", type=float, help="fraction of train/ held out for validation (default 0.2)")
     data.add_argument("--split-seed", type=int, help="seed of the stratified train/val split (default 0)")
@@ -73,6 +78,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--step-size", type=int, help="'step' schedule: epochs between decays (default epochs//3)")
     train.add_argument("--gamma", type=float, help="'step' schedule: decay factor (default 0.1)")
     train.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
+    train.add_argument("--mixup-alpha", type=float,
+                       help="MixUp: mix each batch with Beta(a, a) weights, soft targets (default 0 = off)")
+    train.add_argument("--cutmix-alpha", type=float,
+                       help="CutMix: paste a Beta(a, a)-sized box between images (default 0 = off); with "
+                            "--mixup-alpha too, each batch gets one of the two")
+    train.add_argument("--ema-decay", type=float,
+                       help="evaluate and checkpoint an EMA of the weights with this decay, e.g. 0.99 "
+                            "(default 0 = off)")
+    train.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                       help="validation and test on the image and its horizontal flip, logits averaged "
+                            "(default off)")
     train.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (default: no clip)")
     train.add_argument("--patience", type=int, help="early stopping: epochs without val_acc gain (default: off)")
     train.add_argument("--min-delta", type=float, help="val_acc gain that counts as improvement (default 0)")

@@ -8,7 +8,9 @@ r"""Part B: fine-tune an ImageNet-pretrained torchvision backbone with one strat
     python experiments/partB_finetune.py --arch vgg16 --compare --partA-run runs/partA-best
 
 Strategies: head (only the new head trains), top-k (the last k blocks + head), full (everything; backbone
-at lr x --backbone-lr-mult), gradual (head first, one more block every --unfreeze-every epochs).
+at lr x --backbone-lr-mult), gradual (head first, one more block every --unfreeze-every epochs), lp-ft
+(head only for --lp-epochs, then everything at lr x --backbone-lr-mult), layer-decay (everything; block i of n
+at lr x --layer-decay^(n-i)). Head-only epochs without augmentation train on cached backbone features.
 Writes runs/<name>/: config.yaml, split.json, metrics.jsonl, best.pt, last.pt, test_metrics.json; with
 --compare one such folder per strategy under runs/<name>/<strategy>/ plus comparison.csv, comparison.md,
 accuracy_curves.png and comparison.html (the page to open). On a CPU the defaults shrink to 64 px images and
@@ -23,7 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core.data import DataConfig
+from core.data import AUGMENT_POLICIES, DataConfig
 from core.devices import resolve_device
 from core.finetune import STRATEGY_NAMES, PartBConfig, run_compare, run_partB
 from core.model import supported_archs
@@ -42,8 +44,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--strategy", default="head", choices=STRATEGY_NAMES, help="fine-tuning strategy")
     model.add_argument("--k", type=int, default=2, help="top-k: number of blocks unfrozen from the top")
     model.add_argument("--unfreeze-every", type=int, default=1, help="gradual: epochs between unfreezing blocks")
+    model.add_argument("--lp-epochs", type=int, default=1,
+                       help="lp-ft: epochs of linear probing (head only) before everything fine-tunes; default 1")
+    model.add_argument("--layer-decay", type=float, default=None,
+                       help="layer-wise LR decay (timm's --layer-decay): block i of n trains at "
+                            "lr x this^(n-i); default 0.75 for --strategy layer-decay, off otherwise")
+    model.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
+                       help="head-only epochs without augmentation train on backbone features computed once "
+                            "(same result, much faster); default on")
     model.add_argument("--backbone-lr-mult", type=float, default=0.1,
-                       help="backbone LR = --lr x this (the new head trains at --lr); default 0.1")
+                       help="backbone LR = --lr x this (the new head trains at --lr; lp-ft fine-tunes "
+                            "everything at this LR); default 0.1")
     model.add_argument("--bn-eval", action="store_true",
                        help="keep every BatchNorm in eval mode, also in trained blocks (folded-BN weights)")
     model.add_argument("--weights", default=None,
@@ -58,6 +69,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", type=int, default=32, help="batch size")
     data.add_argument("--max-per-class", type=int, default=None, help="cap images per class (quick runs)")
     data.add_argument("--augment", action="store_true", help="augment the training subset")
+    data.add_argument("--augment-policy", choices=AUGMENT_POLICIES, default="none",
+                      help="per-image TrivialAugmentWide or RandAugment(2, 9) on the training subset")
+    data.add_argument("--random-erasing", type=float, default=0.0,
+                      help="probability of erasing a random rectangle of each training image (default 0)")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=None,
                        help=f"epochs; default {GPU_EPOCHS} (GPU) / {CPU_EPOCHS} (CPU)")
@@ -65,6 +80,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", default="adam", help="adam | adamw | sgd | nadam")
     train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (weights only)")
     train.add_argument("--scheduler", default="constant", help="constant | cosine | onecycle | step")
+    train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warmup in epochs (default 0)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 1) (default 0)")
+    train.add_argument("--mixup-alpha", type=float, default=0.0, help="MixUp Beta(a, a) per batch (default off)")
+    train.add_argument("--cutmix-alpha", type=float, default=0.0, help="CutMix Beta(a, a) per batch (default off)")
+    train.add_argument("--ema-decay", type=float, default=0.0,
+                       help="evaluate and keep an EMA of the weights with this decay (default 0 = off)")
+    train.add_argument("--tta", action="store_true", help="validate and test on each image and its flip")
     train.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (off by default)")
     train.add_argument("--seed", type=int, default=0, help="seed for the split, init and data order")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -94,13 +116,17 @@ def build_config(args: argparse.Namespace) -> PartBConfig:
         log.info("CPU run: %s by default (pass --image-size / --epochs to change)", " and ".join(chosen))
     weights = args.weights if args.weights is not None else (None if args.weights_file else "DEFAULT")
     data = DataConfig(data_dir=args.data_dir, batch_size=args.batch_size, max_per_class=args.max_per_class,
-                      augment=args.augment, normalization="imagenet", seed=args.seed,
+                      augment=args.augment, augment_policy=args.augment_policy,
+                      random_erasing=args.random_erasing, normalization="imagenet", seed=args.seed,
                       device="cpu" if on_cpu else "cuda")
     train = TrainConfig(epochs=epochs if epochs is not None else GPU_EPOCHS, lr=args.lr, optimizer=args.optimizer,
                         weight_decay=args.weight_decay, scheduler=args.scheduler, patience=args.patience,
-                        seed=args.seed, device=args.device)
+                        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+                        mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha, ema_decay=args.ema_decay,
+                        tta=args.tta, seed=args.seed, device=args.device)
     return PartBConfig(arch=args.arch, strategy=args.strategy, k=args.k, unfreeze_every=args.unfreeze_every,
-                       backbone_lr_mult=args.backbone_lr_mult, bn_eval=args.bn_eval, weights=weights,
+                       backbone_lr_mult=args.backbone_lr_mult, bn_eval=args.bn_eval, lp_epochs=args.lp_epochs,
+                       layer_decay=args.layer_decay, feature_cache=args.feature_cache, weights=weights,
                        weights_file=args.weights_file, image_size=image_size, data=data, train=train)
 
 

@@ -28,7 +28,8 @@ settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+# ../shared beside the clone (CI); INAT_CNN_SHARED_DIR points elsewhere (e.g. from a git worktree)
+SHARED_DIR = Path(os.environ.get("INAT_CNN_SHARED_DIR", REPO_ROOT.parent / "shared"))
 
 
 @pytest.fixture(autouse=True)

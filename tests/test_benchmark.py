@@ -16,7 +16,7 @@ from experiments.bench.process import ChildStepper
 from experiments.bench.train import _check_same_loss, measure_matmul_peak
 from experiments.benchmark import SECTIONS, main
 
-EVERY_SECTION = {"train", "data", "sweep", "infer"}
+EVERY_SECTION = {"train", "data", "sweep", "infer", "finetune"}
 
 
 def _positive(value, what: str) -> None:
@@ -34,7 +34,7 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     report = json.loads(files[0].read_text())
     sections = report["sections"]
     assert set(sections) == EVERY_SECTION, f"the JSON must hold every section: {sorted(sections)}"
-    assert list(sections) == ["train", "data", "sweep", "infer"], "all runs the sections in the issue's order"
+    assert list(sections) == ["train", "data", "sweep", "infer", "finetune"], "all runs the sections in order"
     for name, section in sections.items():
         _positive(section["peak_rss_mb"], f"{name} peak RSS")
         _positive(section["seconds"], f"{name} seconds")
@@ -83,6 +83,11 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     assert sweep["comparisons"][0]["name"].endswith(": defaults"), "the first row is the trainer's defaults"
     for c in sweep["comparisons"][n:]:
         assert len(c["ours"]["runs"]) == info["trials"] * (info["epochs"] - 1), "one sample per trial and epoch >= 2"
+
+    finetune = sections["finetune"]["info"]
+    base_loss, ours_loss = finetune["first_epoch_losses"]
+    assert ours_loss == pytest.approx(base_loss, rel=1e-4), "cached features must give the full forward's loss"
+    _positive(finetune["cache_build_seconds"], "feature cache build seconds")
 
     assert report["host"]["device"] == "cpu" and report["config"]["device"] == "cpu", report["host"]
     out = capsys.readouterr().out

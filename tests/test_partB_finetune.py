@@ -40,7 +40,7 @@ def test_compare_writes_table_curves_and_a_part_a_row(tiny_imagefolder, tmp_path
                           train=TrainConfig(epochs=2, device="cpu")), part_a, tracker_mode="disabled")
     out = tmp_path / "cmp"
     rows = run_compare(tiny_cfg(tiny_imagefolder, k=1, unfreeze_every=1), out, partA_run=part_a,
-                       tracker_mode="disabled")
+                       tracker_mode="disabled", strategies=("head", "top-k", "full", "gradual"))
     assert [r.strategy for r in rows] == ["head", "top-k", "full", "gradual", "scratch"], rows
     with (out / "comparison.csv").open() as f:
         table = list(csv.DictReader(f))

@@ -2,6 +2,7 @@
 the iNaturalist download and the demo-set generator.
 """
 
+from core.data.augment_policies import AUGMENT_POLICIES
 from core.data.checks import check_dataset, format_report
 from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
 from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
@@ -29,6 +30,7 @@ from core.data.preprocess import (
 )
 
 __all__ = [
+    "AUGMENT_POLICIES",
     "CachedImageDataset",
     "DEMO_CLASSES",
     "DataConfig",

@@ -13,7 +13,8 @@
    JSON next to the decode), ``"imagenet"`` = ImageNet statistics for pretrained backbones; a given
    ``Preprocessing`` (evaluating a checkpoint) wins over both.
 5. Augmentation (random resized crop, flip, small colour jitter; torchvision ``transforms.v2`` on the
-   cached uint8 tensors) runs on the training subset only, never on validation or test.
+   cached uint8 tensors), optionally with a stronger policy and random erasing
+   (:mod:`core.data.augment_policies`), runs on the training subset only, never on validation or test.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from core.data.augment_policies import check_policy, erasing_ops, policy_ops
 from core.data.decode_cache import cache_root, decode_images
 from core.data.demo import ensure_demo_dataset
 from core.data.download import download_inaturalist
@@ -56,7 +58,9 @@ class DataConfig:
     seed: int = 0
     batch_size: int = 32
     num_workers: int | None = None  # None -> chosen for the device
-    augment: bool = False  # training subset only
+    augment: bool = False  # crop, flip, jitter; training subset only
+    augment_policy: str = "none"  # none | trivialaugment | randaugment (core.data.augment_policies)
+    random_erasing: float = 0.0  # probability of erasing one rectangle per training image; 0 = off
     normalization: str = "dataset"  # "dataset" (train-split mean/std, cached) | "imagenet"
     cache_dir: Path | None = None  # None -> $INAT_CNN_CACHE or ~/.cache/inat-cnn
     max_per_class: int | None = None  # cap per class (tests, quick runs)
@@ -76,10 +80,16 @@ class DataConfig:
             raise ValueError(f"num_workers must be None (auto) or >= 0, got {self.num_workers}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}")
+        check_policy(self.augment_policy, self.random_erasing)
         if self.max_per_class is not None and self.max_per_class < 1:
             raise ValueError(f"max_per_class must be None or >= 1, got {self.max_per_class}")
         if self.device.split(":")[0] not in _DEVICES:
             raise ValueError(f"unknown device {self.device!r}; expected one of {_DEVICES} (optionally 'cuda:N')")
+
+    @property
+    def augments(self) -> bool:
+        """True when the training images are randomly transformed in any way."""
+        return self.augment or self.augment_policy != "none" or self.random_erasing > 0
 
     def to_dict(self) -> dict:
         """Plain data for config.yaml / checkpoints (paths as strings)."""
@@ -89,21 +99,24 @@ class DataConfig:
         return d
 
 
-def _augmentation(prep: Preprocessing):
-    """Mild augmentation of a cached uint8 image, ending in the same normalisation as :func:`normalize`.
+def _augmentation(prep: Preprocessing, *, basic: bool = True, policy: str = "none", random_erasing: float = 0.0):
+    """Augmentation of a cached uint8 image, ending in the same normalisation as :func:`normalize`.
 
-    Geometry runs on uint8 (cheap), colour on float (faster than v2's uint8 colour kernels). The object of an
-    iNaturalist photo keeps its class under all of these.
+    ``basic``: mild crop, flip and jitter. Geometry runs on uint8 (cheap), colour on float (faster than
+    v2's uint8 colour kernels). The object of an iNaturalist photo keeps its class under all of these.
+    ``policy`` and ``random_erasing``: see :mod:`core.data.augment_policies` (the order there). None when
+    nothing is on.
     """
     from torchvision.transforms import v2
 
-    return v2.Compose([
-        v2.RandomResizedCrop(prep.image_size, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        v2.Normalize(list(prep.mean), list(prep.std)),
-    ])
+    geometry = [v2.RandomResizedCrop(prep.image_size, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+                v2.RandomHorizontalFlip()] if basic else []
+    colour = [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)] if basic else []
+    uint8_stage, erasing = policy_ops(policy), erasing_ops(random_erasing)
+    if not (geometry or uint8_stage or erasing):
+        return None
+    return v2.Compose([*geometry, *uint8_stage, v2.ToDtype(torch.float32, scale=True), *colour,
+                       v2.Normalize(list(prep.mean), list(prep.std)), *erasing])
 
 
 class CachedImageDataset(Dataset):
@@ -265,7 +278,7 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
         mean, std = _dataset_mean_std(decoded["train"].images, train_rows, decoded["train"].key, cache_dir)
     prep = Preprocessing(geometry.image_size, geometry.resize_size, mean, std)
 
-    transform = _augmentation(prep) if cfg.augment else None
+    transform = _augmentation(prep, basic=cfg.augment, policy=cfg.augment_policy, random_erasing=cfg.random_erasing)
     datasets = {
         "train": CachedImageDataset(train_samples, decoded["train"].images, train_rows, prep, transform),
         "val": CachedImageDataset(val_samples, decoded["train"].images, [row_of[p] for p, _ in val_samples],
@@ -274,7 +287,7 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
                                    [row for _, row in kept["test"]], prep),
     }
     device = resolve_device(cfg.device).type
-    workers = choose_num_workers(cfg.num_workers, device, len(datasets["train"]), cfg.batch_size, cfg.augment)
+    workers = choose_num_workers(cfg.num_workers, device, len(datasets["train"]), cfg.batch_size, cfg.augments)
     common = {"batch_size": cfg.batch_size, "pin_memory": device.startswith("cuda")}
 
     def loader(ds: CachedImageDataset, shuffle: bool, num_workers: int) -> DataLoader:

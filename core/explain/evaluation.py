@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from core.train import with_tta
+
 logger = logging.getLogger(__name__)
 
 LabelsLike = Sequence[int] | torch.Tensor
@@ -202,23 +204,25 @@ class Predictions:
 
 
 def predict(model: nn.Module, loader: Any, device: str | torch.device = "cpu", *,
-            desc: str | None = None) -> Predictions:
+            desc: str | None = None, tta: bool = False) -> Predictions:
     """Run ``model`` over ``loader`` (batches of ``(images, labels)``) in eval mode; restores the mode after.
 
     The loader must not shuffle, or ``Predictions`` rows will not line up with ``loader.dataset``.
-    ``desc`` names a progress bar (shown on a terminal only).
+    ``desc`` names a progress bar (shown on a terminal only). ``tta``: logits are the mean over each
+    image and its horizontal flip (:class:`core.train.FlipTTA`).
     """
     sampler = getattr(loader, "sampler", None)
     if sampler is not None and isinstance(sampler, torch.utils.data.RandomSampler):
         raise ValueError("predict needs an unshuffled loader (shuffle=False) so rows match dataset indices")
     was_training = model.training
     model.eval()
+    net = with_tta(model, tta)
     targets, preds, probs = [], [], []
     try:
         with torch.inference_mode():
             bar = tqdm(loader, desc=desc, unit="batch", disable=None if desc else True, leave=False)
             for images, labels in bar:
-                logits = model(images.to(device))
+                logits = net(images.to(device))
                 p = torch.softmax(logits.float(), dim=1).cpu()
                 probs.append(p)
                 preds.append(p.argmax(dim=1))

@@ -20,25 +20,26 @@ from core.train import RunResult, load_checkpoint, load_weights, save_checkpoint
 
 
 def evaluate_best_on_test(model: nn.Module, loaders: Any, model_desc: dict, fit_result: RunResult,
-                          device: str | torch.device, run_dir) -> tuple[float, float]:
+                          device: str | torch.device, run_dir, *, tta: bool = False) -> tuple[float, float]:
     """Test accuracy/loss of ``best.pt`` → ``run_dir/test_metrics.json`` and best.pt's metrics.
 
     Shared by Part A and Part B runs so both write one schema: ``test_acc``, ``test_loss``,
     ``checkpoint``, ``best_epoch``, ``best_val_acc``, ``test_images`` plus :meth:`TestMetrics.to_dict`
     (per-class accuracy, confusion matrix). ``val/`` is the test set and is never used for selection:
-    this runs once, after training, on the weights validation picked.
+    this runs once, after training, on the weights validation picked (the EMA of the weights when the
+    run kept one), with flip TTA when ``tta`` (the run's ``TrainConfig.tta``: selection used it too).
     """
     best_path = fit_result.best_path
     payload = load_checkpoint(best_path)
     load_weights(model, payload, model_desc, source=str(best_path))
     model.to(device)
-    preds = predict(model, loaders.test, device, desc="test")
+    preds = predict(model, loaders.test, device, desc="test", tta=tta)
     metrics = compute_metrics(preds.targets, preds.preds, loaders.class_names).to_dict()
     picked = preds.probs.gather(1, preds.targets[:, None]).clamp_min(1e-12)
     test_acc, test_loss = float(metrics["accuracy"]), float(-picked.log().mean())
     write_json(Path(run_dir) / "test_metrics.json",
                {"test_acc": test_acc, "test_loss": test_loss, "checkpoint": "best.pt",
-                "best_epoch": fit_result.best_epoch, "best_val_acc": fit_result.best_val_acc,
+                "best_epoch": fit_result.best_epoch, "best_val_acc": fit_result.best_val_acc, "tta": tta,
                 "test_images": len(loaders.test.dataset), **metrics})
     payload["metrics"].update(test_acc=test_acc, test_loss=test_loss)
     save_checkpoint(best_path, payload)

@@ -49,6 +49,7 @@ class EvalConfig:
     device: str = "auto"
     batch_size: int = 64
     max_per_class: int | None = None  # cap test images per class (quick looks)
+    tta: bool | None = None  # flip TTA for the metrics; None = as the run was trained (its TrainConfig.tta)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
@@ -141,10 +142,11 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    preds = predict(model, loaders.test, device, desc="test")
+    tta = cfg.tta if cfg.tta is not None else bool(payload["train_config"].get("tta", False))
+    preds = predict(model, loaders.test, device, desc="test", tta=tta)
     metrics = compute_metrics(preds.targets, preds.preds, class_names)
     write_json(out_dir / "test_metrics.json", {
-        **metrics.to_dict(), "split": "val/ (the official test split)", "checkpoint": str(cfg.checkpoint),
+        **metrics.to_dict(), "split": "val/ (the official test split)", "checkpoint": str(cfg.checkpoint), "tta": tta,
         "data_dir": str(loaders.root), "model_desc": payload["model_desc"], "preprocessing": prep.to_dict()})
     log.info("test accuracy %.2f%% (%d/%d) on %s", 100 * metrics.accuracy, metrics.n_correct, metrics.n, loaders.root)
     plots.plot_confusion_matrix(metrics.confusion_counts, metrics.confusion_normalised, class_names,

@@ -2,22 +2,29 @@
 """
 
 from core.finetune.compare import read_partA_row, run_compare
+from core.finetune.feature_cache import FeatureView, HeadFeatureCache, head_part_name
+from core.finetune.groups import count_parameters, optimizer_param_count
 from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import (
+    LPFT,
     STRATEGY_NAMES,
     Full,
     Gradual,
     HeadOnly,
+    LayerDecay,
     TopK,
-    count_parameters,
     make_strategy,
-    optimizer_param_count,
 )
 
 __all__ = [
+    "FeatureView",
+    "HeadFeatureCache",
+    "head_part_name",
     "Full",
     "Gradual",
     "HeadOnly",
+    "LPFT",
+    "LayerDecay",
     "PARTB_FLAT_KEYS",
     "PartBConfig",
     "PartBRun",

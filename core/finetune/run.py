@@ -29,10 +29,11 @@ from core.train import RunResult, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_KEYS = ("arch", "strategy", "k", "unfreeze_every", "backbone_lr_mult", "bn_eval", "weights", "image_size")
-DATA_KEYS = ("augment", "batch_size", "max_per_class")
+STRATEGY_KEYS = ("arch", "strategy", "k", "unfreeze_every", "backbone_lr_mult", "bn_eval", "weights", "image_size",
+                 "lp_epochs", "layer_decay", "feature_cache")
+DATA_KEYS = ("augment", "augment_policy", "random_erasing", "batch_size", "max_per_class")
 TRAIN_KEYS = ("lr", "weight_decay", "optimizer", "epochs", "scheduler", "warmup_epochs", "label_smoothing",
-              "patience", "seed")
+              "mixup_alpha", "cutmix_alpha", "ema_decay", "tta", "patience", "seed")
 PARTB_FLAT_KEYS = STRATEGY_KEYS + DATA_KEYS + TRAIN_KEYS
 
 
@@ -41,10 +42,13 @@ class PartBConfig:
     """Everything one Part B run needs; validated at construction, before any weights or data are touched."""
 
     arch: str = "vgg16"
-    strategy: str = "head"  # head | top-k | full | gradual
+    strategy: str = "head"  # head | top-k | full | gradual | lp-ft | layer-decay (core.finetune.strategies)
     k: int = 2  # top-k: blocks unfrozen from the top (see core.model.backbones for the blocks per family)
     unfreeze_every: int = 1  # gradual: epochs between two unfreezings
-    backbone_lr_mult: float = 0.1  # backbone LR = lr * this; the new head trains at lr
+    lp_epochs: int = 1  # lp-ft: epochs of linear probing (head only) before everything fine-tunes
+    layer_decay: float | None = None  # block i of n at lr * layer_decay**(n - i); layer-decay: None = 0.75
+    feature_cache: bool = True  # head-only epochs without augmentation train on cached backbone features
+    backbone_lr_mult: float = 0.1  # backbone LR = lr * this; the new head trains at lr (lp-ft: FT phase LR)
     bn_eval: bool = False  # keep every BatchNorm in eval mode (folded-BN weights); frozen BN always is
     weights: str | None = "DEFAULT"  # DEFAULT | a torchvision weights name | None (random init)
     weights_file: Path | None = None  # state dict of the 1000-class model (then weights must be None)
@@ -67,7 +71,8 @@ class PartBConfig:
 
     def make_strategy(self) -> FinetuneStrategy:
         return make_strategy(self.strategy, k=self.k, unfreeze_every=self.unfreeze_every,
-                             backbone_lr_mult=self.backbone_lr_mult, bn_eval=self.bn_eval)
+                             backbone_lr_mult=self.backbone_lr_mult, bn_eval=self.bn_eval, lp_epochs=self.lp_epochs,
+                             layer_decay=self.layer_decay, feature_cache=self.feature_cache)
 
     def preprocessing(self) -> Preprocessing:
         """The weights' resize/crop/mean/std, at ``image_size`` when given."""
@@ -149,7 +154,8 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                      strategy=strategy, resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
         result = stop_after_training(dataclasses.replace(result, parameter_count=counts.total, flops=flops), stop)
         if result.best_path is not None and not result.pruned:
-            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
+            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir,
+                                                        tta=cfg.train.tta)
             result = dataclasses.replace(result, test_acc=test_acc, test_loss=test_loss)
         seconds = [h["seconds"] for h in result.history]
         out = PartBRun(name, cfg.arch, cfg.strategy, counts.trainable, count_parameters(model).trainable,

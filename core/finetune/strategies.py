@@ -5,10 +5,14 @@ one decision per strategy; the trainer only calls three hooks and never needs to
 
 * ``setup(model)`` before the optimizer exists: freeze everything that must not train at epoch 0;
 * ``param_groups(model, lr)``: the optimizer's groups at epoch 0 (the new head at ``lr``, unfrozen
-  backbone blocks at ``lr * backbone_lr_mult`` — discriminative learning rates);
+  backbone blocks at ``lr * backbone_lr_mult`` — discriminative learning rates — or, with
+  ``layer_decay``, block ``i`` of ``n`` (input → output) at ``lr * layer_decay ** (n - i)``: timm's
+  ``--layer-decay``, so the top block gets ``lr * layer_decay`` and the stem the smallest LR);
 * ``on_epoch_start(epoch, model, optimizer)`` after ``model.train()``: frozen blocks (and so their
   BatchNorm running statistics) go back to eval mode; ``gradual`` unfreezes blocks here by *adding* an
-  optimizer parameter group, never by rebuilding the optimizer (its state for the head is kept).
+  optimizer parameter group, never by rebuilding the optimizer (its state for the head is kept);
+* ``epoch_view(epoch, model, loaders, ...)``: while only the head trains, the cached-feature view of
+  :mod:`core.finetune.feature_cache` (same result, a fraction of the cost), or None.
 
 Strategies (blocks per family: :mod:`core.model.backbones`):
 
@@ -17,6 +21,11 @@ Strategies (blocks per family: :mod:`core.model.backbones`):
 ``top-k``   the last ``k`` blocks and the head train
 ``full``    everything trains: backbone at ``lr * backbone_lr_mult`` (default 0.1), head at ``lr``
 ``gradual`` the head first; one more block (from the top) every ``unfreeze_every`` epochs
+``lp-ft``   LP-FT (Kumar et al., ICLR 2022): a linear probe (head only) for ``lp_epochs``, then
+            everything fine-tunes from that head at ``lr * backbone_lr_mult``, so a random head does
+            not distort the features
+``layer-    everything trains with layer-wise LR decay (``layer_decay``, default 0.75)
+decay``
 ==========  ===================================================================================
 
 Epochs are 0-based, as ``core.train.trainer.fit`` counts them: ``gradual`` trains ``epoch // unfreeze_every``
@@ -28,47 +37,18 @@ PROVENANCE.md). Biases and norm weights get no weight decay (as ``core.train.opt
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from core.finetune.feature_cache import HeadFeatureCache
+from core.finetune.groups import _groups_for, block_parameters, count_parameters
 from core.model import BackboneLayout, Block, layout_of
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_NAMES = ("head", "top-k", "full", "gradual")
-
-
-@dataclass(frozen=True)
-class ParamCount:
-    trainable: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        return self.trainable / self.total if self.total else 0.0
-
-
-def count_parameters(model: nn.Module) -> ParamCount:
-    """Exact trainable / total parameter counts (shared tensors counted once)."""
-    params = {id(p): p for p in model.parameters()}.values()
-    return ParamCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
-
-
-def block_parameters(model: nn.Module, block: Block) -> list[nn.Parameter]:
-    return [p for name, p in model.named_parameters() if block.owns(name)]
-
-
-def _groups_for(model: nn.Module, block: Block, lr: float) -> list[dict[str, Any]]:
-    """One block's optimizer groups: decayed weights, and biases/norm scales with weight_decay 0."""
-    params = block_parameters(model, block)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "lr": lr, "name": block.name},
-              {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{block.name}/no_decay"}]
-    return [g for g in groups if g["params"]]
+STRATEGY_NAMES = ("head", "top-k", "full", "gradual", "lp-ft", "layer-decay")
 
 
 class FinetuneStrategy:
@@ -76,11 +56,17 @@ class FinetuneStrategy:
 
     name = "base"
 
-    def __init__(self, backbone_lr_mult: float = 0.1, bn_eval: bool = False) -> None:
+    def __init__(self, backbone_lr_mult: float = 0.1, bn_eval: bool = False, layer_decay: float | None = None,
+                 feature_cache: bool = True) -> None:
         if not backbone_lr_mult > 0:
             raise ValueError(f"backbone_lr_mult must be > 0, got {backbone_lr_mult!r}")
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1] (timm uses 0.65-0.85), got {layer_decay!r}")
         self.backbone_lr_mult = float(backbone_lr_mult)
         self.bn_eval = bool(bn_eval)
+        self.layer_decay = None if layer_decay is None else float(layer_decay)
+        self.feature_cache = bool(feature_cache)
+        self._cache: HeadFeatureCache | None = None
         self.layout: BackboneLayout | None = None
         self._lr: float | None = None
         self._trained = 0  # how many blocks (from the top) are unfrozen right now
@@ -94,13 +80,15 @@ class FinetuneStrategy:
 
     def describe(self) -> dict[str, Any]:
         """Plain-data record of the strategy for config.yaml and W&B."""
-        return {"strategy": self.name, "backbone_lr_mult": self.backbone_lr_mult, "bn_eval": self.bn_eval}
+        return {"strategy": self.name, "backbone_lr_mult": self.backbone_lr_mult, "bn_eval": self.bn_eval,
+                "layer_decay": self.layer_decay, "feature_cache": self.feature_cache}
 
     # --- hooks the trainer calls --------------------------------------------------------------
     def setup(self, model: nn.Module, *, quiet: bool = False) -> None:
         """Freeze everything but the head and the blocks that train at epoch 0 (logs the counts unless quiet)."""
         self.layout = layout_of(model)
         self.validate(self.layout)
+        self._cache = None  # features of another model (or device) are no use
         for p in model.parameters():
             p.requires_grad_(False)
         self._trained = self._clamped(0)
@@ -119,8 +107,27 @@ class FinetuneStrategy:
         self._lr = float(lr)
         groups = _groups_for(model, layout.head_block(), self._lr)
         for block in self._active_blocks()[1:]:
-            groups += _groups_for(model, block, self._lr * self.backbone_lr_mult)
+            groups += _groups_for(model, block, self.block_lr(block))
         return groups
+
+    def block_lr(self, block: Block) -> float:
+        """A backbone block's LR at epoch 0 of the schedule: ``lr * backbone_lr_mult`` or layer-decayed."""
+        if self._lr is None:
+            raise RuntimeError(f"{self.name}: call param_groups(model, lr) first")
+        if self.layer_decay is None:
+            return self._lr * self.backbone_lr_mult
+        blocks = self._require_setup().blocks
+        return self._lr * self.layer_decay ** (len(blocks) - blocks.index(block))
+
+    def epoch_view(self, epoch: int, model: nn.Module, loaders: Any, *, device: torch.device,
+                   amp_dtype: torch.dtype | None = None) -> Any:
+        """Cached-feature view for a head-only epoch (see :mod:`core.finetune.feature_cache`), else None."""
+        layout = self._require_setup()
+        if not self.feature_cache or self._trained > 0:
+            return None
+        if self._cache is None:
+            self._cache = HeadFeatureCache(layout.head)
+        return self._cache.view(model, loaders, device=device, amp_dtype=amp_dtype)
 
     def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Unfreeze what is due at ``epoch`` (adding param groups), then put frozen parts in eval mode."""
@@ -134,7 +141,7 @@ class FinetuneStrategy:
             for block in new:
                 for p in block_parameters(model, block):
                     p.requires_grad_(True)
-                for group in _groups_for(model, block, self._lr * self.backbone_lr_mult):
+                for group in _groups_for(model, block, self.block_lr(block)):
                     group["base_lr"] = group["lr"]  # core.train.optim.LRSchedule scales from here
                     group["lr"] = group["lr"] * factor
                     optimizer.add_param_group(group)
@@ -245,11 +252,67 @@ class Gradual(FinetuneStrategy):
         return {**super().describe(), "unfreeze_every": self.unfreeze_every, "max_blocks": self.max_blocks}
 
 
+class LPFT(FinetuneStrategy):
+    """Linear probe for ``lp_epochs`` (head only at ``lr``, on cached features when allowed), then full fine-tuning.
+
+    The fine-tuning phase runs *every* parameter, the probed head included, at the small fine-tuning LR
+    ``lr * backbone_lr_mult`` (times ``layer_decay ** (n - i)`` for block ``i`` when set), as the paper
+    fine-tunes with one small LR: the probe's LR on the whole network wrecks the pretrained features.
+    """
+
+    name = "lp-ft"
+
+    def __init__(self, lp_epochs: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(lp_epochs, bool) or not isinstance(lp_epochs, int) or lp_epochs < 1:
+            raise ValueError(f"lp-ft needs lp_epochs >= 1 epochs of linear probing, got {lp_epochs!r} "
+                             "(0 is --strategy full)")
+        self.lp_epochs = lp_epochs
+
+    def trained_blocks(self, epoch: int) -> int:
+        return 0 if epoch < self.lp_epochs else len(self._require_setup().blocks)
+
+    def block_lr(self, block: Block) -> float:
+        base = super().block_lr(block)
+        return base if self.layer_decay is None else base * self.backbone_lr_mult
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        probing = self._trained == 0
+        super().on_epoch_start(epoch, model, optimizer)
+        if probing and self._trained > 0:  # the probe is over: the head joins the fine-tuning LR
+            for group in optimizer.param_groups:
+                if group.get("name") in ("head", "head/no_decay"):
+                    if "base_lr" in group:  # core.train.optim.LRSchedule scales from here
+                        group["base_lr"] *= self.backbone_lr_mult
+                    group["lr"] *= self.backbone_lr_mult
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lp_epochs": self.lp_epochs}
+
+
+class LayerDecay(Full):
+    """Everything trains; block ``i`` of ``n`` at ``lr * layer_decay ** (n - i)`` (timm's ``--layer-decay``)."""
+
+    name = "layer-decay"
+
+    def __init__(self, layer_decay: float | None = None, **kwargs: Any) -> None:
+        super().__init__(layer_decay=DEFAULT_LAYER_DECAY if layer_decay is None else layer_decay, **kwargs)
+
+
+DEFAULT_LAYER_DECAY = 0.75
+
+
 def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks: int | None = None,
-                  backbone_lr_mult: float = 0.1, bn_eval: bool = False) -> FinetuneStrategy:
-    """A strategy by CLI name (``head``, ``top-k``, ``full``, ``gradual``)."""
+                  backbone_lr_mult: float = 0.1, bn_eval: bool = False, lp_epochs: int = 1,
+                  layer_decay: float | None = None, feature_cache: bool = True) -> FinetuneStrategy:
+    """A strategy by CLI name (:data:`STRATEGY_NAMES`); ``layer_decay`` also applies to top-k/full/gradual/lp-ft."""
     key = str(name).lower().replace("_", "-")
-    common = {"backbone_lr_mult": backbone_lr_mult, "bn_eval": bn_eval}
+    common = {"backbone_lr_mult": backbone_lr_mult, "bn_eval": bn_eval, "layer_decay": layer_decay,
+              "feature_cache": feature_cache}
+    if key in ("lp-ft", "lpft"):
+        return LPFT(lp_epochs, **common)
+    if key == "layer-decay":
+        return LayerDecay(**common)
     if key == "head":
         return HeadOnly(**common)
     if key in ("top-k", "topk"):
@@ -260,7 +323,3 @@ def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks:
         return Gradual(unfreeze_every, max_blocks, **common)
     raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGY_NAMES)}")
 
-
-def optimizer_param_count(optimizer: torch.optim.Optimizer) -> int:
-    """Parameters the optimizer updates, summed over its groups."""
-    return sum(p.numel() for g in optimizer.param_groups for p in g["params"])

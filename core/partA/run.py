@@ -112,7 +112,8 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
                      resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
         result = stop_after_training(replace(result, parameter_count=params, flops=flops), stop)
         if evaluate_test and result.best_path is not None and not result.pruned:
-            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir)
+            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir,
+                                                        tta=cfg.train.tta)
             result = replace(result, test_acc=test_acc, test_loss=test_loss)
             log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
         # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does

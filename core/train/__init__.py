@@ -10,8 +10,10 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
+from core.train.ema import WeightEMA
 from core.train.epoch import EvalStats, evaluate, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
+from core.train.mixing import make_batch_mixer
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
 from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -28,6 +30,7 @@ from core.train.trainer import (
     fit,
     format_lr,
 )
+from core.train.tta import FlipTTA, with_tta
 
 __all__ = [
     "EPOCH_METRICS",
@@ -38,6 +41,7 @@ __all__ = [
     "EarlyStopping",
     "EpochStats",
     "EvalStats",
+    "FlipTTA",
     "LRSchedule",
     "TRACKING_MODES",
     "NonFiniteLossError",
@@ -50,6 +54,7 @@ __all__ = [
     "Tracker",
     "TrainConfig",
     "TrainingError",
+    "WeightEMA",
     "capture_rng_state",
     "check_resumable",
     "default_param_groups",
@@ -63,6 +68,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_weights",
+    "make_batch_mixer",
     "make_optimizer",
     "make_payload",
     "policy_enabled",
@@ -72,4 +78,5 @@ __all__ = [
     "seed_everything",
     "stop_after_training",
     "train_one_epoch",
+    "with_tta",
 ]

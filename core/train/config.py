@@ -30,7 +30,11 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warmup (constant/cosine/step); onecycle: its rising fraction
     step_size: int | None = None  # "step": epochs between decays (None = epochs // 3)
     gamma: float = 0.1  # "step": decay factor
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # also applies to MixUp/CutMix soft targets
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) per batch; 0 = off (core.train.mixing)
+    cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha) per batch; 0 = off; both > 0: one of the two per batch
+    ema_decay: float = 0.0  # EMA of the weights evaluates and is checkpointed; 0 = off (core.train.ema)
+    tta: bool = False  # validation and test logits = mean over the image and its horizontal flip
     grad_clip: float | None = None  # max global grad norm; None = no clipping
     patience: int | None = None  # early stopping on val_acc; None = run all epochs
     min_delta: float = 0.0  # val_acc improvement that counts
@@ -64,6 +68,15 @@ class TrainConfig:
             raise bad("gamma", "a float in (0, 1]")
         if not 0 <= self.label_smoothing < 1:
             raise bad("label_smoothing", "a float in [0, 1)")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value >= 0):
+                raise bad(name, "a float >= 0 (0 = off; 0.2-1.0 is usual)")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise bad("ema_decay", "a float in [0, 1) (0 = off; 0.99-0.9999 is usual)")
+        if not isinstance(self.tta, bool):
+            raise bad("tta", "True or False")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise bad("grad_clip", "None or a float > 0")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):

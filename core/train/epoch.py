@@ -98,10 +98,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     device: torch.device, *, scheduler=None,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     grad_clip: float | None = None, channels_last: bool = False, desc: str = "train",
-                    stop: StopRequest | None = None) -> TrainStats:
+                    stop: StopRequest | None = None, mixer=None, ema=None) -> TrainStats:
     """One pass over ``loader``. The caller sets the mode (``model.train()`` + strategy hooks) first.
 
     ``stop`` is checked before each batch (:mod:`core.train.stopping`): a pending request raises there.
+    ``mixer`` (:func:`core.train.mixing.make_batch_mixer`) turns each batch into mixed images and soft
+    targets for the loss; accuracy stays on the hard labels. ``ema`` (:class:`core.train.ema.WeightEMA`)
+    folds the weights in after every optimizer step.
     """
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
@@ -109,10 +112,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if stop is not None:
             stop.check()
         images, targets = _to_device(images, targets, device, channels_last)
+        loss_targets = targets
+        if mixer is not None:
+            images, loss_targets = mixer(images, targets)
         try:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(images)
-                loss = criterion(logits, targets)
+                loss = criterion(logits, loss_targets)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(f"loss became {loss_value} at batch {step + 1}/{len(loader)} ({desc}); "
@@ -131,6 +137,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 if grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
+            if ema is not None:
+                ema.update(model)
         except torch.cuda.OutOfMemoryError as err:
             raise _oom_error(err, images) from err
         if scheduler is not None:

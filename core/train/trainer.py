@@ -34,6 +34,7 @@ from core.train.checkpoint import (
     save_checkpoint,
 )
 from core.train.config import TrainConfig
+from core.train.ema import WeightEMA
 from core.train.epoch import (
     EpochStats,
     EvalStats,
@@ -46,10 +47,12 @@ from core.train.epoch import (
     train_one_epoch,
 )
 from core.train.memory import apply_cpu_training_policy
+from core.train.mixing import make_batch_mixer
 from core.train.optim import LRSchedule, default_param_groups, make_optimizer
 from core.train.result import RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from core.train.stopping import StopRequest, StopRequested
+from core.train.tta import with_tta
 
 __all__ = ["EarlyStopping", "EpochStats", "EvalStats", "RunResult", "NonFiniteLossError", "StopTraining",
            "TrainConfig", "TrainStats", "TrainingError", "check_resumable", "evaluate", "fit", "format_epoch_line",
@@ -109,7 +112,11 @@ def check_resumable(payload: dict, model_desc: dict, config: TrainConfig, source
         raise CheckpointError(f"cannot resume from {source}: it was saved for a different model "
                               f"(checkpoint model_desc {payload['model_desc']} vs this model's {to_plain(model_desc)}; "
                               f"differences: {'; '.join(model_diff[:8])}); start a new run instead")
-    diff = [d for d in describe_difference(payload["train_config"], config.to_dict())
+    try:  # keys added since the checkpoint was written compare as their defaults
+        saved = TrainConfig.from_dict(payload["train_config"]).to_dict()
+    except (TypeError, ValueError):
+        saved = payload["train_config"]
+    diff = [d for d in describe_difference(saved, config.to_dict())
             if d.split(":")[0] not in RESUMABLE_CHANGES]
     if diff:
         raise CheckpointError(f"cannot resume from {source}: its training config differs in {'; '.join(diff)} "
@@ -130,6 +137,13 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     request (:mod:`core.train.stopping`) ends training before the next batch: the epoch in progress is
     dropped, finished epochs and their checkpoints stay as written (``last.pt`` still resumes), and the
     result says ``stopped_by="request"``.
+
+    Recipe knobs of ``config``: MixUp/CutMix mix each training batch (soft targets); with
+    ``ema_decay`` the EMA of the weights is what validation scores and ``best.pt`` holds (``last.pt``
+    keeps both, for resume); ``tta`` scores validation on the image and its flip. A ``strategy`` may
+    offer ``epoch_view(epoch, model, loaders, device=, amp_dtype=)``: a smaller module and loaders that
+    give the same result for that epoch (head-only training on cached backbone features); it is asked
+    only when none of these knobs is on.
     """
     meta = _check_meta(checkpoint_meta)
     run_dir = Path(run_dir)
@@ -164,7 +178,13 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     scheduler = LRSchedule(optimizer, config.scheduler, epochs=config.epochs, steps_per_epoch=len(loaders.train),
                            warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and amp_dtype == torch.float16 else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)  # also takes soft (mixed) targets
+    mixer = make_batch_mixer(config.mixup_alpha, config.cutmix_alpha, len(meta["class_names"]))
+    ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
+    eval_model = with_tta(ema.module if ema is not None else model, config.tta)
+    saved_model = ema.module if ema is not None else model  # best.pt holds the weights that were scored
+    may_view = strategy is not None and hasattr(strategy, "epoch_view") and mixer is None and ema is None \
+        and not config.tta
     early = EarlyStopping(config.patience, config.min_delta)
     history: list[dict[str, Any]] = []
     start_epoch, stopped_reason, stopped_by = 0, None, None
@@ -181,6 +201,11 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
         if scaler is not None and extra.get("scaler"):
             scaler.load_state_dict(extra["scaler"])
         early.load_state_dict(extra["early_stopping"])
+        if ema is not None:
+            if not extra.get("ema"):
+                raise CheckpointError(f"cannot resume from {last_path}: it holds no EMA state for ema_decay "
+                                      f"{config.ema_decay}; start a new run instead")
+            ema.load_state_dict(extra["ema"])
         history = list(extra["history"])
         stopped_reason, stopped_by = extra.get("stopped_reason"), extra.get("stopped_by")
         write_jsonl(metrics_path, history)  # drop lines an interrupted run wrote after its last checkpoint
@@ -208,11 +233,15 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
                 strategy.on_epoch_start(epoch_index, model, optimizer)
             lr = optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
-            train = train_one_epoch(model, criterion, optimizer, loaders.train, device, scheduler=scheduler,
+            view = strategy.epoch_view(epoch_index, model, loaders, device=device, amp_dtype=amp_dtype) \
+                if may_view else None
+            net, data, nhwc = (view.module, view, False) if view is not None else (model, loaders, channels_last)
+            train = train_one_epoch(net, criterion, optimizer, data.train, device, scheduler=scheduler,
                                     scaler=scaler, amp_dtype=amp_dtype, grad_clip=config.grad_clip,
-                                    channels_last=channels_last, desc=f"epoch {epoch}/{config.epochs}", stop=stop)
-            val = evaluate(model, loaders.val, device, amp_dtype=amp_dtype, channels_last=channels_last, desc="val",
-                           stop=stop)
+                                    channels_last=nhwc, desc=f"epoch {epoch}/{config.epochs}", mixer=mixer,
+                                    ema=ema, stop=stop)
+            val = evaluate(net if view is not None else eval_model, data.val, device, amp_dtype=amp_dtype,
+                           channels_last=nhwc, desc="val", stop=stop)
             improved = early.update(val.acc, epoch)
             stats = EpochStats(epoch, config.epochs, train.loss, train.acc, val.loss, val.acc, lr,
                                time.perf_counter() - started, train.total / max(train.seconds, 1e-9), early.best)
@@ -227,14 +256,15 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
                           metrics={"val_acc": val.acc, "val_loss": val.loss, "train_acc": train.acc,
                                    "train_loss": train.loss, "epoch": epoch})
             if improved:
-                save_checkpoint(best_path, make_payload(model, **common, extra=user_extra))
+                save_checkpoint(best_path, make_payload(saved_model, **common, extra=user_extra))
             if early.should_stop:
                 stopped_by = "early_stopping"
                 stopped_reason = (f"early stopping: val_acc did not improve for {config.patience} epochs "
                                   f"(best {early.best:.1%} at epoch {early.best_epoch})")
             last_extra = {**user_extra, "history": history, "early_stopping": early.state_dict(), "rng": rng_state,
                           "scaler": scaler.state_dict() if scaler is not None else None,
-                          "stopped_reason": stopped_reason, "stopped_by": stopped_by}
+                          "stopped_reason": stopped_reason, "stopped_by": stopped_by,
+                          "ema": ema.state_dict() if ema is not None else None}
             last = make_payload(model, **common, optimizer=optimizer, scheduler=scheduler, extra=last_extra)
             save_checkpoint(last_path, last)
             saved_epoch = epoch

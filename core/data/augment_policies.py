@@ -1,0 +1,57 @@
+"""Stronger per-sample augmentation from torchvision ``transforms.v2``: an automatic policy and random erasing.
+
+Why a module of its own: these are *recipe* choices (issue 15) layered on top of the basic crop/flip/jitter
+of :func:`core.data.loaders._augmentation`, and they are per-sample operations on the cached ``uint8``
+image that have no batched equivalent (a policy picks a different operation per image), so they stay
+on the dataset transform whatever path the basic augmentation takes. The order is the torchvision
+reference recipe's (``references/classification/presets.py``)::
+
+    [crop, flip]  ->  policy (uint8)  ->  to float  ->  [jitter]  ->  normalise  ->  random erasing
+
+Policies (torchvision's defaults, the ones the papers and timm's ``rand-m9-n2`` use):
+
+* ``trivialaugment``: ``TrivialAugmentWide`` (Müller & Hutter 2021): one random op at a random
+  magnitude per image, no knobs;
+* ``randaugment``: ``RandAugment(num_ops=2, magnitude=9)`` (Cubuk et al. 2020);
+* ``none``: no policy.
+
+Random erasing (Zhong et al. 2020) blanks one random rectangle (2-33% of the area) with probability
+``p`` *after* normalisation, so the patch is the dataset mean (value 0), as in the torchvision recipe.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AUGMENT_POLICIES", "erasing_ops", "policy_ops"]
+
+AUGMENT_POLICIES = ("none", "trivialaugment", "randaugment")
+
+
+def check_policy(policy: str, random_erasing: float) -> None:
+    """ValueError naming the valid choices (DataConfig calls this at construction)."""
+    if policy not in AUGMENT_POLICIES:
+        raise ValueError(f"unknown augment_policy {policy!r}; expected one of {list(AUGMENT_POLICIES)}")
+    if isinstance(random_erasing, bool) or not isinstance(random_erasing, (int, float)) \
+            or not 0.0 <= random_erasing <= 1.0:
+        raise ValueError(f"random_erasing must be a probability in [0, 1] (0 = off), got {random_erasing!r}")
+
+
+def policy_ops(policy: str) -> list:
+    """The uint8 stage: ``[]`` for ``none``, else the one v2 policy transform."""
+    check_policy(policy, 0.0)
+    if policy == "none":
+        return []
+    from torchvision.transforms import v2
+
+    if policy == "trivialaugment":
+        return [v2.TrivialAugmentWide()]
+    return [v2.RandAugment(num_ops=2, magnitude=9)]
+
+
+def erasing_ops(probability: float) -> list:
+    """The normalised-float stage: ``[]`` when ``probability`` is 0, else ``RandomErasing(p)`` (value 0)."""
+    check_policy("none", probability)
+    if probability == 0:
+        return []
+    from torchvision.transforms import v2
+
+    return [v2.RandomErasing(p=float(probability), value=0)]
