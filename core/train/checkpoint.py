@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,10 @@ def load_checkpoint(path: Path | str) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path} is a torch file holding objects that weights_only=True refuses "
-                              f"(not an inat-cnn checkpoint; ours hold only tensors and plain data): {err}") from err
+        raise CheckpointError(f"{path} holds pickled Python objects that could run code when loaded "
+                              f"({_refusal_detail(err)}); refused without executing anything. inat-cnn checkpoints "
+                              "hold only tensors and plain data: pass a best.pt / last.pt written by this project's "
+                              "training scripts") from None
     except Exception as err:  # torch raises many types for a damaged file (RuntimeError, EOFError, IndexError, ...)
         raise CheckpointError(f"{path} is not a torch checkpoint file (truncated or damaged): "
                               f"{type(err).__name__}: {err}") from err
@@ -138,6 +141,16 @@ def load_checkpoint(path: Path | str) -> dict:
     return payload
 
 
+def _refusal_detail(err: Exception) -> str:
+    """What torch's weights-only unpickler refused (``it references posix.system``), without its advice.
+
+    torch's message also suggests retrying with the unsafe loader or allow-listing the class; for a file
+    the user did not make, that is exactly the advice never to give, so only the refused name is kept.
+    """
+    match = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"it references {match.group(1)}" if match else "objects outside the tensor/plain-data allow-list"
+
+
 def _check_model_desc(model_desc: Any, source: str = "model_desc") -> None:
     if not isinstance(model_desc, dict) or model_desc.get("kind") not in MODEL_KINDS:
         kind = model_desc.get("kind") if isinstance(model_desc, dict) else model_desc
@@ -148,8 +161,9 @@ def _check_model_desc(model_desc: Any, source: str = "model_desc") -> None:
         raise CheckpointError(f"{source}: model_desc of kind {model_desc['kind']!r} lacks {absent}")
 
 
-def build_model(model_desc: dict) -> nn.Module:
-    """Rebuild the (untrained) module a ``model_desc`` describes."""
+def build_model(model_desc: dict, weights_from: str | None = None) -> nn.Module:
+    """Rebuild the (untrained) module a ``model_desc`` describes; ``weights_from`` (the checkpoint the
+    caller loads next) is what the backbone's log line names instead of "random init"."""
     _check_model_desc(model_desc)
     if model_desc["kind"] == "cnn":
         from core.model import CNNSpec, build_cnn
@@ -157,7 +171,7 @@ def build_model(model_desc: dict) -> nn.Module:
         return build_cnn(CNNSpec.from_dict(model_desc["spec"]))
     from core.model import build_backbone  # Part B module; imported only when a backbone is asked for
 
-    return build_backbone(model_desc["arch"], int(model_desc["num_classes"]), weights=None)
+    return build_backbone(model_desc["arch"], int(model_desc["num_classes"]), weights=None, weights_from=weights_from)
 
 
 def describe_difference(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -207,7 +221,7 @@ def load_weights(model: nn.Module, payload: dict, model_desc: dict | None = None
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes, load its weights, move it to ``device``, eval mode."""
     payload = load_checkpoint(path)
-    model = build_model(payload["model_desc"])
+    model = build_model(payload["model_desc"], weights_from=str(path))
     load_weights(model, payload, source=str(path))
     model.to(device).eval()
     return model, payload
