@@ -33,13 +33,13 @@ from core.sweep import (
     SweepConfig,
     SweepSettings,
     SweepSummary,
-    WandbUnavailableError,
     fmt,
     label,
     load_sweep_config,
     ranked,
     run_sweep,
 )
+from experiments.cli import run_script
 
 log = logging.getLogger("partA_sweep")
 
@@ -153,31 +153,28 @@ def print_summary(summary: SweepSummary, cfg: SweepConfig) -> None:
         print(f"\nW&B sweep: {summary.sweep_path}\nAdd agents on other machines with:\n  {summary.agent_command}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     os.environ.setdefault("WANDB_SILENT", "true")  # our log says where each offline W&B run is saved
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log lines say which trial runs what
-    try:
-        cfg = load_sweep_config(args.config)
-        trial = make_trial(cfg, resolve_data_dir(args), args.device, args.num_workers)
-        settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
-                                 count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
-                                 tracker_mode=args.wandb_mode, project=cfg.project or args.project,
-                                 entity=cfg.entity, seed=args.seed)
-        summary = run_sweep(cfg, settings, trial,
-                            argv=list(argv) if argv is not None else sys.argv[1:])
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"partA_sweep: error: {exc}", file=sys.stderr)
-        return 2
-    except WandbUnavailableError as exc:  # W&B's server unreachable or failing: a runtime error, not usage
-        print(f"partA_sweep: error: {exc}", file=sys.stderr)
-        return 1
+    cfg = load_sweep_config(args.config)
+    trial = make_trial(cfg, resolve_data_dir(args), args.device, args.num_workers)
+    settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
+                             count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
+                             tracker_mode=args.wandb_mode, project=cfg.project or args.project,
+                             entity=cfg.entity, seed=args.seed)
+    summary = run_sweep(cfg, settings, trial, argv=argv)
     print_summary(summary, cfg)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    given = list(argv) if argv is not None else sys.argv[1:]
+    return run_script("partA_sweep", get_args_parser(), lambda args: sweep(args, given), argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from core.devices import resolve_device
 from core.finetune import STRATEGY_NAMES, PartBConfig, run_compare, run_partB
 from core.model import supported_archs
 from core.train import TRACKING_MODES, TrainConfig
+from experiments.cli import UsageError, run_script
 
 log = logging.getLogger("partB_finetune")
 
@@ -104,35 +105,35 @@ def build_config(args: argparse.Namespace) -> PartBConfig:
                        weights_file=args.weights_file, image_size=image_size, data=data, train=train)
 
 
-def main(argv: list[str] | None = None) -> int:
+def finetune(args: argparse.Namespace) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
     if args.list_archs:
         print("\n".join(supported_archs()))
         return 0
-    try:
-        cfg = build_config(args)
-        if args.partA_run is not None and not args.compare:
-            raise ValueError("--partA-run is only used with --compare")
-        name = args.name or f"partB-{cfg.arch}-{'compare' if args.compare else cfg.strategy}"
-        run_dir = args.out_dir / name
-        if args.compare:
-            cfg = dataclasses.replace(cfg, strategy=args.strategies[0])
-            rows = run_compare(cfg, run_dir, strategies=tuple(args.strategies), partA_run=args.partA_run,
-                               tracker_mode=args.wandb_mode, name=name, resume=args.resume)
-            print((run_dir / "comparison.md").read_text(encoding="utf-8"), end="")
-            print(f"{len(rows)} runs compared; outputs in {run_dir}; open {run_dir / 'comparison.html'}")
-        else:
-            run = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
-            result = run.result
-            test = f"{result.test_acc:.2%}" if result.test_acc is not None else "not evaluated"
-            print(f"{name}: test accuracy {test}, best val accuracy {result.best_val_acc:.2%} "
-                  f"(epoch {result.best_epoch}), trainable {run.trainable_params:,} / {result.parameter_count:,} "
-                  f"params, {run.seconds_per_epoch:.1f} s/epoch; outputs in {run_dir}")
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"partB_finetune: error: {exc}", file=sys.stderr)
-        return 2
+    if args.partA_run is not None and not args.compare:
+        raise UsageError("--partA-run is only used with --compare; add --compare or drop --partA-run")
+    cfg = build_config(args)
+    name = args.name or f"partB-{cfg.arch}-{'compare' if args.compare else cfg.strategy}"
+    run_dir = args.out_dir / name
+    if args.compare:
+        cfg = dataclasses.replace(cfg, strategy=args.strategies[0])
+        rows = run_compare(cfg, run_dir, strategies=tuple(args.strategies), partA_run=args.partA_run,
+                           tracker_mode=args.wandb_mode, name=name, resume=args.resume)
+        print((run_dir / "comparison.md").read_text(encoding="utf-8"), end="")
+        print(f"{len(rows)} runs compared; outputs in {run_dir}; open {run_dir / 'comparison.html'}")
+    else:
+        run = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
+        result = run.result
+        test = f"{result.test_acc:.2%}" if result.test_acc is not None else "not evaluated"
+        print(f"{name}: test accuracy {test}, best val accuracy {result.best_val_acc:.2%} "
+              f"(epoch {result.best_epoch}), trainable {run.trainable_params:,} / {result.parameter_count:,} "
+              f"params, {run.seconds_per_epoch:.1f} s/epoch; outputs in {run_dir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("partB_finetune", get_args_parser(), finetune, argv)
 
 
 if __name__ == "__main__":

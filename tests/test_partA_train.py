@@ -204,7 +204,7 @@ def test_script_defaults_to_the_demo_set(tmp_path, monkeypatch):
     assert config["config"]["data"]["image_size"] == 32, "an explicit --image-size must win over the demo default"
 
 
-def test_script_ctrl_c_exits_130_and_says_how_to_resume(tiny_imagefolder, tmp_path, monkeypatch, caplog):
+def test_script_ctrl_c_exits_130_and_says_how_to_resume(tiny_imagefolder, tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -212,7 +212,8 @@ def test_script_ctrl_c_exits_130_and_says_how_to_resume(tiny_imagefolder, tmp_pa
     code = partA_train.main(["--data-dir", str(tiny_imagefolder), "--out-dir", str(tmp_path), "--name", "x",
                              "--wandb-mode", "disabled"])
     assert code == 130, f"Ctrl-C should exit with 130, got {code}"
-    assert "--name x --resume" in caplog.text, f"the message should give the resume command: {caplog.text}"
+    err = capsys.readouterr().err
+    assert "partA_train: error: interrupted; continue with:" in err and "--name x --resume" in err, err
 
 
 def test_run_parta_resume_with_augmentation_matches_the_uninterrupted_run(tiny_imagefolder, tmp_path):

@@ -251,8 +251,11 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
     present = {label for (_, label), _ in kept["train"]}
     lost = [scan.class_names[i] for i in range(len(scan.class_names)) if i not in present]
     if lost:
-        raise ValueError(f"no decodable training images left for classes {lost} in {root}/train; "
-                         "see the decode errors above")
+        bad = [f"{pool[row][0].name} ({reason})" for row, reason in sorted(decoded["train"].failed.items())
+               if scan.class_names[pool[row][1]] in lost]
+        raise ValueError(f"no decodable training images left for classes {lost} in {root}/train (e.g. "
+                         f"{'; '.join(bad[:3])}); replace the unreadable files or remove those class folders from "
+                         "train/ and val/")
 
     row_of = {s[0]: row for s, row in kept["train"]}
     train_samples, val_samples = stratified_split([s for s, _ in kept["train"]], cfg.val_fraction, cfg.seed)

@@ -55,6 +55,9 @@ REQUIRED_KEYS = ("format", "model_desc", "state_dict", "class_names", "preproces
                  "metrics", "epoch")
 
 
+PASS_OURS = "pass a best.pt / last.pt written by this project's training scripts"
+
+
 class CheckpointError(ValueError):
     """A file is not a checkpoint of ours, or does not fit the model it is loaded into."""
 
@@ -112,31 +115,32 @@ def load_checkpoint(path: Path | str) -> dict:
         head = handle.read(4)
     if head != ZIP_MAGIC and not head.startswith(b"\x80"):  # torch's zip format, or a legacy raw pickle
         raise CheckpointError(f"{path} is not a torch checkpoint file (it starts with {head!r}, not a torch "
-                              "zip archive or pickle)")
+                              f"zip archive or pickle); {PASS_OURS}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path} holds pickled Python objects that could run code when loaded "
                               f"({_refusal_detail(err)}); refused without executing anything. inat-cnn checkpoints "
-                              "hold only tensors and plain data: pass a best.pt / last.pt written by this project's "
-                              "training scripts") from None
+                              f"hold only tensors and plain data: {PASS_OURS}") from None
     except Exception as err:  # torch raises many types for a damaged file (RuntimeError, EOFError, IndexError, ...)
-        raise CheckpointError(f"{path} is not a torch checkpoint file (truncated or damaged): "
-                              f"{type(err).__name__}: {err}") from err
+        reason = str(err).split(". ")[0]  # torch's first sentence; the rest is generic advice
+        raise CheckpointError(f"{path} is not a torch checkpoint file (truncated or damaged: {reason}); copy it "
+                              f"again from where it was written, or {PASS_OURS}") from err
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not an inat-cnn checkpoint dict")
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not an inat-cnn checkpoint dict; {PASS_OURS}")
     if "format" not in payload:
         if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise CheckpointError(f"{path} is a bare state dict ({len(payload)} tensors) without a model "
-                                  "description; save checkpoints with core.train.checkpoint.save_checkpoint")
+                                  f"description, so no script can rebuild its model; {PASS_OURS} (or save with "
+                                  "core.train.checkpoint.save_checkpoint)")
         raise CheckpointError(f"{path} is a dict without a 'format' key (keys: {sorted(map(str, payload))[:10]}); "
-                              f"not an inat-cnn checkpoint ({CHECKPOINT_FORMAT})")
+                              f"not an inat-cnn checkpoint ({CHECKPOINT_FORMAT}); {PASS_OURS}")
     if payload["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {payload['format']!r}; this code reads "
-                              f"{CHECKPOINT_FORMAT!r}")
+                              f"{CHECKPOINT_FORMAT!r}: use the inat-cnn version that wrote it, or retrain")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
-        raise CheckpointError(f"{path} is missing checkpoint keys {missing}")
+        raise CheckpointError(f"{path} is missing checkpoint keys {missing}; {PASS_OURS}")
     _check_model_desc(payload["model_desc"], source=str(path))
     return payload
 
