@@ -112,9 +112,9 @@ def make_trial(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers
         from core.finetune import PartBConfig
         from core.sweep import PartBTrial
 
-        base = PartBConfig()
+        base = PartBConfig()  # image size and epochs: per trial, as partB_finetune.py's defaults for the device
         data = replace(base.data, data_dir=data_dir, device=device, num_workers=num_workers)
-        return PartBTrial(replace(base, data=data, train=replace(base.train, device=device)))
+        return PartBTrial(replace(base, data=data, train=replace(base.train, device=device)), device_defaults=True)
     flat: dict = {"data_dir": data_dir, "device": device}
     if num_workers is not None:
         flat["num_workers"] = num_workers

@@ -25,14 +25,22 @@ from pathlib import Path
 
 from core.data import DataConfig
 from core.devices import resolve_device
-from core.finetune import STRATEGY_NAMES, PartBConfig, run_compare, run_partB
+from core.finetune import (
+    CPU_EPOCHS,
+    CPU_IMAGE_SIZE,
+    GPU_EPOCHS,
+    STRATEGY_NAMES,
+    PartBConfig,
+    device_defaults,
+    run_compare,
+    run_partB,
+)
 from core.model import supported_archs
 from core.train import TRACKING_MODES, TrainConfig
 from experiments.cli import UsageError, run_script
 
 log = logging.getLogger("partB_finetune")
 
-CPU_IMAGE_SIZE, CPU_EPOCHS, GPU_EPOCHS = 64, 3, 10
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -85,19 +93,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> PartBConfig:
     """Flags -> PartBConfig, with the CPU defaults (small images, few epochs) filled in and logged."""
     on_cpu = resolve_device(args.device).type == "cpu"
-    image_size, epochs = args.image_size, args.epochs
-    if on_cpu and (image_size is None or epochs is None):
-        fixed = args.arch.lower().startswith("vit_")  # ViT takes its own input size only
-        image_size = image_size if image_size is not None or fixed else CPU_IMAGE_SIZE
-        epochs = epochs if epochs is not None else CPU_EPOCHS
-        chosen = ([f"image size {image_size or '224 (ViT)'} px"] if args.image_size is None else []) + \
-            ([f"{epochs} epochs"] if args.epochs is None else [])
+    image_size, epochs, chosen = device_defaults(args.arch, args.device, args.image_size, args.epochs)
+    if chosen:
         log.info("CPU run: %s by default (pass --image-size / --epochs to change)", " and ".join(chosen))
     weights = args.weights if args.weights is not None else (None if args.weights_file else "DEFAULT")
     data = DataConfig(data_dir=args.data_dir, batch_size=args.batch_size, max_per_class=args.max_per_class,
                       augment=args.augment, normalization="imagenet", seed=args.seed,
                       device="cpu" if on_cpu else "cuda")
-    train = TrainConfig(epochs=epochs if epochs is not None else GPU_EPOCHS, lr=args.lr, optimizer=args.optimizer,
+    train = TrainConfig(epochs=epochs, lr=args.lr, optimizer=args.optimizer,
                         weight_decay=args.weight_decay, scheduler=args.scheduler, patience=args.patience,
                         seed=args.seed, device=args.device)
     return PartBConfig(arch=args.arch, strategy=args.strategy, k=args.k, unfreeze_every=args.unfreeze_every,

@@ -2,6 +2,7 @@
 """
 
 from core.finetune.compare import read_partA_row, run_compare
+from core.finetune.defaults import CPU_EPOCHS, CPU_IMAGE_SIZE, GPU_EPOCHS, device_defaults, with_device_defaults
 from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import (
     STRATEGY_NAMES,
@@ -15,6 +16,9 @@ from core.finetune.strategies import (
 )
 
 __all__ = [
+    "CPU_EPOCHS",
+    "CPU_IMAGE_SIZE",
+    "GPU_EPOCHS",
     "Full",
     "Gradual",
     "HeadOnly",
@@ -24,9 +28,11 @@ __all__ = [
     "STRATEGY_NAMES",
     "TopK",
     "count_parameters",
+    "device_defaults",
     "make_strategy",
     "optimizer_param_count",
     "read_partA_row",
     "run_compare",
     "run_partB",
+    "with_device_defaults",
 ]
