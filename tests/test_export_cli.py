@@ -43,7 +43,14 @@ def test_export_quantize_fp16_parity_and_infer_in_one_command(tiny, tmp_path, ca
     accuracies = re.findall(r"accuracy: ([\d.]+)% \((\d+) labelled images\)", text)
     assert len(accuracies) == 3, f"expected inference on 3 models, got {accuracies}\n{text}"
     assert all(float(a) >= 90 and int(n) == 128 for a, n in accuracies), accuracies
-    assert text.count("provider: CPUExecutionProvider") >= 3 or "CUDAExecutionProvider" in text, text
+    import onnxruntime as ort  # the oracle: what onnxruntime itself runs each file on, asked directly
+
+    wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    for path in (out, tmp_path / "model.int8.onnx", tmp_path / "model.fp16.onnx"):
+        expected = ort.InferenceSession(str(path), providers=wanted).get_providers()[0]
+        line = next(ln for ln in text.split(f"--- inference with {path.name}")[1].splitlines()
+                    if ln.startswith("provider: "))
+        assert line.startswith(f"provider: {expected} (requested auto"), f"{path.name}: {line!r}, ORT runs {expected}"
 
 
 def test_parity_beyond_tolerance_exits_3_and_prints_the_numbers(tiny, tmp_path, capsys, monkeypatch):
