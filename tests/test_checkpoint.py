@@ -174,6 +174,7 @@ def test_loading_a_backbone_checkpoint_logs_its_trained_weights_not_random_init(
     path = tmp_path / "partB.pt"
     save_checkpoint(path, _payload(model, desc))
     caplog.set_level("INFO")
+    caplog.clear()  # only what loading logs
     loaded, _ = load_model(path)
     lines = [r.getMessage() for r in caplog.records if "weights:" in r.getMessage()]
     assert lines and all("random init" not in line and str(path) in line for line in lines), lines

@@ -409,9 +409,17 @@ def test_debug_flag_and_environment_variable_show_the_traceback(world):
         assert got.err.rstrip().splitlines()[-1] == plain.err.rstrip().splitlines()[-1], "same one-line message last"
 
 
+def get_args_parser():
+    """``python tests/test_user_errors.py``: no flags; it prints the catalogue as a Markdown table."""
+    import argparse
+
+    return argparse.ArgumentParser(description="Run every catalogue row and print the table of docs/cli.md.")
+
+
 if __name__ == "__main__":  # the table for the issue note and docs/cli.md
     import tempfile
 
+    get_args_parser().parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         built = build_world(Path(tmp_dir))
         with ThreadPoolExecutor(max_workers=2) as pool:
