@@ -52,6 +52,7 @@ from experiments.bench.common import (
     reset_peak_memory,
     write_photos,
 )
+from experiments.cli import UsageError, run_script
 
 __all__ = ["SECTIONS", "BenchConfig", "Comparison", "SectionResult", "compare", "format_table", "get_args_parser",
            "main", "register", "run_sections"]
@@ -250,25 +251,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name, value in (("--image-size", args.image_size), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
-            raise SystemExit(f"{name} must be >= 1, got {value}")
+            raise UsageError(f"{name} must be >= 1, got {value}")
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     if repeats < 1 or args.warmup < 0:
-        raise SystemExit(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {args.warmup}")
+        raise UsageError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {args.warmup}")
     if args.threads is not None:
         if args.threads < 1:
-            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     from core.devices import resolve_device
 
     try:
         device = resolve_device(args.device)
     except ValueError as err:
-        raise SystemExit(f"--device: {err}") from err
+        raise UsageError(f"--device: {err}") from err
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None  # a busy box skews every number
     names = sorted(SECTIONS, key=_section_rank) if args.section == "all" else [args.section]
     with tempfile.TemporaryDirectory(prefix="inat-bench-") as work:
@@ -295,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results, device_summary(device)))
     print(f"results: {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("benchmark", get_args_parser(), lambda args: benchmark(args, argv), argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 import sys
 
 from core.model import CLOSED_FORMULA, CNNSpec, closed_form, count_layers, count_totals, format_count, uniform_knobs
+from experiments.cli import run_script
 from experiments.spec_args import add_spec_arguments, spec_from_args
 
 
@@ -68,16 +69,14 @@ def format_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    try:
-        spec = spec_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    data = report(spec)
+def count(args: argparse.Namespace) -> int:
+    data = report(spec_from_args(args))  # a bad combination: ValueError naming the value (exit 2)
     print(json.dumps(data, indent=2) if args.json else format_table(data))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("partA_count", get_args_parser(), count, argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.explain import GUIDED_MODES, EvalConfig, evaluate_checkpoint, log_evaluation
 from core.train import TRACKING_MODES
+from experiments.cli import run_script
 
 log = logging.getLogger("partA_evaluate")
 
@@ -51,23 +52,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def evaluate(args: argparse.Namespace) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
-    try:
-        cfg = EvalConfig(checkpoint=args.checkpoint, data_dir=args.data_dir, out_dir=args.out_dir, seed=args.seed,
-                         per_class=args.per_class, neurons=args.neurons, guided_mode=args.guided_mode,
-                         wandb_mode=args.wandb_mode, device=args.device, batch_size=args.batch_size,
-                         max_per_class=args.max_per_class, tta=args.tta)
-        summary = evaluate_checkpoint(cfg)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"partA_evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = EvalConfig(checkpoint=args.checkpoint, data_dir=args.data_dir, out_dir=args.out_dir, seed=args.seed,
+                     per_class=args.per_class, neurons=args.neurons, guided_mode=args.guided_mode,
+                     wandb_mode=args.wandb_mode, device=args.device, batch_size=args.batch_size,
+                     max_per_class=args.max_per_class, tta=args.tta)
+    summary = evaluate_checkpoint(cfg)
     log_evaluation(cfg, summary)
     m = summary["metrics"]
     print(f"test accuracy {m.accuracy:.2%} ({m.n_correct}/{m.n}); outputs in {summary['out_dir']}; "
           f"open {summary['page']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("partA_evaluate", get_args_parser(), evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -33,17 +33,16 @@ from core.sweep import (
     BACKENDS,
     TRACKING_MODES,
     PartATrial,
-    StorageError,
     SweepConfig,
     SweepSettings,
     SweepSummary,
-    WandbUnavailableError,
     fmt,
     label,
     load_sweep_config,
     ranked,
     run_sweep,
 )
+from experiments.cli import run_script
 
 log = logging.getLogger("partA_sweep")
 
@@ -123,9 +122,9 @@ def make_trial(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers
         from core.finetune import PartBConfig
         from core.sweep import PartBTrial
 
-        base = PartBConfig()
+        base = PartBConfig()  # image size and epochs: per trial, as partB_finetune.py's defaults for the device
         data = replace(base.data, data_dir=data_dir, device=device, num_workers=num_workers)
-        return PartBTrial(replace(base, data=data, train=replace(base.train, device=device)))
+        return PartBTrial(replace(base, data=data, train=replace(base.train, device=device)), device_defaults=True)
     flat: dict = {"data_dir": data_dir, "device": device}
     if num_workers is not None:
         flat["num_workers"] = num_workers
@@ -172,33 +171,29 @@ def resume_hint(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    argv = list(argv) if argv is not None else sys.argv[1:]
-    sys.argv[:] = masked_argv(sys.argv)  # parsed already: what records the command line sees no password
+    given = list(argv) if argv is not None else sys.argv[1:]
+    sys.argv[:] = masked_argv(sys.argv)  # what records the command line sees no password
+    return run_script("partA_sweep", get_args_parser(), lambda args: sweep(args, given), argv)
+
+
+def sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes), except
+    Ctrl-C, which ends with the command that resumes, and a sweep with no successful trial (exit 1)."""
     os.environ.setdefault("WANDB_SILENT", "true")  # our log says where each offline W&B run is saved
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log lines say which trial runs what
+    cfg = load_sweep_config(args.config)
+    trial = make_trial(cfg, resolve_data_dir(args), args.device, args.num_workers)
+    settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
+                             count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
+                             tracker_mode=args.wandb_mode, project=cfg.project or args.project,
+                             entity=cfg.entity, seed=args.seed, retry_failed=args.retry_failed,
+                             max_consecutive_failures=args.max_consecutive_failures)
     try:
-        cfg = load_sweep_config(args.config)
-        trial = make_trial(cfg, resolve_data_dir(args), args.device, args.num_workers)
-        settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
-                                 count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
-                                 tracker_mode=args.wandb_mode, project=cfg.project or args.project,
-                                 entity=cfg.entity, seed=args.seed, retry_failed=args.retry_failed,
-                                 max_consecutive_failures=args.max_consecutive_failures)
         summary = run_sweep(cfg, settings, trial, argv=argv)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"partA_sweep: error: {exc}", file=sys.stderr)
-        return 2
-    except WandbUnavailableError as exc:  # W&B's server unreachable or failing: a runtime error, not usage
-        print(f"partA_sweep: error: {exc}", file=sys.stderr)
-        return 1
-    except (StorageError, RuntimeError) as exc:
-        print(f"partA_sweep: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"partA_sweep: interrupted; finished trials are kept and the interrupted ones run again. Resume "
               f"with: {resume_hint(argv)}", file=sys.stderr)

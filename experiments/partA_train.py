@@ -22,7 +22,8 @@ from core.data import AUGMENT_POLICIES, resolve_dataset
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
-from core.train import OPTIMIZERS, SCHEDULERS, TRACKING_MODES, CheckpointError, TrainingError
+from core.train import OPTIMIZERS, SCHEDULERS, TRACKING_MODES
+from experiments.cli import UsageError, run_script
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")
@@ -31,7 +32,7 @@ DEMO_IMAGE_SIZE = 64  # the demo set's default side: a few seconds per epoch on 
 DATA_IMAGE_SIZE = 224  # the real dataset's default side (the assignment's)
 # argparse dest -> PartAConfig.from_flat key, for the flags whose names differ
 DEST_TO_FLAT = {"dense": "dense_units"}
-RUN_FLAGS = ("out_dir", "name", "resume", "download", "wandb_mode", "project", "group", "log_level")
+RUN_FLAGS = ("out_dir", "name", "resume", "download", "wandb_mode", "project", "group", "log_level", "debug")
 FIXED_FLAGS = ("in_channels", "num_classes")  # make_spec flags the data decides; only checked
 
 
@@ -128,47 +129,44 @@ def _base_config(args: argparse.Namespace, run_dir: Path, flat: dict) -> PartACo
 
 def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
     if getattr(args, "in_channels", 3) != 3:
-        raise ValueError(f"--in-channels {args.in_channels}: the loaders give RGB images, so it must be 3")
+        raise UsageError(f"--in-channels {args.in_channels}: the loaders give RGB images, so it must be 3 "
+                         "(drop the flag)")
     if getattr(args, "num_classes", None) is not None and cfg.data.data_dir is not None:
         train_dir = cfg.data.data_dir / "train"
         found = len([d for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]) \
             if train_dir.is_dir() else None  # hidden folders are not classes (core.data.imagefolder)
         if found is not None and found != args.num_classes:
-            raise ValueError(f"--num-classes {args.num_classes} but {train_dir} has {found} class folders; "
+            raise UsageError(f"--num-classes {args.num_classes} but {train_dir} has {found} class folders; "
                              "drop the flag (the class count comes from the data)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+def train(args: argparse.Namespace) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     flat = {DEST_TO_FLAT.get(k, k): v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
-    name = args.name or time.strftime("partA-%Y%m%d-%H%M%S")
     if args.resume and not args.name:
-        parser.error("--resume needs --name of the run to continue")
+        raise UsageError("--resume needs --name of the run to continue (the folder under --out-dir)")
+    name = args.name = args.name or time.strftime("partA-%Y%m%d-%H%M%S")  # the Ctrl-C line names it
     run_dir = args.out_dir / name
-    try:
-        if args.download:
-            flat["data_dir"] = resolve_dataset(flat.get("data_dir"), download=True)
-        cfg = PartAConfig.from_flat(flat, base=_base_config(args, run_dir, flat))
-        _check_fixed_flags(args, cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        parser.error(str(err))
-    try:
-        result = run_partA(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, group=args.group,
-                           resume=args.resume, project=args.project)
-    except KeyboardInterrupt:
-        log.warning("interrupted; continue with: python experiments/partA_train.py --out-dir %s --name %s --resume",
-                    args.out_dir, name)
-        return 130
-    except (TrainingError, CheckpointError, ValueError, FileNotFoundError) as err:
-        log.error("%s: %s", type(err).__name__, err)
-        return 1
+    if args.download:
+        flat["data_dir"] = resolve_dataset(flat.get("data_dir"), download=True)
+    cfg = PartAConfig.from_flat(flat, base=_base_config(args, run_dir, flat))
+    _check_fixed_flags(args, cfg)
+    result = run_partA(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, group=args.group,
+                       resume=args.resume, project=args.project)
     test = f"{result.test_acc:.1%}" if result.test_acc is not None else "not evaluated"
     log.info("done: best val_acc %.1f%% at epoch %d, test_acc %s, %s params, %.3f GFLOPs; run folder %s",
              100 * result.best_val_acc, result.best_epoch, test, f"{result.parameter_count:,}", result.flops / 1e9,
              run_dir)
     return 0
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    return f"continue with: python experiments/partA_train.py --out-dir {args.out_dir} --name {args.name} --resume"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("partA_train", get_args_parser(), train, argv, on_interrupt=_resume_hint)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,22 @@ from pathlib import Path
 
 from core.data import AUGMENT_POLICIES, DataConfig
 from core.devices import resolve_device
-from core.finetune import STRATEGY_NAMES, PartBConfig, run_compare, run_partB
+from core.finetune import (
+    CPU_EPOCHS,
+    CPU_IMAGE_SIZE,
+    GPU_EPOCHS,
+    STRATEGY_NAMES,
+    PartBConfig,
+    device_defaults,
+    run_compare,
+    run_partB,
+)
 from core.model import supported_archs
 from core.train import TRACKING_MODES, TrainConfig
+from experiments.cli import UsageError, run_script
 
 log = logging.getLogger("partB_finetune")
 
-CPU_IMAGE_SIZE, CPU_EPOCHS, GPU_EPOCHS = 64, 3, 10
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -106,20 +115,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> PartBConfig:
     """Flags -> PartBConfig, with the CPU defaults (small images, few epochs) filled in and logged."""
     on_cpu = resolve_device(args.device).type == "cpu"
-    image_size, epochs = args.image_size, args.epochs
-    if on_cpu and (image_size is None or epochs is None):
-        fixed = args.arch.lower().startswith("vit_")  # ViT takes its own input size only
-        image_size = image_size if image_size is not None or fixed else CPU_IMAGE_SIZE
-        epochs = epochs if epochs is not None else CPU_EPOCHS
-        chosen = ([f"image size {image_size or '224 (ViT)'} px"] if args.image_size is None else []) + \
-            ([f"{epochs} epochs"] if args.epochs is None else [])
+    image_size, epochs, chosen = device_defaults(args.arch, args.device, args.image_size, args.epochs)
+    if chosen:
         log.info("CPU run: %s by default (pass --image-size / --epochs to change)", " and ".join(chosen))
     weights = args.weights if args.weights is not None else (None if args.weights_file else "DEFAULT")
     data = DataConfig(data_dir=args.data_dir, batch_size=args.batch_size, max_per_class=args.max_per_class,
                       augment=args.augment, augment_policy=args.augment_policy,
                       random_erasing=args.random_erasing, normalization="imagenet", seed=args.seed,
                       device="cpu" if on_cpu else "cuda")
-    train = TrainConfig(epochs=epochs if epochs is not None else GPU_EPOCHS, lr=args.lr, optimizer=args.optimizer,
+    train = TrainConfig(epochs=epochs, lr=args.lr, optimizer=args.optimizer,
                         weight_decay=args.weight_decay, scheduler=args.scheduler, patience=args.patience,
                         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
                         mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha, ema_decay=args.ema_decay,
@@ -130,35 +134,35 @@ def build_config(args: argparse.Namespace) -> PartBConfig:
                        weights_file=args.weights_file, image_size=image_size, data=data, train=train)
 
 
-def main(argv: list[str] | None = None) -> int:
+def finetune(args: argparse.Namespace) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
     if args.list_archs:
         print("\n".join(supported_archs()))
         return 0
-    try:
-        cfg = build_config(args)
-        if args.partA_run is not None and not args.compare:
-            raise ValueError("--partA-run is only used with --compare")
-        name = args.name or f"partB-{cfg.arch}-{'compare' if args.compare else cfg.strategy}"
-        run_dir = args.out_dir / name
-        if args.compare:
-            cfg = dataclasses.replace(cfg, strategy=args.strategies[0])
-            rows = run_compare(cfg, run_dir, strategies=tuple(args.strategies), partA_run=args.partA_run,
-                               tracker_mode=args.wandb_mode, name=name, resume=args.resume)
-            print((run_dir / "comparison.md").read_text(encoding="utf-8"), end="")
-            print(f"{len(rows)} runs compared; outputs in {run_dir}; open {run_dir / 'comparison.html'}")
-        else:
-            run = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
-            result = run.result
-            test = f"{result.test_acc:.2%}" if result.test_acc is not None else "not evaluated"
-            print(f"{name}: test accuracy {test}, best val accuracy {result.best_val_acc:.2%} "
-                  f"(epoch {result.best_epoch}), trainable {run.trainable_params:,} / {result.parameter_count:,} "
-                  f"params, {run.seconds_per_epoch:.1f} s/epoch; outputs in {run_dir}")
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"partB_finetune: error: {exc}", file=sys.stderr)
-        return 2
+    if args.partA_run is not None and not args.compare:
+        raise UsageError("--partA-run is only used with --compare; add --compare or drop --partA-run")
+    cfg = build_config(args)
+    name = args.name or f"partB-{cfg.arch}-{'compare' if args.compare else cfg.strategy}"
+    run_dir = args.out_dir / name
+    if args.compare:
+        cfg = dataclasses.replace(cfg, strategy=args.strategies[0])
+        rows = run_compare(cfg, run_dir, strategies=tuple(args.strategies), partA_run=args.partA_run,
+                           tracker_mode=args.wandb_mode, name=name, resume=args.resume)
+        print((run_dir / "comparison.md").read_text(encoding="utf-8"), end="")
+        print(f"{len(rows)} runs compared; outputs in {run_dir}; open {run_dir / 'comparison.html'}")
+    else:
+        run = run_partB(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, resume=args.resume)
+        result = run.result
+        test = f"{result.test_acc:.2%}" if result.test_acc is not None else "not evaluated"
+        print(f"{name}: test accuracy {test}, best val accuracy {result.best_val_acc:.2%} "
+              f"(epoch {result.best_epoch}), trainable {run.trainable_params:,} / {result.parameter_count:,} "
+              f"params, {run.seconds_per_epoch:.1f} s/epoch; outputs in {run_dir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("partB_finetune", get_args_parser(), finetune, argv)
 
 
 if __name__ == "__main__":

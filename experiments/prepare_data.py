@@ -5,19 +5,21 @@
     python experiments/prepare_data.py --demo                        # the generated 10-class demo set
     python experiments/prepare_data.py --check --data-dir /data/inat/inaturalist_12K
 
-Exit status: 0 when the dataset is usable (skipped files are listed, not fatal), 1 when it is not
-(missing folders, mismatched classes, a class without decodable images, a failed download).
+Exit status (docs/cli.md): 0 when the dataset is usable (skipped files are listed, not fatal), 2 when it
+is not (missing folders, mismatched classes, a class without decodable images) or the flags make no
+sense, 1 when the download fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from core.data import (
     INATURALIST_URL,
-    DownloadError,
+    URL_ENV,
     check_dataset,
     default_download_dir,
     download_inaturalist,
@@ -25,6 +27,7 @@ from core.data import (
     find_dataset_root,
     format_report,
 )
+from experiments.cli import EXIT_USAGE, UsageError, run_script
 
 log = logging.getLogger("prepare_data")
 
@@ -48,46 +51,45 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="dataset root to check, or folder to download/generate into "
                         "(default: $INAT_CNN_CACHE/inaturalist for --download, $INAT_CNN_CACHE/demo for --demo)")
     dl = p.add_argument_group("download options")
-    dl.add_argument("--url", default=INATURALIST_URL, help=f"archive URL (default {INATURALIST_URL})")
+    dl.add_argument("--url", default=None, help=f"archive URL (default ${URL_ENV} if set, else {INATURALIST_URL})")
     dl.add_argument("--sha256", default=None, help="expected SHA-256 of the archive (checked when given)")
     dl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+def prepare(args: argparse.Namespace) -> int:
+    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not (args.download or args.demo or args.check):
-        parser.print_usage()
-        print("nothing to do: pass --download, --demo and/or --check")
-        return 2
+        raise UsageError("nothing to do: pass --download, --demo and/or --check")
     if args.download and args.demo:
-        print("--download and --demo are alternatives: pick one")
-        return 2
+        raise UsageError("--download and --demo are alternatives: pick one (either combines with --check)")
+    if args.check and args.data_dir is None and not (args.download or args.demo):
+        raise UsageError("--check needs --data-dir ROOT (or --download / --demo to check what they produce)")
     root = args.data_dir
-    try:
-        if args.download:
-            root = download_inaturalist(args.data_dir or default_download_dir(), url=args.url,
-                                        sha256=args.sha256, timeout=args.timeout)
-            print(f"dataset root: {root}")
-        elif args.demo:
-            root = ensure_demo_dataset(args.data_dir, train_per_class=args.demo_train_per_class,
-                                       val_per_class=args.demo_val_per_class)
-            print(f"demo dataset: {root}")
-        if args.check:
-            if root is None:
-                print("--check needs --data-dir (or --download / --demo)")
-                return 2
-            if root.is_dir():  # accept the folder that holds inaturalist_12K/ as well as the root itself
-                root = find_dataset_root(root) or root
-            report = check_dataset(root)
-            print(format_report(report))
-            return 1 if report.problems else 0
-    except (DownloadError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}")
-        return 1
+    if args.download:
+        root = download_inaturalist(args.data_dir or default_download_dir(), url=args.url,
+                                    sha256=args.sha256, timeout=args.timeout)
+        print(f"dataset root: {root}")
+    elif args.demo:
+        root = ensure_demo_dataset(args.data_dir, train_per_class=args.demo_train_per_class,
+                                   val_per_class=args.demo_val_per_class)
+        print(f"demo dataset: {root}")
+    if args.check:
+        if root.is_dir():  # accept the folder that holds inaturalist_12K/ as well as the root itself
+            root = find_dataset_root(root) or root
+        report = check_dataset(root)
+        print(format_report(report))
+        if report.problems:
+            print(f"prepare_data: error: {root} is not usable for training: {'; '.join(report.problems)}; "
+                  "add decodable images to those classes or remove their folders from train/ and val/",
+                  file=sys.stderr)
+            return EXIT_USAGE
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("prepare_data", get_args_parser(), prepare, argv)
 
 
 if __name__ == "__main__":

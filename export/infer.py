@@ -7,8 +7,9 @@
 
 Prints the top-k classes per image, the images that could not be read (skipped, the rest still
 predicted), accuracy and a confusion matrix when labels are known, throughput, and the execution
-provider that actually ran. Exit codes: 0 ok, 1 bad input (missing/empty/unreadable, foreign model
-without preprocessing flags, ``--provider cuda`` without a usable GPU).
+provider that actually ran. Exit codes (docs/cli.md): 0 ok, 2 bad input (missing/empty/unreadable, a
+torch checkpoint instead of an ``.onnx``, foreign model without preprocessing flags, ``--provider cuda``
+without a usable GPU), 1 a runtime failure.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from core.runfiles import atomic_writer
+from experiments.cli import UsageError, run_script
 from export.metadata import MissingMetadataError, ModelMetadata, metadata_from_flags
-from export.ort_session import PROVIDER_CHOICES, ProviderUnavailableError, create_session, session_metadata
+from export.ort_session import PROVIDER_CHOICES, create_session, session_metadata
 from export.predict import LabelledScore, PredictionRun, collect_images, predict_images, score
 
 log = logging.getLogger("export.infer")
@@ -116,16 +117,11 @@ def run_inference(model_path: Path, images: Sequence[Path], args: argparse.Names
     """The whole ``infer.py`` flow on already-parsed flags; returns the exit code."""
     for name in ("batch_size", "top_k"):
         if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
-            return 1
-    try:
-        session, report = create_session(model_path, args.provider, intra_op_threads=args.threads)
-        meta = resolve_metadata(session, model_path, args)
-        items = collect_images(images, labels_from_folders=args.labels_from_folders)
-        run = predict_images(session, items, meta, batch_size=args.batch_size, top_k=args.top_k)
-    except (FileNotFoundError, ValueError, ProviderUnavailableError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    session, report = create_session(model_path, args.provider, intra_op_threads=args.threads)
+    meta = resolve_metadata(session, model_path, args)
+    items = collect_images(images, labels_from_folders=args.labels_from_folders)
+    run = predict_images(session, items, meta, batch_size=args.batch_size, top_k=args.top_k)
     num_outputs = session.get_outputs()[0].shape[1]
     if not isinstance(num_outputs, int):
         num_outputs = max(len(meta.class_names), 1 + max(i for p in run.predictions for i in p.top_indices))
@@ -161,10 +157,13 @@ def run_inference(model_path: Path, images: Sequence[Path], args: argparse.Names
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def _infer(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
     return run_inference(args.model, args.images, args, out=args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_script("infer", get_args_parser(), _infer, argv)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,18 @@ def _cuda_reason(lines: list[str]) -> str:
     return "no GPU / CUDA libraries found by onnxruntime"
 
 
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def _refuse_torch_file(path: Path) -> None:
+    """A torch checkpoint passed where an ONNX model belongs: say to export it, not INVALID_PROTOBUF."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if path.suffix.lower() in TORCH_SUFFIXES or head == b"PK\x03\x04" or head[:1] == b"\x80":
+        raise ValueError(f"{path} is a PyTorch checkpoint, not an ONNX model: export it first with "
+                         f"python export/to_onnx.py --checkpoint {path} --out model.onnx, then pass model.onnx")
+
+
 def create_session(
     model: str | Path | bytes,
     provider: str = "auto",
@@ -131,6 +143,7 @@ def create_session(
     if isinstance(model, (str, Path)):
         if not Path(model).is_file():
             raise FileNotFoundError(f"ONNX model not found: {model}; export one with export/to_onnx.py")
+        _refuse_torch_file(Path(model))
         source: str | bytes = str(model)
     else:
         source = model
@@ -145,9 +158,11 @@ def create_session(
     with _captured_stderr() as captured:
         try:
             session = ort.InferenceSession(source, sess_options=options, providers=wanted)
-        except Exception as exc:
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
             what = model if isinstance(model, (str, Path)) else "the serialized model"
-            raise RuntimeError(f"onnxruntime could not load {what}: {exc}") from exc
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"{what} is not an ONNX model onnxruntime can load ({reason}); pass an .onnx file "
+                             "written by export/to_onnx.py") from exc
     for line in captured:
         log.debug("onnxruntime: %s", line)
     active = tuple(session.get_providers())

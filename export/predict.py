@@ -87,13 +87,15 @@ def collect_images(inputs: Sequence[str | Path], *, labels_from_folders: bool = 
                      and not any(part.startswith(".") for part in f.relative_to(path).parts)]
             if not found:
                 raise ValueError(f"folder {path} holds no image files (searched recursively for "
-                                 f"{sorted(IMAGE_EXTENSIONS)})")
+                                 f"{sorted(IMAGE_EXTENSIONS)}); pass image files or a folder that holds some")
             if labels_from_folders and all(f.parent == path for f in found):
                 raise ValueError(f"--labels-from-folders needs class sub-folders ({path}/<Class>/*.jpg) but "
-                                 f"the images of {path} sit directly in it")
+                                 f"the images of {path} sit directly in it; drop --labels-from-folders or sort "
+                                 "the images into one folder per class")
             items.extend(ImageItem(f, f.parent.name if labels_from_folders else None) for f in found)
         else:
-            raise FileNotFoundError(f"no such image file or folder: {path}")
+            raise FileNotFoundError(f"no such image file or folder: {path}; check the path (relative paths start "
+                                    "from the current folder)")
     return items
 
 
@@ -147,8 +149,9 @@ def predict_images(
                                                       tuple(float(p[i]) for i in idx)))
             bar.update(len(chunk))
     if not run.predictions:
-        raise ValueError(f"none of the {len(items)} images could be decoded: "
-                         + "; ".join(f"{p.name}: {r}" for p, r in run.skipped[:5]))
+        raise ValueError(f"none of the {len(items)} images could be decoded ("
+                         + "; ".join(f"{p.name}: {r}" for p, r in run.skipped[:5])
+                         + "); pass JPEG/PNG/... files that an image viewer opens")
     return run
 
 

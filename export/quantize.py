@@ -13,6 +13,14 @@ Following onnxruntime's recipe (docs: "Quantize ONNX models"):
    that feeds *real* images through the model's own preprocessing (``core.data.preprocess``), never noise;
 3. our metadata copied over with ``precision="int8"``, the checker run, the file written atomically.
 
+Weights use 7 of their 8 bits (``reduce_range``). onnxruntime's x86 INT8 kernels multiply u8 activations by
+s8 weights with an instruction that adds pairs of products into int16 with saturation (``vpmaddubsw``) on
+every CPU without VNNI (AVX2, AVX-512 without VNNI); with full-range weights such pairs overflow and the fused
+kernels compute something else than the QDQ graph says, on a file that may be shipped to any CPU. With 7-bit
+weights a pair always fits, so the fused kernels give what the graph's reference semantics give (op by op,
+optimisations off) everywhere; this is onnxruntime's own advice for non-VNNI machines. docs/export.md has
+the measurement on the demo set (``tests/test_export_int8_demo.py`` checks both).
+
 The layer that produces ``logits`` stays fp32: quantizing the output would round every score to one step of
 the logits' range, so near-tied classes become exactly tied and argmax picks the lower index. Keeping that one
 small layer in fp32 raises top-1 agreement with fp32 at the same cost (``tests/test_export_int8_demo.py``
@@ -88,10 +96,12 @@ def quantize_int8(
     method: str = "minmax",
     per_channel: bool = True,
     batch_size: int = 8,
+    reduce_range: bool = True,
 ) -> tuple[Path, int]:
     """Write the INT8 model to ``out_path``; returns it and the number of calibration images used.
 
     The preprocessing comes from ``fp32_path``'s metadata, so calibration sees what training saw.
+    ``reduce_range=False`` (8-bit weights) only for a target known to have VNNI or a GPU (module docstring).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -114,7 +124,7 @@ def quantize_int8(
         quantize_static(
             str(prepped), str(quantized), reader,
             nodes_to_exclude=keep_fp32,
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=calibrate,
             calibration_providers=["CPUExecutionProvider"],

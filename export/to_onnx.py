@@ -11,8 +11,9 @@ with ``onnx.checker`` and compared with the torch model at batch sizes other tha
 Images for the parity check: ``--parity-images DIR``, else ``--data-dir``'s ``val/``, else the generated
 demo set's ``val/`` when the checkpoint has the demo (iNaturalist-12K) classes, else random inputs.
 Calibration images for INT8: ``--calibration-images DIR``, else ``--data-dir``'s ``train/``, else the demo
-set's ``train/`` (same condition); never noise. Exit codes: 0 ok, 1 bad input, 3 parity beyond tolerance
-(the files are kept for inspection, the numbers are printed).
+set's ``train/`` (same condition); never noise. Exit codes (docs/cli.md): 0 ok, 2 bad input (missing or
+foreign checkpoint, bad flags), 1 export failure, 3 parity beyond tolerance (the files are kept for
+inspection, the numbers are printed).
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.train import CheckpointError
+from core.train import load_checkpoint
+from experiments.cli import UsageError, run_script
 from export.infer import add_inference_args, configure_logging, run_inference
 from export.onnx_export import (
     DEFAULT_OPSET,
     EXPORTERS,
     SUPPORTED_OPSETS,
     ExportConfig,
-    ExportError,
     convert_fp16,
     export_checkpoint_file,
 )
@@ -137,9 +138,16 @@ def export_checkpoint(args: argparse.Namespace) -> int:
     config = ExportConfig(opset=args.opset, export_batch=args.export_batch, exporter=args.exporter)
     fp32_tol = Tolerance(atol=args.atol, rtol=args.rtol, min_agreement=args.min_agreement)
     if config.export_batch in args.parity_batch_sizes:
-        raise ValueError(f"--parity-batch-sizes {args.parity_batch_sizes} include the export batch "
+        raise UsageError(f"--parity-batch-sizes {args.parity_batch_sizes} include the export batch "
                          f"{config.export_batch}; parity must use other batch sizes")
     out = args.out or args.checkpoint.with_suffix(".onnx")
+    calib = None
+    if args.quantize == "int8":  # decided before exporting: a refusal must not cost an export
+        calib = image_source(args.calibration_images, args.data_dir, "train",
+                             load_checkpoint(args.checkpoint)["class_names"])
+        if calib is None:
+            raise UsageError("INT8 calibration needs real images from the training distribution: pass "
+                             "--calibration-images DIR or --data-dir ROOT")
     model, path, written = export_checkpoint_file(args.checkpoint, out, config)
     prep, class_names = written.preprocessing, written.class_names
     print(f"wrote {path} ({_size(path)}, opset {written.opset}, {config.exporter} exporter, "
@@ -154,11 +162,7 @@ def export_checkpoint(args: argparse.Namespace) -> int:
                     "top-1 agreement says little")
         inputs, source = random_inputs(args.parity_count, prep), "random"
     outputs = [(path, fp32_tol)]
-    if args.quantize == "int8":
-        calib = image_source(args.calibration_images, args.data_dir, "train", class_names)
-        if calib is None:
-            raise ValueError("INT8 calibration needs real images from the training distribution: pass "
-                             "--calibration-images DIR or --data-dir ROOT")
+    if calib is not None:
         files = sample_paths([item.path for item in collect_images([calib])], args.calibration_count)
         q_path, used = quantize_int8(path, path.with_suffix(".int8.onnx"), files, method=args.calibration_method)
         print(f"wrote {q_path} ({_size(q_path)}, INT8 QDQ per-channel, calibrated on {used} "
@@ -189,14 +193,13 @@ def replace_ns(args: argparse.Namespace, **changes) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **changes})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def _export(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
-    try:
-        return export_checkpoint(args)
-    except (FileNotFoundError, CheckpointError, ValueError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return export_checkpoint(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_script("to_onnx", get_args_parser(), _export, argv)
 
 
 if __name__ == "__main__":

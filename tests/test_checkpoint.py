@@ -91,7 +91,8 @@ def test_files_that_are_not_ours_raise_checkpoint_error(tmp_path, kind):
     path = tmp_path / f"{kind}.pt"
     expected = {
         "garbage": "not a torch checkpoint file", "truncated": "not a torch checkpoint file",
-        "bare_state_dict": "bare state dict", "list": "holds a list", "pickled_object": "weights_only",
+        "bare_state_dict": "bare state dict", "list": "holds a list",
+        "pickled_object": r"references (tests\.)?test_checkpoint\._Opaque",
         "foreign_dict": "without a 'format' key", "wrong_format": "checkpoint format 'other/9'",
     }[kind]
     if kind == "garbage":
@@ -111,8 +112,10 @@ def test_files_that_are_not_ours_raise_checkpoint_error(tmp_path, kind):
         payload = _payload(model, desc)
         payload["format"] = "other/9"
         torch.save(payload, path)
-    with pytest.raises(CheckpointError, match=expected):
+    with pytest.raises(CheckpointError, match=expected) as info:
         load_checkpoint(path)
+    assert "weights_only=False" not in str(info.value) and "safe_globals" not in str(info.value), (
+        "never advise loading a file the user did not make with the unsafe loader or an allow-list")
 
 
 def test_missing_file_names_the_path(tmp_path):
@@ -162,3 +165,18 @@ def test_backbone_desc_rebuilds_torchvisions_architecture_without_weights():
 def test_describe_difference_paths():
     diff = ckpt.describe_difference({"a": [1, {"b": 2}], "c": 3}, {"a": [1, {"b": 5}], "d": 3})
     assert diff == ["a[1].b: 2 != 5", "c: 3 != absent", "d: absent != 3"], f"unexpected diff {diff}"
+
+
+def test_loading_a_backbone_checkpoint_logs_its_trained_weights_not_random_init(tmp_path, caplog):
+    torch.manual_seed(0)
+    model = ckpt.build_model({"kind": "backbone", "arch": "mobilenet_v2", "num_classes": 3})
+    desc = {"kind": "backbone", "arch": "mobilenet_v2", "num_classes": 3}
+    path = tmp_path / "partB.pt"
+    save_checkpoint(path, _payload(model, desc))
+    caplog.set_level("INFO")
+    caplog.clear()  # only what loading logs
+    loaded, _ = load_model(path)
+    lines = [r.getMessage() for r in caplog.records if "weights:" in r.getMessage()]
+    assert lines and all("random init" not in line and str(path) in line for line in lines), lines
+    first = next(iter(model.state_dict()))
+    assert torch.equal(loaded.state_dict()[first], model.state_dict()[first]), "and the saved weights are the ones used"

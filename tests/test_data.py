@@ -177,11 +177,16 @@ def test_a_last_training_batch_of_one_is_dropped(tiny_imagefolder, tmp_path):
     assert [len(y) for _, y in make_loaders(_cfg(tiny_imagefolder, tmp_path, batch_size=5)).train] == [5] * 4 + [4]
 
 
-def test_worker_choice():
+def test_worker_choice(monkeypatch):
     assert choose_num_workers(None, "cpu", 10_000, 32, augment=True) == 0
     assert choose_num_workers(None, "cuda", 10, 32, augment=False) == 0, "tiny sets stay in-process"
     assert choose_num_workers(3, "cpu", 10, 32, augment=False) == 3, "an explicit value wins"
-    assert 0 <= choose_num_workers(None, "cuda", 10_000, 32, augment=True) <= 4
+    # the documented rule on CUDA: 2 workers, 4 with augmentation, never more than the cores minus one
+    for cores, plain, augmented in ((16, 2, 4), (4, 2, 3), (2, 1, 1), (1, 0, 0)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        got = (choose_num_workers(None, "cuda", 10_000, 32, augment=False),
+               choose_num_workers(None, "cuda", 10_000, 32, augment=True))
+        assert got == (plain, augmented), f"{cores} cores: expected {(plain, augmented)}, got {got}"
 
 
 @pytest.mark.parametrize("kwargs, match", [

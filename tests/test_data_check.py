@@ -26,14 +26,23 @@ def test_check_reports_counts_skips_and_conversions(tiny_imagefolder, capsys):
 def test_check_fails_when_a_class_has_no_decodable_image(tiny_imagefolder, capsys):
     for f in (tiny_imagefolder / "val" / "Aves").iterdir():
         f.write_bytes(b"garbage")
-    assert main(["--check", "--data-dir", str(tiny_imagefolder)]) == 1
+    assert main(["--check", "--data-dir", str(tiny_imagefolder)]) == 2, "unusable data is bad input (docs/cli.md)"
+    captured = capsys.readouterr()
+    assert "no decodable images in val/ for classes ['Aves']" in captured.out and "NOT usable" in captured.out
+    assert captured.err.startswith("prepare_data: error: ") and "add decodable images" in captured.err, captured.err
+
+
+def test_check_warns_about_a_class_with_one_training_image(tiny_imagefolder, capsys):
+    for f in sorted((tiny_imagefolder / "train" / "Fungi").iterdir())[1:]:
+        f.unlink()
+    assert main(["--check", "--data-dir", str(tiny_imagefolder)]) == 0, "one image is usable, with a warning"
     out = capsys.readouterr().out
-    assert "no decodable images in val/ for classes ['Aves']" in out and "NOT usable" in out, out
+    assert "WARNING: classes ['Fungi'] have a single decodable training image" in out and "status: usable" in out
 
 
 def test_layout_error_and_missing_action_exit_codes(tmp_path, capsys):
-    assert main(["--check", "--data-dir", str(tmp_path / "missing")]) == 1
-    assert "does not exist" in capsys.readouterr().out
+    assert main(["--check", "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert main([]) == 2
     assert main(["--download", "--demo"]) == 2
 

@@ -58,3 +58,13 @@ def test_cap_per_class_is_seeded_and_capped():
     assert cap_per_class(samples, None, seed=0) == samples
     with pytest.raises(ValueError, match="max_per_class"):
         cap_per_class(samples, 0, seed=0)
+
+
+def test_a_single_image_class_is_named_in_the_warning(caplog):
+    samples = [(Path("root/train/Aves/a.jpg"), 0), (Path("root/train/Aves/b.jpg"), 0),
+               (Path("root/train/Fungi/only.jpg"), 1)]
+    caplog.set_level("WARNING")
+    train, val = stratified_split(samples, 0.5, 0)
+    assert (Path("root/train/Fungi/only.jpg"), 1) in train and len(val) == 1
+    text = caplog.text
+    assert "'Fungi'" in text and "only.jpg" in text and "Aves" not in text, text

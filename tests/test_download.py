@@ -30,7 +30,8 @@ def _dataset_zip() -> bytes:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.payload``; honours Range unless told not to; can cut the first transfer short."""
+    """Serves ``server.payload``; honours Range unless told not to; can cut the first transfer short and
+    leave out Content-Length (then a cut transfer and a whole one look alike to the client)."""
 
     timeout = 5  # a stuck client never holds the test
 
@@ -44,12 +45,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if rng and srv.honour_range:
             start = int(rng.removeprefix("bytes=").rstrip("-"))
+            if start >= len(data):  # asked for the bytes after the end
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if srv.send_length:  # else the body ends when the connection closes (HTTP/1.0, as this handler speaks)
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if srv.cut_next:
             srv.cut_next = False
@@ -68,6 +75,7 @@ def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.payload, srv.requests, srv.honour_range, srv.cut_next = _dataset_zip(), [], True, False
+    srv.send_length = True
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -106,6 +114,40 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     fetch(_url(server), dest, timeout=5, sha256=hashlib.sha256(server.payload).hexdigest())
     assert server.requests == [None, f"bytes={half}-"], f"second request must resume: {server.requests}"
     assert dest.read_bytes() == server.payload and not part.exists()
+
+
+def test_cut_without_content_length_is_continued_with_range_never_promoted(server, tmp_path):
+    server.send_length, server.cut_next = False, True
+    dest = tmp_path / "nature_12K.zip"
+    fetch(_url(server), dest, timeout=5, sha256=hashlib.sha256(server.payload).hexdigest())
+    half = (len(server.payload)) // 2
+    assert server.requests[:2] == [None, f"bytes={half}-"], f"the cut must be followed by a Range: {server.requests}"
+    assert server.requests[2:] == [f"bytes={len(server.payload)}-"], "then a probe past the end (answered 416)"
+    assert dest.read_bytes() == server.payload, "the file is whole: the first half and the resumed rest"
+
+
+def test_cut_without_content_length_or_range_is_detected_by_the_zip_directory(server, tmp_path):
+    server.send_length, server.cut_next, server.honour_range = False, True, False
+    dest = tmp_path / "nature_12K.zip"
+    with pytest.raises(DownloadError, match="without a zip directory.*run the same command again to resume"):
+        fetch(_url(server), dest, timeout=5)
+    part = dest.with_name("nature_12K.zip.part")
+    assert not dest.exists(), "a cut download must never be promoted to the zip"
+    assert part.stat().st_size == len(server.payload) // 2, "the partial file is kept for the next try"
+    with pytest.raises(zipfile.BadZipFile):  # the oracle: Python's own zip reader refuses the cut file
+        zipfile.ZipFile(part)
+    fetch(_url(server), dest, timeout=5)  # next try: the server sends the whole file (no cut this time)
+    assert dest.read_bytes() == server.payload and not part.exists()
+
+
+def test_a_cut_zip_left_by_an_older_version_is_resumed_not_trusted(server, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    half = len(server.payload) // 2
+    (data / "nature_12K.zip").write_bytes(server.payload[:half])
+    root = download_inaturalist(data, url=_url(server), timeout=5)
+    assert server.requests[0] == f"bytes={half}-", f"resumed from the cut zip's size: {server.requests}"
+    assert (data / "nature_12K.zip").read_bytes() == server.payload and (root / "train" / "Aves").is_dir()
 
 
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):

@@ -196,11 +196,23 @@ def test_gradual_adds_a_param_group_at_the_right_epoch():
     assert len(optimizer.param_groups) == 6
 
 
+@pytest.mark.parametrize("every, cap, blocks_by_epoch", [  # the rule, written out: head alone first, then one
+    (1, None, [0, 1, 2, 3, 4, 5]),                           # more block every `every` epochs, at most `cap`
+    (2, None, [0, 0, 1, 1, 2, 2, 3]),
+    (3, 2, [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]),
+])
+def test_gradual_schedule_table(every, cap, blocks_by_epoch):
+    strategy = Gradual(unfreeze_every=every, max_blocks=cap)
+    assert [strategy.trained_blocks(e) for e in range(len(blocks_by_epoch))] == blocks_by_epoch
+
+
 @given(every=st.integers(1, 4), epoch=st.integers(0, 40), cap=st.one_of(st.none(), st.integers(1, 6)))
 def test_gradual_schedule_property(every, epoch, cap):
-    strategy = Gradual(unfreeze_every=every, max_blocks=cap)
-    want = epoch // every if cap is None else min(epoch // every, cap)
-    assert strategy.trained_blocks(epoch) == want
+    blocks = 0  # simulate the epochs: a block joins at the start of every epoch that is a multiple of `every`
+    for started in range(1, epoch + 1):
+        if started % every == 0 and (cap is None or blocks < cap):
+            blocks += 1
+    assert Gradual(unfreeze_every=every, max_blocks=cap).trained_blocks(epoch) == blocks
 
 
 def test_misconfiguration_fails_fast_with_a_fix():

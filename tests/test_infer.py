@@ -84,23 +84,23 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path, capsys):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "readme.txt").write_text("no images here")
-    assert infer.main([str(tiny.onnx_path), str(empty)]) == 1
+    assert infer.main([str(tiny.onnx_path), str(empty)]) == 2
     assert "holds no image files" in capsys.readouterr().err
-    assert infer.main([str(tiny.onnx_path), str(tmp_path / "nope.jpg")]) == 1
+    assert infer.main([str(tiny.onnx_path), str(tmp_path / "nope.jpg")]) == 2
     assert "no such image file or folder" in capsys.readouterr().err
-    assert infer.main([str(tmp_path / "missing.onnx"), str(empty)]) == 1
+    assert infer.main([str(tmp_path / "missing.onnx"), str(empty)]) == 2
     assert "ONNX model not found" in capsys.readouterr().err
     flat = tmp_path / "flat"
     flat.mkdir()
     shutil.copy(next((tiny.data_dir / "val" / "Aves").glob("*.jpg")), flat / "a.jpg")
-    assert infer.main([str(tiny.onnx_path), str(flat), "--labels-from-folders"]) == 1
+    assert infer.main([str(tiny.onnx_path), str(flat), "--labels-from-folders"]) == 2
     assert "needs class sub-folders" in capsys.readouterr().err
     broken = tmp_path / "only_broken"
     broken.mkdir()
     (broken / "x.jpg").write_bytes(b"nope")
-    assert infer.main([str(tiny.onnx_path), str(broken)]) == 1
+    assert infer.main([str(tiny.onnx_path), str(broken)]) == 2
     assert "none of the 1 images could be decoded" in capsys.readouterr().err
-    assert infer.main([str(tiny.onnx_path), str(flat), "--top-k", "0"]) == 1
+    assert infer.main([str(tiny.onnx_path), str(flat), "--top-k", "0"]) == 2
 
 
 def test_foreign_onnx_needs_preprocessing_flags_then_works(tiny, tmp_path, capsys):
@@ -109,10 +109,10 @@ def test_foreign_onnx_needs_preprocessing_flags_then_works(tiny, tmp_path, capsy
     foreign = tmp_path / "foreign.onnx"
     onnx.save(proto, str(foreign))
     val = str(tiny.data_dir / "val" / "Aves")
-    assert infer.main([str(foreign), val]) == 1
+    assert infer.main([str(foreign), val]) == 2
     err = capsys.readouterr().err
     assert "--image-size" in err and "--mean" in err and "--std" in err, err
-    assert infer.main([str(foreign), val, "--image-size", "32"]) == 1
+    assert infer.main([str(foreign), val, "--image-size", "32"]) == 2
     assert "--mean, --std were not given" in capsys.readouterr().err
     out = tmp_path / "p.csv"
     code = infer.main([str(foreign), val, "--image-size", "32", "--mean", "0.5", "0.5", "0.5",
@@ -148,7 +148,7 @@ def test_provider_cuda_without_cuda_is_an_error_and_cpu_is_plain(tiny, capsys):
         pytest.skip("CUDA runs here: the no-CUDA error path cannot be exercised")
     with pytest.raises(ProviderUnavailableError, match="use --provider auto"):
         create_session(tiny.onnx_path, "cuda")
-    assert infer.main([str(tiny.onnx_path), str(tiny.data_dir / "val"), "--provider", "cuda"]) == 1
+    assert infer.main([str(tiny.onnx_path), str(tiny.data_dir / "val"), "--provider", "cuda"]) == 2
     assert "--provider cuda was requested" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown provider 'tpu'"):
         create_session(tiny.onnx_path, "tpu")

@@ -211,3 +211,22 @@ def test_gradual_run_resumes_to_the_same_weights(tiny_imagefolder, tmp_path):
     assert [[h[k] for k in keys] for h in resumed.result.history] == \
         [[h[k] for k in keys] for h in straight.result.history]
     assert resumed.final_trainable_params == straight.final_trainable_params
+
+
+def test_a_sweeps_part_b_trial_gets_the_clis_cpu_resolution_per_arch():
+    """partA_sweep.py with a Part B config: each trial's image size and epochs are the CLI's CPU defaults."""
+    from core.sweep import load_sweep_config
+    from experiments import partB_finetune
+    from experiments.partA_sweep import CONFIG_DIR, make_trial
+
+    trial = make_trial(load_sweep_config(CONFIG_DIR / "partB_sweep.yaml"), None, "cpu", None)
+    for arch in ("resnet50", "efficientnet_v2_s"):  # 224 and 384 px natively
+        sweep_cfg = trial.build_config({"arch": arch, "strategy": "head", "lr": 1e-3})
+        cli_cfg = partB_finetune.build_config(partB_finetune.get_args_parser().parse_args(
+            ["--arch", arch, "--device", "cpu"]))
+        assert sweep_cfg.preprocessing() == cli_cfg.preprocessing(), arch
+        assert sweep_cfg.preprocessing().image_size == 64 and sweep_cfg.train.epochs == cli_cfg.train.epochs == 3
+    vit = trial.build_config({"arch": "vit_b_16"})
+    assert vit.preprocessing().image_size == 224, "a ViT keeps its fixed input size"
+    searched = trial.build_config({"arch": "resnet50", "image_size": 96, "epochs": 8})
+    assert (searched.image_size, searched.train.epochs) == (96, 8), "values the sweep sets win"

@@ -8,7 +8,9 @@ from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
 from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
 from core.data.download import (
     INATURALIST_URL,
+    URL_ENV,
     DownloadError,
+    dataset_url,
     default_download_dir,
     download_inaturalist,
     fetch,
@@ -41,11 +43,13 @@ __all__ = [
     "INATURALIST_URL",
     "ImageDecodeError",
     "Preprocessing",
+    "URL_ENV",
     "_augmentation",
     "cache_stats",
     "cap_per_class",
     "check_dataset",
     "choose_num_workers",
+    "dataset_url",
     "decode_images",
     "default_download_dir",
     "download_inaturalist",

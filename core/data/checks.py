@@ -30,6 +30,13 @@ class DatasetReport:
     rotated: int = 0  # images with an EXIF orientation other than "upright"
 
     @property
+    def warnings(self) -> list[str]:
+        """What training survives but should be fixed: a class with one training image has no validation image."""
+        single = [c for c, n in self.train_counts.items() if n == 1]
+        return [f"classes {single} have a single decodable training image in train/: none is left for validation; "
+                "add images to them"] if single else []
+
+    @property
     def problems(self) -> list[str]:
         """What stops training: classes without a decodable image in train/ or val/."""
         out = []
@@ -86,6 +93,8 @@ def format_report(report: DatasetReport) -> str:
     lines.append(f"skipped files: {len(report.skipped)}")
     for s in report.skipped:
         lines.append(f"  {s.path}: {s.reason}")
+    for w in report.warnings:
+        lines.append(f"WARNING: {w}")
     for p in report.problems:
         lines.append(f"PROBLEM: {p}")
     lines.append("status: " + ("NOT usable" if report.problems else "usable"))

@@ -1,8 +1,9 @@
 """Download and safely extract iNaturalist-12K (``nature_12K.zip``, ~3.6 GB).
 
 Why a module of its own: a multi-gigabyte download over a flaky connection must resume where it stopped
-(HTTP ``Range`` on a ``.part`` file), prove it is complete (``Content-Length`` / ``Content-Range`` total,
-optional SHA-256) before anything trusts it, and never let an archive write outside its folder (absolute
+(HTTP ``Range`` on a ``.part`` file), prove it is complete (``Content-Length`` / ``Content-Range`` total;
+without them a ``Range`` probe past the end and the zip's end-of-central-directory record; optional
+SHA-256) before anything trusts it, and never let an archive write outside its folder (absolute
 member names, ``..`` components and symbolic links are refused: "zip slip"). Without a network it fails
 within seconds and says how to place the data by hand.
 """
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 INATURALIST_URL = "https://storage.googleapis.com/wandb_datasets/nature_12K.zip"
+URL_ENV = "INAT_CNN_DATASET_URL"
 _CHUNK = 1 << 20
 
 
@@ -40,8 +42,13 @@ class DownloadError(RuntimeError):
     """The download failed or is incomplete; the message says what to do next."""
 
 
-def _manual_help(zip_path: Path, dest_dir: Path) -> str:
-    return (f"To place the data by hand: download {INATURALIST_URL} elsewhere and copy it to {zip_path} "
+def dataset_url() -> str:
+    """The archive URL: ``$INAT_CNN_DATASET_URL`` (a mirror, or a local server in tests), else the official one."""
+    return os.environ.get(URL_ENV) or INATURALIST_URL
+
+
+def _manual_help(zip_path: Path, dest_dir: Path, url: str | None = None) -> str:
+    return (f"To place the data by hand: download {url or dataset_url()} elsewhere and copy it to {zip_path} "
             f"(then rerun; it is extracted here), or extract it yourself so that "
             f"{dest_dir}/inaturalist_12K/train/<Class>/*.jpg and {dest_dir}/inaturalist_12K/val/<Class>/*.jpg "
             f"exist, and pass that inaturalist_12K folder as --data-dir.")
@@ -57,21 +64,59 @@ def _total_size(response: http.client.HTTPResponse, offset: int) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def fetch(url: str, dest: Path, *, timeout: float = 10.0, sha256: str | None = None) -> Path:
+def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
+    request = urllib.request.Request(url, headers={"User-Agent": "inat-cnn"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+def _transfer(response: http.client.HTTPResponse, part: Path, offset: int, total: int | None, desc: str,
+              url: str) -> BaseException | None:
+    """Append ``response``'s body to ``part`` (from ``offset``); the exception that cut it short, if any."""
+    mode = "ab" if offset else "wb"
+    with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                     unit_divisor=1024, desc=desc, disable=None) as bar:
+        try:
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+        except (http.client.IncompleteRead, OSError) as exc:
+            log.warning("transfer of %s interrupted: %s", url, exc)
+            return exc
+    return None
+
+
+def _zip_is_whole(path: Path) -> bool:
+    """True when ``path`` ends in a zip end-of-central-directory record whose directory lies inside the file.
+
+    A zip's table of contents is at its *end*, so a transfer cut anywhere before the last bytes fails
+    this check, while reading only the last ~64 kB (never the gigabytes before them).
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.infolist()
+        return True
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
+def fetch(url: str, dest: Path, *, timeout: float = 10.0, sha256: str | None = None, max_resumes: int = 3) -> Path:
     """Download ``url`` to ``dest`` via ``dest.part``, resuming a previous partial download.
 
-    Raises :class:`DownloadError` when the server is unreachable, the transfer stops early (the ``.part``
-    file is kept: call again to resume) or the checksum differs (the bad file is deleted).
+    Completeness is proved before ``dest`` exists: by the size the server announced (``Content-Length``
+    / ``Content-Range``), else by asking for the bytes after the end (``Range``: a 416 says there are
+    none, a 206 sends them and the transfer continues, up to ``max_resumes`` times) and, for a ``.zip``,
+    by its end-of-central-directory record. Raises :class:`DownloadError` when the server is
+    unreachable, the transfer stops early (the ``.part`` file is kept: call again to resume) or the
+    checksum differs (the bad file is deleted).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "inat-cnn"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _open(url, offset, timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # nothing left to send: the .part may already be complete
             total_text = (exc.headers.get("Content-Range") or "").rpartition("/")[2]
@@ -83,26 +128,63 @@ def fetch(url: str, dest: Path, *, timeout: float = 10.0, sha256: str | None = N
         raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
     except (TimeoutError, urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"could not reach {url} ({reason}). {_manual_help(dest, dest.parent)}") from exc
+        raise DownloadError(f"could not reach {url} ({reason}). {_manual_help(dest, dest.parent, url)}") from exc
     with response:
         if offset and response.status != 206:
             log.info("server ignored the Range request: restarting %s from zero", url)
             offset = 0
         total = _total_size(response, offset)
-        mode = "ab" if offset else "wb"
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=dest.name, disable=None) as bar:
-            try:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-            except (http.client.IncompleteRead, OSError) as exc:
-                log.warning("transfer of %s interrupted: %s", url, exc)
+        cut = _transfer(response, part, offset, total, dest.name, url)
     size = part.stat().st_size
-    if total is not None and size != total:
-        raise DownloadError(f"download of {url} is incomplete: {size} of {total} bytes in {part}; "
-                            "run the same command again to resume")
+    if total is not None:
+        if size != total:
+            raise DownloadError(f"download of {url} is incomplete: {size} of {total} bytes in {part}; "
+                                "run the same command again to resume")
+    elif cut is not None:
+        raise DownloadError(f"download of {url} was cut after {size} bytes (the server sent no size); the "
+                            f"partial file {part} is kept: run the same command again to resume")
+    else:
+        _prove_unsized_download(url, part, dest, timeout, max_resumes)
     return _finish(part, dest, sha256)
+
+
+def _prove_unsized_download(url: str, part: Path, dest: Path, timeout: float, max_resumes: int) -> None:
+    """The server sent no size and closed the connection: a dropped connection looks the same as the end.
+
+    Ask for the bytes after the end; 416 = complete, 206 = more to come (append, ask again); no answer
+    or a server that ignores Range leaves the format check (a ``.zip`` must end in its directory).
+    """
+    for _ in range(max_resumes + 1):
+        size = part.stat().st_size
+        try:
+            response = _open(url, size, timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 416:
+                break
+            total_text = (exc.headers.get("Content-Range") or "").rpartition("/")[2]  # "bytes */1000"
+            if total_text.isdigit() and int(total_text) != size:
+                raise DownloadError(f"download of {url} is incomplete: {size} of {total_text} bytes in {part}; "
+                                    "run the same command again to resume") from exc
+            break  # the server has nothing after our last byte
+        except (TimeoutError, urllib.error.URLError, OSError):
+            break
+        with response:
+            if response.status != 206:
+                break  # Range ignored: the format check decides
+            log.info("server had more of %s after byte %d (the first transfer was cut): continuing", url, size)
+            cut = _transfer(response, part, size, _total_size(response, size), dest.name, url)
+        if cut is None and part.stat().st_size == size:
+            break  # an empty 206: nothing after our last byte
+        if cut is not None:
+            raise DownloadError(f"download of {url} was cut again after {part.stat().st_size} bytes; the partial "
+                                f"file {part} is kept: run the same command again to resume")
+    if dest.suffix.lower() == ".zip" and not _zip_is_whole(part):
+        raise DownloadError(f"download of {url} ended after {part.stat().st_size} bytes without a zip directory "
+                            f"(the server sent no size and the connection dropped); the partial file {part} is "
+                            "kept: run the same command again to resume")
+    if dest.suffix.lower() != ".zip":
+        log.warning("the server sent no size for %s: %d bytes received; pass a sha256 to verify it", url,
+                    part.stat().st_size)
 
 
 def _sha256(path: Path) -> str:
@@ -179,12 +261,14 @@ def find_dataset_root(folder: Path, max_depth: int = 2) -> Path | None:
     return None
 
 
-def download_inaturalist(dest_dir: Path, url: str = INATURALIST_URL, sha256: str | None = None, *,
+def download_inaturalist(dest_dir: Path, url: str | None = None, sha256: str | None = None, *,
                          timeout: float = 10.0, keep_zip: bool = True) -> Path:
     """Download (resumably) and extract iNaturalist-12K into ``dest_dir``; returns the dataset root.
 
-    Already extracted -> returned at once, nothing is fetched.
+    ``url`` defaults to :func:`dataset_url`. Already extracted -> returned at once, nothing is fetched.
+    A zip left by an older, cut download (no end-of-central-directory record) is resumed, not trusted.
     """
+    url = url or dataset_url()
     dest_dir = Path(dest_dir).expanduser()
     dest_dir.mkdir(parents=True, exist_ok=True)
     existing = find_dataset_root(dest_dir)
@@ -192,6 +276,11 @@ def download_inaturalist(dest_dir: Path, url: str = INATURALIST_URL, sha256: str
         log.info("dataset already present at %s", existing)
         return existing
     zip_path = dest_dir / (PurePosixPath(urllib.request.urlparse(url).path).name or "dataset.zip")
+    if zip_path.is_file() and not _zip_is_whole(zip_path):
+        part = zip_path.with_name(zip_path.name + ".part")
+        log.warning("%s is not a whole zip (cut download?): resuming it from byte %d", zip_path,
+                    zip_path.stat().st_size)
+        os.replace(zip_path, part)
     if not zip_path.is_file():
         fetch(url, zip_path, timeout=timeout, sha256=sha256)
     elif sha256 is not None and (got := _sha256(zip_path)) != sha256.lower():

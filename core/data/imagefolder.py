@@ -163,7 +163,9 @@ def stratified_split(samples: Sequence[Sample], val_fraction: float, seed: int) 
         n = len(group)
         n_val = min(max(1, round(n * val_fraction)), n - 1) if n >= 2 else 0
         if n_val == 0:
-            log.warning("class %d has a single training image: none left for validation", label)
+            log.warning("class %r (label %d) has a single training image (%s): none left for validation; add "
+                        "images to %s for its validation accuracy to mean something", group[0][0].parent.name,
+                        label, group[0][0].name, group[0][0].parent)
         order = list(range(n))
         random.Random(f"split-{seed}-{label}").shuffle(order)
         val_idx = set(order[:n_val])

@@ -14,7 +14,8 @@
    ``Preprocessing`` (evaluating a checkpoint) wins over both.
 5. Augmentation (random resized crop, flip, small colour jitter; torchvision ``transforms.v2`` on the
    cached uint8 tensors), optionally with a stronger policy and random erasing
-   (:mod:`core.data.augment_policies`), runs on the training subset only, never on validation or test.
+   (:mod:`core.data.augment_policies`), runs on the training subset only, never on validation or test, each sample
+   under its own seed drawn with the order (:mod:`core.data.sampling`), so workers never change the batches.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from core.data.demo import ensure_demo_dataset
 from core.data.download import download_inaturalist
 from core.data.imagefolder import Sample, SkippedFile, cap_per_class, scan_dataset, stratified_split
 from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, normalize
+from core.data.sampling import SeededShuffle, call_seeded
 from core.devices import resolve_device
 from core.runfiles import read_json, write_json, write_text
 
@@ -156,10 +158,14 @@ class CachedImageDataset(Dataset):
         """uint8 ``[3, S, S]`` as decoded (no augmentation, no normalisation)."""
         return torch.from_numpy(np.array(self._images[self._rows[i]]))
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """``dataset[i]``, or ``dataset[(i, seed)]`` from :class:`~core.data.sampling.SeededShuffle`: then the
+        augmentation runs under ``seed``, the same in the main process and in any worker."""
+        i, seed = key if isinstance(key, tuple) else (key, None)
         x = self.uint8(i)
         if self.transform is not None:  # augmentation ends with the normalisation
-            return self.transform(x), self.targets[i]
+            out = self.transform(x) if seed is None else call_seeded(self.transform, x, seed)
+            return out, self.targets[i]
         return normalize(x, self.preprocessing), self.targets[i]
 
 
@@ -264,8 +270,11 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
     present = {label for (_, label), _ in kept["train"]}
     lost = [scan.class_names[i] for i in range(len(scan.class_names)) if i not in present]
     if lost:
-        raise ValueError(f"no decodable training images left for classes {lost} in {root}/train; "
-                         "see the decode errors above")
+        bad = [f"{pool[row][0].name} ({reason})" for row, reason in sorted(decoded["train"].failed.items())
+               if scan.class_names[pool[row][1]] in lost]
+        raise ValueError(f"no decodable training images left for classes {lost} in {root}/train (e.g. "
+                         f"{'; '.join(bad[:3])}); replace the unreadable files or remove those class folders from "
+                         "train/ and val/")
 
     row_of = {s[0]: row for s, row in kept["train"]}
     train_samples, val_samples = stratified_split([s for s, _ in kept["train"]], cfg.val_fraction, cfg.seed)
@@ -291,11 +300,15 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
     common = {"batch_size": cfg.batch_size, "pin_memory": device.startswith("cuda")}
 
     def loader(ds: CachedImageDataset, shuffle: bool, num_workers: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(cfg.seed) if shuffle else None
+        # order and per-sample augmentation seeds: the sampler's generator (saved for resume; core.data.sampling)
+        sampler = SeededShuffle(len(ds), torch.Generator().manual_seed(cfg.seed)) if shuffle else None
+        # the workers' base seed is drawn from `generator` when they start (else from torch's global RNG,
+        # which dropout uses): a generator of the loader's own keeps that draw out of training
+        worker_seeds = torch.Generator().manual_seed(cfg.seed)
         # a last training batch of one image breaks BatchNorm; dropping that one (random) image is harmless
         drop_last = shuffle and len(ds) % cfg.batch_size == 1 and len(ds) > 1
-        return DataLoader(ds, shuffle=shuffle, num_workers=num_workers, persistent_workers=num_workers > 0,
-                          generator=generator, drop_last=drop_last, **common)
+        return DataLoader(ds, sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0,
+                          generator=worker_seeds, drop_last=drop_last, **common)
 
     eval_workers = min(workers, 2)
     log.info("data: %s, %d classes, train %d / val %d / test %d images at %dpx, %d skipped, workers %d",

@@ -220,7 +220,9 @@ def predict(model: nn.Module, loader: Any, device: str | torch.device = "cpu", *
     targets, preds, probs = [], [], []
     try:
         with torch.inference_mode():
-            bar = tqdm(loader, desc=desc, unit="batch", disable=None if desc else True, leave=False)
+            # one iter(): tqdm.auto would call iter() twice, starting two passes of a loader with workers
+            bar = tqdm(iter(loader), total=len(loader), desc=desc, unit="batch", disable=None if desc else True,
+                       leave=False)
             for images, labels in bar:
                 logits = net(images.to(device))
                 p = torch.softmax(logits.float(), dim=1).cpu()

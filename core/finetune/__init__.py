@@ -2,6 +2,7 @@
 """
 
 from core.finetune.compare import read_partA_row, run_compare
+from core.finetune.defaults import CPU_EPOCHS, CPU_IMAGE_SIZE, GPU_EPOCHS, device_defaults, with_device_defaults
 from core.finetune.feature_cache import FeatureView, HeadFeatureCache, head_part_name
 from core.finetune.groups import count_parameters, optimizer_param_count
 from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBRun, run_partB
@@ -20,6 +21,9 @@ __all__ = [
     "FeatureView",
     "HeadFeatureCache",
     "head_part_name",
+    "CPU_EPOCHS",
+    "CPU_IMAGE_SIZE",
+    "GPU_EPOCHS",
     "Full",
     "Gradual",
     "HeadOnly",
@@ -31,9 +35,11 @@ __all__ = [
     "STRATEGY_NAMES",
     "TopK",
     "count_parameters",
+    "device_defaults",
     "make_strategy",
     "optimizer_param_count",
     "read_partA_row",
     "run_compare",
     "run_partB",
+    "with_device_defaults",
 ]

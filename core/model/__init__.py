@@ -16,6 +16,7 @@ _HOME = {
     "Block": "core.model.backbones",
     "CLOSED_FORMULA": "core.model.counting",
     "CNNSpec": "core.model.spec",
+    "FIXED_INPUT_FAMILIES": "core.model.backbones",
     "ConvBlockSpec": "core.model.spec",
     "HeadSpec": "core.model.spec",
     "ORGANISATIONS": "core.model.spec",

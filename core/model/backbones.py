@@ -228,13 +228,15 @@ def _crop(member: torchvision.models.WeightsEnum) -> int:
 
 
 def build_backbone(arch: str, num_classes: int | None, weights: str | None = None,
-                   weights_file: str | Path | None = None, progress: bool = False) -> nn.Module:
+                   weights_file: str | Path | None = None, progress: bool = False,
+                   weights_from: str | None = None) -> nn.Module:
     """torchvision ``arch`` with pretrained (or random) weights and a new ``num_classes`` head.
 
     ``weights``: ``"DEFAULT"``, a weights enum name, or ``None``/``"none"``; ``weights_file``: a
-    state dict of the 1000-class model (exclusive with ``weights``). ``num_classes=None`` keeps the
-    pretrained ImageNet head (checks against known labels). Fails before returning — so before any
-    training — when weights are missing, and names the file to place.
+    state dict of the 1000-class model (exclusive with ``weights``). ``weights_from`` names where the
+    caller loads the real weights from next (a checkpoint), so the log does not say "random init".
+    ``num_classes=None`` keeps the pretrained ImageNet head (checks against known labels). Fails before
+    returning — so before any training — when weights are missing, and names the file to place.
     """
     family = family_of(arch)
     arch = str(arch).lower()
@@ -257,7 +259,7 @@ def build_backbone(arch: str, num_classes: int | None, weights: str | None = Non
         source = f"{member} ({path})"
     else:
         model = get_model(arch, weights=None)
-        source = "random init"
+        source = f"loaded next from {weights_from}" if weights_from else "random init"
         if weights_file is not None:
             load_weights_file(model, Path(weights_file), arch)
             source = str(weights_file)

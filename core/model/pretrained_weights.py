@@ -50,7 +50,8 @@ def ensure_weights_cached(member: torchvision.models.WeightsEnum, progress: bool
 
 def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path} (a state_dict of torchvision {arch})")
+        raise FileNotFoundError(f"weights file not found: {path} (a state_dict of torchvision {arch}); check the "
+                                "path, or drop --weights-file to use the torchvision weights (cache or download)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip errors vary by torch version

@@ -215,7 +215,7 @@ def load_sweep_config(path: Path | str) -> SweepConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+        raise ValueError(f"{path} is not valid YAML ({exc}); fix the line it points at") from exc
     try:
         return parse_sweep_config(raw)
     except ValueError as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.finetune import PartBConfig, run_partB
+from core.finetune import PartBConfig, run_partB, with_device_defaults
 from core.partA import PartAConfig, run_partA
 from core.sweep.trial import TrialRequest
 from core.train import EPOCH_METRICS, EpochStats, RunResult, StopTraining
@@ -33,13 +33,20 @@ class PartATrial:
 
 
 class PartBTrial:
-    """``PartBConfig.from_flat(flat, base)`` → ``run_partB``."""
+    """``PartBConfig.from_flat(flat, base)`` → ``run_partB``.
 
-    def __init__(self, base: PartBConfig | None = None) -> None:
+    ``device_defaults=True`` (what ``partA_sweep.py`` uses) fills the image size and epochs a trial's
+    parameters leave unset the way ``partB_finetune.py`` does for its flags (``core.finetune.defaults``:
+    64 px and 3 epochs on a CPU), per trial, since the searched ``arch`` decides whether a size may change.
+    """
+
+    def __init__(self, base: PartBConfig | None = None, device_defaults: bool = False) -> None:
         self.base = base
+        self.device_defaults = device_defaults
 
     def build_config(self, flat: Mapping[str, Any]) -> PartBConfig:
-        return PartBConfig.from_flat(dict(flat), base=self.base)
+        cfg = PartBConfig.from_flat(dict(flat), base=self.base)
+        return with_device_defaults(cfg, given=set(flat)) if self.device_defaults else cfg
 
     def __call__(self, request: TrialRequest) -> RunResult:
         return run_for_request(_partB_result, self.build_config(request.flat), request)

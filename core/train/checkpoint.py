@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
 MODEL_KINDS = ("cnn", "backbone")
 REQUIRED_KEYS = ("format", "model_desc", "state_dict", "class_names", "preprocessing", "train_config",
                  "metrics", "epoch")
+
+
+PASS_OURS = "pass a best.pt / last.pt written by this project's training scripts"
 
 
 class CheckpointError(ValueError):
@@ -111,31 +115,44 @@ def load_checkpoint(path: Path | str) -> dict:
         head = handle.read(4)
     if head != ZIP_MAGIC and not head.startswith(b"\x80"):  # torch's zip format, or a legacy raw pickle
         raise CheckpointError(f"{path} is not a torch checkpoint file (it starts with {head!r}, not a torch "
-                              "zip archive or pickle)")
+                              f"zip archive or pickle); {PASS_OURS}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path} is a torch file holding objects that weights_only=True refuses "
-                              f"(not an inat-cnn checkpoint; ours hold only tensors and plain data): {err}") from err
+        raise CheckpointError(f"{path} holds pickled Python objects that could run code when loaded "
+                              f"({_refusal_detail(err)}); refused without executing anything. inat-cnn checkpoints "
+                              f"hold only tensors and plain data: {PASS_OURS}") from None
     except Exception as err:  # torch raises many types for a damaged file (RuntimeError, EOFError, IndexError, ...)
-        raise CheckpointError(f"{path} is not a torch checkpoint file (truncated or damaged): "
-                              f"{type(err).__name__}: {err}") from err
+        reason = str(err).split(". ")[0]  # torch's first sentence; the rest is generic advice
+        raise CheckpointError(f"{path} is not a torch checkpoint file (truncated or damaged: {reason}); copy it "
+                              f"again from where it was written, or {PASS_OURS}") from err
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not an inat-cnn checkpoint dict")
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not an inat-cnn checkpoint dict; {PASS_OURS}")
     if "format" not in payload:
         if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise CheckpointError(f"{path} is a bare state dict ({len(payload)} tensors) without a model "
-                                  "description; save checkpoints with core.train.checkpoint.save_checkpoint")
+                                  f"description, so no script can rebuild its model; {PASS_OURS} (or save with "
+                                  "core.train.checkpoint.save_checkpoint)")
         raise CheckpointError(f"{path} is a dict without a 'format' key (keys: {sorted(map(str, payload))[:10]}); "
-                              f"not an inat-cnn checkpoint ({CHECKPOINT_FORMAT})")
+                              f"not an inat-cnn checkpoint ({CHECKPOINT_FORMAT}); {PASS_OURS}")
     if payload["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {payload['format']!r}; this code reads "
-                              f"{CHECKPOINT_FORMAT!r}")
+                              f"{CHECKPOINT_FORMAT!r}: use the inat-cnn version that wrote it, or retrain")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
-        raise CheckpointError(f"{path} is missing checkpoint keys {missing}")
+        raise CheckpointError(f"{path} is missing checkpoint keys {missing}; {PASS_OURS}")
     _check_model_desc(payload["model_desc"], source=str(path))
     return payload
+
+
+def _refusal_detail(err: Exception) -> str:
+    """What torch's weights-only unpickler refused (``it references posix.system``), without its advice.
+
+    torch's message also suggests retrying with the unsafe loader or allow-listing the class; for a file
+    the user did not make, that is exactly the advice never to give, so only the refused name is kept.
+    """
+    match = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"it references {match.group(1)}" if match else "objects outside the tensor/plain-data allow-list"
 
 
 def _check_model_desc(model_desc: Any, source: str = "model_desc") -> None:
@@ -148,8 +165,9 @@ def _check_model_desc(model_desc: Any, source: str = "model_desc") -> None:
         raise CheckpointError(f"{source}: model_desc of kind {model_desc['kind']!r} lacks {absent}")
 
 
-def build_model(model_desc: dict) -> nn.Module:
-    """Rebuild the (untrained) module a ``model_desc`` describes."""
+def build_model(model_desc: dict, weights_from: str | None = None) -> nn.Module:
+    """Rebuild the (untrained) module a ``model_desc`` describes; ``weights_from`` (the checkpoint the
+    caller loads next) is what the backbone's log line names instead of "random init"."""
     _check_model_desc(model_desc)
     if model_desc["kind"] == "cnn":
         from core.model import CNNSpec, build_cnn
@@ -157,7 +175,7 @@ def build_model(model_desc: dict) -> nn.Module:
         return build_cnn(CNNSpec.from_dict(model_desc["spec"]))
     from core.model import build_backbone  # Part B module; imported only when a backbone is asked for
 
-    return build_backbone(model_desc["arch"], int(model_desc["num_classes"]), weights=None)
+    return build_backbone(model_desc["arch"], int(model_desc["num_classes"]), weights=None, weights_from=weights_from)
 
 
 def describe_difference(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -207,7 +225,7 @@ def load_weights(model: nn.Module, payload: dict, model_desc: dict | None = None
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes, load its weights, move it to ``device``, eval mode."""
     payload = load_checkpoint(path)
-    model = build_model(payload["model_desc"])
+    model = build_model(payload["model_desc"], weights_from=str(path))
     load_weights(model, payload, source=str(path))
     model.to(device).eval()
     return model, payload

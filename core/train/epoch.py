@@ -94,6 +94,17 @@ def _oom_error(err: BaseException, images: torch.Tensor) -> TrainingError:
                          f"(e.g. {max(1, n // 2)}) or the image size, or use --amp bf16/fp16: {err}")
 
 
+def progress(loader, desc: str):
+    """A progress bar over *one* pass of ``loader``.
+
+    ``tqdm.auto`` calls ``iter()`` on what it wraps in its constructor and again when iterated; on a
+    DataLoader with workers each ``iter()`` starts a pass and prefetches from the sampler, so wrapping the
+    loader itself drew two epochs' order per epoch (and a resumed run then drew differently). One
+    iterator, made here, is one pass.
+    """
+    return tqdm(iter(loader), total=len(loader), desc=desc, leave=False, disable=None, dynamic_ncols=True)
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader,
                     device: torch.device, *, scheduler=None,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
@@ -107,7 +118,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     folds the weights in after every optimizer step.
     """
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
+    bar = progress(loader, desc)
     for step, (images, targets) in enumerate(bar):
         if stop is not None:
             stop.check()
@@ -166,7 +177,7 @@ def evaluate(model: nn.Module, loader, device: torch.device | str, criterion: nn
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     with torch.inference_mode():
-        for images, targets in tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True):
+        for images, targets in progress(loader, desc):
             if stop is not None:
                 stop.check()
             images, targets = _to_device(images, targets, device, channels_last)

@@ -22,13 +22,18 @@ LOADER_NAMES = ("train", "val", "test")
 
 
 def loader_generators(loaders: Any) -> list[torch.Generator]:
-    """The distinct ``torch.Generator`` objects the train/val/test loaders (and their samplers) draw from."""
+    """The distinct ``torch.Generator`` objects the train/val/test loaders' samplers draw from.
+
+    A ``DataLoader(shuffle=True, generator=g)`` hands ``g`` to its sampler, so it is found there. A
+    loader's own ``generator`` beside a sampler of its own only seeds worker processes at their start
+    (``core.data.sampling`` makes batches independent of it), so it is not part of the snapshot.
+    """
     found: dict[int, torch.Generator] = {}
     for name in LOADER_NAMES:
         loader = getattr(loaders, name, None)
         if loader is None:
             continue
-        candidates = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
+        candidates = [getattr(getattr(loader, "sampler", None), "generator", None)]
         batch_sampler = getattr(loader, "batch_sampler", None)
         candidates.append(getattr(getattr(batch_sampler, "sampler", None), "generator", None))
         for gen in candidates:

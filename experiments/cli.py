@@ -1,0 +1,125 @@
+"""How every script ends: one exit-code convention, one-line error messages, tracebacks only on request.
+
+Why one helper: a user who mistypes a path should read one line that names the path and the fix, from
+any script, with the same exit status everywhere (``docs/cli.md``)::
+
+    0    success
+    1    runtime failure: the inputs were fine but the work failed while running (network, disk,
+         a diverging training run, an exporter or runtime failure, a bug)
+    2    bad usage or input: a flag, a file or the data must change (argparse's own code for bad flags)
+    130  interrupted (Ctrl-C)
+
+The exception's *type* decides the code (:data:`USAGE_ERRORS`, :data:`RUNTIME_ERRORS`; a subclass
+follows its base unless listed itself), so core code raises what it means (``FileNotFoundError``,
+``ValueError``, ``CheckpointError``, ``DownloadError``, ...) and never thinks about exit codes.
+``--debug`` (added to every script's parser) or ``INAT_CNN_DEBUG=1`` prints the traceback before the
+message, for bug reports; the exit code stays the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+__all__ = ["DEBUG_ENV", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "UsageError", "classify",
+           "run_script"]
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEBUG_ENV = "INAT_CNN_DEBUG"
+
+
+class UsageError(ValueError):
+    """A flag combination that cannot work; the message names the flags and the fix (exit 2)."""
+
+
+# Checked in order, most specific first: the first matching type decides. Names of types that live in
+# optional or heavy modules are matched by name (no import just to classify an error).
+RUNTIME_ERRORS: tuple[str, ...] = (
+    "DownloadError",  # network: the URL was fine, the transfer failed
+    "TrainingError",  # e.g. a NaN loss
+    "ExportError",  # the exporter produced something we cannot ship
+    "WandbUnavailableError",  # W&B's server unreachable or failing
+    "StorageError",  # the sweep's database cannot be reached or refuses us
+)
+USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (
+    UsageError,
+    "CheckpointError",  # not a checkpoint of ours / a different model: the file must change
+    "MissingMetadataError",  # a foreign ONNX file without preprocessing flags
+    "ProviderUnavailableError",  # --provider cuda without a usable GPU: change the flag
+    "WeightsUnavailableError",  # pretrained weights neither cached nor downloadable: place the file
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    ValueError,  # a bad value: our code raises it with the value and the valid set
+)
+
+
+def _matches(exc: BaseException, kind: type[BaseException] | str) -> bool:
+    if isinstance(kind, str):
+        return any(cls.__name__ == kind for cls in type(exc).__mro__)
+    return isinstance(exc, kind)
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for an exception that ended a script."""
+    text = " ".join(str(exc).split())  # one line, whatever the exception's own formatting
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    for kind in RUNTIME_ERRORS:
+        if _matches(exc, kind):
+            return EXIT_RUNTIME, text or type(exc).__name__
+    for kind in USAGE_ERRORS:
+        if _matches(exc, kind):
+            return EXIT_USAGE, text or type(exc).__name__
+    if isinstance(exc, ModuleNotFoundError):
+        return EXIT_RUNTIME, (f"the Python package {exc.name!r} is not installed; install it "
+                              f"(pip install -e . installs every required one)")
+    if isinstance(exc, MemoryError):
+        return EXIT_RUNTIME, "out of memory; use a smaller --batch-size or --image-size"
+    if isinstance(exc, OSError):  # disk full, permission denied, ...: the OS's words name the path
+        return EXIT_RUNTIME, f"{type(exc).__name__}: {text}"
+    if isinstance(exc, RuntimeError):  # a library's failure while running (torch, onnxruntime, optuna)
+        return EXIT_RUNTIME, f"{text or type(exc).__name__} (rerun with --debug for the traceback)"
+    return EXIT_RUNTIME, (f"unexpected {type(exc).__name__}: {text}; this is a bug: rerun with --debug "
+                          f"(or {DEBUG_ENV}=1) and include the traceback in a report")
+
+
+def debug_requested(args: argparse.Namespace | None = None) -> bool:
+    env = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no", "off")
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    if not any("--debug" in a.option_strings for a in parser._actions):
+        parser.add_argument("--debug", action="store_true",
+                            help=f"on an error, print the full traceback (for bug reports); same as {DEBUG_ENV}=1")
+
+
+def run_script(prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None],
+               argv: Sequence[str] | None = None, *, on_interrupt: Callable[[argparse.Namespace], str] | None = None
+               ) -> int:
+    """Parse ``argv`` with ``parser`` (+ ``--debug``), run ``body(args)``, turn any exception into an exit code.
+
+    ``body`` returns the exit code (``None`` = 0). Bad flags end in argparse's usage line and exit 2 as
+    usual. ``on_interrupt(args)`` gives the line printed on Ctrl-C (e.g. the resume command).
+    """
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    try:
+        code = body(args)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the one place that turns every ending into a code
+        code, message = classify(exc)
+        if debug_requested(args):
+            traceback.print_exc()
+        if code == EXIT_INTERRUPTED and on_interrupt is not None:
+            message = f"interrupted; {on_interrupt(args)}"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.stderr.flush()
+        return code
+    return EXIT_OK if code is None else int(code)
