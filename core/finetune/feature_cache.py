@@ -57,10 +57,10 @@ class _IndexedTensors(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: list[int] | list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        # a seeded sampler (core.data.SeededShuffle) yields (position, augmentation seed): features need no seed
+    def __getitem__(self, index: list) -> tuple[torch.Tensor, torch.Tensor]:
+        # a sampler may yield (index, augmentation seed) pairs (core.data.SeededShuffle): no augmentation here
         positions = [i[0] if isinstance(i, (tuple, list)) else i for i in index]
-        idx = torch.as_tensor(positions, device=self.labels.device)
+        idx = torch.as_tensor(positions, dtype=torch.int64, device=self.labels.device)
         return self.features[idx], self.labels[idx]
 
 
