@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from core.data import resolve_dataset
-from core.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
 from core.train import OPTIMIZERS, SCHEDULERS, TRACKING_MODES, CheckpointError, TrainingError
@@ -54,6 +54,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", type=int, help="images per batch (default 32)")
     data.add_argument("--augment", action=argparse.BooleanOptionalAction,
                       help="random resized crop, flip and colour jitter on the training split (default off)")
+    data.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
+                      help="--augment: area range of the random-resized crop, as fractions (default 0.6 1)")
+    data.add_argument("--train-decode-ratio", type=float,
+                      help="--augment: decode training images at this times the image size and crop from them "
+                           "(ImageNet's 256/224 = 1.14; default 1 = at the image size)")
+    data.add_argument("--pipeline", choices=("batched", "per_sample"),
+                      help="batched: whole batches gathered and augmented on the device (default); per_sample: "
+                           "DataLoader with torchvision transforms per image")
+    data.add_argument("--augment-device", choices=("auto", "cpu", "cuda"),
+                      help="where batched augmentation runs (default auto = the training device)")
     data.add_argument("--resize-size", type=int, help="short side before a centre crop (default: resize straight)")
     data.add_argument("--val-fraction", type=float, help="fraction of train/ held out for validation (default 0.2)")
     data.add_argument("--split-seed", type=int, help="seed of the stratified train/val split (default 0)")
@@ -71,7 +81,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--scheduler", choices=SCHEDULERS, help="LR schedule, stepped per batch (default constant)")
     train.add_argument("--warmup-epochs", type=float, help="linear LR warmup in epochs (default 0)")
     train.add_argument("--step-size", type=int, help="'step' schedule: epochs between decays (default epochs//3)")
-    train.add_argument("--gamma", type=float, help="'step' schedule: decay factor (default 0.1)")
+    train.add_argument("--gamma", type=float, help="'step'/'plateau' schedule: decay factor (default 0.1)")
+    train.add_argument("--plateau-patience", type=int,
+                       help="'plateau' schedule: epochs without a val_loss improvement before a decay (default 2)")
     train.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
     train.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (default: no clip)")
     train.add_argument("--patience", type=int, help="early stopping: epochs without val_acc gain (default: off)")
@@ -80,6 +92,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     train.add_argument("--amp", choices=AMP_MODES, help="mixed precision: auto = bf16/fp16 on CUDA, off on CPU")
     train.add_argument("--channels-last", choices=CHANNELS_LAST_MODES, help="NHWC memory format (default auto)")
+    train.add_argument("--compile", choices=COMPILE_MODES,
+                       help="torch.compile the model (default auto: on only where measured faster)")
 
     run = parser.add_argument_group("run folder and tracking")
     run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent of the run folder (default runs)")

@@ -16,7 +16,8 @@ from experiments.bench.process import ChildStepper
 from experiments.bench.train import _check_same_loss, measure_matmul_peak
 from experiments.benchmark import SECTIONS, main
 
-EVERY_SECTION = {"train", "data", "sweep", "infer"}
+EVERY_SECTION = {"train", "data", "pipeline", "sweep", "infer"}  # what "all" runs
+REGISTERED = EVERY_SECTION | {"accuracy"}  # accuracy trains whole runs on real photos: by name only
 
 
 def _positive(value, what: str) -> None:
@@ -26,7 +27,7 @@ def _positive(value, what: str) -> None:
 
 @pytest.mark.slow
 def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
-    assert set(SECTIONS) == EVERY_SECTION, f"registered sections: {sorted(SECTIONS)}"
+    assert set(SECTIONS) == REGISTERED, f"registered sections: {sorted(SECTIONS)}"
     assert main(["all", "--quick", "--repeats", "1", "--warmup", "0", "--device", "cpu",
                  "--out-dir", str(tmp_path)]) == 0
     files = list(tmp_path.glob("*.json"))
@@ -34,7 +35,7 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     report = json.loads(files[0].read_text())
     sections = report["sections"]
     assert set(sections) == EVERY_SECTION, f"the JSON must hold every section: {sorted(sections)}"
-    assert list(sections) == ["train", "data", "sweep", "infer"], "all runs the sections in the issue's order"
+    assert list(sections) == ["train", "data", "pipeline", "sweep", "infer"], "all runs the sections in issue order"
     for name, section in sections.items():
         _positive(section["peak_rss_mb"], f"{name} peak RSS")
         _positive(section["seconds"], f"{name} seconds")
@@ -77,6 +78,11 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     assert sweep["comparisons"][0]["name"].endswith(": defaults"), "the first row is the trainer's defaults"
     for c in sweep["comparisons"][n:]:
         assert len(c["ours"]["runs"]) == info["trials"] * (info["epochs"] - 1), "one sample per trial and epoch >= 2"
+
+    pipeline = sections["pipeline"]["info"]
+    assert list(pipeline["datasets"]) == ["demo set"], "without --data-dir the pipeline section uses the demo set"
+    for ratio in ("batched_aug_over_noaug", "baseline_aug_over_noaug"):
+        _positive(pipeline["datasets"]["demo set"][ratio], ratio)
 
     assert report["host"]["device"] == "cpu" and report["config"]["device"] == "cpu", report["host"]
     out = capsys.readouterr().out
@@ -153,6 +159,10 @@ def test_photo_dataset_layout_and_errors(tmp_path):
     (["train", "--device", "tpu"], "--device: unknown device 'tpu'"),
     (["train", "--threads", "0"], "--threads must be >= 1, got 0"),
     (["train", "--repeats", "0"], "--repeats must be >= 1"),
+    (["accuracy"], "the accuracy section needs --data-dir"),
+    (["accuracy", "--data-dir", "/nonexistent"], "--data-dir /nonexistent: no train/ folder"),
+    (["accuracy", "--epochs", "0"], "--epochs must be >= 1"),
+    (["pipeline", "--peer-workers", "-1"], "--peer-workers must be >= 0"),
 ])
 def test_bad_flags_name_the_problem(argv, message, tmp_path):
     with pytest.raises(SystemExit) as exc:

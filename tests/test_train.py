@@ -178,7 +178,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         with torch.no_grad():
             model.classifier[-1].weight.fill_(math.nan)
 
-    expected = r"epoch 2: loss became nan .* last good checkpoint .*last.pt \(epoch 1\)"
+    expected = r"epoch 2: loss became nan/inf in 4 of 4 batches.* last good checkpoint .*last.pt \(epoch 1\)"
     with pytest.raises(NonFiniteLossError, match=expected):
         fit(model, _loaders(), _cfg(epochs=3), run_dir=tmp_path, checkpoint_meta=meta, on_epoch_end=poison)
     kept = load_checkpoint(tmp_path / "last.pt")

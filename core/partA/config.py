@@ -91,6 +91,15 @@ def _organisation(key: str, v: Any) -> str | tuple[int, ...]:
     return value
 
 
+def _float_pair(key: str, v: Any) -> tuple[float, float]:
+    """Two numbers: a list/tuple, or a string ``"0.6,1"``."""
+    if isinstance(v, str):
+        v = [part for part in v.split(",")]
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise ValueError(f"{key}: expected two numbers (min, max), got {v!r}")
+    return (_float(f"{key}[0]", v[0]), _float(f"{key}[1]", v[1]))
+
+
 def _path(key: str, v: Any) -> Path:
     if not isinstance(v, (str, Path)):
         raise ValueError(f"{key}: expected a folder path, got {v!r}")
@@ -115,6 +124,10 @@ FLAT_KEYS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "batch_size": ("data", "batch_size", _int),
     "num_workers": ("data", "num_workers", _optional(_int)),
     "augment": ("data", "augment", _bool),
+    "pipeline": ("data", "pipeline", _str),
+    "augment_device": ("data", "augment_device", _str),
+    "crop_scale": ("data", "crop_scale", _float_pair),
+    "train_decode_ratio": ("data", "train_decode_ratio", _float),
     "normalization": ("data", "normalization", _str),
     "max_per_class": ("data", "max_per_class", _optional(_int)),
     "epochs": ("train", "epochs", _int),
@@ -127,6 +140,7 @@ FLAT_KEYS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "warmup_epochs": ("train", "warmup_epochs", _float),
     "step_size": ("train", "step_size", _optional(_int)),
     "gamma": ("train", "gamma", _float),
+    "plateau_patience": ("train", "plateau_patience", _int),
     "label_smoothing": ("train", "label_smoothing", _float),
     "grad_clip": ("train", "grad_clip", _optional(_float, zero_is_none=True)),
     "patience": ("train", "patience", _optional(_int, zero_is_none=True)),
@@ -134,6 +148,7 @@ FLAT_KEYS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "seed": ("train", "seed", _int),
     "amp": ("train", "amp", _str),
     "channels_last": ("train", "channels_last", _str),
+    "compile": ("train", "compile", _str),
     "device": ("train", "device", _str),
 }
 

@@ -10,7 +10,7 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
-from core.train.epoch import EvalStats, evaluate, train_one_epoch
+from core.train.epoch import EvalStats, evaluate, supports_device_skip, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
 from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
@@ -66,5 +66,6 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "seed_everything",
+    "supports_device_skip",
     "train_one_epoch",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.devices import resolve_amp, resolve_channels_last, resolve_device
+from core.devices import resolve_amp, resolve_channels_last, resolve_compile, resolve_device
 from core.runfiles import append_jsonl, to_plain, write_jsonl
 from core.train.checkpoint import (
     CheckpointError,
@@ -57,7 +57,7 @@ __all__ = ["EarlyStopping", "EpochStats", "EvalStats", "RunResult", "NonFiniteLo
 log = logging.getLogger(__name__)
 
 # TrainConfig fields that may differ between an interrupted run and its resume (the rest must match).
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "min_delta", "device", "amp", "channels_last"})
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "min_delta", "device", "amp", "channels_last", "compile"})
 
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
@@ -158,7 +158,9 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     optimizer = make_optimizer(config.optimizer, groups, lr=config.lr, weight_decay=config.weight_decay,
                                momentum=config.momentum, nesterov=config.nesterov)
     scheduler = LRSchedule(optimizer, config.scheduler, epochs=config.epochs, steps_per_epoch=len(loaders.train),
-                           warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma)
+                           warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma,
+                           patience=config.plateau_patience)
+    runner = torch.compile(model) if resolve_compile(config.compile, device) else model  # same parameters
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and amp_dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     early = EarlyStopping(config.patience, config.min_delta)
@@ -204,10 +206,11 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
                 strategy.on_epoch_start(epoch_index, model, optimizer)
             lr = optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
-            train = train_one_epoch(model, criterion, optimizer, loaders.train, device, scheduler=scheduler,
+            train = train_one_epoch(runner, criterion, optimizer, loaders.train, device, scheduler=scheduler,
                                     scaler=scaler, amp_dtype=amp_dtype, grad_clip=config.grad_clip,
                                     channels_last=channels_last, desc=f"epoch {epoch}/{config.epochs}")
-            val = evaluate(model, loaders.val, device, amp_dtype=amp_dtype, channels_last=channels_last, desc="val")
+            val = evaluate(runner, loaders.val, device, amp_dtype=amp_dtype, channels_last=channels_last, desc="val")
+            scheduler.observe(val.loss)  # "plateau" decays here; the others ignore it
             improved = early.update(val.acc, epoch)
             stats = EpochStats(epoch, config.epochs, train.loss, train.acc, val.loss, val.acc, lr,
                                time.perf_counter() - started, train.total / max(train.seconds, 1e-9), early.best)
