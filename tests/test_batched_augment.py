@@ -39,7 +39,8 @@ def _assert_same_distribution(name: str, ours: torch.Tensor, ref: torch.Tensor) 
     ours, ref = ours.double(), ref.double()
     se = math.sqrt(ours.var() / len(ours) + ref.var() / len(ref))
     gap = abs(float(ours.mean() - ref.mean()))
-    assert gap <= 5 * se + 1e-12, f"{name}: mean {ours.mean():.5f} vs torchvision {ref.mean():.5f} (> 5 SE = {5 * se:.5f})"
+    assert gap <= 5 * se + 1e-12, \
+        f"{name}: mean {ours.mean():.5f} vs torchvision {ref.mean():.5f} (> 5 SE = {5 * se:.5f})"
     d, limit = _ks(ours, ref), _ks_limit(len(ours), len(ref))
     assert d <= limit, f"{name}: KS distance {d:.4f} > {limit:.4f} (alpha 1e-6) against torchvision's draws"
 
@@ -110,7 +111,7 @@ def test_crop_and_flip_pixels_equal_torchvisions_resized_crop():
         # the outermost output pixels may read one pixel beyond the box (grid_sample sees the whole image,
         # resized_crop only the crop, and clamps): compare the interior
         gap = float((out[k] - ref)[:, 1:-1, 1:-1].abs().max())
-        assert gap < 1e-4, f"sample {k}: {gap:.2e} away from torchvision's resized_crop (box {p.height[k]}x{p.width[k]})"
+        assert gap < 1e-4, f"sample {k}: {gap:.2e} from torchvision's resized_crop (box {p.height[k]}x{p.width[k]})"
 
 
 def test_jitter_and_normalisation_equal_torchvisions_functions():
