@@ -102,9 +102,9 @@ def _ablation_transform(kind: str, prep):
 
 def _ours(row: Row, data_dir: Path, size: int, epochs: int, seed: int, run_dir: Path) -> list[dict]:
     from core.data import make_loaders
+    from core.devices import resolve_channels_last, resolve_device
     from core.model import build_cnn
     from core.partA import PartAConfig
-    from core.devices import resolve_channels_last, resolve_device
     from core.train import evaluate, fit, seed_everything
     from experiments.bench.peer import peer_init
 
