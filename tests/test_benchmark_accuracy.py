@@ -51,13 +51,17 @@ def test_peer_pipeline_pieces(tmp_path):
 def test_accuracy_section_end_to_end_and_reuse(tmp_path, capsys):
     root = write_photo_dataset(tmp_path / "photos", classes=2, train_per_class=8, test_per_class=2, size=(160, 120))
     argv = ["accuracy", "--data-dir", str(root), "--image-size", "32", "--epochs", "1", "--seeds", "0",
-            "--peer-workers", "0", "--out-dir", str(tmp_path / "out")]
+            "--peer-workers", "0", "--repeats", "1", "--warmup", "0", "--out-dir", str(tmp_path / "out")]
     assert main(argv) == 0
     report = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     rows = report["sections"]["accuracy"]["info"]["rows"]
     assert [r["key"] for r in rows] == ["peer", "ours_peer", "ours_default"], rows
     for r in rows:
         assert 0.0 <= r["kept_test_acc"]["mean"] <= 1.0 and r["train_images_per_sec"]["mean"] > 0, r
+        assert r["epoch_images_per_sec_side_by_side"] > 0, "every row is also timed side by side"
+    comps = report["sections"]["accuracy"]["comparisons"]
+    assert [c["ours"]["label"] for c in comps] == ["ours_peer", "ours_default"] and comps[0]["baseline"]["label"] == \
+        "peer", comps
     runs = (tmp_path / "out" / "accuracy-runs.jsonl").read_text().splitlines()
     assert len(runs) == 3 and all(len(json.loads(line)["history"]) == 1 for line in runs)
     out = capsys.readouterr().out

@@ -15,8 +15,11 @@ Every row trains on the same split (our stratified split of ``train/``; ``val/``
 image size, epochs and seeds. After every epoch the test accuracy is recorded too (analysis only: nothing
 selects on it), so each run reports the test accuracy of three checkpoints: the best validation accuracy (what
 ``fit`` keeps), the best validation loss (what the peer keeps) and the last epoch; ``kept`` is the row's own
-rule. Training images/s counts the training passes only (data + step), not validation. Runs are appended to
-``<out-dir>/accuracy-runs.jsonl`` as they finish; a rerun with the same settings reuses finished runs.
+rule. Training images/s counts the training passes only (data + step), not validation: once from the runs
+themselves (which ran at different times) and once side by side, every row's training epoch timed in the same
+rounds (``experiments/bench/accuracy_speed.py``: at most 2 timed rounds after at most 1 warm-up round;
+``--repeats`` / ``--warmup`` lower them). Runs are appended to ``<out-dir>/accuracy-runs.jsonl`` as they
+finish; a rerun with the same settings reuses finished runs.
 """
 
 from __future__ import annotations
@@ -73,8 +76,17 @@ ABLATION: dict[str, Row] = {
     "abl_peer_aug": Row("peer's augmentation (flip, rotate 10, jitter) on our cache", "ours", OURS_BEFORE,
                         transform="flip_rotate_jitter"),
 }
+CANDIDATE = {"batch_norm": True, "organisation": "double", "kernel_size": 3, "dense_units": 512, "dropout": 0.12,
+             "augment": True, "train_decode_ratio": 1.15, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3,
+             "weight_decay": 0.05, "scheduler": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1}
+CANDIDATES: dict[str, Row] = {  # what the defaults were chosen from (docs/results.md)
+    "cand_16": Row("candidate defaults, filters 16 doubling", "ours", {**CANDIDATE, "filters": 16}),
+    "cand_32": Row("candidate defaults, filters 32 doubling", "ours", {**CANDIDATE, "filters": 32}),
+}
 ROWS.update(ABLATION)
-PRESETS = {"issue": ["peer", "ours_peer", "ours_default"], "ablation": ["peer", *ABLATION]}
+ROWS.update(CANDIDATES)
+PRESETS = {"issue": ["peer", "ours_peer", "ours_default"], "ablation": ["peer", *ABLATION],
+           "defaults": ["peer", *CANDIDATES]}
 
 
 def parse_rows(spec: str) -> list[str]:
@@ -205,18 +217,34 @@ def bench_accuracy(cfg: BenchConfig) -> SectionResult:
                      **{name: _spread([r[name] for r in recs]) for name in
                         ("kept_test_acc", "test_acc_best_val_acc", "test_acc_best_val_loss", "test_acc_last",
                          "train_images_per_sec")}})
+    comparisons = []
+    if cfg.repeats > 0 and len(keys) > 1:  # side by side: the runs above ran at different times
+        from experiments.bench.accuracy_speed import time_rows
+
+        transforms = {k: (lambda prep, kind=ROWS[k].transform: _ablation_transform(kind, prep))
+                      for k in keys if ROWS[k].transform is not None}
+        log.info("accuracy: timing one training epoch per row, side by side (%d rounds)", min(cfg.repeats, 2))
+        with quiet_loggers("core.train.trainer", "core.data.loaders", "core.data.batching", "core.data.decode_cache"):
+            comparisons = time_rows({k: ROWS[k] for k in keys}, cfg.data_dir, size, cfg.peer_workers,
+                                    repeats=min(cfg.repeats, 2), warmup=min(cfg.warmup, 1), transforms=transforms)
+        speed = {keys[0]: statistics.median(comparisons[0].baseline)}
+        speed.update({c.ours_label: statistics.median(c.ours) for c in comparisons})
+        for r in rows:
+            r["epoch_images_per_sec_side_by_side"] = speed[r["key"]]
     info = {"data_dir": str(cfg.data_dir), "image_size": size, "epochs": epochs, "seeds": list(seeds),
             "rows": rows, "runs_file": str(out)}
-    return SectionResult([], info)
+    return SectionResult(comparisons, info)
 
 
 def format_rows(info: dict) -> list[str]:
     """The accuracy table: kept-checkpoint test accuracy mean ± std [min-max], other rules, images/s."""
     lines = [f"  {info['data_dir']}, {info['image_size']} px, {info['epochs']} epochs, seeds {info['seeds']}",
-             f"  {'row':<58} {'kept test acc':>22} {'best val_loss':>13} {'last':>7} {'img/s':>7}"]
+             f"  {'row':<58} {'kept test acc':>22} {'best val_loss':>13} {'last':>7} {'img/s':>7} {'side by side':>12}"]
     for r in info["rows"]:
         k = r["kept_test_acc"]
         kept = f"{100 * k['mean']:.1f} ± {100 * k['std']:.1f} [{100 * k['min']:.0f}-{100 * k['max']:.0f}]"
+        side = r.get("epoch_images_per_sec_side_by_side")
         lines.append(f"  {r['label'][:58]:<58} {kept:>22} {100 * r['test_acc_best_val_loss']['mean']:>12.1f}% "
-                     f"{100 * r['test_acc_last']['mean']:>6.1f}% {r['train_images_per_sec']['mean']:>7.0f}")
+                     f"{100 * r['test_acc_last']['mean']:>6.1f}% {r['train_images_per_sec']['mean']:>7.0f} "
+                     f"{'-' if side is None else f'{side:.1f}':>12}")
     return lines

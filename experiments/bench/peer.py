@@ -110,25 +110,37 @@ def _evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module) -> tup
     return loss / seen, correct / seen
 
 
+def peer_train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                     criterion: nn.Module) -> tuple[float, int]:
+    """One training pass of the peer's loop: (summed loss, images seen)."""
+    model.train()
+    total, seen = 0.0, 0
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+    return total, seen
+
+
+def peer_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` over every parameter, L2 weight decay included (the peer's)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
 def train_peer(model: nn.Module, loaders: dict[str, DataLoader], *, epochs: int, lr: float,
                weight_decay: float) -> list[EpochRecord]:
     """The peer's loop (NCHW fp32 eager); returns one record per epoch, test accuracy included for analysis."""
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = peer_optimizer(model, lr, weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=PEER_PLATEAU_FACTOR,
                                                          patience=PEER_PLATEAU_PATIENCE)
     records = []
     for epoch in range(1, epochs + 1):
-        model.train()
-        total, seen, start = 0.0, 0, time.perf_counter()
-        current_lr = optimizer.param_groups[0]["lr"]
-        for x, y in loaders["train"]:
-            optimizer.zero_grad()
-            loss = criterion(model(x), y)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(y)
-            seen += len(y)
+        start, current_lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        total, seen = peer_train_epoch(model, loaders["train"], optimizer, criterion)
         seconds = time.perf_counter() - start
         val_loss, val_acc = _evaluate(model, loaders["val"], criterion)
         plateau.step(val_loss)
