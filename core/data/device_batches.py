@@ -52,7 +52,8 @@ def release_resident() -> None:
 
 def resident_bytes(device: torch.device | str | None = None) -> int:
     """Bytes of images kept resident (on ``device``, or on all devices)."""
-    return sum(t.numel() for (_, dev), t in _RESIDENT.items() if device is None or dev == str(torch.device(device)))
+    want = None if device is None else str(_canonical(device))
+    return sum(t.numel() for (_, dev), t in _RESIDENT.items() if want is None or dev == want)
 
 
 def _host_tensor(entry) -> torch.Tensor:
@@ -83,6 +84,7 @@ def image_store(entry, device: torch.device) -> torch.Tensor:
     host = _host_tensor(entry)
     if device.type != "cuda":
         return host
+    device = _canonical(device)
     key = (entry.key, str(device))
     if key in _RESIDENT:
         _RESIDENT.move_to_end(key)
@@ -104,6 +106,14 @@ def image_store(entry, device: torch.device) -> torch.Tensor:
     log.info("decoded images resident on %s: %d x %s uint8, %.1f MB", device, len(host), list(host.shape[1:]),
              need / 2**20)
     return _RESIDENT[key]
+
+
+def _canonical(device: torch.device | str) -> torch.device:
+    """``cuda`` -> ``cuda:<current>``, so devices compare equal to a tensor's ``.device``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -131,8 +141,8 @@ class DeviceBatches:
         if (shuffle or augment is not None) and generator is None:
             raise ValueError("shuffling or augmenting DeviceBatches need a torch.Generator (the run's seed)")
         self.dataset, self.images, self.batch_size = dataset, images, batch_size
-        self.device = torch.device(device)
-        self.transform_device = torch.device(transform_device) if transform_device is not None else self.device
+        self.device = _canonical(device)
+        self.transform_device = _canonical(transform_device) if transform_device is not None else self.device
         if images.device.type == "cuda" and images.device != self.transform_device:
             raise ValueError(f"images resident on {images.device} but augmentation asked for {self.transform_device}")
         self.rows = torch.as_tensor(rows, dtype=torch.int64)

@@ -82,6 +82,8 @@ CANDIDATE = {"batch_norm": True, "organisation": "double", "kernel_size": 3, "de
 CANDIDATES: dict[str, Row] = {  # what the defaults were chosen from (docs/results.md)
     "cand_16": Row("candidate defaults, filters 16 doubling", "ours", {**CANDIDATE, "filters": 16}),
     "cand_32": Row("candidate defaults, filters 32 doubling", "ours", {**CANDIDATE, "filters": 32}),
+    "cand_16_b16": Row("candidate defaults, filters 16 doubling, batch 16", "ours",
+                       {**CANDIDATE, "filters": 16, "batch_size": 16}),
 }
 ROWS.update(ABLATION)
 ROWS.update(CANDIDATES)
