@@ -22,7 +22,7 @@ from core.data import resolve_dataset
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
-from core.train import OPTIMIZERS, SCHEDULERS, TRACKING_MODES, CheckpointError, TrainingError
+from core.train import MONITORS, OPTIMIZERS, SCHEDULERS, TRACKING_MODES, CheckpointError, TrainingError
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")
@@ -87,6 +87,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
     train.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (default: no clip)")
     train.add_argument("--patience", type=int, help="early stopping: epochs without val_acc gain (default: off)")
+    train.add_argument("--monitor", choices=MONITORS,
+                       help="what picks best.pt and drives early stopping: val_acc or val_loss (default val_acc)")
     train.add_argument("--min-delta", type=float, help="val_acc gain that counts as improvement (default 0)")
     train.add_argument("--seed", type=int, help="seeds python, numpy, torch and the data order (default 0)")
     train.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")

@@ -251,3 +251,19 @@ def test_bf16_autocast_path_trains_on_cpu(tmp_path):
                  checkpoint_meta=meta)
     loss = result.history[0]["train_loss"]
     assert math.isfinite(loss) and 0.5 < loss < 3.0, f"bf16 autocast training gave loss {loss}"
+
+
+def test_monitor_val_loss_keeps_the_lowest_loss_epoch(tmp_path, monkeypatch):
+    scripted = iter([(0.6, 1.0), (0.7, 0.9), (0.8, 0.95), (0.5, 0.97)])  # (val_acc, val_loss) per epoch
+
+    def fake_evaluate(*args, **kwargs):
+        acc, loss = next(scripted)
+        return EvalStats(loss, acc, int(acc * 10), 10)
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    model, meta = _model()
+    result = fit(model, _loaders(), _cfg(monitor="val_loss", patience=2), run_dir=tmp_path, checkpoint_meta=meta)
+    assert result.best_epoch == 2 and result.best_val_acc == 0.7, "kept: epoch 2, the lowest val_loss (0.9)"
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    assert result.stopped_reason == "early stopping: val_loss did not improve for 2 epochs (best 0.9000 at epoch 2)"
+    assert [h["best_val_acc"] for h in result.history] == [0.6, 0.7, 0.7, 0.7], "the kept epoch's val_acc"

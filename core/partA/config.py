@@ -145,6 +145,7 @@ FLAT_KEYS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "grad_clip": ("train", "grad_clip", _optional(_float, zero_is_none=True)),
     "patience": ("train", "patience", _optional(_int, zero_is_none=True)),
     "min_delta": ("train", "min_delta", _float),
+    "monitor": ("train", "monitor", _str),
     "seed": ("train", "seed", _int),
     "amp": ("train", "amp", _str),
     "channels_last": ("train", "channels_last", _str),

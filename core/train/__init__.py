@@ -10,6 +10,7 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
+from core.train.config import MONITORS
 from core.train.epoch import EvalStats, evaluate, supports_device_skip, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
@@ -35,6 +36,7 @@ __all__ = [
     "CheckpointError",
     "ENV_SWITCH",
     "EarlyStopping",
+    "MONITORS",
     "EpochStats",
     "EvalStats",
     "LRSchedule",

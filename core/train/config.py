@@ -13,7 +13,9 @@ from typing import Any
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.train.optim import OPTIMIZERS, SCHEDULERS
 
-__all__ = ["TrainConfig"]
+__all__ = ["MONITORS", "TrainConfig"]
+
+MONITORS = ("val_acc", "val_loss")  # what picks the kept checkpoint
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,9 @@ class TrainConfig:
     plateau_patience: int = 2  # "plateau": epochs without a val_loss improvement before a decay
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global grad norm; None = no clipping
-    patience: int | None = None  # early stopping on val_acc; None = run all epochs
-    min_delta: float = 0.0  # val_acc improvement that counts
+    patience: int | None = None  # early stopping on the monitored metric; None = run all epochs
+    min_delta: float = 0.0  # improvement of the monitored metric that counts
+    monitor: str = "val_acc"  # val_acc | val_loss: what picks best.pt (and early stopping)
     seed: int = 0  # python, numpy, torch and data order
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | bf16 | fp16 | off  (auto: CUDA bf16/fp16, CPU off)
@@ -77,6 +80,8 @@ class TrainConfig:
             raise bad("seed", "a non-negative int")
         if self.amp not in AMP_MODES:
             raise bad("amp", f"one of {list(AMP_MODES)}")
+        if self.monitor not in MONITORS:
+            raise bad("monitor", f"one of {list(MONITORS)}")
         if self.compile not in COMPILE_MODES:
             raise bad("compile", f"one of {list(COMPILE_MODES)}")
         if self.channels_last not in CHANNELS_LAST_MODES:

@@ -58,7 +58,7 @@ class EpochStats:
     lr: float  # first parameter group's LR at the start of the epoch
     seconds: float  # train + validation wall time
     images_per_sec: float  # training throughput
-    best_val_acc: float
+    best_val_acc: float  # val_acc of the kept (best, by TrainConfig.monitor) epoch so far
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

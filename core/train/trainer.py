@@ -65,7 +65,8 @@ class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopI
 
 
 class EarlyStopping:
-    """Stop when validation accuracy has not beaten the best by more than ``min_delta`` for ``patience`` epochs."""
+    """Stop when the monitored score (higher is better: val_acc, or minus val_loss) has not beaten the best by more
+    than ``min_delta`` for ``patience`` epochs; the best epoch is the kept checkpoint."""
 
     def __init__(self, patience: int | None, min_delta: float = 0.0) -> None:
         self.patience, self.min_delta = patience, min_delta
@@ -188,7 +189,8 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
         metrics_path.unlink()  # a fresh run in a reused folder starts a fresh log
 
     def result() -> RunResult:
-        return RunResult(early.best if history else float("nan"), early.best_epoch, tuple(history),
+        kept = next((h for h in history if h["epoch"] == early.best_epoch), None)
+        return RunResult(kept["val_acc"] if kept else float("nan"), early.best_epoch, tuple(history),
                          best_path if best_path.is_file() else None, last_path if last_path.is_file() else None,
                          stopped_reason, stopped_by, run_dir=run_dir)
 
@@ -211,9 +213,10 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
                                     channels_last=channels_last, desc=f"epoch {epoch}/{config.epochs}")
             val = evaluate(runner, loaders.val, device, amp_dtype=amp_dtype, channels_last=channels_last, desc="val")
             scheduler.observe(val.loss)  # "plateau" decays here; the others ignore it
-            improved = early.update(val.acc, epoch)
+            improved = early.update(val.acc if config.monitor == "val_acc" else -val.loss, epoch)
+            kept_acc = val.acc if improved else next(h["val_acc"] for h in history if h["epoch"] == early.best_epoch)
             stats = EpochStats(epoch, config.epochs, train.loss, train.acc, val.loss, val.acc, lr,
-                               time.perf_counter() - started, train.total / max(train.seconds, 1e-9), early.best)
+                               time.perf_counter() - started, train.total / max(train.seconds, 1e-9), kept_acc)
             rng_state = capture_rng_state(loaders)  # the point a resume restarts from
             record = stats.to_dict()
             history.append(record)
@@ -228,8 +231,9 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
                 save_checkpoint(best_path, make_payload(model, **common, extra=user_extra))
             if early.should_stop:
                 stopped_by = "early_stopping"
-                stopped_reason = (f"early stopping: val_acc did not improve for {config.patience} epochs "
-                                  f"(best {early.best:.1%} at epoch {early.best_epoch})")
+                best = f"{early.best:.1%}" if config.monitor == "val_acc" else f"{-early.best:.4f}"
+                stopped_reason = (f"early stopping: {config.monitor} did not improve for {config.patience} epochs "
+                                  f"(best {best} at epoch {early.best_epoch})")
             last_extra = {**user_extra, "history": history, "early_stopping": early.state_dict(), "rng": rng_state,
                           "scaler": scaler.state_dict() if scaler is not None else None,
                           "stopped_reason": stopped_reason, "stopped_by": stopped_by}
