@@ -84,6 +84,10 @@ CANDIDATES: dict[str, Row] = {  # what the defaults were chosen from (docs/resul
     "cand_32": Row("candidate defaults, filters 32 doubling", "ours", {**CANDIDATE, "filters": 32}),
     "cand_16_b16": Row("candidate defaults, filters 16 doubling, batch 16", "ours",
                        {**CANDIDATE, "filters": 16, "batch_size": 16}),
+    "cand_16_lr3": Row("candidate defaults, filters 16 doubling, lr 3e-3", "ours",
+                       {**CANDIDATE, "filters": 16, "lr": 3e-3}),
+    "cand_16_onecycle": Row("candidate defaults, filters 16 doubling, onecycle to lr 4e-3", "ours",
+                            {**CANDIDATE, "filters": 16, "lr": 4e-3, "scheduler": "onecycle", "warmup_epochs": 3}),
 }
 ROWS.update(ABLATION)
 ROWS.update(CANDIDATES)
