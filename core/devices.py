@@ -7,6 +7,9 @@
   on for CPU too: measured on this project's 2-core CPU box for the Part A CNN (filters 32,
   kernel 3, batch 32, one train step), NHWC was faster at both 64 px and 224 px (see
   docs/performance.md, "Training on the CPU: the defaults and why").
+- ``compile``: ``auto``, ``on``, ``off``: ``torch.compile`` of the model for training and evaluation. ``auto``
+  is on only where it was measured faster for a whole run, compile time included (:data:`COMPILE_AUTO`;
+  docs/performance.md has the numbers and the command).
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import re
 
 import torch
 
-__all__ = ["AMP_MODES", "CHANNELS_LAST_MODES", "resolve_amp", "resolve_channels_last", "resolve_device"]
+__all__ = ["AMP_MODES", "CHANNELS_LAST_MODES", "COMPILE_AUTO", "COMPILE_MODES", "resolve_amp", "resolve_channels_last",
+           "resolve_compile", "resolve_device"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
 CPU_CHANNELS_LAST = True  # measured; see the module docstring
+COMPILE_MODES = ("auto", "on", "off")
+COMPILE_AUTO = {"cpu": False, "cuda": False}  # what "auto" means per device type; see the module docstring
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,3 +73,12 @@ def resolve_channels_last(mode: str, device: torch.device) -> bool:
     if mode != "auto":
         return mode == "on"
     return True if device.type == "cuda" else CPU_CHANNELS_LAST
+
+
+def resolve_compile(mode: str, device: torch.device) -> bool:
+    """Whether to ``torch.compile`` the model for this run (see the module docstring)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; expected one of {list(COMPILE_MODES)}")
+    if mode != "auto":
+        return mode == "on"
+    return COMPILE_AUTO.get(device.type, False)

@@ -50,7 +50,6 @@ from experiments.bench.common import (
     device_summary,
     peak_rss_mb,
     reset_peak_memory,
-    write_photos,
 )
 from experiments.cli import UsageError, run_script
 
@@ -73,63 +72,12 @@ def register(name: str) -> Callable[[Section], Section]:
 
 
 # ---------------------------------------------------------------- data section
-def _drain(loader) -> None:
-    for _ in loader:
-        pass
-
-
 @register("data")
 def bench_data(cfg: BenchConfig) -> SectionResult:
-    """PIL full decode + resize every epoch (torchvision ImageFolder) vs the decode cache."""
-    from torch.utils.data import DataLoader
-    from torchvision import datasets
-    from torchvision import transforms as T
+    """PIL full decode + resize every epoch (torchvision ImageFolder) vs the decode cache (bench/data.py)."""
+    from experiments.bench.data import bench_data as run
 
-    from core.data import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        CachedImageDataset,
-        Preprocessing,
-        _augmentation,
-        decode_images,
-        reset_cache_stats,
-    )
-
-    size, batch = cfg.image_size or 224, cfg.batch_size or 32
-    count = 16 if cfg.quick else 128
-    log.info("data: writing %d 800x600 JPEGs", count)
-    paths = write_photos(cfg.work_dir / "photos", count)
-    prep = Preprocessing(size)
-    naive_tf = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    naive_aug_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(),
-                              T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    naive = DataLoader(datasets.ImageFolder(cfg.work_dir / "photos", naive_tf), batch_size=batch, num_workers=0)
-    naive_aug = DataLoader(datasets.ImageFolder(cfg.work_dir / "photos", naive_aug_tf), batch_size=batch)
-
-    entry = decode_images(paths, prep, cfg.work_dir / "cache")
-    labels = [(p, int(p.parent.name[-1])) for p in paths]
-    cached = DataLoader(CachedImageDataset(labels, entry.images, list(range(count)), prep), batch_size=batch)
-    cached_aug = DataLoader(CachedImageDataset(labels, entry.images, list(range(count)), prep,
-                                               _augmentation(prep)), batch_size=batch)
-    builds = iter(range(10**6))
-
-    def cold_build() -> None:  # a fresh cache folder and no in-memory entry: a real miss every call
-        reset_cache_stats(forget_memory=True)
-        decode_images(paths, prep, cfg.work_dir / f"cold-{next(builds)}", num_threads=1)  # same as baseline
-
-    common = {"items": count, "repeats": cfg.repeats, "warmup": cfg.warmup}
-    comparisons = [
-        compare("epoch, warm cache", lambda: _drain(naive), lambda: _drain(cached),
-                baseline_label="PIL decode+resize each epoch", ours_label="cached uint8", **common),
-        compare("epoch with augmentation", lambda: _drain(naive_aug), lambda: _drain(cached_aug),
-                baseline_label="PIL decode+RandomResizedCrop+jitter", ours_label="cached uint8 + v2 aug", **common),
-        compare("first epoch (cache build)", lambda: _drain(naive), cold_build,
-                baseline_label="PIL full decode+resize", ours_label="draft decode into cache, 1 thread", **common),
-    ]
-    reset_cache_stats(forget_memory=True)
-    info = {"images": count, "source_size": [800, 600], "image_size": size, "batch_size": batch,
-            "cache_bytes": int(entry.images.nbytes)}
-    return SectionResult(comparisons, info)
+    return run(cfg)
 
 
 # ---------------------------------------------------------------- infer section (owner: export)
@@ -174,6 +122,22 @@ def bench_finetune(cfg: BenchConfig) -> SectionResult:
     return run(cfg)
 
 
+@register("pipeline")
+def bench_pipeline(cfg: BenchConfig) -> SectionResult:
+    """A whole augmented training epoch: batched device path vs per-sample DataLoader path (bench/pipeline.py)."""
+    from experiments.bench.pipeline import bench_pipeline as run
+
+    return run(cfg)
+
+
+@register("accuracy")
+def bench_accuracy(cfg: BenchConfig) -> SectionResult:
+    """Whole Part A runs on real photos: peers' pipeline vs ours, test accuracy and images/s (bench/accuracy.py)."""
+    from experiments.bench.accuracy import bench_accuracy as run
+
+    return run(cfg)
+
+
 # ---------------------------------------------------------------- runner
 def run_sections(names: list[str], cfg: BenchConfig) -> dict:
     results = {}
@@ -190,7 +154,14 @@ def run_sections(names: list[str], cfg: BenchConfig) -> dict:
 
 
 def _extra_line(c: dict) -> str | None:
-    """FLOP/s rows of the train section: achieved GFLOP/s and the fraction of the measured peak."""
+    """FLOP/s rows of the train section: achieved GFLOP/s and the fraction of the measured peak; the pipeline
+    section's augmented/unaugmented ratio and the step's fraction of the bf16 peak."""
+    if "augmented_over_unaugmented" in c:
+        r = c["augmented_over_unaugmented"]
+        return (f"    augmented / unaugmented epoch images/s: batched {r['batched']:.0%}, "
+                f"per-sample {r['per_sample']:.0%}")
+    if "step_fraction_of_bf16_peak" in c:
+        return f"    step: {c['step_fraction_of_bf16_peak']:.1%} of the bf16 matmul peak measured in this run"
     if "ours_gflops" not in c:
         return None
     line = (f"    FLOP/s ({c['flops_convention']}): baseline {c['baseline_gflops']:.1f} GFLOP/s "
@@ -209,6 +180,10 @@ def format_table(results: dict, device: dict | None = None) -> str:
     for name, res in results.items():
         cuda = f", CUDA max allocated {res['cuda_max_allocated_mb']} MB" if "cuda_max_allocated_mb" in res else ""
         lines.append(f"[{name}] peak RSS {res['peak_rss_mb']} MB ({res['peak_rss_scope']}){cuda}, {res['seconds']} s")
+        if "rows" in res["info"]:
+            from experiments.bench.accuracy import format_rows
+
+            lines.extend(format_rows(res["info"]))
         peak = res["info"].get("matmul_peak_gflops")
         if peak:
             lines.append(f"  measured peaks (GFLOP/s; fp32/bf16 = torch.mm, conv_fp32 = one large conv): {peak}")
@@ -227,7 +202,8 @@ def format_table(results: dict, device: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-SECTION_ORDER = ("train", "data", "sweep", "infer", "finetune")  # the order of the issue; unknown sections last
+SECTION_ORDER = ("train", "data", "pipeline", "sweep", "infer", "finetune", "accuracy")  # issue order; unknown last
+NOT_IN_ALL = ("accuracy",)  # whole training runs on a real photo folder: run it by name, with --data-dir
 
 
 def _section_rank(name: str) -> tuple[int, str]:
@@ -248,7 +224,47 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice, the core count); the matmul peak is "
                         "measured at the same count. On a box shared with other jobs, 1 is steadier")
+    real = p.add_argument_group("accuracy section (whole training runs on real photos)")
+    real.add_argument("--data-dir", type=Path, default=None, help="photo folder with train/ and val/ (accuracy: "
+                                                                 "required)")
+    real.add_argument("--epochs", type=int, default=None, help="epochs per run (default 15, quick 2)")
+    real.add_argument("--seeds", default="0,1", help="comma-separated training seeds, one run each (default 0,1)")
+    real.add_argument("--rows", default="issue", help="a preset (issue, ablation) or comma-separated row keys of "
+                                                      "experiments/bench/accuracy.py (default issue)")
+    real.add_argument("--peer-workers", type=int, default=2, help="DataLoader workers of the peers' pipeline "
+                                                                  "(default 2)")
     return p
+
+
+def _check_real_photo_flags(args: argparse.Namespace) -> None:
+    """Exit with a one-line message for a bad accuracy/pipeline flag, before anything runs."""
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.peer_workers < 0:
+        raise UsageError(f"--peer-workers must be >= 0, got {args.peer_workers}")
+    if args.data_dir is not None and not (args.data_dir / "train").is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no train/ folder there; pass a dataset root with train/ "
+                         "and val/ (e.g. ../shared/data/flowers5)")
+    if args.section == "accuracy":
+        from experiments.bench.accuracy import parse_rows
+
+        if args.data_dir is None:
+            raise UsageError("the accuracy section needs --data-dir (a folder with train/ and val/, e.g. "
+                             "../shared/data/flowers5)")
+        try:
+            parse_rows(args.rows)
+        except ValueError as err:
+            raise UsageError(f"--rows: {err}") from None
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds must be comma-separated non-negative ints, got {text!r}")
+    return seeds
 
 
 def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -264,6 +280,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    _check_real_photo_flags(args)
     from core.devices import resolve_device
 
     try:
@@ -271,9 +288,12 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
     except ValueError as err:
         raise UsageError(f"--device: {err}") from err
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None  # a busy box skews every number
-    names = sorted(SECTIONS, key=_section_rank) if args.section == "all" else [args.section]
+    everything = [n for n in sorted(SECTIONS, key=_section_rank) if n not in NOT_IN_ALL]
+    names = everything if args.section == "all" else [args.section]
     with tempfile.TemporaryDirectory(prefix="inat-bench-") as work:
-        cfg = BenchConfig(args.image_size, args.batch_size, args.quick, repeats, args.warmup, Path(work), str(device))
+        cfg = BenchConfig(args.image_size, args.batch_size, args.quick, repeats, args.warmup, Path(work), str(device),
+                          data_dir=args.data_dir, epochs=args.epochs, seeds=_seeds(args.seeds), rows=args.rows,
+                          out_dir=args.out_dir, peer_workers=args.peer_workers)
         log.info("benchmark %s on %s, %d torch threads", ", ".join(names), device, torch.get_num_threads())
         results = run_sections(names, cfg)
     stamp = time.strftime("%Y%m%d-%H%M%S")

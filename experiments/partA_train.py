@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from core.data import AUGMENT_POLICIES, resolve_dataset
-from core.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
-from core.train import OPTIMIZERS, SCHEDULERS, TRACKING_MODES
+from core.train import MONITORS, OPTIMIZERS, SCHEDULERS, TRACKING_MODES
 from experiments.cli import UsageError, run_script
 from experiments.spec_args import add_spec_arguments
 
@@ -38,11 +38,19 @@ FIXED_FLAGS = ("in_channels", "num_classes")  # make_spec flags the data decides
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = PartAConfig()  # the defaults are the recommended recipe (core/partA/config.py, docs/results.md)
+    data_d, train_d = d.data, d.train
+    on_off = {True: "on", False: "off"}
     add_spec_arguments(parser, help_overrides={  # sizes and classes come from the data here
         "image_size": (f"square input side in pixels (default {DEMO_IMAGE_SIZE} on the demo set, "
                        f"{DATA_IMAGE_SIZE} with --data-dir)"),
         "num_classes": "output classes: taken from the dataset; if given, must match its class folders",
         "in_channels": "input channels: the loaders give RGB, so only 3 is accepted",
+        "filters": f"filters in the first conv block (default {d.filters})",
+        "organisation": f"filters per block: same, double, half or 5 comma-separated counts (default {d.organisation})",
+        "batch_norm": f"batch norm after every conv (default {on_off[d.batch_norm]})",
+        "dropout": f"dropout before the output layer, in [0, 1) (default {d.dropout})",
+        "dense": f"units in the dense layer (default {d.dense_units})",
     })
 
     data = parser.add_argument_group("data")
@@ -52,12 +60,24 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="download iNaturalist-12K into --data-dir (default: the cache's inaturalist/) "
                            "unless it is already there")
     data.add_argument("--max-per-class", type=int, help="use at most this many images per class (quick runs)")
-    data.add_argument("--batch-size", type=int, help="images per batch (default 32)")
+    data.add_argument("--batch-size", type=int, help=f"images per batch (default {data_d.batch_size})")
     data.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                      help="random resized crop, flip and colour jitter on the training split (default off)")
+                      help=f"random resized crop, flip and colour jitter on the training split "
+                           f"(default {on_off[data_d.augment]})")
+    data.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
+                      help=f"--augment: area range of the random-resized crop, as fractions "
+                           f"(default {data_d.crop_scale[0]:g} {data_d.crop_scale[1]:g})")
+    data.add_argument("--train-decode-ratio", type=float,
+                      help="--augment: decode training images at this times the image size and crop from them "
+                           f"(ImageNet's 256/224 = 1.14; default {data_d.train_decode_ratio})")
+    data.add_argument("--pipeline", choices=("batched", "per_sample"),
+                      help="batched: whole batches gathered and augmented on the device (default); per_sample: "
+                           "DataLoader with torchvision transforms per image")
+    data.add_argument("--augment-device", choices=("auto", "cpu", "cuda"),
+                      help="where batched augmentation runs (default auto = the training device)")
     data.add_argument("--augment-policy", choices=AUGMENT_POLICIES,
                       help="per-image torchvision policy on top of (or instead of) --augment: TrivialAugmentWide "
-                           "or RandAugment(2, 9) (default none)")
+                           "or RandAugment(2, 9) (default none; selects the per-sample DataLoader path)")
     data.add_argument("--random-erasing", type=float,
                       help="probability of erasing one random rectangle of each training image (default 0)")
     data.add_argument("--resize-size", type=int, help="short side before a centre crop (default: resize straight)")
@@ -68,17 +88,22 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="mean/std of the training split (default) or ImageNet's")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, help="epochs (default 10)")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default adam)")
-    train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    train.add_argument("--weight-decay", type=float, help="weight decay on weights, not biases/BN (default 0)")
+    train.add_argument("--epochs", type=int, help=f"epochs (default {train_d.epochs})")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {train_d.optimizer})")
+    train.add_argument("--lr", type=float, help=f"peak learning rate (default {train_d.lr:g})")
+    train.add_argument("--weight-decay", type=float,
+                       help=f"weight decay on weights, not biases/BN (default {train_d.weight_decay:g})")
     train.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     train.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov SGD (default off)")
-    train.add_argument("--scheduler", choices=SCHEDULERS, help="LR schedule, stepped per batch (default constant)")
-    train.add_argument("--warmup-epochs", type=float, help="linear LR warmup in epochs (default 0)")
+    train.add_argument("--scheduler", choices=SCHEDULERS, help=f"LR schedule (default {train_d.scheduler})")
+    train.add_argument("--warmup-epochs", type=float,
+                       help=f"linear LR warmup in epochs (default {train_d.warmup_epochs:g})")
     train.add_argument("--step-size", type=int, help="'step' schedule: epochs between decays (default epochs//3)")
-    train.add_argument("--gamma", type=float, help="'step' schedule: decay factor (default 0.1)")
-    train.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
+    train.add_argument("--gamma", type=float, help="'step'/'plateau' schedule: decay factor (default 0.1)")
+    train.add_argument("--plateau-patience", type=int,
+                       help="'plateau' schedule: epochs without a val_loss improvement before a decay (default 2)")
+    train.add_argument("--label-smoothing", type=float,
+                       help=f"label smoothing in [0, 1) (default {train_d.label_smoothing:g})")
     train.add_argument("--mixup-alpha", type=float,
                        help="MixUp: mix each batch with Beta(a, a) weights, soft targets (default 0 = off)")
     train.add_argument("--cutmix-alpha", type=float,
@@ -91,12 +116,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="validation and test on the image and its horizontal flip, logits averaged "
                             "(default off)")
     train.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (default: no clip)")
-    train.add_argument("--patience", type=int, help="early stopping: epochs without val_acc gain (default: off)")
-    train.add_argument("--min-delta", type=float, help="val_acc gain that counts as improvement (default 0)")
+    train.add_argument("--patience", type=int, help="early stopping: epochs without a gain of --monitor (default: off)")
+    train.add_argument("--monitor", choices=MONITORS,
+                       help=f"what picks best.pt and drives early stopping (default {train_d.monitor})")
+    train.add_argument("--min-delta", type=float, help="gain of --monitor that counts as improvement (default 0)")
     train.add_argument("--seed", type=int, help="seeds python, numpy, torch and the data order (default 0)")
     train.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     train.add_argument("--amp", choices=AMP_MODES, help="mixed precision: auto = bf16/fp16 on CUDA, off on CPU")
     train.add_argument("--channels-last", choices=CHANNELS_LAST_MODES, help="NHWC memory format (default auto)")
+    train.add_argument("--compile", choices=COMPILE_MODES,
+                       help="torch.compile the model (default auto: on only where measured faster)")
 
     run = parser.add_argument_group("run folder and tracking")
     run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent of the run folder (default runs)")

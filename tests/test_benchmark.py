@@ -16,7 +16,8 @@ from experiments.bench.process import ChildStepper
 from experiments.bench.train import _check_same_loss, measure_matmul_peak
 from experiments.benchmark import SECTIONS, main
 
-EVERY_SECTION = {"train", "data", "sweep", "infer", "finetune"}
+EVERY_SECTION = {"train", "data", "pipeline", "sweep", "infer", "finetune"}  # what "all" runs
+REGISTERED = EVERY_SECTION | {"accuracy"}  # accuracy trains whole runs on real photos: by name only
 
 
 def _positive(value, what: str) -> None:
@@ -26,7 +27,7 @@ def _positive(value, what: str) -> None:
 
 @pytest.mark.slow
 def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
-    assert set(SECTIONS) == EVERY_SECTION, f"registered sections: {sorted(SECTIONS)}"
+    assert set(SECTIONS) == REGISTERED, f"registered sections: {sorted(SECTIONS)}"
     assert main(["all", "--quick", "--repeats", "1", "--warmup", "0", "--device", "cpu",
                  "--out-dir", str(tmp_path)]) == 0
     files = list(tmp_path.glob("*.json"))
@@ -34,7 +35,7 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     report = json.loads(files[0].read_text())
     sections = report["sections"]
     assert set(sections) == EVERY_SECTION, f"the JSON must hold every section: {sorted(sections)}"
-    assert list(sections) == ["train", "data", "sweep", "infer", "finetune"], "all runs the sections in order"
+    assert list(sections) == ["train", "data", "pipeline", "sweep", "infer", "finetune"], "all: the sections in order"
     for name, section in sections.items():
         _positive(section["peak_rss_mb"], f"{name} peak RSS")
         _positive(section["seconds"], f"{name} seconds")
@@ -108,6 +109,11 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
     base_loss, ours_loss = finetune["first_epoch_losses"]
     assert ours_loss == pytest.approx(base_loss, rel=1e-4), "cached features must give the full forward's loss"
     _positive(finetune["cache_build_seconds"], "feature cache build seconds")
+
+    pipeline = sections["pipeline"]["info"]
+    assert list(pipeline["datasets"]) == ["demo set"], "without --data-dir the pipeline section uses the demo set"
+    for ratio in ("batched_aug_over_noaug", "baseline_aug_over_noaug"):
+        _positive(pipeline["datasets"]["demo set"][ratio], ratio)
 
     assert report["host"]["device"] == "cpu" and report["config"]["device"] == "cpu", report["host"]
     out = capsys.readouterr().out
@@ -190,6 +196,10 @@ def test_photo_dataset_layout_and_errors(tmp_path):
     (["train", "--device", "tpu"], "--device: unknown device 'tpu'"),
     (["train", "--threads", "0"], "--threads must be >= 1, got 0"),
     (["train", "--repeats", "0"], "--repeats must be >= 1"),
+    (["accuracy"], "the accuracy section needs --data-dir"),
+    (["accuracy", "--data-dir", "/nonexistent"], "--data-dir /nonexistent: no train/ folder"),
+    (["accuracy", "--epochs", "0"], "--epochs must be >= 1"),
+    (["pipeline", "--peer-workers", "-1"], "--peer-workers must be >= 0"),
 ])
 def test_bad_flags_name_the_problem(argv, message, tmp_path, capsys):
     assert main([*argv, "--out-dir", str(tmp_path)]) == 2, "a bad flag value is bad usage (docs/cli.md)"

@@ -178,7 +178,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         with torch.no_grad():
             model.classifier[-1].weight.fill_(math.nan)
 
-    expected = r"epoch 2: loss became nan .* last good checkpoint .*last.pt \(epoch 1\)"
+    expected = r"epoch 2: loss became nan/inf in 4 of 4 batches.* last good checkpoint .*last.pt \(epoch 1\)"
     with pytest.raises(NonFiniteLossError, match=expected):
         fit(model, _loaders(), _cfg(epochs=3), run_dir=tmp_path, checkpoint_meta=meta, on_epoch_end=poison)
     kept = load_checkpoint(tmp_path / "last.pt")
@@ -266,3 +266,19 @@ def test_bf16_autocast_path_trains_on_cpu(tmp_path):
     with torch.no_grad():
         final = torch.nn.functional.cross_entropy(model.eval()(x), y).item()
     assert final < initial / 4, f"bf16 training must learn: fp32 loss {initial:.3f} at init, {final:.3f} after"
+
+
+def test_monitor_val_loss_keeps_the_lowest_loss_epoch(tmp_path, monkeypatch):
+    scripted = iter([(0.6, 1.0), (0.7, 0.9), (0.8, 0.95), (0.5, 0.97)])  # (val_acc, val_loss) per epoch
+
+    def fake_evaluate(*args, **kwargs):
+        acc, loss = next(scripted)
+        return EvalStats(loss, acc, int(acc * 10), 10)
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    model, meta = _model()
+    result = fit(model, _loaders(), _cfg(monitor="val_loss", patience=2), run_dir=tmp_path, checkpoint_meta=meta)
+    assert result.best_epoch == 2 and result.best_val_acc == 0.7, "kept: epoch 2, the lowest val_loss (0.9)"
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    assert result.stopped_reason == "early stopping: val_loss did not improve for 2 epochs (best 0.9000 at epoch 2)"
+    assert [h["best_val_acc"] for h in result.history] == [0.6, 0.7, 0.7, 0.7], "the kept epoch's val_acc"

@@ -144,3 +144,28 @@ def test_rng_snapshot_restores_every_source():
     assert draw() == first, "the same seed must give the same draws"
     with pytest.raises(ValueError, match="seed must be a non-negative int"):
         seed_everything(-1)
+
+
+def test_plateau_decays_after_patience_like_torchs_reduce_lr_on_plateau():
+    losses = [1.0, 0.9, 0.95, 0.91, 0.92, 0.5, 0.6, 0.6, 0.6, 0.6, 0.7]
+    opt, sched = _sched("plateau", epochs=len(losses), steps=2, gamma=0.5, patience=2)
+    ref_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(ref_opt, mode="min", factor=0.5, patience=2)
+    for loss in losses:
+        sched.step()
+        sched.step()  # two batches per epoch: the LR holds within an epoch
+        sched.observe(loss)
+        ref.step(loss)
+        assert opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"]), \
+            f"after val_loss {loss}: {opt.param_groups[0]['lr']} vs torch's {ref_opt.param_groups[0]['lr']}"
+    assert sched.reductions == 2, f"two plateaus in {losses}"
+    state = sched.state_dict()
+    opt2, again = _sched("plateau", epochs=len(losses), steps=2, gamma=0.5, patience=2)
+    again.load_state_dict(state)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"]) and again.best == sched.best
+
+
+def test_observe_is_ignored_by_per_batch_schedules():
+    opt, sched = _sched("cosine")
+    sched.observe(5.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1) and "reductions" not in sched.state_dict()

@@ -3,9 +3,12 @@ the iNaturalist download and the demo-set generator.
 """
 
 from core.data.augment_policies import AUGMENT_POLICIES
+from core.data.batched_augment import BatchAugment, BatchTransform, augment_batch, pack_params, sample_params
+from core.data.batching import AUGMENT_DEVICES, PIPELINES, choose_num_workers
 from core.data.checks import check_dataset, format_report
 from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
 from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
+from core.data.device_batches import DeviceBatches, release_resident, resident_bytes
 from core.data.download import (
     INATURALIST_URL,
     URL_ENV,
@@ -19,7 +22,7 @@ from core.data.download import (
     safe_extract,
 )
 from core.data.imagefolder import IMAGE_EXTENSIONS, cap_per_class, scan_dataset, stratified_split
-from core.data.loaders import CachedImageDataset, DataConfig, _augmentation, choose_num_workers, make_loaders
+from core.data.loaders import CachedImageDataset, DataConfig, _augmentation, make_loaders
 from core.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -33,6 +36,16 @@ from core.data.preprocess import (
 
 __all__ = [
     "AUGMENT_POLICIES",
+    "AUGMENT_DEVICES",
+    "BatchAugment",
+    "BatchTransform",
+    "DeviceBatches",
+    "PIPELINES",
+    "augment_batch",
+    "pack_params",
+    "release_resident",
+    "resident_bytes",
+    "sample_params",
     "CachedImageDataset",
     "DEMO_CLASSES",
     "DataConfig",

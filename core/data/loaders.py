@@ -1,4 +1,4 @@
-"""Data loaders: scan -> validate -> decode cache -> stratified split -> normalisation -> DataLoaders.
+"""Data loaders: scan -> validate -> decode cache -> stratified split -> normalisation -> batch sources.
 
 ``make_loaders(DataConfig(...))`` is the one entry point. Order matters and is deliberate:
 
@@ -12,32 +12,37 @@
 4. Normalisation: ``"dataset"`` = per-channel mean/std of the training subset's cached pixels (cached as
    JSON next to the decode), ``"imagenet"`` = ImageNet statistics for pretrained backbones; a given
    ``Preprocessing`` (evaluating a checkpoint) wins over both.
-5. Augmentation (random resized crop, flip, small colour jitter; torchvision ``transforms.v2`` on the
-   cached uint8 tensors), optionally with a stronger policy and random erasing
-   (:mod:`core.data.augment_policies`), runs on the training subset only, never on validation or test, each sample
-   under its own seed drawn with the order (:mod:`core.data.sampling`), so workers never change the batches.
+5. Augmentation (random-resized crop of ``crop_scale`` of the area, flip, small colour jitter), optionally with a
+   stronger policy and random erasing (:mod:`core.data.augment_policies`), runs on the training subset only, never
+   on validation or test. With ``train_decode_ratio > 1`` the training images are decoded a second time, larger
+   (same view), and the crop is taken from them.
+6. Batches: :mod:`core.data.batching` builds whole batches on the device (default; augmentation batched,
+   :mod:`core.data.batched_augment`) or per-sample DataLoaders with torchvision ``v2`` transforms, each sample
+   under its own seed drawn with the order (:mod:`core.data.sampling`), so workers never change the batches. The
+   per-sample policies (TrivialAugment/RandAugment, random erasing) exist only on the DataLoader path, so they
+   select it (logged).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from core.data.augment_policies import check_policy, erasing_ops, policy_ops
+from core.data.batching import AUGMENT_DEVICES, PIPELINES, SplitSource, make_batch_sources
 from core.data.decode_cache import cache_root, decode_images
 from core.data.demo import ensure_demo_dataset
 from core.data.download import download_inaturalist
 from core.data.imagefolder import Sample, SkippedFile, cap_per_class, scan_dataset, stratified_split
 from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, normalize
-from core.data.sampling import SeededShuffle, call_seeded
-from core.devices import resolve_device
+from core.data.sampling import SeededShuffle, call_seeded  # noqa: F401  (re-exported for callers)
 from core.runfiles import read_json, write_json, write_text
 
 __all__ = ["DataConfig", "Loaders", "CachedImageDataset", "make_loaders", "ensure_demo_dataset",
@@ -60,13 +65,17 @@ class DataConfig:
     seed: int = 0
     batch_size: int = 32
     num_workers: int | None = None  # None -> chosen for the device
-    augment: bool = False  # crop, flip, jitter; training subset only
+    augment: bool = False  # random-resized crop, flip, colour jitter; training subset only
+    crop_scale: tuple[float, float] = (0.6, 1.0)  # area range of the random-resized crop (fraction of the image)
+    train_decode_ratio: float = 1.0  # training images decoded at round(image_size * this); the crop comes from them
     augment_policy: str = "none"  # none | trivialaugment | randaugment (core.data.augment_policies)
     random_erasing: float = 0.0  # probability of erasing one rectangle per training image; 0 = off
     normalization: str = "dataset"  # "dataset" (train-split mean/std, cached) | "imagenet"
     cache_dir: Path | None = None  # None -> $INAT_CNN_CACHE or ~/.cache/inat-cnn
     max_per_class: int | None = None  # cap per class (tests, quick runs)
-    device: str = "cpu"  # decides pin_memory / workers
+    device: str = "cpu"  # the training device: where batches are delivered
+    pipeline: str = "batched"  # "batched" (whole batches on the device) | "per_sample" (DataLoader, v2 transforms)
+    augment_device: str = "auto"  # where batched augmentation runs: auto (= device) | cpu | cuda
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "cache_dir"):
@@ -83,8 +92,18 @@ class DataConfig:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}")
         check_policy(self.augment_policy, self.random_erasing)
+        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
+        lo, hi = self.crop_scale if len(self.crop_scale) == 2 else (0.0, -1.0)
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {self.crop_scale}")
+        if not (isinstance(self.train_decode_ratio, (int, float)) and 1.0 <= self.train_decode_ratio <= 4.0):
+            raise ValueError(f"train_decode_ratio must be a number in [1, 4], got {self.train_decode_ratio!r}")
         if self.max_per_class is not None and self.max_per_class < 1:
             raise ValueError(f"max_per_class must be None or >= 1, got {self.max_per_class}")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {self.pipeline!r}; expected one of {PIPELINES}")
+        if self.augment_device not in AUGMENT_DEVICES:
+            raise ValueError(f"unknown augment_device {self.augment_device!r}; expected one of {AUGMENT_DEVICES}")
         if self.device.split(":")[0] not in _DEVICES:
             raise ValueError(f"unknown device {self.device!r}; expected one of {_DEVICES} (optionally 'cuda:N')")
 
@@ -101,7 +120,8 @@ class DataConfig:
         return d
 
 
-def _augmentation(prep: Preprocessing, *, basic: bool = True, policy: str = "none", random_erasing: float = 0.0):
+def _augmentation(prep: Preprocessing, *, basic: bool = True, policy: str = "none", random_erasing: float = 0.0,
+                  scale: tuple[float, float] = (0.6, 1.0)):
     """Augmentation of a cached uint8 image, ending in the same normalisation as :func:`normalize`.
 
     ``basic``: mild crop, flip and jitter. Geometry runs on uint8 (cheap), colour on float (faster than
@@ -111,7 +131,7 @@ def _augmentation(prep: Preprocessing, *, basic: bool = True, policy: str = "non
     """
     from torchvision.transforms import v2
 
-    geometry = [v2.RandomResizedCrop(prep.image_size, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+    geometry = [v2.RandomResizedCrop(prep.image_size, scale=scale, ratio=(3 / 4, 4 / 3), antialias=True),
                 v2.RandomHorizontalFlip()] if basic else []
     colour = [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)] if basic else []
     uint8_stage, erasing = policy_ops(policy), erasing_ops(random_erasing)
@@ -137,6 +157,11 @@ class CachedImageDataset(Dataset):
         self.transform = transform
         self._images = images
         self._rows = np.asarray(rows, dtype=np.int64)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The decode-cache rows of this split, in dataset order."""
+        return self._rows
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -173,9 +198,9 @@ class CachedImageDataset(Dataset):
 class Loaders:
     """The three loaders plus what produced them; ``write_split`` records it in a run folder."""
 
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader
+    train: Any  # DeviceBatches (pipeline "batched") or DataLoader ("per_sample"): (images, labels) batches
+    val: Any
+    test: Any
     class_names: list[str]
     preprocessing: Preprocessing  # what the model saw; goes into the checkpoint
     root: Path = Path()
@@ -233,18 +258,18 @@ def _dataset_mean_std(images: np.ndarray, rows: list[int], key: str,
     return result
 
 
-def choose_num_workers(requested: int | None, device: str, dataset_size: int, batch_size: int,
-                       augment: bool) -> int:
-    """Workers for the training loader: the cache leaves little per-sample work, so few are needed.
+def _train_source_geometry(geometry: Preprocessing, cfg: DataConfig) -> Preprocessing:
+    """The decode the training crops come from: the evaluation view, at ``train_decode_ratio`` times the side.
 
-    0 on CPU (workers would compete with the model for the same cores) and for tiny sets; on CUDA, 2
-    (4 with augmentation, which is the only per-sample work left), never more than the cores minus one.
+    Same field of view as evaluation (a straight resize stays one; a short-side resize + centre crop keeps
+    its crop fraction), more pixels, so a crop of 60% of the area is resampled *down* (or about 1:1) to the
+    model input instead of being blown up from the already-small image.
     """
-    if requested is not None:
-        return requested
-    if not device.startswith("cuda") or dataset_size < 4 * batch_size:
-        return 0
-    return max(0, min(4 if augment else 2, (os.cpu_count() or 1) - 1))
+    if not cfg.augment or cfg.train_decode_ratio == 1.0:
+        return geometry
+    side = round(geometry.image_size * cfg.train_decode_ratio)
+    resize = None if geometry.resize_size is None else round(geometry.resize_size * side / geometry.image_size)
+    return Preprocessing(side, resize)
 
 
 def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) -> Loaders:
@@ -287,33 +312,29 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
         mean, std = _dataset_mean_std(decoded["train"].images, train_rows, decoded["train"].key, cache_dir)
     prep = Preprocessing(geometry.image_size, geometry.resize_size, mean, std)
 
-    transform = _augmentation(prep, basic=cfg.augment, policy=cfg.augment_policy, random_erasing=cfg.random_erasing)
-    datasets = {
-        "train": CachedImageDataset(train_samples, decoded["train"].images, train_rows, prep, transform),
-        "val": CachedImageDataset(val_samples, decoded["train"].images, [row_of[p] for p, _ in val_samples],
-                                  prep),
-        "test": CachedImageDataset([s for s, _ in kept["test"]], decoded["test"].images,
-                                   [row for _, row in kept["test"]], prep),
+    transform = _augmentation(prep, basic=cfg.augment, policy=cfg.augment_policy, random_erasing=cfg.random_erasing,
+                              scale=cfg.crop_scale)
+    train_entry = decoded["train"]
+    source = _train_source_geometry(geometry, cfg)
+    if source != geometry:  # the crop comes from a larger decode of the same view (ImageNet's 256 -> 224)
+        train_entry = decode_images([p for p, _ in pool], source, cache_dir, desc="decoding train/ (crop source)")
+    val_rows, test_rows = [row_of[p] for p, _ in val_samples], [row for _, row in kept["test"]]
+    splits = {
+        "train": SplitSource(CachedImageDataset(train_samples, train_entry.images, train_rows, prep, transform),
+                             train_entry, shuffle=True),
+        "val": SplitSource(CachedImageDataset(val_samples, decoded["train"].images, val_rows, prep),
+                           decoded["train"], shuffle=False),
+        "test": SplitSource(CachedImageDataset([s for s, _ in kept["test"]], decoded["test"].images, test_rows, prep),
+                            decoded["test"], shuffle=False),
     }
-    device = resolve_device(cfg.device).type
-    workers = choose_num_workers(cfg.num_workers, device, len(datasets["train"]), cfg.batch_size, cfg.augments)
-    common = {"batch_size": cfg.batch_size, "pin_memory": device.startswith("cuda")}
-
-    def loader(ds: CachedImageDataset, shuffle: bool, num_workers: int) -> DataLoader:
-        # order and per-sample augmentation seeds: the sampler's generator (saved for resume; core.data.sampling)
-        sampler = SeededShuffle(len(ds), torch.Generator().manual_seed(cfg.seed)) if shuffle else None
-        # the workers' base seed is drawn from `generator` when they start (else from torch's global RNG,
-        # which dropout uses): a generator of the loader's own keeps that draw out of training
-        worker_seeds = torch.Generator().manual_seed(cfg.seed)
-        # a last training batch of one image breaks BatchNorm; dropping that one (random) image is harmless
-        drop_last = shuffle and len(ds) % cfg.batch_size == 1 and len(ds) > 1
-        return DataLoader(ds, sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0,
-                          generator=worker_seeds, drop_last=drop_last, **common)
-
-    eval_workers = min(workers, 2)
-    log.info("data: %s, %d classes, train %d / val %d / test %d images at %dpx, %d skipped, workers %d",
-             root, len(scan.class_names), len(datasets["train"]), len(datasets["val"]), len(datasets["test"]),
-             prep.image_size, len(skipped), workers)
-    return Loaders(train=loader(datasets["train"], True, workers), val=loader(datasets["val"], False, eval_workers),
-                   test=loader(datasets["test"], False, eval_workers), class_names=list(scan.class_names),
+    # TrivialAugment/RandAugment and random erasing are per-sample torchvision transforms: the batched device
+    # path cannot apply them, so they select the seeded per-sample DataLoader path (make_batch_sources logs it)
+    per_sample_reason = None
+    if cfg.augment_policy != "none" or cfg.random_erasing > 0:
+        per_sample_reason = f"augment_policy={cfg.augment_policy!r}, random_erasing={cfg.random_erasing}"
+    sources = make_batch_sources(splits, cfg, prep.mean, prep.std, prep.image_size,
+                                 per_sample_reason=per_sample_reason)
+    log.info("data: %s, %d classes, train %d / val %d / test %d images at %dpx, %d skipped", root,
+             len(scan.class_names), len(train_rows), len(val_rows), len(test_rows), prep.image_size, len(skipped))
+    return Loaders(train=sources["train"], val=sources["val"], test=sources["test"], class_names=list(scan.class_names),
                    preprocessing=prep, root=Path(root), config=cfg, skipped=skipped)

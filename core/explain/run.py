@@ -134,7 +134,7 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
     class_names = list(payload["class_names"])
     loaders = make_loaders(DataConfig(data_dir=cfg.data_dir, image_size=prep.image_size, resize_size=prep.resize_size,
                                       batch_size=cfg.batch_size, seed=cfg.seed, max_per_class=cfg.max_per_class,
-                                      device=device.type), preprocessing=prep)
+                                      device=str(device)), preprocessing=prep)
     if list(loaders.class_names) != class_names:
         raise ValueError(f"the checkpoint was trained on classes {class_names} but {loaders.root}/val has "
                          f"{list(loaders.class_names)}; pass the --data-dir the model was trained on")

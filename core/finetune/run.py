@@ -131,7 +131,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     strategy = cfg.make_strategy()
     strategy.validate(layout)  # e.g. k larger than the block count: fail before decoding data
     data_cfg = dataclasses.replace(cfg.data, image_size=prep.image_size, resize_size=prep.resize_size,
-                                   normalization="imagenet", device=device.type)
+                                   normalization="imagenet", device=str(device))
     loaders = make_loaders(data_cfg, preprocessing=prep)
     num_classes = len(loaders.class_names)
     replace_head(model, layout, num_classes)

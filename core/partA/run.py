@@ -88,7 +88,7 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)  # the weight init; fit re-seeds (or restores) the rest
-    loaders = make_loaders(replace(cfg.data, device=device.type))
+    loaders = make_loaders(replace(cfg.data, device=str(device)))
     spec = cfg.spec(num_classes=len(loaders.class_names), image_size=loaders.preprocessing.image_size)
     model = build_cnn(spec)
     params, flops = count_params(spec), count_flops(spec)

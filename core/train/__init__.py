@@ -10,8 +10,9 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
+from core.train.config import MONITORS
 from core.train.ema import WeightEMA
-from core.train.epoch import EvalStats, evaluate, train_one_epoch
+from core.train.epoch import EvalStats, evaluate, supports_device_skip, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
 from core.train.mixing import make_batch_mixer
 from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
@@ -39,6 +40,7 @@ __all__ = [
     "CheckpointError",
     "ENV_SWITCH",
     "EarlyStopping",
+    "MONITORS",
     "EpochStats",
     "EvalStats",
     "FlipTTA",
@@ -77,6 +79,7 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "stop_after_training",
+    "supports_device_skip",
     "train_one_epoch",
     "with_tta",
 ]

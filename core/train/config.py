@@ -10,10 +10,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.devices import AMP_MODES, CHANNELS_LAST_MODES
+from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.train.optim import OPTIMIZERS, SCHEDULERS
 
-__all__ = ["TrainConfig"]
+__all__ = ["MONITORS", "TrainConfig"]
+
+MONITORS = ("val_acc", "val_loss")  # what picks the kept checkpoint
 
 
 @dataclass(frozen=True)
@@ -29,19 +31,22 @@ class TrainConfig:
     scheduler: str = "constant"  # constant | cosine | onecycle | step  (stepped per batch)
     warmup_epochs: float = 0.0  # linear warmup (constant/cosine/step); onecycle: its rising fraction
     step_size: int | None = None  # "step": epochs between decays (None = epochs // 3)
-    gamma: float = 0.1  # "step": decay factor
+    gamma: float = 0.1  # "step" and "plateau": decay factor
+    plateau_patience: int = 2  # "plateau": epochs without a val_loss improvement before a decay
     label_smoothing: float = 0.0  # also applies to MixUp/CutMix soft targets
     mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) per batch; 0 = off (core.train.mixing)
     cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha) per batch; 0 = off; both > 0: one of the two per batch
     ema_decay: float = 0.0  # EMA of the weights evaluates and is checkpointed; 0 = off (core.train.ema)
     tta: bool = False  # validation and test logits = mean over the image and its horizontal flip
     grad_clip: float | None = None  # max global grad norm; None = no clipping
-    patience: int | None = None  # early stopping on val_acc; None = run all epochs
-    min_delta: float = 0.0  # val_acc improvement that counts
+    patience: int | None = None  # early stopping on the monitored metric; None = run all epochs
+    min_delta: float = 0.0  # improvement of the monitored metric that counts
+    monitor: str = "val_acc"  # val_acc | val_loss: what picks best.pt (and early stopping)
     seed: int = 0  # python, numpy, torch and data order
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | bf16 | fp16 | off  (auto: CUDA bf16/fp16, CPU off)
     channels_last: str = "auto"  # auto | on | off
+    compile: str = "auto"  # auto | on | off: torch.compile the model (auto: where measured faster, devices.py)
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -64,6 +69,9 @@ class TrainConfig:
             raise bad("warmup_epochs", f"a number in [0, epochs={self.epochs})")
         if self.step_size is not None and (not isinstance(self.step_size, int) or self.step_size < 1):
             raise bad("step_size", "None or an int >= 1")
+        if not isinstance(self.plateau_patience, int) or isinstance(self.plateau_patience, bool) \
+                or self.plateau_patience < 0:
+            raise bad("plateau_patience", "an int >= 0")
         if not 0 < self.gamma <= 1:
             raise bad("gamma", "a float in (0, 1]")
         if not 0 <= self.label_smoothing < 1:
@@ -85,6 +93,10 @@ class TrainConfig:
             raise bad("seed", "a non-negative int")
         if self.amp not in AMP_MODES:
             raise bad("amp", f"one of {list(AMP_MODES)}")
+        if self.monitor not in MONITORS:
+            raise bad("monitor", f"one of {list(MONITORS)}")
+        if self.compile not in COMPILE_MODES:
+            raise bad("compile", f"one of {list(COMPILE_MODES)}")
         if self.channels_last not in CHANNELS_LAST_MODES:
             raise bad("channels_last", f"one of {list(CHANNELS_LAST_MODES)}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):

@@ -3,13 +3,14 @@
 Both take explicit arguments (model, criterion, optimizer, loader, device, ...) like the torchvision
 reference scripts, so Part B and tests can call them directly. On CUDA they use autocast (bf16 or
 fp16; fp16 with a ``GradScaler``) and non-blocking copies from pinned memory; a CUDA out-of-memory
-error is re-raised as :class:`TrainingError` naming the batch size that failed. A NaN/inf loss stops
-before the optimizer step, so the weights (and the last checkpoint) stay finite.
+error is re-raised as :class:`TrainingError` naming the batch size that failed. A NaN/inf loss never
+reaches the weights: its optimizer step is skipped on the device and the epoch ends in
+:class:`NonFiniteLossError` (so the last checkpoint stays the last good epoch). Neither loop reads a
+value back from the device per batch; each reads its sums once at the end.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from core.train.stopping import StopRequest
 
 __all__ = ["EpochStats", "EvalStats", "NonFiniteLossError", "TrainStats", "TrainingError", "evaluate",
-           "format_epoch_line", "format_lr", "train_one_epoch"]
+           "format_epoch_line", "format_lr", "supports_device_skip", "train_one_epoch"]
 
 
 class TrainingError(RuntimeError):
@@ -59,7 +60,7 @@ class EpochStats:
     lr: float  # first parameter group's LR at the start of the epoch
     seconds: float  # train + validation wall time
     images_per_sec: float  # training throughput
-    best_val_acc: float
+    best_val_acc: float  # val_acc of the kept (best, by TrainConfig.monitor) epoch so far
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +106,24 @@ def progress(loader, desc: str):
     return tqdm(iter(loader), total=len(loader), desc=desc, leave=False, disable=None, dynamic_ncols=True)
 
 
+def supports_device_skip(optimizer: torch.optim.Optimizer) -> bool:
+    """True when ``optimizer.step`` can skip itself on the device (fused kernels take ``found_inf``)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def _guarded_step(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``found_inf`` (a 0-dim device tensor) is set: decided on the device when the
+    optimizer supports it (as ``GradScaler`` does), else by reading the flag back (one host sync)."""
+    if supports_device_skip(optimizer):
+        optimizer.found_inf = found_inf.to(torch.float32)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bool(found_inf):
+        optimizer.step()
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader,
                     device: torch.device, *, scheduler=None,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
@@ -112,12 +131,23 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     stop: StopRequest | None = None, mixer=None, ema=None) -> TrainStats:
     """One pass over ``loader``. The caller sets the mode (``model.train()`` + strategy hooks) first.
 
+    Nothing is read back from the device per step: loss and accuracy accumulate in device tensors, and a
+    non-finite loss skips its optimizer step on the device (``found_inf``, as ``GradScaler`` does), counted in
+    another device tensor; the one read-back at the end of the epoch raises :class:`NonFiniteLossError` if any
+    step was skipped. (An optimizer without a fused kernel, e.g. NAdam, reads the flag back each step.) A
+    progress bar on a terminal reads the running loss every 50 steps.
+
     ``stop`` is checked before each batch (:mod:`core.train.stopping`): a pending request raises there.
     ``mixer`` (:func:`core.train.mixing.make_batch_mixer`) turns each batch into mixed images and soft
     targets for the loss; accuracy stays on the hard labels. ``ema`` (:class:`core.train.ema.WeightEMA`)
     folds the weights in after every optimizer step.
     """
-    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    device = torch.device(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    skipped = torch.zeros((), dtype=torch.int64, device=device)
+    first_skipped = torch.full((), -1, dtype=torch.int64, device=device)
+    seen, steps, start = 0, 0, time.perf_counter()
     bar = progress(loader, desc)
     for step, (images, targets) in enumerate(bar):
         if stop is not None:
@@ -130,13 +160,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(images)
                 loss = criterion(logits, loss_targets)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(f"loss became {loss_value} at batch {step + 1}/{len(loader)} ({desc}); "
-                                         "the weights were not updated with it. Lower --lr, set --grad-clip, or "
-                                         "turn off --amp fp16")
+            found_inf = ~torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
+            if scaler is not None:  # fp16: the scaler skips steps whose gradients overflow (a NaN loss does too)
                 scaler.scale(loss).backward()
                 if grad_clip:
                     scaler.unscale_(optimizer)
@@ -147,7 +173,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 loss.backward()
                 if grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+                _guarded_step(optimizer, found_inf)
             if ema is not None:
                 ema.update(model)
         except torch.cuda.OutOfMemoryError as err:
@@ -155,14 +181,21 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if scheduler is not None:
             scheduler.step()
         n = targets.shape[0]
-        total_loss += loss_value * n
-        correct += int((logits.detach().argmax(1) == targets).sum())
-        seen += n
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.1%}", refresh=False)
+        loss_sum += torch.where(found_inf, 0.0, loss.detach().double()) * n
+        correct += (logits.detach().argmax(1) == targets).sum()
+        first_skipped = torch.where(found_inf & (first_skipped < 0), step, first_skipped)
+        skipped += found_inf
+        seen, steps = seen + n, steps + 1
+        if not bar.disable and step % 50 == 0:
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", refresh=False)
     if seen == 0:
         raise ValueError(f"the {desc} loader yielded no batches; the split is empty or drop_last ate it")
-    return TrainStats(total_loss / seen, correct / seen, seen, time.perf_counter() - start)
+    bad = int(skipped)  # the epoch's one read-back
+    if bad:
+        raise NonFiniteLossError(f"loss became nan/inf in {bad} of {steps} batches, first at batch "
+                                 f"{int(first_skipped) + 1}/{steps} ({desc}); those steps were skipped, so the "
+                                 "weights hold no NaN/inf update. Lower --lr, set --grad-clip, or turn off --amp fp16")
+    return TrainStats(float(loss_sum) / seen, int(correct) / seen, seen, time.perf_counter() - start)
 
 
 def evaluate(model: nn.Module, loader, device: torch.device | str, criterion: nn.Module | None = None, *,
@@ -175,7 +208,9 @@ def evaluate(model: nn.Module, loader, device: torch.device | str, criterion: nn
     device = torch.device(device)
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     with torch.inference_mode():
         for images, targets in progress(loader, desc):
             if stop is not None:
@@ -188,9 +223,10 @@ def evaluate(model: nn.Module, loader, device: torch.device | str, criterion: nn
             except torch.cuda.OutOfMemoryError as err:
                 raise _oom_error(err, images) from err
             n = targets.shape[0]
-            total_loss += float(loss) * n
-            correct += int((logits.argmax(1) == targets).sum())
+            total_loss += loss.double() * n
+            correct += (logits.argmax(1) == targets).sum()
             seen += n
     if seen == 0:
         raise ValueError(f"the {desc} loader yielded no batches; the split is empty")
-    return EvalStats(total_loss / seen, correct / seen, correct, seen)
+    right = int(correct)  # the one read-back
+    return EvalStats(float(total_loss) / seen, right / seen, right, seen)

@@ -11,6 +11,10 @@ Multipliers (``t`` = step, ``T`` = total steps, ``W`` = warmup steps):
 - ``constant``: 1 after a linear warmup over ``W``;
 - ``cosine``: linear warmup, then ``0.5 (1 + cos(pi (t - W) / (T - W)))`` down to ``min_lr_ratio``;
 - ``step``: linear warmup, then ``gamma ** (epoch // step_size)``;
+- ``plateau``: linear warmup, then ``gamma ** k``, where ``k`` counts the reductions so far: at the end of each
+  epoch :meth:`LRSchedule.observe` gets the validation loss, and after more than ``patience`` epochs without a
+  relative improvement of 1e-4 the LR is multiplied by ``gamma`` (``torch.optim.lr_scheduler.ReduceLROnPlateau``'s
+  rule, mode "min", no cooldown), from the next batch on;
 - ``onecycle``: Smith & Topin (2018) "super-convergence" LR shape as in ``torch.optim.lr_scheduler.OneCycleLR``
   (cosine up from ``1/25`` to 1 over the first ``pct`` of steps, cosine down to ``1/(25*1e4)``), LR only,
   no momentum cycling; ``pct`` = ``warmup_epochs / epochs`` when warmup is set, else 0.3.
@@ -28,7 +32,8 @@ from torch import nn
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "LRSchedule", "default_param_groups", "make_optimizer"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
-SCHEDULERS = ("constant", "cosine", "onecycle", "step")
+SCHEDULERS = ("constant", "cosine", "onecycle", "step", "plateau")
+PLATEAU_THRESHOLD = 1e-4  # relative improvement that counts (ReduceLROnPlateau's default, mode "min", rel)
 
 ONECYCLE_DIV = 25.0  # initial LR = max / 25, as torch's OneCycleLR
 ONECYCLE_FINAL_DIV = 1e4  # final LR = initial / 1e4
@@ -57,20 +62,34 @@ def make_optimizer(name: str, param_groups: Iterable[dict[str, Any]], *, lr: flo
     """Build an optimizer by name; groups may carry their own ``lr``/``weight_decay``.
 
     ``adam`` and ``nadam`` add ``weight_decay`` to the gradient (L2); ``adamw`` decouples it.
+    ``adam``, ``adamw`` and ``sgd`` use torch's fused kernels (one kernel per step, CPU and CUDA), which can
+    skip a step on the device when told a loss was not finite (``found_inf``, what ``GradScaler`` uses), so
+    training never has to read the loss back per step; torch has no fused NAdam.
     """
     key = name.lower()
     groups = list(param_groups)
+    fused = {"fused": True} if _fusable(groups) else {}
     if key == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, **fused)
     if key == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **fused)
     if key == "nadam":
         return torch.optim.NAdam(groups, lr=lr, weight_decay=weight_decay)
     if key == "sgd":
         if nesterov and momentum <= 0:
             raise ValueError(f"nesterov SGD needs momentum > 0, got momentum={momentum}")
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                               **fused)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+
+
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _fusable(groups: list[dict[str, Any]]) -> bool:
+    """Fused kernels need floating-point parameters on one of :data:`FUSED_DEVICES`."""
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
 
 
 class LRSchedule:
@@ -78,7 +97,7 @@ class LRSchedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, name: str, *, epochs: int, steps_per_epoch: int,
                  warmup_epochs: float = 0.0, step_size: int | None = None, gamma: float = 0.1,
-                 min_lr_ratio: float = 0.0) -> None:
+                 min_lr_ratio: float = 0.0, patience: int = 2) -> None:
         if name not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {name!r}; expected one of {list(SCHEDULERS)}")
         if epochs < 1 or steps_per_epoch < 1:
@@ -95,7 +114,21 @@ class LRSchedule:
         self.min_lr_ratio = min_lr_ratio
         self.pct = warmup_epochs / epochs if warmup_epochs > 0 else 0.3
         self.last_step = 0
+        self.patience = patience
+        self.reductions, self.best, self.bad_epochs = 0, math.inf, 0  # "plateau" state
         self._apply()
+
+    def observe(self, val_loss: float) -> None:
+        """End of an epoch: the validation loss; only ``plateau`` uses it (to decide on a reduction)."""
+        if self.name != "plateau":
+            return
+        if val_loss < self.best * (1 - PLATEAU_THRESHOLD):
+            self.best, self.bad_epochs = val_loss, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.reductions, self.bad_epochs = self.reductions + 1, 0
+            self._apply()
 
     def multiplier(self, step: int) -> float:
         """The LR factor for batch number ``step`` (0-based, counted over the whole run)."""
@@ -111,6 +144,8 @@ class LRSchedule:
             return (t + 1) / (self.warmup_steps + 1)
         if self.name == "constant":
             return 1.0
+        if self.name == "plateau":
+            return self.gamma ** self.reductions
         if self.name == "cosine":
             frac = (t - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
             return self.min_lr_ratio + (1 - self.min_lr_ratio) * (1 + math.cos(math.pi * frac)) / 2
@@ -128,10 +163,16 @@ class LRSchedule:
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "last_step": self.last_step}
+        state = {"name": self.name, "last_step": self.last_step}
+        if self.name == "plateau":
+            state.update(reductions=self.reductions, best=self.best, bad_epochs=self.bad_epochs)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name") != self.name:
             raise ValueError(f"scheduler state is for {state.get('name')!r}, this schedule is {self.name!r}")
         self.last_step = int(state["last_step"])
+        if self.name == "plateau":
+            self.reductions, self.bad_epochs = int(state["reductions"]), int(state["bad_epochs"])
+            self.best = float(state["best"])
         self._apply()

@@ -26,7 +26,9 @@ def loader_generators(loaders: Any) -> list[torch.Generator]:
 
     A ``DataLoader(shuffle=True, generator=g)`` hands ``g`` to its sampler, so it is found there. A
     loader's own ``generator`` beside a sampler of its own only seeds worker processes at their start
-    (``core.data.sampling`` makes batches independent of it), so it is not part of the snapshot.
+    (``core.data.sampling`` makes batches independent of it), so it is not part of the snapshot. A batch
+    source without a sampler (:class:`core.data.device_batches.DeviceBatches`) draws order and augmentation
+    from its own ``.generator``, which is.
     """
     found: dict[int, torch.Generator] = {}
     for name in LOADER_NAMES:
@@ -36,6 +38,8 @@ def loader_generators(loaders: Any) -> list[torch.Generator]:
         candidates = [getattr(getattr(loader, "sampler", None), "generator", None)]
         batch_sampler = getattr(loader, "batch_sampler", None)
         candidates.append(getattr(getattr(batch_sampler, "sampler", None), "generator", None))
+        if not hasattr(loader, "sampler"):  # a batch source of its own (core.data.device_batches): order + augmentation
+            candidates.append(getattr(loader, "generator", None))
         for gen in candidates:
             if isinstance(gen, torch.Generator):
                 found.setdefault(id(gen), gen)

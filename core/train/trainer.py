@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.devices import resolve_amp, resolve_channels_last, resolve_device
+from core.devices import resolve_amp, resolve_channels_last, resolve_compile, resolve_device
 from core.runfiles import append_jsonl, to_plain, write_jsonl
 from core.train.checkpoint import (
     CheckpointError,
@@ -61,7 +61,7 @@ __all__ = ["EarlyStopping", "EpochStats", "EvalStats", "RunResult", "NonFiniteLo
 log = logging.getLogger(__name__)
 
 # TrainConfig fields that may differ between an interrupted run and its resume (the rest must match).
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "min_delta", "device", "amp", "channels_last"})
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "min_delta", "device", "amp", "channels_last", "compile"})
 
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
@@ -69,7 +69,8 @@ class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopI
 
 
 class EarlyStopping:
-    """Stop when validation accuracy has not beaten the best by more than ``min_delta`` for ``patience`` epochs."""
+    """Stop when the monitored score (higher is better: val_acc, or minus val_loss) has not beaten the best by more
+    than ``min_delta`` for ``patience`` epochs; the best epoch is the kept checkpoint."""
 
     def __init__(self, patience: int | None, min_delta: float = 0.0) -> None:
         self.patience, self.min_delta = patience, min_delta
@@ -176,12 +177,14 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
     optimizer = make_optimizer(config.optimizer, groups, lr=config.lr, weight_decay=config.weight_decay,
                                momentum=config.momentum, nesterov=config.nesterov)
     scheduler = LRSchedule(optimizer, config.scheduler, epochs=config.epochs, steps_per_epoch=len(loaders.train),
-                           warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma)
+                           warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma,
+                           patience=config.plateau_patience)
+    runner = torch.compile(model) if resolve_compile(config.compile, device) else model  # same parameters
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and amp_dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)  # also takes soft (mixed) targets
     mixer = make_batch_mixer(config.mixup_alpha, config.cutmix_alpha, len(meta["class_names"]))
     ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    eval_model = with_tta(ema.module if ema is not None else model, config.tta)
+    eval_model = with_tta(ema.module if ema is not None else runner, config.tta)
     saved_model = ema.module if ema is not None else model  # best.pt holds the weights that were scored
     may_view = strategy is not None and hasattr(strategy, "epoch_view") and mixer is None and ema is None \
         and not config.tta
@@ -215,7 +218,8 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
         metrics_path.unlink()  # a fresh run in a reused folder starts a fresh log
 
     def result() -> RunResult:
-        return RunResult(early.best if history else float("nan"), early.best_epoch, tuple(history),
+        kept = next((h for h in history if h["epoch"] == early.best_epoch), None)
+        return RunResult(kept["val_acc"] if kept else float("nan"), early.best_epoch, tuple(history),
                          best_path if best_path.is_file() else None, last_path if last_path.is_file() else None,
                          stopped_reason, stopped_by, run_dir=run_dir)
 
@@ -235,16 +239,19 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
             started = time.perf_counter()
             view = strategy.epoch_view(epoch_index, model, loaders, device=device, amp_dtype=amp_dtype) \
                 if may_view else None
-            net, data, nhwc = (view.module, view, False) if view is not None else (model, loaders, channels_last)
+            net, data, nhwc = (view.module, view, False) if view is not None else (runner, loaders, channels_last)
             train = train_one_epoch(net, criterion, optimizer, data.train, device, scheduler=scheduler,
                                     scaler=scaler, amp_dtype=amp_dtype, grad_clip=config.grad_clip,
                                     channels_last=nhwc, desc=f"epoch {epoch}/{config.epochs}", mixer=mixer,
                                     ema=ema, stop=stop)
             val = evaluate(net if view is not None else eval_model, data.val, device, amp_dtype=amp_dtype,
                            channels_last=nhwc, desc="val", stop=stop)
-            improved = early.update(val.acc, epoch)
+            scheduler.observe(val.loss)  # "plateau" decays here; the others ignore it
+            improved = early.update(val.acc if config.monitor == "val_acc" else -val.loss, epoch)
+            kept_acc = val.acc if improved else next(h["val_acc"] for h in history
+                                                     if h["epoch"] == early.best_epoch)
             stats = EpochStats(epoch, config.epochs, train.loss, train.acc, val.loss, val.acc, lr,
-                               time.perf_counter() - started, train.total / max(train.seconds, 1e-9), early.best)
+                               time.perf_counter() - started, train.total / max(train.seconds, 1e-9), kept_acc)
             rng_state = capture_rng_state(loaders)  # the point a resume restarts from
             record = stats.to_dict()
             history.append(record)
@@ -259,8 +266,9 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
                 save_checkpoint(best_path, make_payload(saved_model, **common, extra=user_extra))
             if early.should_stop:
                 stopped_by = "early_stopping"
-                stopped_reason = (f"early stopping: val_acc did not improve for {config.patience} epochs "
-                                  f"(best {early.best:.1%} at epoch {early.best_epoch})")
+                best = f"{early.best:.1%}" if config.monitor == "val_acc" else f"{-early.best:.4f}"
+                stopped_reason = (f"early stopping: {config.monitor} did not improve for {config.patience} epochs "
+                                  f"(best {best} at epoch {early.best_epoch})")
             last_extra = {**user_extra, "history": history, "early_stopping": early.state_dict(), "rng": rng_state,
                           "scaler": scaler.state_dict() if scaler is not None else None,
                           "stopped_reason": stopped_reason, "stopped_by": stopped_by,

@@ -39,6 +39,12 @@ class BenchConfig:
     warmup: int
     work_dir: Path  # scratch space for generated inputs and caches; deleted afterwards
     device: str = "cpu"  # "cpu" | "cuda[:N]": where the train and sweep sections run (data/infer: CPU)
+    data_dir: Path | None = None  # accuracy / pipeline: a real photo folder (train/, val/)
+    epochs: int | None = None  # accuracy: epochs per run (None -> the section's default)
+    seeds: tuple[int, ...] = (0, 1)  # accuracy: one run per seed and row
+    rows: str = "issue"  # accuracy: a preset or comma-separated row keys (experiments/bench/accuracy.py)
+    out_dir: Path = Path("runs/bench")  # where the JSON (and the accuracy section's run log) go
+    peer_workers: int = 2  # accuracy: DataLoader workers of the peers' pipeline
 
 
 @dataclass

@@ -1,0 +1,187 @@
+"""Batches as index gathers from the decode cache's uint8 tensor, augmented and normalised a batch at a time.
+
+Why: with the images decoded once (:mod:`core.data.decode_cache`), what is left per epoch is picking rows,
+augmenting and normalising. Done per sample in DataLoader workers that costs ~1 ms of CPU per image, which
+starves a GPU (issue 16). :class:`DeviceBatches` instead keeps the ``[N, 3, S, S]`` uint8 tensor where the
+batches are made and yields whole batches:
+
+* **where the images live** (:func:`image_store`): on a CUDA training device the tensor is uploaded once
+  (through pinned host memory, non-blocking, in chunks) and stays resident for the process, so the trials of a
+  sweep in one worker reuse it (keyed by the decode-cache key, least recently used dropped first). It goes to
+  the GPU only if it takes at most :data:`RESIDENT_FRACTION` of the free device memory; otherwise the log says
+  so with both sizes and the rows are gathered on the host and copied per batch (pinned, non-blocking). On the
+  CPU the tensor is the decode cache's memory map itself (copy-on-write, so nothing is copied).
+* **the random numbers** (crop boxes, flips, jitter factors, the shuffle) come from the loader's one CPU
+  ``torch.Generator`` (``.generator``, which :mod:`core.train.rng` seeds, saves and restores), so a resumed run
+  draws exactly what the uninterrupted run would have, on any device.
+* **no host waits**: per batch, the row indices, labels and augmentation parameters travel in pinned tensors
+  with ``non_blocking=True``; nothing reads a device value back.
+
+It looks enough like a ``DataLoader`` for the trainer and the explain code: ``len()``, iteration over
+``(images, labels)`` already on the model's device, ``.dataset`` (the :class:`CachedImageDataset` with the file
+list), ``.batch_size``, ``.generator``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from core.data.batched_augment import BatchAugment, BatchTransform, pack_params, sample_params
+
+__all__ = ["RESIDENT_FRACTION", "DeviceBatches", "image_store", "release_resident", "resident_bytes"]
+
+log = logging.getLogger(__name__)
+
+RESIDENT_FRACTION = 0.5  # largest share of the device's free memory the resident images may take
+_UPLOAD_CHUNK = 256 * 2**20  # bytes per pinned staging copy when uploading
+_RESIDENT: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()  # (cache key, device) -> uint8 tensor
+_HOST: OrderedDict[str, torch.Tensor] = OrderedDict()  # cache key -> CPU tensor over the memory map
+_HOST_ENTRIES = 8
+
+
+def release_resident() -> None:
+    """Drop every resident image tensor (the next :func:`image_store` uploads again)."""
+    _RESIDENT.clear()
+    _HOST.clear()
+
+
+def resident_bytes(device: torch.device | str | None = None) -> int:
+    """Bytes of images kept resident (on ``device``, or on all devices)."""
+    want = None if device is None else str(_canonical(device))
+    return sum(t.numel() for (_, dev), t in _RESIDENT.items() if want is None or dev == want)
+
+
+def _host_tensor(entry) -> torch.Tensor:
+    """A CPU uint8 tensor over the entry's ``.npy`` memory map (copy-on-write: writable, nothing copied)."""
+    if entry.key in _HOST:
+        _HOST.move_to_end(entry.key)
+        return _HOST[entry.key]
+    array = np.load(entry.npy_path, mmap_mode="c") if entry.npy_path is not None else np.array(entry.images)
+    tensor = torch.from_numpy(array)
+    _HOST[entry.key] = tensor
+    while len(_HOST) > _HOST_ENTRIES:
+        _HOST.popitem(last=False)
+    return tensor
+
+
+def _upload(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    out = torch.empty(host.shape, dtype=torch.uint8, device=device)
+    per_row = max(1, host[0].numel()) if len(host) else 1
+    step = max(1, _UPLOAD_CHUNK // per_row)
+    for start in range(0, len(host), step):
+        chunk = host[start:start + step].pin_memory()  # the caching host allocator recycles it after the copy
+        out[start:start + step].copy_(chunk, non_blocking=True)
+    return out
+
+
+def image_store(entry, device: torch.device) -> torch.Tensor:
+    """The entry's images where batches for ``device`` are gathered: resident on a GPU when they fit, else host."""
+    host = _host_tensor(entry)
+    if device.type != "cuda":
+        return host
+    device = _canonical(device)
+    key = (entry.key, str(device))
+    if key in _RESIDENT:
+        _RESIDENT.move_to_end(key)
+        return _RESIDENT[key]
+    need = host.numel()
+    free, _ = torch.cuda.mem_get_info(device)
+    for other in [k for k in _RESIDENT if k[1] == str(device)]:  # oldest first: earlier sweep trials' data
+        if need <= RESIDENT_FRACTION * free:
+            break
+        del _RESIDENT[other]
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(device)
+    if need > RESIDENT_FRACTION * free:
+        log.warning("decoded images do not fit on %s: %.1f MB needed, %.1f MB free (at most %.0f%% is used); "
+                    "gathering batches on the host and copying each one instead", device, need / 2**20,
+                    free / 2**20, 100 * RESIDENT_FRACTION)
+        return host
+    _RESIDENT[key] = _upload(host, device)
+    log.info("decoded images resident on %s: %d x %s uint8, %.1f MB", device, len(host), list(host.shape[1:]),
+             need / 2**20)
+    return _RESIDENT[key]
+
+
+def _canonical(device: torch.device | str) -> torch.device:
+    """``cuda`` -> ``cuda:<current>``, so devices compare equal to a tensor's ``.device``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a host tensor to ``device`` without making the host wait (pinned staging for CUDA)."""
+    if x.device == device:
+        return x
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+class DeviceBatches:
+    """Iterable of ``(float32 images [B, 3, S, S], int64 labels [B])`` on ``device`` (see the module docstring).
+
+    ``images``: the uint8 store (from :func:`image_store`) whose ``rows`` hold this split; ``labels``: one per
+    row. ``augment=None`` only normalises. ``transform_device``: where augmentation runs (default ``device``).
+    """
+
+    def __init__(self, dataset, images: torch.Tensor, rows: list[int], labels: list[int], *, batch_size: int,
+                 device: torch.device, mean: tuple[float, ...], std: tuple[float, ...],
+                 augment: BatchAugment | None = None, shuffle: bool = False, drop_last: bool = False,
+                 generator: torch.Generator | None = None, transform_device: torch.device | None = None) -> None:
+        if len(rows) != len(labels):
+            raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
+        if (shuffle or augment is not None) and generator is None:
+            raise ValueError("shuffling or augmenting DeviceBatches need a torch.Generator (the run's seed)")
+        self.dataset, self.images, self.batch_size = dataset, images, batch_size
+        self.device = _canonical(device)
+        self.transform_device = _canonical(transform_device) if transform_device is not None else self.device
+        if images.device.type == "cuda" and images.device != self.transform_device:
+            raise ValueError(f"images resident on {images.device} but augmentation asked for {self.transform_device}")
+        self.rows = torch.as_tensor(rows, dtype=torch.int64)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.augment, self.shuffle, self.drop_last, self.generator = augment, shuffle, drop_last, generator
+        self.transform = BatchTransform(augment, mean, std, self.transform_device)
+
+    def __len__(self) -> int:
+        n = len(self.rows)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def where(self) -> str:
+        """One line for the log: where images live, where they are transformed, where the model gets them."""
+        return f"images on {self.images.device}, transformed on {self.transform_device}, fed to {self.device}"
+
+    def batch_order(self) -> Iterator[torch.Tensor]:
+        """One epoch's dataset positions per batch, drawing from ``.generator`` exactly what ``iter()`` draws
+        (the order, and the augmentation parameters when augmenting), for :mod:`core.finetune.feature_cache`."""
+        n = len(self.rows)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        height, width = self.images.shape[2], self.images.shape[3]
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.augment is not None:
+                sample_params(len(idx), height, width, self.augment, self.generator)
+            yield idx
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.rows)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        height, width = self.images.shape[2], self.images.shape[3]
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            rows, labels = self.rows[idx], self.labels[idx]
+            packed = None
+            if self.augment is not None:
+                params = sample_params(len(idx), height, width, self.augment, self.generator)
+                packed = _to(pack_params(params, height, width), self.transform_device)
+            batch = self.images.index_select(0, _to(rows, self.images.device))
+            x = self.transform(_to(batch, self.transform_device), packed)
+            yield _to(x, self.device), _to(labels, self.device)
