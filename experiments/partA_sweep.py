@@ -171,9 +171,9 @@ def resume_hint(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    given = list(argv) if argv is not None else sys.argv[1:]
-    sys.argv[:] = masked_argv(sys.argv)  # what records the command line sees no password
-    return run_script("partA_sweep", get_args_parser(), lambda args: sweep(args, given), argv)
+    given = list(argv) if argv is not None else sys.argv[1:]  # parsed from here: the real --storage password
+    sys.argv[:] = masked_argv(sys.argv)  # what records the command line (config.yaml, W&B) sees no password
+    return run_script("partA_sweep", get_args_parser(), lambda args: sweep(args, given), given)
 
 
 def sweep(args: argparse.Namespace, argv: list[str]) -> int:

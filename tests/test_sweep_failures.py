@@ -163,3 +163,10 @@ def test_ctrl_c_ends_a_two_worker_sweep_with_one_line_that_says_how_to_resume(ti
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("partA_sweep: interrupted"), f"one line, got:\n{err}"
     assert "Resume with: python experiments/partA_sweep.py --config" in lines[0], lines[0]
+    import optuna
+
+    trials = optuna.load_study(study_name="cli", storage=f"sqlite:///{out / 'cli' / 'optuna.db'}").get_trials()
+    assert len(trials) == 2 and all(t.state.name == "FAIL" and t.user_attrs.get("interrupted") for t in trials), \
+        [(t.number, t.state.name, t.user_attrs.get("interrupted")) for t in trials]
+    assert all((Path(t.user_attrs["run_dir"]) / "last.pt").is_file() for t in trials), \
+        "each stopped at a batch boundary with its finished epochs kept: the next run resumes from last.pt"

@@ -51,6 +51,7 @@ from core.sweep.space import check_local_support, make_pruner, suggest
 from core.sweep.storage import display_url, open_storage
 from core.sweep.trial import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
 from core.sweep.workers import one_interrupt, run_processes
+from core.train import StopRequest
 
 if TYPE_CHECKING:
     import optuna
@@ -144,11 +145,19 @@ def open_study(cfg: SweepConfig, settings: LocalSettings) -> optuna.Study:
 
 
 # ------------------------------------------------------------------------------------------- workers
-def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn):
+class TrialInterrupted(Exception):  # noqa: N818 - a control-flow signal; an Exception so Optuna records FAIL
+    """The trial stopped at a safe point because this process was asked to stop (Ctrl-C); it runs again."""
+
+
+def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn,
+                    stop: StopRequest | None = None):
     import optuna
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid()})
+        if stop is not None and stop.requested:  # asked to stop while Optuna created this trial
+            trial.set_user_attr("interrupted", True)
+            raise TrialInterrupted(f"stopped by {stop.reason} before it started")
         try:  # before anything is drawn: a trial that may not train leaves no trace but its slot
             number = claim_slot(study, trial.number, settings.budget)
         except SlotTaken as exc:
@@ -188,7 +197,7 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
 
         request = TrialRequest(number=number, values=values, flat=flat, run_dir=run_dir,
                                name=f"{settings.study_name}-{number}", group=settings.study_name, resume=resume,
-                               tracker_mode=settings.tracker_mode, report=report)
+                               tracker_mode=settings.tracker_mode, report=report, stop=stop)
         logger.info("trial %d%s: %s", number, " (run again)" if rerun else "",
                     ", ".join(f"{k}={v}" for k, v in values.items()))
         try:
@@ -204,6 +213,9 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
             logger.warning("trial %d failed: %s (traceback: %s)", number, error.splitlines()[0] if error else "",
                            run_dir / ERROR_FILE)
             raise
+        if stop is not None and stop.requested and result.stopped_by == "request":  # cut short: not a result
+            trial.set_user_attr("interrupted", True)
+            raise TrialInterrupted(f"trial {number} stopped by {stop.reason} after {result.epochs_run} epoch(s)")
         trial.set_user_attr("result", to_plain(result.to_dict()))
         value = metric_value(result, cfg.metric.name)
         if pruned:
@@ -238,30 +250,42 @@ class _QuietOptunaFailures:
 
 
 class _QuietTrainerInterrupt:
-    """The trainer tells a Ctrl-C'd standalone run to ``--resume``; in a sweep the script says how to resume."""
+    """The trainer tells a Ctrl-C'd standalone run to ``--resume`` and logs each stop request; in a sweep
+    the script prints one line that says how to resume."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("interrupted in epoch")
+        return not str(record.msg).startswith(("interrupted in epoch", "stop requested ("))
 
 
 _QUIET, _QUIET_INTERRUPT = _QuietOptunaFailures(), _QuietTrainerInterrupt()
 
 
 def run_worker(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, worker_id: int = 0) -> int:
-    """Run trials until a stop reason holds; returns how many this process started."""
+    """Run trials until a stop reason holds; returns how many this process started.
+
+    Ctrl-C (SIGINT) and SIGTERM only *request* a stop (``core.train.StopRequest``): the running trial ends
+    before its next batch, is recorded as interrupted (the next run repeats it from its last checkpoint),
+    and this raises KeyboardInterrupt; nothing is ever interrupted inside a database write or a checkpoint.
+    The same signal twice interrupts at once.
+    """
     logging.getLogger("optuna.study._optimize").addFilter(_QUIET)
-    logging.getLogger("core.train.trainer").addFilter(_QUIET_INTERRUPT)
+    for name in ("core.train.trainer", "core.train.stopping"):
+        logging.getLogger(name).addFilter(_QUIET_INTERRUPT)
     study = open_study(cfg, settings)
-    objective = _make_objective(study, cfg, settings, trial_fn)
+    stop = StopRequest()
+    objective = _make_objective(study, cfg, settings, trial_fn, stop)
     started = 0
-    while True:
-        recover_dead_trials(study)
-        reason = stop_reason(study, cfg, settings)
-        if reason:
-            logger.info("worker %d stops: %s", worker_id, reason)
-            return started
-        study.optimize(objective, n_trials=1, catch=(Exception,))
-        started += 1
+    with stop.on_signals():
+        while True:
+            if stop.requested:
+                raise KeyboardInterrupt(f"stopped by {stop.reason}")
+            recover_dead_trials(study)
+            reason = stop_reason(study, cfg, settings)
+            if reason:
+                logger.info("worker %d stops: %s", worker_id, reason)
+                return started
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+            started += 1
 
 
 def run_local(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, workers: int = 1) -> LocalRun:

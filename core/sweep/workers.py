@@ -8,10 +8,11 @@
   (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread polls the parent's pid. A killed worker leaves its trial
   RUNNING, and the next run re-queues it (:func:`core.sweep.budget.recover_dead_trials`) and resumes it
   from its last checkpoint.
-* **Ctrl-C is one event.** The terminal sends SIGINT to the parent and every worker; each turns only the
-  first one into ``KeyboardInterrupt`` (the trial is recorded as interrupted, to be retried), ignores
-  later ones, and exits with code 130 without a traceback. The parent forwards SIGINT to workers that did
-  not get it (``kill -INT <parent>``), waits for them, and re-raises, so the script prints one line.
+* **Ctrl-C is one event.** The terminal sends SIGINT to the parent and every worker. In a worker it only
+  requests a stop (:func:`core.sweep.local.run_worker`): the trial ends before its next batch, is recorded
+  as interrupted (to be run again), and the worker exits with code 130 without a traceback. The parent
+  sends SIGTERM — the same request, a no-op for a worker that already has one — to workers that did not
+  get the SIGINT (``kill -INT <parent>``), waits for them, and re-raises, so the script prints one line.
 
 On a machine with several GPUs each worker gets its own: worker i sees only GPU ``i mod n`` of the GPUs
 this process may use (``CUDA_VISIBLE_DEVICES`` set in the worker before CUDA starts), so ``--device cuda``
@@ -146,14 +147,15 @@ def run_processes(target: Callable[..., Any], args: tuple, workers: int) -> list
 
 
 def stop_workers(procs: Sequence[mp.process.BaseProcess], grace: float = INTERRUPT_GRACE_S) -> None:
-    """SIGINT to live workers (each acts on its first one only), wait ``grace`` s, then SIGKILL."""
+    """Ask live workers to stop (SIGTERM: a stop request, nothing more if one is pending), wait ``grace`` s,
+    then SIGKILL."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if threading.current_thread() is threading.main_thread() \
         else None
     try:
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGINT)
+                    os.kill(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))

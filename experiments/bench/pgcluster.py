@@ -7,6 +7,10 @@ neither may touch a server the user runs. :func:`start_cluster` runs Debian's (o
 socket lives in the same folder), one password-protected role and one database; :meth:`PgCluster.stop`
 stops it (``-m immediate``) and deletes the folder.
 
+A killed test session (SIGTERM, ``kill -9``) never runs its fixture's teardown, so each cluster has a
+reaper: a small detached process that stops the server and deletes the folder once the process that
+started it is gone.
+
 ``initdb`` refuses to run as root, and CI runs as root: then the server runs as the ``postgres`` system
 user that Debian's package creates, else as ``nobody``; the folder is handed to that user (it lies
 directly under the system temp folder, because pytest's own temp folders are private to root).
@@ -20,6 +24,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -106,6 +111,39 @@ class PgCluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+_REAPER = """
+import os, shutil, subprocess, sys, time
+owner, pg_ctl, folder, uid, gid = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+while alive(owner) and os.path.isdir(folder):
+    time.sleep(1.0)
+if os.path.isdir(folder):
+    kw = {"user": uid, "group": gid, "extra_groups": []} if uid >= 0 else {}
+    subprocess.run([pg_ctl, "-D", os.path.join(folder, "data"), "-m", "immediate", "-w", "stop"],
+                   capture_output=True, cwd=folder, **kw)
+    shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+def _start_reaper(cluster: PgCluster) -> None:
+    """A detached process that stops ``cluster`` once this process is gone (however it ends)."""
+    uid, gid = cluster.user if cluster.user else (-1, -1)
+    subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(cluster.bindir / "pg_ctl"),
+                      str(cluster.folder), str(uid), str(gid)], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def start_cluster(*, password: str = "s3cret-Pg-pw", fast: bool = True, timeout: float = 60.0) -> PgCluster:
     """initdb + start a server on a free loopback port, with role ``sweeper`` and database ``sweeps``.
 
@@ -136,6 +174,7 @@ def start_cluster(*, password: str = "s3cret-Pg-pw", fast: bool = True, timeout:
             logfile = folder / "server.log"
             log = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {started.stderr.strip()} {log}")
+        _start_reaper(cluster)
         deadline = time.monotonic() + timeout
         while True:
             try:
