@@ -51,7 +51,8 @@ def wandb_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     for var in ("WANDB_DIR", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_ENTITY",
                 "WANDB_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # recorded, so whatever W&B's client sets in this process is undone after
+        monkeypatch.delenv(var)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     monkeypatch.setattr(wandb.wandb_agent.Agent, "POLL_INTERVAL", 0.3)  # W&B's agent waits 5 s between polls
     monkeypatch.chdir(tmp_path)  # W&B's agent runs `python -m experiments.wandb_trial`: any directory works
@@ -138,7 +139,8 @@ def test_real_agent_stop_mid_run_is_a_prune_and_each_run_carries_the_whole_confi
     assert set(rows) == {str(r1), str(r2)}, rows
     for run_dir, run_id, values in ((r1, "r1", R1), (r2, "r2", R2)):
         history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        best = max(history, key=lambda h: (h["val_acc"], -h["epoch"]))
+        monitor = yaml.safe_load((run_dir / "config.yaml").read_text())["flat"]["monitor"]  # what picks best.pt
+        best = min(history, key=lambda h: (-h["val_acc"] if monitor == "val_acc" else h["val_loss"], h["epoch"]))
         row = rows[str(run_dir)]
         assert float(row["val_acc"]) == pytest.approx(best["val_acc"], abs=1e-6), (row, best)
         assert int(row["epochs_run"]) == len(history) and row["filters"] == str(values["filters"]), row
@@ -158,7 +160,8 @@ def test_real_agent_stop_mid_run_is_a_prune_and_each_run_carries_the_whole_confi
         assert set(FLAT_KEYS) <= set(config), f"trainer keys missing in the W&B config: {set(FLAT_KEYS) - set(config)}"
         assert {k: config[k] for k in FLAT_KEYS} == json.loads(json.dumps(resolved["flat"], default=str))
         assert {k: config[k] for k in values} == values, "the swept values, under the sweep's names"
-        n_weights = sum(v.numel() for v in payload["state_dict"].values())  # no batch norm: every tensor is a weight
+        buffers = ("running_mean", "running_var", "num_batches_tracked")  # batch norm's statistics are not weights
+        n_weights = sum(v.numel() for k, v in payload["state_dict"].items() if not k.endswith(buffers))
         assert config["parameter_count"] == n_weights and config["flops"] == resolved["flops"] > 0
         assert config["class_names"] == ["Amphibia", "Aves", "Fungi"] and config["num_classes"] == 3
         assert config["sizes"] == {k: len(split[k]) for k in ("train", "val", "test")}, (config["sizes"], split.keys())

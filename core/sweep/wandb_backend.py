@@ -99,10 +99,18 @@ def require_login() -> None:
         raise ValueError(LOGIN_HELP)
 
 
+AGENT_LEFTOVERS = ("WANDB_SWEEP_PARAM_PATH", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_DIR", "WANDB_ENTITY",
+                   "WANDB_PROJECT")
+
+
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for W&B's agent (which hands its environment to every run); restore after."""
-    before = {k: os.environ.get(k) for k in values}
+    """Set environment variables for W&B's agent (which hands its environment to every run); restore after.
+
+    W&B's agent also writes the last run's id, sweep id and parameter file into this process's environment
+    and its entity and project (:data:`AGENT_LEFTOVERS`); they are restored too, or a later ``wandb.init`` here would read that run's
+    parameters as its own config."""
+    before = {k: os.environ.get(k) for k in (*values, *AGENT_LEFTOVERS)}
     os.environ.update(values)
     try:
         yield
@@ -167,6 +175,9 @@ def run_wandb(cfg: SweepConfig, settings: WandbSettings, trial_fn: TrialFn) -> s
                            tracker_mode=settings.tracker_mode, project=settings.project, trial_fn=trial_fn)
     # WANDB_DIR: W&B's agent writes each run's parameter file under it (runs/<name>/wandb/sweep-<id>/)
     env = {AGENT_ENV: context.encode(), "WANDB_DIR": str(settings.trials_dir.parent)}
-    with _environment(env), _wandb_errors("running the agent"):
-        wandb.agent(sweep_id, entity=settings.entity, project=settings.project, count=settings.count)
+    try:
+        with _environment(env), _wandb_errors("running the agent"):
+            wandb.agent(sweep_id, entity=settings.entity, project=settings.project, count=settings.count)
+    finally:
+        wandb.teardown()  # W&B's process-wide settings still name the agent's last run and its parameter file
     return path
