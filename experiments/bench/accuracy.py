@@ -88,6 +88,8 @@ CANDIDATES: dict[str, Row] = {  # what the defaults were chosen from (docs/resul
                        {**CANDIDATE, "filters": 16, "batch_size": 16}),
     "cand_16_lr3": Row("candidate defaults, filters 16 doubling, lr 3e-3", "ours",
                        {**CANDIDATE, "filters": 16, "lr": 3e-3}),
+    "cand_16_per_sample": Row("candidate defaults, filters 16 doubling, per-sample torchvision path", "ours",
+                              {**CANDIDATE, "filters": 16, "pipeline": "per_sample"}),
     "cand_16_onecycle": Row("candidate defaults, filters 16 doubling, onecycle to lr 4e-3", "ours",
                             {**CANDIDATE, "filters": 16, "lr": 4e-3, "scheduler": "onecycle", "warmup_epochs": 3}),
 }
