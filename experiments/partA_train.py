@@ -92,7 +92,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {train_d.optimizer})")
     train.add_argument("--lr", type=float, help=f"peak learning rate (default {train_d.lr:g})")
     train.add_argument("--weight-decay", type=float,
-                       help=f"weight decay on weights, not biases/BN (default {train_d.weight_decay:g})")
+                       help=f"weight decay on weights, not biases/BN (default {train_d.weight_decay:g} for "
+                            f"{train_d.optimizer}; another --optimizer brings its own: adam/nadam 0, sgd 5e-4)")
     train.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     train.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov SGD (default off)")
     train.add_argument("--scheduler", choices=SCHEDULERS, help=f"LR schedule (default {train_d.scheduler})")

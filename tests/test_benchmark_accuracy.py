@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments.bench.accuracy import ROWS, parse_rows, summarise_run
+from experiments.bench.accuracy import ROWS, parse_rows, row_select, summarise_run
 from experiments.bench.common import write_photo_dataset
 from experiments.bench.peer import PILFolderDataset, peer_init, peer_transforms
 from experiments.benchmark import main
@@ -30,6 +30,9 @@ def test_rows_and_presets():
     assert parse_rows("ablation")[0] == "peer" and all(k in ROWS for k in parse_rows("ablation"))
     with pytest.raises(ValueError, match="unknown accuracy rows"):
         parse_rows("peer,nope")
+    assert row_select(ROWS["peer"]) == "val_loss", "the peer keeps its lowest validation loss"
+    assert row_select(ROWS["ours_default"]) == "val_loss", "ours keeps what --monitor says (default val_loss)"
+    assert row_select(ROWS["abl_before"]) == "val_acc", "the pre-issue-15 row keeps its best val_acc, as it did"
 
 
 def test_peer_pipeline_pieces(tmp_path):

@@ -233,3 +233,18 @@ def test_run_parta_resume_with_augmentation_matches_the_uninterrupted_run(tiny_i
 
     assert strip(resumed.history) == strip(full.history), "augmented run: resume diverged from the full run"
     assert resumed.test_acc == full.test_acc, f"test acc {resumed.test_acc} vs {full.test_acc}"
+
+
+def test_defaults_are_the_recommended_recipe_and_weight_decay_follows_the_optimizer():
+    from core.partA import RECOMMENDED_DATA, RECOMMENDED_TRAIN
+
+    cfg = PartAConfig()
+    assert all(getattr(cfg.data, k) == v for k, v in RECOMMENDED_DATA.items()), cfg.data
+    assert all(getattr(cfg.train, k) == v for k, v in RECOMMENDED_TRAIN.items()), cfg.train
+    assert PartAConfig.from_flat({"optimizer": "adam"}).train.weight_decay == 0.0, "no AdamW decay as Adam's L2"
+    assert PartAConfig.from_flat({"optimizer": "sgd"}).train.weight_decay == 5e-4
+    assert PartAConfig.from_flat({"optimizer": "adam", "weight_decay": 0.01}).train.weight_decay == 0.01, \
+        "an explicit weight decay wins"
+    custom = PartAConfig.from_flat({"weight_decay": 0.2})
+    assert PartAConfig.from_flat({"optimizer": "adam"}, base=custom).train.weight_decay == 0.2, \
+        "a base with its own decay keeps it"

@@ -21,7 +21,7 @@ from core.data import DataConfig
 from core.model import CNNSpec, make_spec
 from core.train import TrainConfig
 
-__all__ = ["FLAT_KEYS", "MODEL_KEYS", "RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "PartAConfig"]
+__all__ = ["FLAT_KEYS", "MODEL_KEYS", "RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "WEIGHT_DECAY_FOR", "PartAConfig"]
 
 MODEL_KEYS = ("filters", "organisation", "kernel_size", "activation", "batch_norm", "dropout", "dense_units")
 
@@ -164,6 +164,9 @@ FLAT_KEYS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
 # it for whatever a flag or a sweep key does not set. Chosen by whole runs on real photos against the peers'
 # pipeline: docs/results.md, "Part A on real photos: pipeline and defaults" (command and numbers there).
 RECOMMENDED_DATA: dict[str, Any] = {"augment": True, "train_decode_ratio": 1.15, "batch_size": 32}
+# weight decay that goes with each optimizer when a flag or sweep key changes the optimizer but not the decay:
+# AdamW's is decoupled (0.05 is usual), for Adam/NAdam/SGD it is an L2 penalty (0.05 would swamp the loss).
+WEIGHT_DECAY_FOR: dict[str, float] = {"adamw": 0.05, "adam": 0.0, "nadam": 0.0, "sgd": 5e-4}
 RECOMMENDED_TRAIN: dict[str, Any] = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "scheduler": "cosine",
                                      "warmup_epochs": 0.5, "label_smoothing": 0.1, "monitor": "val_loss"}
 
@@ -225,7 +228,12 @@ class PartAConfig:
 
     @classmethod
     def from_flat(cls, params: Mapping[str, Any], base: PartAConfig | None = None) -> PartAConfig:
-        """Override ``base`` (default: all defaults) with flat sweep/CLI keys (see :data:`FLAT_KEYS`)."""
+        """Override ``base`` (default: all defaults) with flat sweep/CLI keys (see :data:`FLAT_KEYS`).
+
+        One coupling: a new ``optimizer`` without a ``weight_decay`` brings its own decay
+        (:data:`WEIGHT_DECAY_FOR`) when the base still has its optimizer's, so ``--optimizer adam`` does not
+        inherit AdamW's decoupled 0.05 as an L2 penalty.
+        """
         base = base if base is not None else cls()
         unknown = sorted(str(k) for k in params if k not in FLAT_KEYS)
         if unknown:
@@ -235,5 +243,9 @@ class PartAConfig:
             section, name, coerce = FLAT_KEYS[key]
             updates[section][name] = coerce(key, value)
         data = replace(base.data, **updates["data"])
+        opt = updates["train"].get("optimizer")
+        if opt is not None and "weight_decay" not in updates["train"] \
+                and base.train.weight_decay == WEIGHT_DECAY_FOR.get(base.train.optimizer):
+            updates["train"]["weight_decay"] = WEIGHT_DECAY_FOR.get(opt, base.train.weight_decay)  # follows it
         train = replace(base.train, **updates["train"])
         return replace(base, **updates["model"], data=data, train=train)

@@ -50,19 +50,20 @@ class Row:
     label: str
     pipeline: str  # "peer" (experiments/bench/peer.py) | "ours" (make_loaders + fit)
     flat: dict = field(default_factory=dict)  # PartAConfig.from_flat keys over our defaults ("ours" only)
-    select: str = "val_acc"  # "val_acc" | "val_loss" | "last": which epoch's weights the row keeps
+    select: str | None = None  # "val_acc" | "val_loss" | "last": the epoch the row keeps; None = its monitor
     transform: str | None = None  # ablation only: replace our training transform (see _ablation_transform)
     init: str = "default"  # "default" (PyTorch's) | "kaiming" (the peer's, experiments/bench/peer.py)
 
 
 ROWS: dict[str, Row] = {
-    "peer": Row("(a) peers' pipeline + peer recipe", "peer", PEER_RECIPE, "val_loss"),
+    "peer": Row("(a) peers' pipeline + peer recipe", "peer", PEER_RECIPE, select="val_loss"),
     "ours_peer": Row("(b) ours + peer recipe", "ours", {**PEER_RECIPE, "augment": True}),
     "ours_default": Row("(c) ours, defaults", "ours", {}),
 }
 OURS_BEFORE = {**PEER_RECIPE, "augment": True, "train_decode_ratio": 1.0, "crop_scale": (0.6, 1.0),
-               "scheduler": "constant", "pipeline": "per_sample"}  # (b) before issue 15: crop from the 96 px decode,
-# per-sample torchvision v2 transforms, constant LR
+               "scheduler": "constant", "warmup_epochs": 0.0, "label_smoothing": 0.0, "monitor": "val_acc",
+               "pipeline": "per_sample"}  # (b) before issue 15: crop from the 96 px decode, per-sample torchvision
+# v2 transforms, constant LR, best.pt = best val_acc (the defaults then)
 ABLATION: dict[str, Row] = {
     "abl_before": Row("ours before: crop 0.6-1 from the decode at the input size", "ours", OURS_BEFORE),
     "abl_source": Row("crop source decoded 1.15x larger", "ours", {**OURS_BEFORE, "train_decode_ratio": 1.15}),
@@ -78,7 +79,8 @@ ABLATION: dict[str, Row] = {
 }
 CANDIDATE = {"batch_norm": True, "organisation": "double", "kernel_size": 3, "dense_units": 512, "dropout": 0.12,
              "augment": True, "train_decode_ratio": 1.15, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3,
-             "weight_decay": 0.05, "scheduler": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1}
+             "weight_decay": 0.05, "scheduler": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1,
+             "monitor": "val_acc"}
 CANDIDATES: dict[str, Row] = {  # what the defaults were chosen from (docs/results.md)
     "cand_16": Row("candidate defaults, filters 16 doubling", "ours", {**CANDIDATE, "filters": 16}),
     "cand_32": Row("candidate defaults, filters 32 doubling", "ours", {**CANDIDATE, "filters": 32}),
@@ -86,6 +88,8 @@ CANDIDATES: dict[str, Row] = {  # what the defaults were chosen from (docs/resul
                        {**CANDIDATE, "filters": 16, "batch_size": 16}),
     "cand_16_lr3": Row("candidate defaults, filters 16 doubling, lr 3e-3", "ours",
                        {**CANDIDATE, "filters": 16, "lr": 3e-3}),
+    "cand_16_per_sample": Row("candidate defaults, filters 16 doubling, per-sample torchvision path", "ours",
+                              {**CANDIDATE, "filters": 16, "pipeline": "per_sample"}),
     "cand_16_onecycle": Row("candidate defaults, filters 16 doubling, onecycle to lr 4e-3", "ours",
                             {**CANDIDATE, "filters": 16, "lr": 4e-3, "scheduler": "onecycle", "warmup_epochs": 3}),
 }
@@ -166,6 +170,15 @@ def _peer(row: Row, data_dir: Path, size: int, epochs: int, seed: int, workers: 
     return [asdict(r) for r in records]
 
 
+def row_select(row: Row) -> str:
+    """The selection rule a row keeps its checkpoint by: explicit, else our config's ``monitor``."""
+    if row.select is not None:
+        return row.select
+    from core.partA import PartAConfig
+
+    return PartAConfig.from_flat(dict(row.flat)).train.monitor
+
+
 def summarise_run(epochs: list[dict], select: str) -> dict:
     """Test accuracy of the kept checkpoint under each selection rule, and the mean training images/s."""
     by_acc = max(epochs, key=lambda e: (e["val_acc"], -e["epoch"]))  # first epoch reaching the best, as fit
@@ -209,17 +222,17 @@ def bench_accuracy(cfg: BenchConfig) -> SectionResult:
                         history = _ours(row, cfg.data_dir, size, epochs, seed, cfg.work_dir / f"{key}-{seed}")
                 done[ident] = {"row": key, "seed": seed, "epochs": epochs, "image_size": size,
                                "data_dir": str(cfg.data_dir), "flat": copy.deepcopy(dict(row.flat)),
-                               "history": history, **summarise_run(history, row.select)}
+                               "history": history, **summarise_run(history, row_select(row))}
                 with open(out, "a") as f:
                     f.write(json.dumps(done[ident], default=str) + "\n")
                 rec = done[ident]
                 log.info("  kept test %.1f%% (epoch %d), last %.1f%%, %.0f img/s", 100 * rec["kept_test_acc"],
                          rec["kept_epoch"], 100 * rec["test_acc_last"], rec["train_images_per_sec"])
-            runs[key].append(done[ident])
+            runs[key].append({**done[ident], **summarise_run(done[ident]["history"], row_select(ROWS[key]))})
     rows = []
     for key in keys:
         recs = runs[key]
-        rows.append({"key": key, "label": ROWS[key].label, "select": ROWS[key].select, "seeds": list(seeds),
+        rows.append({"key": key, "label": ROWS[key].label, "select": row_select(ROWS[key]), "seeds": list(seeds),
                      **{name: _spread([r[name] for r in recs]) for name in
                         ("kept_test_acc", "test_acc_best_val_acc", "test_acc_best_val_loss", "test_acc_last",
                          "train_images_per_sec")}})
