@@ -29,6 +29,7 @@ PT, PS, PE, PB = ("experiments/partA_train.py", "experiments/partA_sweep.py", "e
                   "experiments/partB_finetune.py")
 PD, PC, TO, IN, BM = ("experiments/prepare_data.py", "experiments/partA_count.py", "export/to_onnx.py",
                       "export/infer.py", "experiments/benchmark.py")
+WT = "experiments/wandb_trial.py"  # W&B's agent runs it; a user who starts it by hand is told what to run
 TINY_TRAIN = ("--epochs", "1", "--image-size", "32", "--filters", "4", "--dense", "8", "--wandb-mode", "disabled",
               "--device", "cpu")
 
@@ -196,6 +197,9 @@ CASES: list[Case] = [
     Case("benchmark-unknown-device", BM, ("train", "--device", "tpu", "--out-dir", "{tmp}/bench"), 2,
          r"--device: unknown device 'tpu'", r"expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     Case("benchmark-unknown-section", BM, ("everything",), 2, r"invalid choice: 'everything'", r"choose from"),
+    # ---- wandb_trial (the program of a --backend wandb sweep)
+    Case("wandb-trial-by-hand", WT, (), 2, r"INAT_CNN_WANDB_AGENT is not set",
+         r"start agents with that command instead of a bare `wandb agent`"),
 ]
 
 
@@ -319,10 +323,13 @@ class Outcome:
     def text(self) -> str:
         return self.out + self.err
 
-    def first_message_line(self) -> str:
-        lines = [ln for ln in self.err.splitlines() if "error:" in ln] or \
-                [ln for ln in self.text.splitlines() if "WARNING" in ln or "warning" in ln.lower()] or [""]
-        return lines[0].strip()
+    def first_message_line(self, case: Case) -> str:
+        """The error line (exit 1/2), or for a row that must only warn, the first line saying what is wrong."""
+        import re
+
+        lines = [ln for ln in self.err.splitlines() if "error:" in ln] if self.code else \
+            [ln for ln in self.text.splitlines() if re.search(case.what, ln)]
+        return (lines or [""])[0].strip()
 
 
 def subprocess_env(world: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -364,7 +371,10 @@ def outcomes(world, request) -> dict[str, Outcome]:
 
 def test_every_script_is_in_the_catalogue():
     scripts = {c.script for c in CASES}
-    assert scripts == {PT, PS, PE, PB, PD, PC, TO, IN, BM}, sorted({PT, PS, PE, PB, PD, PC, TO, IN, BM} - scripts)
+    every = {PT, PS, PE, PB, PD, PC, TO, IN, BM, WT}
+    on_disk = {p.relative_to(ROOT).as_posix() for folder in ("experiments", "export")
+               for p in (ROOT / folder).glob("*.py") if 'if __name__ == "__main__"' in p.read_text()}
+    assert scripts == every == on_disk, (sorted(on_disk - scripts), sorted(scripts - on_disk))
     assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 
@@ -425,6 +435,6 @@ if __name__ == "__main__":  # the table for the issue note and docs/cli.md
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(pool.map(lambda c: (c, run_case(c, built)), CASES))
     print("| case | script | exit | first line of the message |\n| --- | --- | --- | --- |")
-    for c, o in results:
-        line = o.first_message_line().replace(tmp_dir, "<tmp>").replace("|", "\\|")
+    for c, o in results:  # a backtick in a message would open a code span in docs/cli.md
+        line = o.first_message_line(c).replace(tmp_dir, "<tmp>").replace("|", "\\|").replace("`", "'")
         print(f"| {c.id} | {Path(c.script).name} | {o.code} | {line} |")
