@@ -49,7 +49,7 @@ def test_a_failed_trial_keeps_its_slot_and_the_next_run_retries_it_with_the_same
     runs = started(log)
     assert [(r["number"], r.get("failed", False)) for r in runs] == [(0, False), (1, True), (2, False)], runs
     assert not first.stopped_for_failures and first.failure_streak == 0, first
-    assert (next((tmp_path / "trials").glob("1-*")) / "error.txt").read_text().count("RuntimeError: boom") == 1
+    assert (next((tmp_path / "s" / "trials").glob("1-*")) / "error.txt").read_text().count("RuntimeError: boom") == 1
 
     fixed.touch()
     second = run_local(cfg, settings_for(tmp_path, 3), Failing(log, fixed))

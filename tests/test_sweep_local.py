@@ -21,7 +21,7 @@ import pytest
 
 from core.sweep import (
     HOST,
-    LocalSettings,
+    SweepSettings,
     TrialRequest,
     open_study,
     parse_sweep_config,
@@ -89,9 +89,10 @@ class StandIn:
 
 
 
-def settings_for(tmp_path: Path, budget: int, name: str = "s") -> LocalSettings:
-    return LocalSettings(study_name=name, storage_url=sqlite_url(tmp_path / "optuna.db"),
-                         trials_dir=tmp_path / "trials", budget=budget, tracker_mode="disabled")
+def settings_for(tmp_path: Path, budget: int, name: str = "s", **kw) -> SweepSettings:
+    """Study ``name`` in ``tmp_path/optuna.db``; its trial folders in ``tmp_path/<name>/trials``."""
+    return SweepSettings(name=name, out_dir=tmp_path, backend="local", count=budget,
+                         storage=sqlite_url(tmp_path / "optuna.db"), tracker_mode="disabled", **kw)
 
 
 def started(log: Path) -> list[dict]:
@@ -106,7 +107,7 @@ def test_count_is_honoured_across_reruns(tmp_path):
     run_local(cfg, settings_for(tmp_path, 4), StandIn(log))
     records = records_from_study(open_study(cfg, settings_for(tmp_path, 4)), cfg)
     assert [r.number for r in records] == [0, 1, 2, 3] and all(r.state == "COMPLETE" for r in records), records
-    assert all(r.run_dir.parent == tmp_path / "trials" and r.run_dir.name.startswith(f"{r.number}-")
+    assert all(r.run_dir.parent == tmp_path / "s" / "trials" and r.run_dir.name.startswith(f"{r.number}-")
                for r in records), [r.run_dir for r in records]
     assert all(abs(r.objective - score(r.hyperparameters)) < 1e-9 for r in records), \
         "the trial's val_acc is the objective"
@@ -150,8 +151,7 @@ def test_resume_after_kill_9_reruns_the_interrupted_trial_and_keeps_the_others(t
 
 def test_two_workers_share_a_grid_without_running_a_point_twice(tmp_path):
     cfg, log = parse_sweep_config(GRID), tmp_path / "log.jsonl"
-    run_local(cfg, settings_for(tmp_path, cfg.grid_size()), StandIn(log, sleep=0.2, barrier=tmp_path / "b"),
-              workers=2)
+    run_local(cfg, settings_for(tmp_path, cfg.grid_size(), workers=2), StandIn(log, sleep=0.2, barrier=tmp_path / "b"))
     runs = started(log)
     points = [(r["values"]["act"], r["values"]["bn"]) for r in runs]
     assert len(points) == 6 and len(set(points)) == 6, f"each of the 6 grid points exactly once: {points}"
@@ -162,7 +162,7 @@ def test_two_workers_share_a_grid_without_running_a_point_twice(tmp_path):
 
 def test_two_workers_never_exceed_the_budget(tmp_path):
     cfg, log = parse_sweep_config(RANDOM), tmp_path / "log.jsonl"
-    run_local(cfg, settings_for(tmp_path, 3), StandIn(log, sleep=0.2, barrier=tmp_path / "b"), workers=2)
+    run_local(cfg, settings_for(tmp_path, 3, workers=2), StandIn(log, sleep=0.2, barrier=tmp_path / "b"))
     assert len(started(log)) == 3, f"budget 3 across two workers, trained {len(started(log))}"
 
 
@@ -183,10 +183,8 @@ def test_a_changed_config_or_a_missing_resume_target_is_an_error(tmp_path):
     changed = {**RANDOM, "parameters": {**RANDOM["parameters"], "act": {"values": ["relu"]}}}
     with pytest.raises(ValueError, match="different config"):
         run_local(parse_sweep_config(changed), settings_for(tmp_path, 1), StandIn(tmp_path / "log.jsonl"))
-    from dataclasses import replace
-
     with pytest.raises(ValueError, match="--resume: no sweep named 'other'"):
-        run_local(parse_sweep_config(RANDOM), replace(settings_for(tmp_path, 1, "other"), must_exist=True),
+        run_local(parse_sweep_config(RANDOM), settings_for(tmp_path, 1, "other", resume=""),
                   StandIn(tmp_path / "log.jsonl"))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.sweep import LocalSettings, open_study, parse_sweep_config, records_from_study, run_local, sqlite_url
+from core.sweep import SweepSettings, open_study, parse_sweep_config, records_from_study, run_local, sqlite_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TESTS_DIR = Path(__file__).resolve().parent
@@ -35,8 +35,9 @@ GRID6 = {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
                         "epochs": {"value": 2}}}
 
 
-def settings(storage: str, trials_dir: Path, budget: int, name: str = "scale", **kw) -> LocalSettings:
-    return LocalSettings(study_name=name, storage_url=storage, trials_dir=trials_dir, budget=budget,
+def settings(storage: str, folder: Path, budget: int, name: str = "scale", **kw) -> SweepSettings:
+    """Study ``name`` in ``storage``, trial folders under ``folder/<name>/trials`` (one folder per process)."""
+    return SweepSettings(name=name, out_dir=folder, backend="local", count=budget, storage=storage,
                          tracker_mode="disabled", **kw)
 
 
@@ -52,7 +53,7 @@ def process_main(raw_json: str, storage: str, folder: str, budget: int, barrier:
     deadline = time.monotonic() + 120
     while len(list(gate.iterdir())) < parties and time.monotonic() < deadline:
         time.sleep(0.05)
-    run_local(cfg, settings(storage, folder_path / "trials", budget), StandIn(folder_path / "log.jsonl", sleep=sleep))
+    run_local(cfg, settings(storage, folder_path, budget), StandIn(folder_path / "log.jsonl", sleep=sleep))
 
 
 def start_process(raw: dict, storage: str, folder: Path, budget: int, parties: int, sleep: float = 0.2,
@@ -82,7 +83,7 @@ def check_nine_distinct(raw: dict, storage: str, folder: Path) -> None:
     assert sorted(r["number"] for r in runs) == list(range(9)), [r["number"] for r in runs]
     assert len({r["pid"] for r in runs}) >= 2, "the processes shared the work"
     cfg = parse_sweep_config(raw)
-    records = records_from_study(open_study(cfg, settings(storage, folder / "trials", 9)), cfg)
+    records = records_from_study(open_study(cfg, settings(storage, folder, 9)), cfg)
     assert [(r.number, r.state) for r in records] == [(n, "COMPLETE") for n in range(9)], records
 
 
@@ -109,8 +110,8 @@ def blocked_main(raw_json: str, storage: str, folder: str, budget: int, block: i
     from test_sweep_local import StandIn
 
     folder_path = Path(folder)
-    run_local(parse_sweep_config(json.loads(raw_json)), settings(storage, folder_path / "trials", budget),
-              StandIn(folder_path / "log.jsonl", block_number=block, marker=folder_path / "marker"), workers=workers)
+    run_local(parse_sweep_config(json.loads(raw_json)), settings(storage, folder_path, budget, workers=workers),
+              StandIn(folder_path / "log.jsonl", block_number=block, marker=folder_path / "marker"))
 
 
 def start_blocked(raw: dict, storage: str, folder: Path, budget: int, block: int, workers: int = 1):
@@ -128,7 +129,7 @@ def start_blocked(raw: dict, storage: str, folder: Path, budget: int, block: int
 
 def configs(storage: str, folder: Path, raw: dict, budget: int) -> dict[int, dict]:
     cfg = parse_sweep_config(raw)
-    records = records_from_study(open_study(cfg, settings(storage, folder / "trials", budget)), cfg)
+    records = records_from_study(open_study(cfg, settings(storage, folder, budget)), cfg)
     assert all(r.state == "COMPLETE" for r in records), [(r.number, r.state) for r in records]
     return {r.number: dict(r.hyperparameters) for r in records}
 
@@ -141,11 +142,11 @@ def test_a_sweep_resumed_after_kill_9_draws_what_an_uninterrupted_run_draws(raw,
     ref, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     ref.mkdir()
     killed.mkdir()
-    run_local(cfg, settings(sqlite_url(ref / "optuna.db"), ref / "trials", budget), StandIn(ref / "log.jsonl"))
+    run_local(cfg, settings(sqlite_url(ref / "optuna.db"), ref, budget), StandIn(ref / "log.jsonl"))
     proc = start_blocked(raw, sqlite_url(killed / "optuna.db"), killed, budget, block=2)
     os.kill(proc.pid, signal.SIGKILL)  # a real kill -9, in the middle of trial 2
     proc.wait()
-    run_local(cfg, settings(sqlite_url(killed / "optuna.db"), killed / "trials", budget), StandIn(killed / "log.jsonl"))
+    run_local(cfg, settings(sqlite_url(killed / "optuna.db"), killed, budget), StandIn(killed / "log.jsonl"))
     expected = configs(sqlite_url(ref / "optuna.db"), ref, raw, budget)
     got = configs(sqlite_url(killed / "optuna.db"), killed, raw, budget)
     assert sorted(got) == list(range(budget)), got
@@ -189,7 +190,7 @@ def test_kill_9_of_the_parent_stops_its_workers_within_seconds_and_a_rerun_resum
     assert not any(_alive(w) for w in workers), f"workers {workers} outlived their killed parent by 10 s"
     log = tmp_path / "log.jsonl"
     before = len(log.read_text().splitlines())
-    run_local(parse_sweep_config(RANDOM9), settings(storage, tmp_path / "trials", 4), StandIn(log))
+    run_local(parse_sweep_config(RANDOM9), settings(storage, tmp_path, 4), StandIn(log))
     rerun = [json.loads(x) for x in log.read_text().splitlines()[before:]]
     assert 1 in [r["number"] for r in rerun] and all(r["resume"] for r in rerun if r["number"] == 1), rerun
     assert sorted(configs(storage, tmp_path, RANDOM9, 4)) == [0, 1, 2, 3]
@@ -213,7 +214,7 @@ class GpuRecorder:
 def test_workers_on_a_multi_gpu_machine_get_one_gpu_each(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,9")  # the GPUs this sweep may use, as a user would restrict it
     recorder = GpuRecorder(tmp_path / "log.jsonl", tmp_path / "barrier")
-    run_local(parse_sweep_config(RANDOM9), settings(sqlite_url(tmp_path / "optuna.db"), tmp_path / "trials", 2),
-              recorder, workers=2)
+    run_local(parse_sweep_config(RANDOM9), settings(sqlite_url(tmp_path / "optuna.db"), tmp_path, 2, workers=2),
+              recorder)
     seen = dict(line.split() for line in recorder.log.read_text().splitlines())
     assert sorted(seen.values()) == ["7", "9"], f"worker 0 sees GPU 7 only, worker 1 GPU 9 only: {seen}"

@@ -23,7 +23,15 @@ import yaml
 from test_sweep_local import RANDOM, StandIn, settings_for
 
 from core.runfiles import mask_secrets, masked_argv
-from core.sweep import StorageError, normalize_url, open_storage, parse_sweep_config, run_local, sqlite_url
+from core.sweep import (
+    StorageError,
+    SweepSettings,
+    normalize_url,
+    open_storage,
+    parse_sweep_config,
+    run_local,
+    sqlite_url,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +49,19 @@ REPO = Path(__file__).resolve().parents[1]
 def test_passwords_are_masked_in_any_text(text, expected):
     assert mask_secrets(text) == expected
     assert masked_argv(["prog", "--storage", text]) == ["prog", "--storage", expected]
+
+
+def test_the_sweep_settings_connect_with_the_password_and_never_show_it(tmp_path):
+    url = "postgresql://sweeper:hunter2@db.lab:5432/sweeps"
+    settings = SweepSettings(name="pg", out_dir=tmp_path / "runs", storage=url, count=3)
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings), repr(settings)
+    assert settings.storage_url == url, "the real URL is what the storage is opened with"
+    assert settings.shown_url == "postgresql://sweeper:***@db.lab:5432/sweeps"
+    default = SweepSettings(name="lite", out_dir=tmp_path / "runs")
+    db = tmp_path / "runs" / "lite" / "optuna.db"
+    assert default.storage_url == default.shown_url == "sqlite:///" + os.path.realpath(db)
+    assert default.trials_dir == Path(os.path.realpath(tmp_path / "runs" / "lite" / "trials"))
+    assert not default.must_exist and SweepSettings(name="lite", resume="").must_exist, "--resume alone: must exist"
 
 
 def test_urls_are_taken_as_users_write_them():
@@ -98,13 +119,13 @@ def test_the_password_may_come_from_pgpassword_or_a_pgpass_file(postgres_server,
     monkeypatch.setenv("PGPASSFILE", os.devnull)
     monkeypatch.setenv("PGPASSWORD", s.password)
     settings = settings_for(tmp_path, 1)
-    run_local(cfg, replace(settings, storage_url=bare), StandIn(tmp_path / "log.jsonl"))
+    run_local(cfg, replace(settings, storage=bare), StandIn(tmp_path / "log.jsonl"))
     monkeypatch.delenv("PGPASSWORD")
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:{s.port}:*:{s.role}:{s.password}\n")
     pgpass.chmod(0o600)
     monkeypatch.setenv("PGPASSFILE", str(pgpass))
-    run_local(cfg, replace(settings, storage_url=bare, budget=2), StandIn(tmp_path / "log.jsonl"))
+    run_local(cfg, replace(settings, storage=bare, count=2), StandIn(tmp_path / "log.jsonl"))
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
 
 

@@ -5,23 +5,20 @@ Part B trials, results, analysis, figures and report.
 from core.sweep.analysis import analyse, epsilon_squared, fmt, label
 from core.sweep.budget import HOST, failure_streak, recover_dead_trials, requeue_failed, slot_map
 from core.sweep.config import SweepConfig, load_sweep_config, parse_sweep_config
-from core.sweep.local import LocalRun, LocalSettings, open_study, run_local, sqlite_url
+from core.sweep.local import LocalRun, open_study, run_local
 from core.sweep.plots import write_sweep_figures
 from core.sweep.report import write_report
 from core.sweep.results import TrialRecord, best_record, ranked, records_from_study
 from core.sweep.run import (
-    BACKENDS,
-    TRACKING_MODES,
-    SweepSettings,
     SweepSummary,
     check_runnable,
     choose_backend,
-    resolve_budget,
     run_sweep,
     validate_trainer_keys,
     write_outputs,
 )
 from core.sweep.sampler import SlotSeededSampler, slot_seed
+from core.sweep.settings import BACKENDS, SweepSettings, resolve_budget
 from core.sweep.space import (
     CDF_SUFFIX,
     check_local_support,
@@ -31,11 +28,12 @@ from core.sweep.space import (
     max_epochs,
     suggest,
 )
-from core.sweep.storage import StorageError, display_url, normalize_url, open_storage
+from core.sweep.storage import StorageError, display_url, normalize_url, open_storage, sqlite_url
 from core.sweep.trial import TrialRequest, execute_trial
 from core.sweep.trials import PartATrial, PartBTrial, run_for_request
 from core.sweep.wandb_backend import WandbUnavailableError, agent_command
 from core.sweep.wandb_trial import run_agent_trial
+from core.train import TRACKING_MODES
 
 __all__ = [
     "write_report",
@@ -44,7 +42,6 @@ __all__ = [
     "CDF_SUFFIX",
     "HOST",
     "LocalRun",
-    "LocalSettings",
     "PartATrial",
     "PartBTrial",
     "SlotSeededSampler",

@@ -24,9 +24,8 @@ import logging
 import os
 import traceback
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.runfiles import mask_secrets, to_plain, write_text
@@ -47,8 +46,9 @@ from core.sweep.budget import (
 )
 from core.sweep.config import SweepConfig
 from core.sweep.sampler import SlotSeededSampler
+from core.sweep.settings import SweepSettings
 from core.sweep.space import check_local_support, make_pruner, suggest
-from core.sweep.storage import display_url, open_storage
+from core.sweep.storage import open_storage
 from core.sweep.trial import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
 from core.sweep.workers import one_interrupt, run_processes
 from core.train import StopRequest
@@ -62,40 +62,14 @@ ERROR_FILE = "error.txt"  # a failed trial's traceback, in its folder
 
 
 @dataclass(frozen=True)
-class LocalSettings:
-    """How the local backend runs one sweep (resolved by ``core.sweep.run``)."""
-
-    study_name: str
-    storage_url: str = field(repr=False)  # may hold a password: shown only through display_url
-    trials_dir: Path
-    budget: int  # total trial slots in the study
-    seed: int = 0
-    tracker_mode: str = "auto"
-    heartbeat_interval: int = 30  # seconds between "still alive" writes of a running trial
-    grace_period: int = 120  # a RUNNING trial silent this long (another host) is failed and re-queued
-    must_exist: bool = False  # --resume: refuse to start a new study
-    retry_failed: bool = True  # a trial that raised is retried by the next run (False: it uses its slot up)
-    max_consecutive_failures: int = 3  # this many failures in a row stop the run (0 = never)
-    started_at: datetime | None = None  # set by run_local: the failure streak counts from here
-
-    @property
-    def shown_url(self) -> str:
-        return display_url(self.storage_url)
-
-
-@dataclass(frozen=True)
 class LocalRun:
     """How a run of the local backend ended (for the caller's summary and exit code)."""
 
-    started_at: datetime
+    started_at: datetime  # when run_local began (naive local time, as Optuna stores it); failure streaks start here
     reason: str  # why the last check stopped
     failure_streak: int
     stopped_for_failures: bool
     retried: tuple[int, ...] = ()  # slots re-queued at the start (earlier failures and interruptions)
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
 
 
 def _fingerprint(cfg: SweepConfig) -> dict[str, Any]:
@@ -104,7 +78,7 @@ def _fingerprint(cfg: SweepConfig) -> dict[str, Any]:
     return to_plain({k: cfg.raw.get(k) for k in keep})
 
 
-def make_storage(settings: LocalSettings) -> optuna.storages.RDBStorage:
+def make_storage(settings: SweepSettings) -> optuna.storages.RDBStorage:
     """The study's storage; crashed trials are retried by Optuna's own callback, without a retry limit
     (every retry is a rerun the user asked for)."""
     import optuna
@@ -117,28 +91,29 @@ def make_storage(settings: LocalSettings) -> optuna.storages.RDBStorage:
                         grace_period=settings.grace_period, retry_callback=retry)
 
 
-def open_study(cfg: SweepConfig, settings: LocalSettings) -> optuna.Study:
-    """Create or load the study; a study made from a different sweep config is an error."""
+def open_study(cfg: SweepConfig, settings: SweepSettings) -> optuna.Study:
+    """Create or load the study ``settings.name`` in ``settings.storage_url``; a study made from a different
+    sweep config is an error, and so is a missing one with ``--resume`` (``settings.must_exist``)."""
     import optuna
 
     check_local_support(cfg)
     storage = make_storage(settings)
     try:
-        storage.get_study_id_from_name(settings.study_name)
+        storage.get_study_id_from_name(settings.name)
         exists = True
     except KeyError:
         exists = False
     if settings.must_exist and not exists:
-        raise ValueError(f"--resume: no sweep named {settings.study_name!r} in {settings.shown_url}; "
+        raise ValueError(f"--resume: no sweep named {settings.name!r} in {settings.shown_url}; "
                          f"drop --resume to start it, or pass the --name/--storage of an existing sweep")
-    study = optuna.create_study(storage=storage, study_name=settings.study_name, load_if_exists=True,
+    study = optuna.create_study(storage=storage, study_name=settings.name, load_if_exists=True,
                                 direction="maximize" if cfg.metric.maximize else "minimize",
                                 pruner=make_pruner(cfg), sampler=SlotSeededSampler(cfg, settings.seed))
     stored = study.user_attrs.get("sweep_config")
     if stored is None:
         study.set_user_attr("sweep_config", _fingerprint(cfg))
     elif stored != _fingerprint(cfg):
-        raise ValueError(f"sweep {settings.study_name!r} in {settings.shown_url} was created from a different "
+        raise ValueError(f"sweep {settings.name!r} in {settings.shown_url} was created from a different "
                          f"config (method/metric/parameters/early_terminate differ); use another --name, or "
                          f"delete that study to start over")
     return study
@@ -149,8 +124,8 @@ class TrialInterrupted(Exception):  # noqa: N818 - a control-flow signal; an Exc
     """The trial stopped at a safe point because this process was asked to stop (Ctrl-C); it runs again."""
 
 
-def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn,
-                    stop: StopRequest | None = None):
+def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn,
+                    budget: int, stop: StopRequest | None = None):
     import optuna
 
     def objective(trial: optuna.Trial) -> float:
@@ -159,7 +134,7 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
             trial.set_user_attr("interrupted", True)
             raise TrialInterrupted(f"stopped by {stop.reason} before it started")
         try:  # before anything is drawn: a trial that may not train leaves no trace but its slot
-            number = claim_slot(study, trial.number, settings.budget)
+            number = claim_slot(study, trial.number, budget)
         except SlotTaken as exc:
             trial.set_user_attr(DISCARDED, str(exc))
             me = study._storage.get_trial(trial._trial_id)
@@ -196,7 +171,7 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
             return False
 
         request = TrialRequest(number=number, values=values, flat=flat, run_dir=run_dir,
-                               name=f"{settings.study_name}-{number}", group=settings.study_name, resume=resume,
+                               name=f"{settings.name}-{number}", group=settings.name, resume=resume,
                                tracker_mode=settings.tracker_mode, report=report, stop=stop)
         logger.info("trial %d%s: %s", number, " (run again)" if rerun else "",
                     ", ".join(f"{k}={v}" for k, v in values.items()))
@@ -225,21 +200,23 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: LocalSettin
     return objective
 
 
-def stop_reason(study: optuna.Study, cfg: SweepConfig, settings: LocalSettings) -> str | None:
-    """Why a process should not start another trial, or None if it should."""
+def stop_reason(study: optuna.Study, cfg: SweepConfig, settings: SweepSettings, budget: int,
+                started_at: datetime | None) -> str | None:
+    """Why a process should not start another trial, or None if it should (``budget`` trial slots in the
+    study; failures in a row count from ``started_at``, the start of this run)."""
     trials = list(study._storage.get_all_trials(study._study_id, deepcopy=False))
     limit = settings.max_consecutive_failures
-    streak = failure_streak(trials, settings.started_at)
+    streak = failure_streak(trials, started_at)
     if limit and streak >= limit:
         return f"{streak} trials failed in a row (--max-consecutive-failures {limit})"
     if cfg.metric.target is not None and any(
             t.state.name == "COMPLETE" and cfg.metric.reached_target(t.value) for t in trials):
         return f"a trial reached the metric target {cfg.metric.name} = {cfg.metric.target}"
-    if waiting_slots(trials, settings.budget) or fresh_count(trials) < settings.budget:
+    if waiting_slots(trials, budget) or fresh_count(trials) < budget:
         return None  # queued retries hold slots already; fresh slots are left
     running = sum(t.state.name == "RUNNING" and DISCARDED not in t.user_attrs for t in trials)
     tail = f"; {running} still running" if running else ""
-    return f"all {settings.budget} trial slots are claimed{tail}"
+    return f"all {budget} trial slots are claimed{tail}"
 
 
 class _QuietOptunaFailures:
@@ -260,8 +237,10 @@ class _QuietTrainerInterrupt:
 _QUIET, _QUIET_INTERRUPT = _QuietOptunaFailures(), _QuietTrainerInterrupt()
 
 
-def run_worker(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, worker_id: int = 0) -> int:
-    """Run trials until a stop reason holds; returns how many this process started.
+def run_worker(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, budget: int, started_at: datetime,
+               *, worker_id: int = 0) -> int:
+    """Run trials until a stop reason holds (``budget`` and ``started_at`` as :func:`run_local` resolved
+    them); returns how many this process started.
 
     Ctrl-C (SIGINT) and SIGTERM only *request* a stop (``core.train.StopRequest``): the running trial ends
     before its next batch, is recorded as interrupted (the next run repeats it from its last checkpoint),
@@ -273,14 +252,14 @@ def run_worker(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, 
         logging.getLogger(name).addFilter(_QUIET_INTERRUPT)
     study = open_study(cfg, settings)
     stop = StopRequest()
-    objective = _make_objective(study, cfg, settings, trial_fn, stop)
+    objective = _make_objective(study, cfg, settings, trial_fn, budget, stop)
     started = 0
     with stop.on_signals():
         while True:
             if stop.requested:
                 raise KeyboardInterrupt(f"stopped by {stop.reason}")
             recover_dead_trials(study)
-            reason = stop_reason(study, cfg, settings)
+            reason = stop_reason(study, cfg, settings, budget, started_at)
             if reason:
                 logger.info("worker %d stops: %s", worker_id, reason)
                 return started
@@ -288,37 +267,33 @@ def run_worker(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, 
             started += 1
 
 
-def run_local(cfg: SweepConfig, settings: LocalSettings, trial_fn: TrialFn, *, workers: int = 1) -> LocalRun:
-    """Run the sweep with ``workers`` processes on one storage (1 = in this process).
+def run_local(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn) -> LocalRun:
+    """Run the sweep with ``settings.workers`` processes on one storage (1 = in this process).
 
     Other processes may run the same sweep at the same time (other terminals, other machines): they share
-    the budget through the storage. Failed and interrupted trials of earlier runs are retried first.
+    the budget (``settings.budget(cfg)``, resolved once here) through the storage. Failed and interrupted
+    trials of earlier runs are retried first.
     """
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if settings.budget < 1:
-        raise ValueError(f"the trial budget must be >= 1, got {settings.budget}")
-    if settings.max_consecutive_failures < 0:
-        raise ValueError(f"max_consecutive_failures must be >= 0 (0 = never stop), got "
-                         f"{settings.max_consecutive_failures}")
-    settings = replace(settings, started_at=datetime.now())  # naive local time, as Optuna stores it
+    budget = settings.budget(cfg)
+    if budget < 1:
+        raise ValueError(f"the trial budget must be >= 1, got {budget}")
+    started_at = datetime.now()  # naive local time, as Optuna stores it
     study = open_study(cfg, settings)  # create and validate once, before any worker starts
     recover_dead_trials(study)
-    retried = requeue_failed(study, settings.budget, retry_errors=settings.retry_failed)
-    settings = replace(settings, must_exist=False)
-    logger.info("sweep %s: %d trial slots on %s, %d process(es) here", settings.study_name, settings.budget,
-                settings.shown_url, workers)
-    if workers == 1:
+    retried = requeue_failed(study, budget, retry_errors=settings.retry_failed)
+    logger.info("sweep %s: %d trial slots on %s, %d process(es) here", settings.name, budget, settings.shown_url,
+                settings.workers)
+    if settings.workers == 1:
         with one_interrupt():
-            run_worker(cfg, settings, trial_fn)
+            run_worker(cfg, settings, trial_fn, budget, started_at)
     else:
-        bad = run_processes(run_worker, (cfg, settings, trial_fn), workers)
+        bad = run_processes(run_worker, (cfg, settings, trial_fn, budget, started_at), settings.workers)
         if bad:
             raise RuntimeError(f"sweep worker(s) {', '.join(bad)} failed; finished trials are kept in "
                                f"{settings.shown_url}: rerun the same command to continue")
     trials = list(study._storage.get_all_trials(study._study_id, deepcopy=False))
-    streak = failure_streak(trials, settings.started_at)
+    streak = failure_streak(trials, started_at)
     limit = settings.max_consecutive_failures
-    return LocalRun(started_at=settings.started_at, reason=stop_reason(study, cfg, settings) or "",
+    return LocalRun(started_at=started_at, reason=stop_reason(study, cfg, settings, budget, started_at) or "",
                     failure_streak=streak, stopped_for_failures=bool(limit and streak >= limit),
                     retried=tuple(retried))

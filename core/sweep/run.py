@@ -14,14 +14,14 @@ the sweep can draw builds a valid trainer config, runs the trials, and writes ``
 Module map: :mod:`core.sweep.config` (+ :mod:`core.sweep.params`) parse, :mod:`core.sweep.space` maps to
 Optuna, :mod:`core.sweep.local` / :mod:`core.sweep.budget` run locally, :mod:`core.sweep.wandb_backend` runs on
 W&B, :mod:`core.sweep.trial` is one trial, :mod:`core.sweep.results` / :mod:`core.sweep.analysis` /
-:mod:`core.sweep.plots` / :mod:`core.sweep.report` turn trials into outputs.
+:mod:`core.sweep.plots` / :mod:`core.sweep.report` turn trials into outputs. :mod:`core.sweep.settings`
+holds :class:`SweepSettings`, the one settings object both backends and their processes read.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,58 +30,14 @@ from typing import Any
 from core.sweep.config import SweepConfig
 from core.sweep.params import ParamSpec
 from core.sweep.results import TrialRecord, best_record, write_best, write_results_csv
+from core.sweep.settings import BACKENDS, SweepSettings
 from core.sweep.space import quantize
 from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
 from core.sweep.trials import PartATrial
 from core.sweep.wandb_backend import require_login
-from core.train import TRACKING_MODES, has_wandb_credentials
+from core.train import has_wandb_credentials
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "local", "wandb")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """How to run one sweep (everything but the search space and the trainer's base config)."""
-
-    name: str
-    out_dir: Path = Path("runs")
-    backend: str = "auto"  # auto | local | wandb
-    count: int | None = None  # local: total trials in the study; wandb: runs this agent does
-    storage: str | None = None  # local: SQLAlchemy URL; None = sqlite:///<out_dir>/<name>/optuna.db
-    workers: int = 1  # local: processes sharing the storage
-    resume: str | None = None  # local: any value = the study must exist; wandb: sweep id to join
-    tracker_mode: str = "auto"  # W&B mode of each trial's run (auto = online with credentials, else offline)
-    project: str = "inat-cnn"
-    entity: str | None = None
-    seed: int = 0
-    heartbeat_interval: int = 30
-    grace_period: int = 120
-    retry_failed: bool = True  # local: a trial that raised is retried by the next run of the same command
-    max_consecutive_failures: int = 3  # local: this many failures in a row stop the sweep (0 = never)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValueError(f"sweep name {self.name!r} must be letters, digits, '_', '-', '.' (it names a folder)")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; expected one of {list(BACKENDS)}")
-        if self.tracker_mode not in TRACKING_MODES:
-            raise ValueError(f"unknown W&B mode {self.tracker_mode!r}; expected one of {list(TRACKING_MODES)}")
-        if self.count is not None and (isinstance(self.count, bool) or self.count < 1):
-            raise ValueError(f"count must be a positive number of trials, got {self.count!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be a positive integer, got {self.workers!r}")
-        if isinstance(self.max_consecutive_failures, bool) or self.max_consecutive_failures < 0:
-            raise ValueError(f"max_consecutive_failures must be >= 0 (0 = never stop), got "
-                             f"{self.max_consecutive_failures!r}")
-
-    @property
-    def sweep_dir(self) -> Path:
-        return self.out_dir / self.name
-
 
 @dataclass(frozen=True)
 class SweepSummary:
@@ -115,18 +71,6 @@ def choose_backend(requested: str) -> tuple[str, str]:
     if has_wandb_credentials():
         return "wandb", "W&B credentials found (WANDB_API_KEY or `wandb login`): W&B's sweep controller"
     return "local", "no W&B credentials (WANDB_API_KEY / `wandb login`): Optuna on local storage, trials logged offline"
-
-
-def resolve_budget(cfg: SweepConfig, count: int | None) -> int:
-    """Trials in the study: ``--count``, else ``run_cap``; a grid never runs more than its size."""
-    budget = count if count is not None else cfg.run_cap
-    if cfg.method == "grid":
-        size = cfg.grid_size()
-        if budget is None or budget > size:
-            budget = size
-    if budget is None:
-        raise ValueError(f"method {cfg.method!r} never ends on its own: pass --count N or set run_cap in the config")
-    return budget
 
 
 def check_metric(cfg: SweepConfig, known: Sequence[str] | None) -> None:
@@ -253,40 +197,28 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
     backend, reason = choose_backend(settings.backend)
     logger.info("sweep %s: backend %s (%s)", settings.name, backend, reason)
     sweep_dir = settings.sweep_dir
-    trials_dir = (sweep_dir / "trials").resolve()  # stored in the study: valid from any working directory
     sweep_dir.mkdir(parents=True, exist_ok=True)
     storage_url = sweep_path = command = None
     run = None
     if backend == "local":
-        from core.sweep.local import LocalSettings, open_study, run_local, sqlite_url
+        from core.sweep.local import open_study, run_local
         from core.sweep.results import records_from_study
-        from core.sweep.storage import display_url
 
-        url = settings.storage or sqlite_url(sweep_dir / "optuna.db")
-        storage_url = display_url(url)
-        local = LocalSettings(study_name=settings.name, storage_url=url, trials_dir=trials_dir,
-                              budget=resolve_budget(cfg, settings.count), seed=settings.seed,
-                              tracker_mode=settings.tracker_mode, heartbeat_interval=settings.heartbeat_interval,
-                              grace_period=settings.grace_period, must_exist=settings.resume is not None,
-                              retry_failed=settings.retry_failed,
-                              max_consecutive_failures=settings.max_consecutive_failures)
-        run = run_local(cfg, local, trial_fn, workers=settings.workers)
-        records = records_from_study(open_study(cfg, local), cfg)
+        storage_url = settings.shown_url
+        run = run_local(cfg, settings, trial_fn)
+        records = records_from_study(open_study(cfg, settings), cfg)
     else:
         from core.sweep.results import records_from_dirs
-        from core.sweep.wandb_backend import WandbSettings, agent_command, run_wandb
+        from core.sweep.wandb_backend import agent_command, run_wandb
 
         if settings.workers != 1 or settings.storage is not None:
             raise ValueError("--workers/--storage belong to the local backend; with W&B start more agents with "
                              "the printed command instead")
         if settings.resume == "":
             raise ValueError("--resume with the wandb backend needs the sweep to join: --resume entity/project/id")
-        wb = WandbSettings(sweep_name=settings.name, trials_dir=trials_dir, project=settings.project,
-                           entity=settings.entity, count=settings.count, sweep_id=settings.resume,
-                           tracker_mode=settings.tracker_mode, argv=tuple(argv or ()))
-        sweep_path = run_wandb(cfg, wb, trial_fn)
+        sweep_path = run_wandb(cfg, settings, trial_fn, argv=argv)
         command = agent_command(sweep_path, argv)
-        records = records_from_dirs(trials_dir, cfg)
+        records = records_from_dirs(settings.trials_dir, cfg)
     outputs: dict[str, Path | str] = dict(write_outputs(cfg, records, sweep_dir=sweep_dir, sweep_name=settings.name,
                                                          backend=backend, notes=mapping_notes(cfg, backend)))
     if storage_url is not None:

@@ -24,6 +24,7 @@ import random
 import re
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.runfiles import mask_secrets
@@ -48,6 +49,11 @@ class StorageError(RuntimeError):
 def display_url(url: str) -> str:
     """The URL as it may be shown or written: password masked."""
     return mask_secrets(url)
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLite URL of a database file (absolute: the same file from any working directory)."""
+    return f"sqlite:///{Path(path).resolve()}"
 
 
 def normalize_url(url: str) -> str:

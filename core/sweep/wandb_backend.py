@@ -30,11 +30,11 @@ import logging
 import os
 import shlex
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from core.sweep.config import SweepConfig
+from core.sweep.settings import SweepSettings
 from core.sweep.trial import TrialFn
 from core.sweep.wandb_trial import AGENT_ENV, AgentContext
 
@@ -50,18 +50,6 @@ LOGIN_HELP = ("--backend wandb needs a W&B login: run `wandb login` (or set WAND
 
 class WandbUnavailableError(RuntimeError):
     """W&B's server could not be reached or refused the request (one line for the user)."""
-
-
-@dataclass(frozen=True)
-class WandbSettings:
-    sweep_name: str
-    trials_dir: Path
-    project: str = "inat-cnn"
-    entity: str | None = None
-    count: int | None = None  # runs this agent does (None = until the sweep ends)
-    sweep_id: str | None = None  # join this existing sweep instead of creating one
-    tracker_mode: str = "auto"
-    argv: tuple[str, ...] = ()  # the script's arguments: the join command for more agents is printed from them
 
 
 def agent_command(sweep_path: str, argv: Sequence[str] | None = None) -> str:
@@ -108,8 +96,8 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for W&B's agent (which hands its environment to every run); restore after.
 
     W&B's agent also writes the last run's id, sweep id and parameter file into this process's environment
-    and its entity and project (:data:`AGENT_LEFTOVERS`); they are restored too, or a later ``wandb.init`` here would read that run's
-    parameters as its own config."""
+    and its entity and project (:data:`AGENT_LEFTOVERS`); they are restored too, or a later ``wandb.init``
+    here would read that run's parameters as its own config."""
     before = {k: os.environ.get(k) for k in (*values, *AGENT_LEFTOVERS)}
     os.environ.update(values)
     try:
@@ -138,7 +126,7 @@ def _wandb_errors(doing: str) -> Iterator[None]:
                                     "WANDB_BASE_URL, or use --backend local") from None
 
 
-def sweep_path_of(sweep_id: str, settings: WandbSettings) -> str:
+def sweep_path_of(sweep_id: str, settings: SweepSettings) -> str:
     """``entity/project/id`` (what ``--resume`` takes on another machine)."""
     parts = sweep_id.split("/")
     if len(parts) == 3:
@@ -148,10 +136,14 @@ def sweep_path_of(sweep_id: str, settings: WandbSettings) -> str:
     return "/".join(x for x in (entity, project, parts[-1]) if x)
 
 
-def run_wandb(cfg: SweepConfig, settings: WandbSettings, trial_fn: TrialFn) -> str:
-    """Create (or join) the W&B sweep and run one W&B agent here until it ends; returns ``entity/project/id``.
+def run_wandb(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, *,
+              argv: Sequence[str] | None = None) -> str:
+    """Create the W&B sweep ``settings.name`` (or join ``settings.resume``, a sweep id) and run one W&B agent
+    here until it ends; returns ``entity/project/id``.
 
-    The agent runs ``settings.count`` runs (all the sweep gives, if None), each in its own process.
+    The agent runs ``settings.count`` runs (all the sweep gives, if None), each in its own process, which
+    gets ``settings`` (with an absolute ``out_dir``) in its :class:`AgentContext`. ``argv`` (the script's
+    arguments) only serves to log the command that adds more agents.
     """
     require_login()
     import wandb
@@ -159,22 +151,24 @@ def run_wandb(cfg: SweepConfig, settings: WandbSettings, trial_fn: TrialFn) -> s
     if settings.tracker_mode == "offline":
         logger.warning("--wandb-mode offline: W&B's controller sees no metrics from these runs (bayes learns "
                        "nothing, hyperband stops nothing) until they are uploaded with `wandb sync`")
-    sweep_id = settings.sweep_id
+    sweep_id = settings.resume
     if sweep_id is None:
         with _wandb_errors("creating the sweep"):
-            sweep_id = wandb.sweep(sweep=wandb_sweep_config(cfg, settings.sweep_name), project=settings.project,
+            sweep_id = wandb.sweep(sweep=wandb_sweep_config(cfg, settings.name), project=settings.project,
                                    entity=settings.entity)
         logger.info("created W&B sweep %s in project %s", sweep_id, settings.project)
     else:
         logger.info("joining W&B sweep %s", sweep_id)
     path = sweep_path_of(sweep_id, settings)
     logger.info("W&B sweep %s; add agents (this machine's other GPUs, other machines) with:\n  %s", path,
-                agent_command(path, settings.argv))
-    settings.trials_dir.mkdir(parents=True, exist_ok=True)
-    context = AgentContext(sweep=dict(cfg.raw), sweep_name=settings.sweep_name, trials_dir=settings.trials_dir,
-                           tracker_mode=settings.tracker_mode, project=settings.project, trial_fn=trial_fn)
+                agent_command(path, argv))
+    trials_dir = settings.trials_dir
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    # the runs' processes read the same settings; out_dir absolute, as trials_dir is, whatever their directory
+    context = AgentContext(sweep=dict(cfg.raw), settings=replace(settings, out_dir=settings.out_dir.resolve()),
+                           trial_fn=trial_fn)
     # WANDB_DIR: W&B's agent writes each run's parameter file under it (runs/<name>/wandb/sweep-<id>/)
-    env = {AGENT_ENV: context.encode(), "WANDB_DIR": str(settings.trials_dir.parent)}
+    env = {AGENT_ENV: context.encode(), "WANDB_DIR": str(trials_dir.parent)}
     try:
         with _environment(env), _wandb_errors("running the agent"):
             wandb.agent(sweep_id, entity=settings.entity, project=settings.project, count=settings.count)

@@ -3,8 +3,9 @@
 The agent hands over three things through the environment: the run's parameters (a YAML file named by
 ``WANDB_SWEEP_PARAM_PATH``, read with W&B's own reader, exactly as ``wandb.init`` reads it), the run id
 (``WANDB_RUN_ID``, which ``wandb.init`` picks up) and, from the machine's ``partA_sweep.py`` that
-started the agent, an :class:`AgentContext` (sweep config, trials folder, the trial function with the
-data folder and device of this machine) in :data:`AGENT_ENV`.
+started the agent, an :class:`AgentContext` (sweep config, the sweep's :class:`~core.sweep.settings.SweepSettings`
+with its trials folder, the trial function with the data folder and device of this machine) in
+:data:`AGENT_ENV`.
 
 The run is the same :func:`core.sweep.trial.execute_trial` the local backend runs, with a
 :class:`core.train.StopRequest` listening to SIGTERM (W&B's stop) and SIGINT (W&B's stop button, which
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core.sweep.config import parse_sweep_config
+from core.sweep.settings import SweepSettings
 from core.sweep.trial import TrialFn, TrialRequest, execute_trial, trial_dir_name
 from core.train import RunResult
 
@@ -44,10 +46,7 @@ class AgentContext:
     """What the agent's host process tells each run's process (pickled: the trial function is an object)."""
 
     sweep: Mapping[str, Any]  # the sweep YAML as a mapping (parameters are read with its names)
-    sweep_name: str
-    trials_dir: Path
-    tracker_mode: str
-    project: str
+    settings: SweepSettings  # the agent's own settings (out_dir absolute): names, trials folder, W&B mode
     trial_fn: TrialFn
 
     def encode(self) -> str:
@@ -106,12 +105,13 @@ def run_agent_trial(env: Mapping[str, str] | None = None, *, stop: Any = None) -
     except KeyError as err:
         raise ValueError(f"{err.args[0]}: the sweep on W&B was created from another YAML than --config; "
                          "pass the YAML the sweep was created with") from None
-    number = claim_trial_number(context.trials_dir)
+    settings = context.settings
+    number = claim_trial_number(settings.trials_dir)
     run_id = env.get("WANDB_RUN_ID")
     request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values),
-                           run_dir=context.trials_dir / trial_dir_name(number, values),
-                           name=f"{context.sweep_name}-{number}", group=context.sweep_name,
-                           tracker_mode=context.tracker_mode, stop=stop if stop is not None else StopRequest())
+                           run_dir=settings.trials_dir / trial_dir_name(number, values),
+                           name=f"{settings.name}-{number}", group=settings.name,
+                           tracker_mode=settings.tracker_mode, stop=stop if stop is not None else StopRequest())
     logger.info("W&B run %s → trial %d in %s", run_id, number, request.run_dir)
     return execute_trial(context.trial_fn, request,
                          extra={"backend": "wandb", "wandb_run_id": run_id, "sweep_id": env.get("WANDB_SWEEP_ID")})

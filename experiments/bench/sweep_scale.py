@@ -46,10 +46,10 @@ class SleepTrial:
         return RunResult(best_val_acc=0.5, best_epoch=1, history=({"epoch": 1, "val_acc": 0.5},))
 
 
-def _settings(url: str, name: str, budget: int, work: Path):
-    from core.sweep import LocalSettings
+def _settings(url: str, name: str, budget: int, work: Path, workers: int):
+    from core.sweep import SweepSettings
 
-    return LocalSettings(study_name=name, storage_url=url, trials_dir=work / name, budget=budget,
+    return SweepSettings(name=name, out_dir=work, backend="local", count=budget, storage=url, workers=workers,
                          tracker_mode="disabled", heartbeat_interval=30, grace_period=120)
 
 
@@ -67,7 +67,7 @@ def _ours(url: str, work: Path, budget: int, seconds: float, workers: int, count
     from core.sweep import parse_sweep_config, run_local
 
     name = f"scale{next(counter)}"
-    run_local(parse_sweep_config(SPACE), _settings(url, name, budget, work), SleepTrial(seconds), workers=workers)
+    run_local(parse_sweep_config(SPACE), _settings(url, name, budget, work, workers), SleepTrial(seconds))
     return _steady_rate(url, name)
 
 
