@@ -51,7 +51,7 @@ from experiments.bench.common import (
     peak_rss_mb,
     reset_peak_memory,
 )
-from experiments.cli import UsageError, run_script
+from experiments.cli import UsageError, configure_logging, run_script
 
 __all__ = ["SECTIONS", "BenchConfig", "Comparison", "SectionResult", "compare", "format_table", "get_args_parser",
            "main", "register", "run_sections"]
@@ -269,7 +269,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(logging.INFO, "%(message)s")
     for name, value in (("--image-size", args.image_size), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")

@@ -19,13 +19,14 @@ message, for bug reports; the exit code stays the same.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 __all__ = ["DEBUG_ENV", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "UsageError", "classify",
-           "run_script"]
+           "configure_logging", "run_script"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "INAT_CNN_DEBUG"
@@ -97,6 +98,35 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     if not any("--debug" in a.option_strings for a in parser._actions):
         parser.add_argument("--debug", action="store_true",
                             help=f"on an error, print the full traceback (for bug reports); same as {DEBUG_ENV}=1")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to ``sys.stderr`` as it is at that moment, so a caller that swaps stderr (a test's
+    capture, a notebook cell) never leaves the handler writing to a closed stream."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # noqa: ANN201 - StreamHandler's attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.setStream assigns it; the current stderr always wins
+        pass
+
+
+def configure_logging(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s", datefmt: str | None = None
+                      ) -> None:
+    """A script's log lines on stderr: one handler of ours on the root logger. A second call replaces it (the
+    last script's level and format win when several run in one process); other handlers are left alone."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(fmt, datefmt))
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 def run_script(prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from core.explain import GUIDED_MODES, EvalConfig, evaluate_checkpoint, log_evaluation
 from core.train import TRACKING_MODES
-from experiments.cli import run_script
+from experiments.cli import configure_logging, run_script
 
 log = logging.getLogger("partA_evaluate")
 
@@ -54,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     cfg = EvalConfig(checkpoint=args.checkpoint, data_dir=args.data_dir, out_dir=args.out_dir, seed=args.seed,
                      per_class=args.per_class, neurons=args.neurons, guided_mode=args.guided_mode,
                      wandb_mode=args.wandb_mode, device=args.device, batch_size=args.batch_size,

@@ -42,7 +42,7 @@ from core.sweep import (
     ranked,
     run_sweep,
 )
-from experiments.cli import run_script
+from experiments.cli import configure_logging, run_script
 
 log = logging.getLogger("partA_sweep")
 
@@ -180,8 +180,8 @@ def sweep(args: argparse.Namespace, argv: list[str]) -> int:
     """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes), except
     Ctrl-C, which ends with the command that resumes, and a sweep with no successful trial (exit 1)."""
     os.environ.setdefault("WANDB_SILENT", "true")  # our log says where each offline W&B run is saved
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    configure_logging(logging.WARNING if args.quiet else logging.INFO,
+                      "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log lines say which trial runs what

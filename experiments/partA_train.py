@@ -23,7 +23,7 @@ from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.partA import PartAConfig, run_partA
 from core.runfiles import read_yaml
 from core.train import MONITORS, OPTIMIZERS, SCHEDULERS, TRACKING_MODES
-from experiments.cli import UsageError, run_script
+from experiments.cli import UsageError, configure_logging, run_script
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")
@@ -172,7 +172,7 @@ def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
 
 def train(args: argparse.Namespace) -> int:
     """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    configure_logging(args.log_level, "%(asctime)s %(message)s", "%H:%M:%S")
     flat = {DEST_TO_FLAT.get(k, k): v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
     if args.resume and not args.name:
         raise UsageError("--resume needs --name of the run to continue (the folder under --out-dir)")

@@ -39,7 +39,7 @@ from core.finetune import (
 )
 from core.model import supported_archs
 from core.train import TRACKING_MODES, TrainConfig
-from experiments.cli import UsageError, run_script
+from experiments.cli import UsageError, configure_logging, run_script
 
 log = logging.getLogger("partB_finetune")
 
@@ -136,7 +136,7 @@ def build_config(args: argparse.Namespace) -> PartBConfig:
 
 def finetune(args: argparse.Namespace) -> int:
     """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     if args.list_archs:
         print("\n".join(supported_archs()))
         return 0

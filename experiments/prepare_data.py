@@ -27,7 +27,7 @@ from core.data import (
     find_dataset_root,
     format_report,
 )
-from experiments.cli import EXIT_USAGE, UsageError, run_script
+from experiments.cli import EXIT_USAGE, UsageError, configure_logging, run_script
 
 log = logging.getLogger("prepare_data")
 
@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def prepare(args: argparse.Namespace) -> int:
     """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     if not (args.download or args.demo or args.check):
         raise UsageError("nothing to do: pass --download, --demo and/or --check")
     if args.download and args.demo:

@@ -24,9 +24,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from core.sweep import run_agent_trial
     from core.train import StopRequest
+    from experiments.cli import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    configure_logging(logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     stop = StopRequest()
     try:
         with stop.on_signals(STOP_SIGNALS):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.runfiles import atomic_writer
 from experiments.cli import UsageError, run_script
+from experiments.cli import configure_logging as script_logging
 from export.metadata import MissingMetadataError, ModelMetadata, metadata_from_flags
 from export.ort_session import PROVIDER_CHOICES, create_session, session_metadata
 from export.predict import LabelledScore, PredictionRun, collect_images, predict_images, score
@@ -33,7 +34,7 @@ MAX_MATRIX_CLASSES = 30
 
 def configure_logging(verbose: bool = False) -> None:
     """Script logging: our INFO lines as plain messages; the exporters' chatter only with --verbose."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True)
+    script_logging(logging.DEBUG if verbose else logging.INFO, "%(message)s")
     if not verbose:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

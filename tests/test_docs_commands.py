@@ -151,6 +151,9 @@ def commands_in(markdown: str, doc: str) -> list[DocCommand]:
             if hit:
                 script, args = hit
                 args = tuple(a for a in args if a not in ("...", "…"))
+                # usage syntax for an optional flag, "[--resume entity/project/id]": checked as the flag itself
+                args = tuple(a[1:] if a.startswith("[-") else a for a in args)
+                args = tuple(a[:-1] if a.endswith("]") and "[" not in a else a for a in args)
                 commands.append(DocCommand(doc, line, script, args, text))
     return commands
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.bench.common import BenchConfig, Comparison
+from experiments.cli import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="0.2 s trials, 1 repeat: a smoke test")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per comparison (at most 3)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(logging.WARNING, "%(levelname)s:%(name)s:%(message)s")
     with tempfile.TemporaryDirectory(prefix="inat-cnn-scale-") as work:
         cfg = BenchConfig(image_size=None, batch_size=None, quick=args.quick, repeats=args.repeats, warmup=0,
                           work_dir=Path(work))
