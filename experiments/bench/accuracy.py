@@ -59,6 +59,8 @@ ROWS: dict[str, Row] = {
     "peer": Row("(a) peers' pipeline + peer recipe", "peer", PEER_RECIPE, select="val_loss"),
     "ours_peer": Row("(b) ours + peer recipe", "ours", {**PEER_RECIPE, "augment": True}),
     "ours_default": Row("(c) ours, defaults", "ours", {}),
+    "ours_default_per_sample": Row("(c) on the per-sample torchvision path (issue 16: same accuracy?)", "ours",
+                                   {"pipeline": "per_sample"}),
 }
 OURS_BEFORE = {**PEER_RECIPE, "augment": True, "train_decode_ratio": 1.0, "crop_scale": (0.6, 1.0),
                "scheduler": "constant", "warmup_epochs": 0.0, "label_smoothing": 0.0, "monitor": "val_acc",
