@@ -78,6 +78,13 @@ ABLATION: dict[str, Row] = {
                        init="kaiming"),
     "abl_peer_aug": Row("peer's augmentation (flip, rotate 10, jitter) on our cache", "ours", OURS_BEFORE,
                         transform="flip_rotate_jitter"),
+    # what (b) adds to the old recipe, one piece at a time on top of the 1.15x crop source
+    "abl_cosine": Row("source 1.15x + cosine LR with a 0.5-epoch warm-up", "ours",
+                      {**OURS_BEFORE, "train_decode_ratio": 1.15, "scheduler": "cosine", "warmup_epochs": 0.5}),
+    "abl_smoothing": Row("source 1.15x + label smoothing 0.1", "ours",
+                         {**OURS_BEFORE, "train_decode_ratio": 1.15, "label_smoothing": 0.1}),
+    "abl_batched": Row("source 1.15x + the batched augmentation path", "ours",
+                       {**OURS_BEFORE, "train_decode_ratio": 1.15, "pipeline": "batched"}),
 }
 CANDIDATE = {"batch_norm": True, "organisation": "double", "kernel_size": 3, "dense_units": 512, "dropout": 0.12,
              "augment": True, "train_decode_ratio": 1.15, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3,
