@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from core.data import Preprocessing
 from core.data.augment_policies import AUGMENT_POLICIES, erasing_ops, policy_ops
-from core.data.loaders import DataConfig, _augmentation
+from core.data.loaders import DataConfig, per_sample_augmentation
 from core.train import FlipTTA, TrainConfig, WeightEMA, evaluate, make_batch_mixer, train_one_epoch, with_tta
 
 
@@ -222,7 +222,7 @@ def test_policy_names_and_erasing_probability_are_validated():
     with pytest.raises(ValueError, match="random_erasing"):
         DataConfig(random_erasing=1.5)
     assert not DataConfig().augments and DataConfig(random_erasing=0.1).augments
-    assert _augmentation(Preprocessing(16), basic=False) is None, "nothing on: no transform at all"
+    assert per_sample_augmentation(Preprocessing(16), basic=False) is None, "nothing on: no transform at all"
 
 
 @pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
@@ -231,7 +231,7 @@ def test_policies_run_on_uint8_and_end_normalised(policy):
 
     prep = Preprocessing(16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     img = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
-    tf = _augmentation(prep, basic=False, policy=policy)
+    tf = per_sample_augmentation(prep, basic=False, policy=policy)
     torch.manual_seed(0)
     out = tf(img)
     # oracle: torchvision's own policy with the same draw, then the normalisation by hand
@@ -246,7 +246,7 @@ def test_policies_run_on_uint8_and_end_normalised(policy):
 def test_random_erasing_blanks_one_rectangle_to_the_mean():
     prep = Preprocessing(32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     img = torch.full((3, 32, 32), 200, dtype=torch.uint8)  # normalised value (200/255-0.5)/0.25 != 0
-    tf = _augmentation(prep, basic=False, random_erasing=1.0)
+    tf = per_sample_augmentation(prep, basic=False, random_erasing=1.0)
     assert len(erasing_ops(1.0)) == 1 and erasing_ops(0.0) == []
     for seed in range(10):
         torch.manual_seed(seed)

@@ -22,7 +22,7 @@ from core.data.download import (
     safe_extract,
 )
 from core.data.imagefolder import IMAGE_EXTENSIONS, cap_per_class, scan_dataset, stratified_split
-from core.data.loaders import CachedImageDataset, DataConfig, _augmentation, make_loaders
+from core.data.loaders import CachedImageDataset, DataConfig, make_loaders, per_sample_augmentation
 from core.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -57,7 +57,7 @@ __all__ = [
     "ImageDecodeError",
     "Preprocessing",
     "URL_ENV",
-    "_augmentation",
+    "per_sample_augmentation",
     "cache_stats",
     "cap_per_class",
     "check_dataset",

@@ -1,7 +1,7 @@
 """Stronger per-sample augmentation from torchvision ``transforms.v2``: an automatic policy and random erasing.
 
 Why a module of its own: these are *recipe* choices (issue 15) layered on top of the basic crop/flip/jitter
-of :func:`core.data.loaders._augmentation`, and they are per-sample operations on the cached ``uint8``
+of :func:`core.data.loaders.per_sample_augmentation`, and they are per-sample operations on the cached ``uint8``
 image that have no batched equivalent (a policy picks a different operation per image), so they stay
 on the dataset transform whatever path the basic augmentation takes. The order is the torchvision
 reference recipe's (``references/classification/presets.py``)::

@@ -120,8 +120,8 @@ class DataConfig:
         return d
 
 
-def _augmentation(prep: Preprocessing, *, basic: bool = True, policy: str = "none", random_erasing: float = 0.0,
-                  scale: tuple[float, float] = (0.6, 1.0)):
+def per_sample_augmentation(prep: Preprocessing, *, basic: bool = True, policy: str = "none",
+                            random_erasing: float = 0.0, scale: tuple[float, float] = (0.6, 1.0)):
     """Augmentation of a cached uint8 image, ending in the same normalisation as :func:`normalize`.
 
     ``basic``: mild crop, flip and jitter. Geometry runs on uint8 (cheap), colour on float (faster than
@@ -312,8 +312,8 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
         mean, std = _dataset_mean_std(decoded["train"].images, train_rows, decoded["train"].key, cache_dir)
     prep = Preprocessing(geometry.image_size, geometry.resize_size, mean, std)
 
-    transform = _augmentation(prep, basic=cfg.augment, policy=cfg.augment_policy, random_erasing=cfg.random_erasing,
-                              scale=cfg.crop_scale)
+    transform = per_sample_augmentation(prep, basic=cfg.augment, policy=cfg.augment_policy,
+                                        random_erasing=cfg.random_erasing, scale=cfg.crop_scale)
     train_entry = decoded["train"]
     source = _train_source_geometry(geometry, cfg)
     if source != geometry:  # the crop comes from a larger decode of the same view (ImageNet's 256 -> 224)

@@ -27,8 +27,8 @@ def bench_data(cfg: BenchConfig) -> SectionResult:
         IMAGENET_STD,
         CachedImageDataset,
         Preprocessing,
-        _augmentation,
         decode_images,
+        per_sample_augmentation,
         reset_cache_stats,
     )
 
@@ -47,7 +47,7 @@ def bench_data(cfg: BenchConfig) -> SectionResult:
     labels = [(p, int(p.parent.name[-1])) for p in paths]
     cached = DataLoader(CachedImageDataset(labels, entry.images, list(range(count)), prep), batch_size=batch)
     cached_aug = DataLoader(CachedImageDataset(labels, entry.images, list(range(count)), prep,
-                                               _augmentation(prep)), batch_size=batch)
+                                               per_sample_augmentation(prep)), batch_size=batch)
     builds = iter(range(10**6))
 
     def cold_build() -> None:  # a fresh cache folder and no in-memory entry: a real miss every call
