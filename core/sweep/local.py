@@ -21,7 +21,6 @@ Ctrl-C records the running trial as interrupted; the next run retries it.
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from core.runfiles import mask_secrets, to_plain, write_text
 from core.sweep.budget import (
     DISCARDED,
-    HOST,
     BudgetClaimed,
     SlotTaken,
     claim_slot,
@@ -129,7 +127,6 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: SweepSettin
     import optuna
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid()})
         if stop is not None and stop.requested:  # asked to stop while Optuna created this trial
             trial.set_user_attr("interrupted", True)
             raise TrialInterrupted(f"stopped by {stop.reason} before it started")

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.sweep.budget import slot_map
+from core.sweep.budget import HOST, slot_map
 from core.sweep.config import SweepConfig
 from core.sweep.space import grid_search_space, make_sampler
 
@@ -66,6 +67,11 @@ class SlotSeededSampler(BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         storage = study._storage  # as GridSampler does: a Hyperband bracket study filters its trials
+        # The first code Optuna runs for a trial this process just created or popped: its owner is recorded
+        # here, not later in the objective, so a kill -9 leaves as small a window as possible for a RUNNING
+        # trial that no process on this host owns (recover_dead_trials retries owned ones at once; an
+        # ownerless one waits for the heartbeat's grace period).
+        storage.set_trial_user_attr(trial._trial_id, "worker", {"host": HOST, "pid": os.getpid()})
         slot = slot_map(storage.get_all_trials(study._study_id, deepcopy=False))[trial.number]
         if self._grid is not None:
             if "grid_id" not in trial.system_attrs and "fixed_params" not in trial.system_attrs:
