@@ -59,6 +59,7 @@ ROWS: dict[str, Row] = {
     "peer": Row("(a) peers' pipeline + peer recipe", "peer", PEER_RECIPE, select="val_loss"),
     "ours_peer": Row("(b) ours + peer recipe", "ours", {**PEER_RECIPE, "augment": True}),
     "ours_default": Row("(c) ours, defaults", "ours", {}),
+    "ours_default_kaiming": Row("(c) with the peer's Kaiming init", "ours", {}, init="kaiming"),
     "ours_default_per_sample": Row("(c) on the per-sample torchvision path (issue 16: same accuracy?)", "ours",
                                    {"pipeline": "per_sample"}),
 }
