@@ -29,6 +29,7 @@ Adding a section: write ``def bench_x(cfg: BenchConfig) -> SectionResult`` and d
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import platform
@@ -71,15 +72,6 @@ def register(name: str) -> Callable[[Section], Section]:
     return add
 
 
-# ---------------------------------------------------------------- data section
-@register("data")
-def bench_data(cfg: BenchConfig) -> SectionResult:
-    """PIL full decode + resize every epoch (torchvision ImageFolder) vs the decode cache (bench/data.py)."""
-    from experiments.bench.data import bench_data as run
-
-    return run(cfg)
-
-
 # ---------------------------------------------------------------- infer section (owner: export)
 @register("infer")
 def bench_infer(cfg: BenchConfig) -> SectionResult:
@@ -97,45 +89,32 @@ def bench_infer(cfg: BenchConfig) -> SectionResult:
                                   ours_label=c.ours_label, **common) for c in cases], info)
 
 
-# ---------------------------------------------------------------- train and sweep sections
-@register("train")
-def bench_train(cfg: BenchConfig) -> SectionResult:
-    """Part A CNN training step, ours vs an NCHW fp32 loop, FLOP/s vs matmul peak (experiments/bench/train.py)."""
-    from experiments.bench.train import bench_train as run
-
-    return run(cfg)
-
-
-@register("sweep")
-def bench_sweep(cfg: BenchConfig) -> SectionResult:
-    """4-trial x 2-epoch sweep, ours (run_sweep + decode cache) vs 4 notebook runs (experiments/bench/sweep.py)."""
-    from experiments.bench.sweep import bench_sweep as run
-
-    return run(cfg)
-
-
-@register("finetune")
-def bench_finetune(cfg: BenchConfig) -> SectionResult:
-    """Head-only Part B epoch: full forward through the frozen backbone vs cached features (bench/finetune.py)."""
-    from experiments.bench.finetune import bench_finetune as run
-
-    return run(cfg)
+# ---------------------------------------------------------------- sections that live in experiments/bench/
+# name -> (module holding ``bench_<name>(cfg)``, what it compares); imported only when the section runs
+DELEGATED: dict[str, tuple[str, str]] = {
+    "data": ("experiments.bench.data", "PIL full decode + resize every epoch (torchvision ImageFolder) vs the decode "
+                                       "cache"),
+    "train": ("experiments.bench.train", "Part A CNN training step, ours vs an NCHW fp32 loop, FLOP/s vs matmul peak"),
+    "sweep": ("experiments.bench.sweep", "4-trial x 2-epoch sweep, ours (run_sweep + decode cache) vs 4 notebook runs"),
+    "finetune": ("experiments.bench.finetune", "head-only Part B epoch: full forward through the frozen backbone vs "
+                                               "cached features"),
+    "pipeline": ("experiments.bench.pipeline", "a whole augmented training epoch: batched device path vs per-sample "
+                                               "DataLoader path"),
+    "accuracy": ("experiments.bench.accuracy", "whole Part A runs on real photos: peers' pipeline vs ours, test "
+                                               "accuracy and images/s"),
+}
 
 
-@register("pipeline")
-def bench_pipeline(cfg: BenchConfig) -> SectionResult:
-    """A whole augmented training epoch: batched device path vs per-sample DataLoader path (bench/pipeline.py)."""
-    from experiments.bench.pipeline import bench_pipeline as run
+def _delegate(name: str, module: str, doc: str) -> Section:
+    def run(cfg: BenchConfig) -> SectionResult:
+        return getattr(importlib.import_module(module), f"bench_{name}")(cfg)
 
-    return run(cfg)
+    run.__name__, run.__doc__ = f"bench_{name}", f"{doc} ({module})."
+    return run
 
 
-@register("accuracy")
-def bench_accuracy(cfg: BenchConfig) -> SectionResult:
-    """Whole Part A runs on real photos: peers' pipeline vs ours, test accuracy and images/s (bench/accuracy.py)."""
-    from experiments.bench.accuracy import bench_accuracy as run
-
-    return run(cfg)
+for _name, (_module, _doc) in DELEGATED.items():
+    register(_name)(_delegate(_name, _module, _doc))
 
 
 # ---------------------------------------------------------------- runner

@@ -89,10 +89,10 @@ class StandIn:
 
 
 
-def settings_for(tmp_path: Path, budget: int, name: str = "s", **kw) -> SweepSettings:
-    """Study ``name`` in ``tmp_path/optuna.db``; its trial folders in ``tmp_path/<name>/trials``."""
+def settings_for(tmp_path: Path, budget: int, name: str = "s", storage: str | None = None, **kw) -> SweepSettings:
+    """Study ``name`` in ``storage`` (default ``tmp_path/optuna.db``); trial folders in ``tmp_path/<name>/trials``."""
     return SweepSettings(name=name, out_dir=tmp_path, backend="local", count=budget,
-                         storage=sqlite_url(tmp_path / "optuna.db"), tracker_mode="disabled", **kw)
+                         storage=storage or sqlite_url(tmp_path / "optuna.db"), tracker_mode="disabled", **kw)
 
 
 def started(log: Path) -> list[dict]:

@@ -37,8 +37,9 @@ GRID6 = {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
 
 def settings(storage: str, folder: Path, budget: int, name: str = "scale", **kw) -> SweepSettings:
     """Study ``name`` in ``storage``, trial folders under ``folder/<name>/trials`` (one folder per process)."""
-    return SweepSettings(name=name, out_dir=folder, backend="local", count=budget, storage=storage,
-                         tracker_mode="disabled", **kw)
+    from test_sweep_local import settings_for
+
+    return settings_for(folder, budget, name, storage=storage, **kw)
 
 
 def process_main(raw_json: str, storage: str, folder: str, budget: int, barrier: str, parties: int,
