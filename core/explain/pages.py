@@ -26,7 +26,6 @@ import base64
 import html
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -123,10 +122,6 @@ def duration_text(seconds: float | None) -> str:
 
 def percent_text(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}%"
-
-
-def time_text(value: datetime | None) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def href(target: Path | str, page_dir: Path) -> str:
