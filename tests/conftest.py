@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# A suite started in the background (`cmd &`, nohup, some CI runners) inherits SIGINT as SIG_IGN, and so
+# would every script a test starts, which then ignores the Ctrl-C the test sends. Python's own default
+# (KeyboardInterrupt) here makes children start with SIGINT at its default, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 settings.register_profile(
     "ci",

@@ -33,6 +33,19 @@ def _sigterm() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.fixture(autouse=True)
+def _python_default_handlers():
+    """The handlers a plain ``python`` starts with, whatever the parent left: a shell that starts the
+    suite in the background (``cmd &``, ``nohup``, some CI runners) hands it SIGINT as SIG_IGN, and then
+    Python installs no ``default_int_handler``. Restored afterwards."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
 class _SignalInForward:
     """Forward hook: SIGTERM during the ``nth`` forward pass of epoch ``epoch`` in training or eval mode."""
 
