@@ -22,9 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     import logging
 
-    from core.sweep import run_agent_trial
-    from core.train import StopRequest
-    from experiments.cli import configure_logging
+    try:
+        from core.sweep import run_agent_trial
+        from core.train import StopRequest
+        from experiments.cli import configure_logging
+    except ModuleNotFoundError as exc:  # W&B's agent found another `python` than the project's
+        print(f"wandb_trial: error: {sys.executable} cannot import {exc.name!r}: W&B's agent started the `python` "
+              "first on its PATH, not the interpreter this project is installed in; start agents with that "
+              "interpreter: /path/to/python experiments/partA_sweep.py --backend wandb --resume ENTITY/PROJECT/ID "
+              "(docs/wandb.md)", file=sys.stderr)
+        return 2
 
     configure_logging(logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     stop = StopRequest()

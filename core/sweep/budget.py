@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from core.sweep.optuna_private import all_trials, storage_of, trial_id_of
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -90,18 +92,13 @@ def _state(t: FrozenTrial) -> str:
     return t.state.name
 
 
-def _all(study: optuna.Study) -> list[FrozenTrial]:
-    """Every trial from the storage (``study.get_trials`` of a Hyperband bracket study would filter them)."""
-    return list(study._storage.get_all_trials(study._study_id, deepcopy=False))
-
-
 def claim_slot(study: optuna.Study, number: int, budget: int) -> int:
     """The slot trial ``number`` trains in, or SlotTaken (BudgetClaimed past the budget) if it may not train.
 
     Another trial holds the slot if it has a result there, or runs it and was created earlier: of two
     retries of one slot started at once (two machines re-queued the same failure), the later one yields.
     """
-    trials = _all(study)
+    trials = all_trials(study)
     slots = slot_map(trials)
     me = next(t for t in trials if t.number == number)
     slot = slots[number]
@@ -139,8 +136,8 @@ def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
 
 
 def _retry(study: optuna.Study, t: FrozenTrial) -> None:
-    storage = study._storage
-    storage.get_heartbeat_stale_trial_callback()(study, copy.deepcopy(storage.get_trial(t._trial_id)))
+    storage = storage_of(study)
+    storage.get_heartbeat_stale_trial_callback()(study, copy.deepcopy(storage.get_trial(trial_id_of(t))))
 
 
 def _pid_dead(pid: int) -> bool:
@@ -161,15 +158,15 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     """Fail RUNNING trials whose process on this host is gone (``kill -9``) and queue their retry."""
     from optuna.trial import TrialState
 
-    storage = study._storage
+    storage = storage_of(study)
     requeued: list[int] = []
-    for t in _all(study):
+    for t in all_trials(study):
         worker = t.user_attrs.get("worker") or {}
         if not (t.state == TrialState.RUNNING and worker.get("host") == HOST and worker.get("pid") != os.getpid()
                 and _pid_dead(int(worker.get("pid", -1)))):
             continue
         try:  # atomic: of several workers noticing the same dead trial, one changes its state
-            changed = storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            changed = storage.set_trial_state_values(trial_id_of(t), state=TrialState.FAIL)
         except Exception:  # another worker failed it first (UpdateFinishedTrialError, busy database)
             changed = False
         if changed:
@@ -186,7 +183,7 @@ def requeue_failed(study: optuna.Study, budget: int, *, retry_errors: bool = Tru
     Interrupted (Ctrl-C) and crashed trials are always retried; trials that raised only when
     ``retry_errors`` (``--no-retry-failed`` makes them count against the budget instead). Returns the slots.
     """
-    trials = _all(study)
+    trials = all_trials(study)
     slots = slot_map(trials)
     retried = _retried([t for t in trials if DISCARDED not in t.user_attrs])  # a dropped retry handled nothing
     by_slot: dict[int, list[FrozenTrial]] = {}

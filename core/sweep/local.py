@@ -43,6 +43,7 @@ from core.sweep.budget import (
     waiting_slots,
 )
 from core.sweep.config import SweepConfig
+from core.sweep.optuna_private import all_trials, storage_of, trial_id_of
 from core.sweep.sampler import SlotSeededSampler
 from core.sweep.settings import SweepSettings
 from core.sweep.space import check_local_support, make_pruner, suggest
@@ -134,12 +135,12 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: SweepSettin
             number = claim_slot(study, trial.number, budget)
         except SlotTaken as exc:
             trial.set_user_attr(DISCARDED, str(exc))
-            me = study._storage.get_trial(trial._trial_id)
+            me = storage_of(study).get_trial(trial_id_of(trial))
             if isinstance(exc, BudgetClaimed) and (is_fresh(me) or root_of(me) == trial.number):
                 defer_slot(study, exc.slot)
             logger.debug("Optuna trial %d not run: %s", trial.number, exc)
             raise
-        me = study._storage.get_trial(trial._trial_id)
+        me = storage_of(study).get_trial(trial_id_of(trial))
         for stale in ("error", "interrupted"):  # a retry inherits the failed attempt's attributes
             if me.user_attrs.get(stale):
                 trial.set_user_attr(stale, None)
@@ -201,7 +202,7 @@ def stop_reason(study: optuna.Study, cfg: SweepConfig, settings: SweepSettings, 
                 started_at: datetime | None) -> str | None:
     """Why a process should not start another trial, or None if it should (``budget`` trial slots in the
     study; failures in a row count from ``started_at``, the start of this run)."""
-    trials = list(study._storage.get_all_trials(study._study_id, deepcopy=False))
+    trials = all_trials(study)
     limit = settings.max_consecutive_failures
     streak = failure_streak(trials, started_at)
     if limit and streak >= limit:
@@ -288,7 +289,7 @@ def run_local(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn) -> L
         if bad:
             raise RuntimeError(f"sweep worker(s) {', '.join(bad)} failed; finished trials are kept in "
                                f"{settings.shown_url}: rerun the same command to continue")
-    trials = list(study._storage.get_all_trials(study._study_id, deepcopy=False))
+    trials = all_trials(study)
     streak = failure_streak(trials, started_at)
     limit = settings.max_consecutive_failures
     return LocalRun(started_at=started_at, reason=stop_reason(study, cfg, settings, budget, started_at) or "",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,7 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
     sweep_dir.mkdir(parents=True, exist_ok=True)
     storage_url = sweep_path = command = None
     run = None
+    unstarted: list[Path] = []
     if backend == "local":
         from core.sweep.local import open_study, run_local
         from core.sweep.results import records_from_study
@@ -210,36 +212,51 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
     else:
         from core.sweep.results import records_from_dirs
         from core.sweep.wandb_backend import agent_command, run_wandb
+        from core.sweep.wandb_trial import unstarted_runs
 
         if settings.workers != 1 or settings.storage is not None:
             raise ValueError("--workers/--storage belong to the local backend; with W&B start more agents with "
                              "the printed command instead")
         if settings.resume == "":
             raise ValueError("--resume with the wandb backend needs the sweep to join: --resume entity/project/id")
+        began = time.time()
         sweep_path = run_wandb(cfg, settings, trial_fn, argv=argv)
         command = agent_command(sweep_path, argv)
         records = records_from_dirs(settings.trials_dir, cfg)
+        unstarted = [p for p in unstarted_runs(settings.trials_dir) if p.stat().st_mtime >= began]
     outputs: dict[str, Path | str] = dict(write_outputs(cfg, records, sweep_dir=sweep_dir, sweep_name=settings.name,
                                                          backend=backend, notes=mapping_notes(cfg, backend)))
     if storage_url is not None:
         outputs["optuna storage"] = Path(storage_url.removeprefix("sqlite:///")) if storage_url.startswith(
             "sqlite:///") else storage_url
-    failure, note = judge(records, run)
+    failure, note = judge(records, run, unstarted)
     return SweepSummary(name=settings.name, backend=backend, backend_reason=reason, sweep_dir=sweep_dir,
                         records=tuple(records), best=best_record(records, cfg), outputs=outputs,
                         storage_url=storage_url, sweep_path=sweep_path, agent_command=command, failure=failure,
                         note=note)
 
 
-def judge(records: Sequence[TrialRecord], run: Any = None) -> tuple[str | None, str | None]:
-    """(failure, note): one line if the sweep failed — no trial succeeded, or ``run`` (a local
-    :class:`~core.sweep.local.LocalRun`) stopped on failures in a row — else a note on failed trials."""
+def judge(records: Sequence[TrialRecord], run: Any = None,
+          unstarted: Sequence[Path] = ()) -> tuple[str | None, str | None]:
+    """(failure, note): one line if the sweep failed — no trial produced a result, or ``run`` (a local
+    :class:`~core.sweep.local.LocalRun`) stopped on failures in a row — else a note on failed trials.
+
+    ``unstarted``: output files of W&B runs that failed before they had a trial folder (oldest first)."""
     failed = sorted((r for r in records if r.state == "FAIL" and r.error), key=lambda r: (r.ended_at is None,
                                                                                           r.ended_at, r.number))
+    if not failed and not any(r.has_result for r in records):
+        if unstarted:
+            lines = [x for x in unstarted[0].read_text(errors="replace").splitlines() if x.strip()]
+            return (f"no trial produced a result: {len(unstarted)} W&B run(s) failed to start; the first, run "
+                    f"{unstarted[0].stem}: {lines[-1].strip() if lines else 'no output'} (full log: "
+                    f"{unstarted[0]})"), None
+        return "no trial produced a result: no trial ran (the sweep may be finished, or its runs all taken)", None
     if not failed:
         return None, None
     first = failed[0]
-    where = f"trial {first.number}" + (f" in {first.run_dir}" if first.run_dir else "")
+    log = first.run_dir / "run.log" if first.run_dir else None
+    where = f"trial {first.number}" + (f" in {first.run_dir}" if first.run_dir else "") + (
+        f" (full log: {log})" if log is not None and log.is_file() else "")
     local = run is not None  # W&B's controller does not retry a failed run; ours does
     retry = "fix the cause and rerun the same command: failed trials are retried" if local else "fix the cause"
     if not any(r.has_result for r in records):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.sweep.budget import HOST, slot_map
 from core.sweep.config import SweepConfig
+from core.sweep.optuna_private import all_trials, storage_of, trial_id_of
 from core.sweep.space import grid_search_space, make_sampler
 
 if TYPE_CHECKING:
@@ -60,27 +61,27 @@ class SlotSeededSampler(BaseSampler):
     def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         if self._grid is not None:
             return self._grid
-        inner = self._inner.get(trial._trial_id)
+        inner = self._inner.get(trial_id_of(trial))
         if inner is None:  # a trial this process did not start (never happens in a sweep worker)
-            inner = self._inner[trial._trial_id] = make_sampler(self._cfg, seed=self._seed)
+            inner = self._inner[trial_id_of(trial)] = make_sampler(self._cfg, seed=self._seed)
         return inner
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        storage = study._storage  # as GridSampler does: a Hyperband bracket study filters its trials
+        storage = storage_of(study)  # as GridSampler does: a Hyperband bracket study filters its trials
         # The first code Optuna runs for a trial this process just created or popped: its owner is recorded
         # here, not later in the objective, so a kill -9 leaves as small a window as possible for a RUNNING
         # trial that no process on this host owns (recover_dead_trials retries owned ones at once; an
         # ownerless one waits for the heartbeat's grace period).
-        storage.set_trial_user_attr(trial._trial_id, "worker", {"host": HOST, "pid": os.getpid()})
-        slot = slot_map(storage.get_all_trials(study._study_id, deepcopy=False))[trial.number]
+        storage.set_trial_user_attr(trial_id_of(trial), "worker", {"host": HOST, "pid": os.getpid()})
+        slot = slot_map(all_trials(study))[trial.number]
         if self._grid is not None:
             if "grid_id" not in trial.system_attrs and "fixed_params" not in trial.system_attrs:
                 # a slot past the grid never trains (the budget is at most the grid): any valid id will do
-                storage.set_trial_system_attr(trial._trial_id, "search_space", self._grid_space)
-                storage.set_trial_system_attr(trial._trial_id, "grid_id", slot % self._grid_size)
+                storage.set_trial_system_attr(trial_id_of(trial), "search_space", self._grid_space)
+                storage.set_trial_system_attr(trial_id_of(trial), "grid_id", slot % self._grid_size)
             return
-        self._inner = {trial._trial_id: make_sampler(self._cfg, seed=slot_seed(self._seed, slot))}
-        self._inner[trial._trial_id].before_trial(study, trial)
+        self._inner = {trial_id_of(trial): make_sampler(self._cfg, seed=slot_seed(self._seed, slot))}
+        self._inner[trial_id_of(trial)].before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self._for(trial).infer_relative_search_space(study, trial)

@@ -29,14 +29,17 @@ import contextlib
 import logging
 import os
 import shlex
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from core.runfiles import write_text
 from core.sweep.config import SweepConfig
 from core.sweep.settings import SweepSettings
 from core.sweep.trial import TrialFn
-from core.sweep.wandb_trial import AGENT_ENV, AgentContext
+from core.sweep.wandb_trial import AGENT_ENV, STARTING_LOGS, AgentContext
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,32 @@ def _wandb_errors(doing: str) -> Iterator[None]:
                                     "WANDB_BASE_URL, or use --backend local") from None
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds core/ and experiments/
+
+
+def launcher_environment(sweep_dir: Path, trials_dir: Path) -> dict[str, str]:
+    """``PATH`` and ``PYTHONPATH`` under which W&B's agent starts each run as this process would.
+
+    W&B's agent runs ``/usr/bin/env python -m experiments.wandb_trial`` in its own working folder: whichever
+    ``python`` comes first on ``PATH`` (often not the one with this project, when the script was started by
+    an absolute interpreter path) and ``experiments`` found only from the repository root. A ``python``
+    first on ``PATH`` that is ``sys.executable``, with the project root on ``PYTHONPATH``, makes every run
+    this interpreter and this checkout, from any folder; it also keeps each run's whole output in a file
+    (:data:`~core.sweep.wandb_trial.STARTING_LOGS`, then the trial folder's ``run.log``).
+    """
+    bin_dir, logs = sweep_dir / ".agent-bin", trials_dir / STARTING_LOGS
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    shim = bin_dir / "python"
+    log = f'{shlex.quote(str(logs))}/"${{WANDB_RUN_ID:-run}}.log"'
+    write_text(shim, "#!/bin/sh\n# W&B's agent starts each run as `/usr/bin/env python ...`: this interpreter, "
+                     f'output kept per run\nexec {shlex.quote(sys.executable)} "$@" >>{log} 2>&1\n')
+    shim.chmod(0o755)
+    path_env = os.pathsep.join(x for x in (str(bin_dir), os.environ.get("PATH")) if x)
+    python_path = os.pathsep.join(x for x in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if x)
+    return {"PATH": path_env, "PYTHONPATH": python_path}
+
+
 def sweep_path_of(sweep_id: str, settings: SweepSettings) -> str:
     """``entity/project/id`` (what ``--resume`` takes on another machine)."""
     parts = sweep_id.split("/")
@@ -168,7 +197,8 @@ def run_wandb(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, *,
     context = AgentContext(sweep=dict(cfg.raw), settings=replace(settings, out_dir=settings.out_dir.resolve()),
                            trial_fn=trial_fn)
     # WANDB_DIR: W&B's agent writes each run's parameter file under it (runs/<name>/wandb/sweep-<id>/)
-    env = {AGENT_ENV: context.encode(), "WANDB_DIR": str(trials_dir.parent)}
+    env = {AGENT_ENV: context.encode(), "WANDB_DIR": str(trials_dir.parent),
+           **launcher_environment(settings.sweep_dir.resolve(), trials_dir)}
     try:
         with _environment(env), _wandb_errors("running the agent"):
             wandb.agent(sweep_id, entity=settings.entity, project=settings.project, count=settings.count)

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 AGENT_ENV = "INAT_CNN_WANDB_AGENT"
 NUMBERS_DIR = ".numbers"
+STARTING_LOGS = ".starting"  # trials/.starting/<run id>.log: a run's output until its trial folder exists
+RUN_LOG = "run.log"  # the run's whole stdout and stderr, in its trial folder
 NOT_FROM_OUR_AGENT = (f"{AGENT_ENV} is not set: this program runs W&B sweep runs started by "
                       "`python experiments/partA_sweep.py --backend wandb [--resume entity/project/id]`, "
                       "which passes this machine's data folder and device; start agents with that command "
@@ -78,14 +80,33 @@ def claim_trial_number(trials_dir: Path) -> int:
 
 
 def read_run_parameters(env: Mapping[str, str]) -> dict[str, Any]:
-    """The run's parameters from W&B's agent (``{name: value}``, nested groups as dicts), via W&B's reader."""
-    from wandb.sdk.lib import config_util
+    """The run's parameters from W&B's agent (``{name: value}``, nested groups as dicts).
+
+    The file is W&B's config-defaults format (``name: {value: ...}``, an optional ``wandb_version: 1``),
+    the one ``wandb.init`` reads; read here with PyYAML rather than W&B's private reader."""
+    import yaml
 
     path = env.get("WANDB_SWEEP_PARAM_PATH")
     if not path:
         raise ValueError("WANDB_SWEEP_PARAM_PATH is not set: this program is started by W&B's sweep agent, "
                          "not by hand; see `python experiments/partA_sweep.py --help`")
-    return dict(config_util.dict_from_config_file(path, must_exist=True) or {})
+    with open(path, encoding="utf-8") as fh:
+        loaded = yaml.safe_load(fh) or {}
+    loaded.pop("wandb_version", None)
+    return {k: v["value"] for k, v in loaded.items() if isinstance(v, dict) and "value" in v}
+
+
+def adopt_run_log(trials_dir: Path, run_id: str | None, run_dir: Path) -> None:
+    """Move this run's output file (opened by the agent's launcher, still being written) into ``run_dir``."""
+    started = Path(trials_dir) / STARTING_LOGS / f"{run_id}.log"
+    if run_id and started.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(started, run_dir / RUN_LOG)  # same file system; the open descriptor keeps writing to it
+
+
+def unstarted_runs(trials_dir: Path) -> list[Path]:
+    """Output files of runs that ended before they had a trial folder (a failed start), oldest first."""
+    return sorted((Path(trials_dir) / STARTING_LOGS).glob("*.log"), key=lambda p: p.stat().st_mtime)
 
 
 def run_agent_trial(env: Mapping[str, str] | None = None, *, stop: Any = None) -> RunResult:
@@ -112,6 +133,7 @@ def run_agent_trial(env: Mapping[str, str] | None = None, *, stop: Any = None) -
                            run_dir=settings.trials_dir / trial_dir_name(number, values),
                            name=f"{settings.name}-{number}", group=settings.name,
                            tracker_mode=settings.tracker_mode, stop=stop if stop is not None else StopRequest())
+    adopt_run_log(settings.trials_dir, run_id, request.run_dir)
     logger.info("W&B run %s → trial %d in %s", run_id, number, request.run_dir)
     return execute_trial(context.trial_fn, request,
                          extra={"backend": "wandb", "wandb_run_id": run_id, "sweep_id": env.get("WANDB_SWEEP_ID")})
