@@ -179,7 +179,8 @@ def print_next(summary: SweepSummary, data_dir: Path | None, *, part_a: bool) ->
     """The best trial's folder and test accuracy, and the commands that take it further, ready to paste."""
     b, sweep_dir = summary.best, shlex.quote(str(summary.sweep_dir))
     test = b.metrics.get("test_acc")
-    print(f"\nBest trial {b.number}: {b.run_dir}\n  {summary.outputs['best.pt']} is its checkpoint (best epoch by "
+    folder = Path(os.path.relpath(b.run_dir)) if b.run_dir and Path(b.run_dir).is_relative_to(Path.cwd()) else b.run_dir
+    print(f"\nBest trial {b.number}: {folder}\n  {summary.outputs['best.pt']} is its checkpoint (best epoch by "
           f"the run's monitored metric); test accuracy {'n/a' if test is None else f'{test:.1%}'} (val/, never used "
           f"for selection)")
     data = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir is not None else ""
