@@ -116,15 +116,23 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s", datefmt: str | None = None
-                      ) -> None:
+def configure_logging(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s", datefmt: str | None = None,
+                      *, terminal: int | None = None) -> None:
     """A script's log lines on stderr: one handler of ours on the root logger. A second call replaces it (the
-    last script's level and format win when several run in one process); other handlers are left alone."""
+    last script's level and format win when several run in one process); other handlers are left alone.
+
+    ``terminal`` (e.g. WARNING) keeps the terminal to that level while ``level`` still reaches other handlers
+    (a sweep trial's ``trial.log``); records marked ``progress`` (one line per finished trial) always show,
+    as their bare message."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(old)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(fmt, datefmt))
+    plain, full = logging.Formatter("%(message)s"), logging.Formatter(fmt, datefmt)
+    handler.format = lambda r: (plain if getattr(r, "progress", False) and terminal else full).format(r)
+    if terminal is not None:  # spawned sweep workers read terminal_level and filter their own terminal alike
+        handler.terminal_level = terminal
+        handler.addFilter(lambda r: r.levelno >= terminal or getattr(r, "progress", False))
     root.addHandler(handler)
     root.setLevel(level)
 

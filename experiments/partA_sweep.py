@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -93,7 +94,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     out.add_argument("--wandb-mode", default="auto", choices=TRACKING_MODES,
                      help="W&B mode of each trial's run: auto = online with credentials, else offline")
     out.add_argument("--project", default="inat-cnn", help="W&B project (the config's 'project' wins)")
-    out.add_argument("--quiet", action="store_true", help="log warnings only")
+    out.add_argument("--verbose", action="store_true",
+                     help="every log line on the terminal too (default: warnings and one line per trial; the rest "
+                          "goes to each trial's trial.log)")
+    out.add_argument("--quiet", action="store_true", help="log warnings only (no line per trial)")
     return parser
 
 
@@ -135,7 +139,7 @@ def sweep_name(args: argparse.Namespace, cfg: SweepConfig) -> str:
     return args.name or cfg.name or args.config.stem
 
 
-def print_summary(summary: SweepSummary, cfg: SweepConfig) -> None:
+def print_summary(summary: SweepSummary, cfg: SweepConfig, data_dir: Path | None = None) -> None:
     metric = cfg.metric.name
     print(f"\nSweep {summary.name}: backend {summary.backend} ({summary.backend_reason})")
     done = ranked(summary.records, cfg)
@@ -163,6 +167,31 @@ def print_summary(summary: SweepSummary, cfg: SweepConfig) -> None:
         print(f"\nNote: {summary.note}")
     if summary.sweep_path:
         print(f"\nW&B sweep: {summary.sweep_path}\nAdd agents on other machines with:\n  {summary.agent_command}")
+    offline = sorted(Path(summary.sweep_dir).glob("trials/*/wandb/offline-run-*"))
+    if offline:
+        print(f"\nW&B: {len(offline)} offline run(s); upload them all with:\n  wandb sync "
+              f"{shlex.quote(str(summary.sweep_dir))}/trials/*/wandb/offline-run-*")
+    if summary.best is not None and "best.pt" in summary.outputs:
+        print_next(summary, data_dir, part_a=cfg.raw.get("program") in (None, "partA_train.py"))
+
+
+def print_next(summary: SweepSummary, data_dir: Path | None, *, part_a: bool) -> None:
+    """The best trial's folder and test accuracy, and the commands that take it further, ready to paste."""
+    b, sweep_dir = summary.best, shlex.quote(str(summary.sweep_dir))
+    test = b.metrics.get("test_acc")
+    folder = Path(os.path.relpath(b.run_dir)) if b.run_dir and Path(b.run_dir).is_relative_to(Path.cwd()) else b.run_dir
+    print(f"\nBest trial {b.number}: {folder}\n  {summary.outputs['best.pt']} is its checkpoint (best epoch by "
+          f"the run's monitored metric); test accuracy {'n/a' if test is None else f'{test:.1%}'} (val/, never used "
+          f"for selection)")
+    data = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir is not None else ""
+    onnx = f"{sweep_dir}/model.onnx"
+    print("\nNext:")
+    print(f"  python experiments/partA_evaluate.py --checkpoint {sweep_dir}/best.pt{data}")
+    if part_a:
+        print(f"  python experiments/partB_finetune.py --arch mobilenet_v2 --compare --partA-run {sweep_dir}{data}"
+              f"   # ImageNet weights: downloaded once, or --weights-file FILE")
+    print(f"  python export/to_onnx.py --checkpoint {sweep_dir}/best.pt --out {onnx}")
+    print(f"  python export/infer.py {onnx} IMAGE_OR_FOLDER")
 
 
 def resume_hint(argv: list[str]) -> str:
@@ -181,12 +210,14 @@ def sweep(args: argparse.Namespace, argv: list[str]) -> int:
     Ctrl-C, which ends with the command that resumes, and a sweep with no successful trial (exit 1)."""
     os.environ.setdefault("WANDB_SILENT", "true")  # our log says where each offline W&B run is saved
     configure_logging(logging.WARNING if args.quiet else logging.INFO,
-                      "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+                      "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S",
+                      terminal=None if args.verbose else logging.WARNING)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log lines say which trial runs what
     cfg = load_sweep_config(args.config)
-    trial = make_trial(cfg, resolve_data_dir(args), args.device, args.num_workers)
+    data_dir = resolve_data_dir(args)
+    trial = make_trial(cfg, data_dir, args.device, args.num_workers)
     settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
                              count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
                              tracker_mode=args.wandb_mode, project=cfg.project or args.project,
@@ -200,10 +231,10 @@ def sweep(args: argparse.Namespace, argv: list[str]) -> int:
         return 130
     if summary.failure:
         if summary.best is not None:
-            print_summary(summary, cfg)
+            print_summary(summary, cfg, data_dir)
         print(f"partA_sweep: error: {summary.failure}", file=sys.stderr)
         return 1
-    print_summary(summary, cfg)
+    print_summary(summary, cfg, data_dir)
     return 0
 
 

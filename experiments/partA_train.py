@@ -185,9 +185,9 @@ def train(args: argparse.Namespace) -> int:
     result = run_partA(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, group=args.group,
                        resume=args.resume, project=args.project)
     test = f"{result.test_acc:.1%}" if result.test_acc is not None else "not evaluated"
-    log.info("done: best val_acc %.1f%% at epoch %d, test_acc %s, %s params, %.3f GFLOPs; run folder %s",
-             100 * result.best_val_acc, result.best_epoch, test, f"{result.parameter_count:,}", result.flops / 1e9,
-             run_dir)
+    log.info("done: best.pt = epoch %d (best %s), val_acc %.1f%%, test_acc %s, %s params, %.3f GFLOPs; run folder %s",
+             result.best_epoch, cfg.train.monitor, 100 * result.best_val_acc, test, f"{result.parameter_count:,}",
+             result.flops / 1e9, run_dir)
     return 0
 
 

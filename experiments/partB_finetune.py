@@ -5,7 +5,7 @@ r"""Part B: fine-tune an ImageNet-pretrained torchvision backbone with one strat
     python experiments/partB_finetune.py --arch mobilenet_v2 --strategy gradual --unfreeze-every 2 --epochs 8
     python experiments/partB_finetune.py --arch mobilenet_v2 --bn-eval \
         --weights-file ../shared/weights/mobilenet_v2_imagenet1k_from_qnnpack.pth
-    python experiments/partB_finetune.py --arch vgg16 --compare --partA-run runs/partA-best
+    python experiments/partB_finetune.py --arch vgg16 --compare --partA-run runs/partA-demo   # a sweep: its best
 
 Strategies: head (only the new head trains), top-k (the last k blocks + head), full (everything; backbone
 at lr x --backbone-lr-mult), gradual (head first, one more block every --unfreeze-every epochs), lp-ft
@@ -103,7 +103,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--compare", action="store_true", help="run every strategy and write the comparison")
     run.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES), choices=STRATEGY_NAMES,
                      help="with --compare: the strategies to run (default all)")
-    run.add_argument("--partA-run", type=Path, default=None, help="with --compare: a Part A run folder to include")
+    run.add_argument("--partA-run", type=Path, default=None,
+                     help="with --compare: a Part A run folder to include, or a sweep folder (its best trial)")
     run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent folder of the run folder")
     run.add_argument("--name", default=None, help="run folder / W&B name (default partB-<arch>-<strategy|compare>)")
     run.add_argument("--wandb-mode", default="auto", choices=TRACKING_MODES,

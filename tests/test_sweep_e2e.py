@@ -49,7 +49,7 @@ def test_three_trial_sweep_end_to_end(tiny_imagefolder, tmp_path, capsys):
     best_cfg = yaml.safe_load((sweep / "best_config.yaml").read_text())
     assert best_cfg["trial"] == int(best["number"]) and best_cfg["parameters"]["activation"] == best["activation"]
     assert sum(p.numel() for p in model.parameters()) == int(best["parameter_count"])
-    figures = ["metric_vs_time", "parallel_coordinates", "optimization_history", "learning_curves"]
+    figures = ["metric_vs_time", "parallel_coordinates", "optimization_history", "learning_curves", "cost_front"]
     if len({r["val_acc"] for r in rows}) > 1:  # importance needs trials that differ (3 tiny trials may tie)
         figures.append("importance")
     for name in figures:

@@ -99,13 +99,14 @@ def test_write_outputs_writes_every_file(tmp_path):
     assert best_cfg["trial"] == 5 and best_cfg["parameters"]["act"] == "gelu"
     assert best_cfg["trainer_keys"] == {"act": "gelu", "lr": records[5].hyperparameters["lr"], "epochs": 2}
     assert best_cfg["resolved_config"] == {"flat": {"act": "gelu"}}
-    for name in ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves"):
+    for name in ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves",
+                 "cost_front"):
         png = out[f"{name}.png"]
         img = imread(png)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, f"{name}: {img.shape}"
         assert img[..., :3].std() > 0.01, f"{name}.png is blank"
     html = (tmp_path / "report.html").read_text()
-    assert len(EMBEDDED_PNG.findall(html)) == 5, "every static figure is embedded"
+    assert len(EMBEDDED_PNG.findall(html)) == 6, "every static figure is embedded (the front in its section)"
     assert html.count(get_plotlyjs()) == 1, "plotly.js is inlined exactly once"
     assert html.count('<div class="plot">') == 5, "five interactive figures"
     page = html.replace(get_plotlyjs(), "")  # the library names map-tile servers that our figures never use

@@ -18,7 +18,7 @@ from typing import Any
 
 from core.finetune.run import PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import STRATEGY_NAMES, count_parameters
-from core.runfiles import read_json, read_jsonl, write_text
+from core.runfiles import read_json, read_jsonl, read_yaml, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +69,19 @@ def row_from_run(run: PartBRun) -> ComparisonRow:
 
 
 def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
-    """A Part A run folder (``test_metrics.json``, ``metrics.jsonl``, ``best.pt``) as a comparison row."""
+    """A Part A run folder (``test_metrics.json``, ``metrics.jsonl``, ``best.pt``) as a comparison row; a sweep
+    folder (``best_config.yaml``) stands for its best trial's folder, ``trials/<its name>``."""
     from core.train import load_model
 
     run_dir = Path(run_dir)
+    if (run_dir / "best_config.yaml").is_file() and not (run_dir / "test_metrics.json").is_file():
+        best = (read_yaml(run_dir / "best_config.yaml") or {}).get("run_dir")
+        run_dir = run_dir / "trials" / Path(str(best)).name if best else run_dir
     needed = [run_dir / f for f in ("test_metrics.json", "metrics.jsonl", "best.pt")]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"--partA-run {run_dir} is not a finished Part A run folder: missing {missing}; "
-                                "pass runs/<name> of a completed experiments/partA_train.py run")
+                                "pass runs/<name> of a finished partA_train.py run or partA_sweep.py sweep")
     test = read_json(needed[0])
     acc = test.get("test_acc", test.get("accuracy"))
     if not isinstance(acc, (int, float)):

@@ -7,6 +7,8 @@
 * ``importance.png``: parameter importance (ε²) and correlation with the metric (W&B's panel).
 * ``optimization_history.png``: metric by trial number, best so far (Optuna's history plot).
 * ``learning_curves.png``: the metric per epoch for every trial (shows where hyperband stopped trials).
+* ``cost_front.png``: the metric against FLOPs and against parameters, the accuracy–cost front
+  (:func:`core.sweep.results.pareto_front`) marked and numbered.
 
 Figures draw what :mod:`core.sweep.analysis` and the records hold; they compute no statistics. A figure with
 nothing to draw (no finished trial, fewer than 2 for importance, no per-epoch values) is not written at
@@ -27,10 +29,11 @@ from matplotlib.ticker import MaxNLocator
 from core.explain import save_figure
 from core.sweep.analysis import SweepAnalysis, label
 from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord
+from core.sweep.results import TrialRecord, pareto_front
 
 STATE_COLOURS = {"COMPLETE": "#2166ac", "PRUNED": "#f4a582", "FAIL": "#b2182b"}
-FIGURES = ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves")
+FIGURES = ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves",
+           "cost_front")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -202,6 +205,31 @@ def plot_learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig, path:
     return save_figure(fig, path)
 
 
+def plot_cost_front(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path | None:
+    """Two panels, the metric against FLOPs and against parameters (log x); front trials red and numbered."""
+    front = {r.number for r in pareto_front(records, cfg)}
+    done = [r for r in records if r.has_result and r.result is not None and r.result.flops
+            and r.result.parameter_count]
+    if not front:
+        return None
+    fig = _figure(10, 4)
+    for i, (key, name) in enumerate((("flops", "FLOPs per image"), ("parameter_count", "parameters"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for on, colour in ((False, "#aaaaaa"), (True, "#b2182b")):
+            pts = [(getattr(r.result, key), r.objective, r.number) for r in done if (r.number in front) == on]
+            if pts:
+                ax.scatter([x for x, _, _ in pts], [y for _, y, _ in pts], color=colour, s=30, zorder=3,
+                           label="accuracy–cost front" if on else "other trials")
+            for x, y, n in pts if on else ():
+                ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(cfg.metric.name)
+        ax.set_title(f"{cfg.metric.name} vs {name}")
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def write_sweep_figures(records: Sequence[TrialRecord], analysis: SweepAnalysis, cfg: SweepConfig,
                         out_dir: Path) -> dict[str, Path]:
     """Write every sweep figure there is something to draw for into ``out_dir``; returns figure name → PNG path."""
@@ -213,5 +241,6 @@ def write_sweep_figures(records: Sequence[TrialRecord], analysis: SweepAnalysis,
         "importance": plot_importance(analysis, cfg, out_dir / "importance.png"),
         "optimization_history": plot_optimization_history(records, cfg, out_dir / "optimization_history.png"),
         "learning_curves": plot_learning_curves(records, cfg, out_dir / "learning_curves.png"),
+        "cost_front": plot_cost_front(records, cfg, out_dir / "cost_front.png"),
     }
     return {name: path for name, path in written.items() if path is not None}

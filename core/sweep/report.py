@@ -40,7 +40,7 @@ from core.explain import (
 from core.runfiles import read_yaml
 from core.sweep.analysis import Observation, SweepAnalysis, fmt, label
 from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord, ranked
+from core.sweep.results import TrialRecord, pareto_front, ranked
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +65,13 @@ STATIC_CAPTIONS = {
                   "Pearson r with the value (or with each categorical value).",
     "optimization_history": "Metric by trial number; line = best so far.",
     "learning_curves": "Metric per epoch for every trial; orange = stopped early by hyperband.",
+    "cost_front": "The metric against FLOPs and parameters per image (log scale); red, numbered = the "
+                  "accuracy–cost front: no other trial is at least as good on the metric, FLOPs and parameters "
+                  "at once and better on one (a red point may look beaten in one panel: it is cheaper in the other).",
 }
-WIDE = ("parallel_coordinates", "importance")  # span both columns of the static figure grid
+WIDE = ("parallel_coordinates", "importance", "cost_front")  # span both columns of the static figure grid
 OTHER_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "test_acc", "best_epoch")  # shown if reported
-FILES = {"results.csv": "one row per trial: every metric, parameter, count and time",
+FILES = {"results.csv": "one row per trial: every metric, parameter, count and time; pareto: on the front",
          "best.pt": "the best trial's checkpoint (rebuilds the model on its own)",
          "best_config.yaml": "the best trial's parameters and resolved training config",
          "trials/": "one run folder per trial (metrics.jsonl, checkpoints, trial.json)"}
@@ -202,6 +205,16 @@ def _top_table(done: Sequence[TrialRecord], cfg: SweepConfig, page_dir: Path) ->
     return table(columns, rows, numeric=numeric, row_classes=["best"] + [""] * (len(rows) - 1))
 
 
+def _front(records: Sequence[TrialRecord], cfg: SweepConfig, figures: Mapping[str, Path], page_dir: Path) -> str:
+    """The accuracy–cost front: its figure and one row per trial on it, cheapest first."""
+    front = sorted(pareto_front(records, cfg), key=lambda r: r.result.flops)
+    if not front:
+        return ""
+    rows = [[link(r.run_dir, page_dir, str(r.number)), fmt(r.objective), *_size(r)] for r in front]
+    fig = image(figures["cost_front"], page_dir, esc(STATIC_CAPTIONS["cost_front"])) if "cost_front" in figures else ""
+    return fig + table(["trial", cfg.metric.name, "params", "FLOPs"], rows, numeric=[True] * 4)
+
+
 def _all_tables(records: Sequence[TrialRecord], cfg: SweepConfig, page_dir: Path) -> str:
     metric = cfg.metric.name
     reported = {k for r in records for k in r.metrics}
@@ -247,7 +260,8 @@ def render_report(*, cfg: SweepConfig, sweep_name: str, backend: str, records: S
     live = interactive_figures(records, analysis, cfg) if done else {}
     explore = "".join(f"<h3>{esc(TITLES[k])}</h3>" + plotly_figure(fig, f"plot-{k}", esc(CAPTIONS[k]))
                       for k, fig in live.items())
-    static = "".join(image(p, page_dir, esc(STATIC_CAPTIONS.get(k, k)), wide=k in WIDE) for k, p in figures.items())
+    static = "".join(image(p, page_dir, esc(STATIC_CAPTIONS.get(k, k)), wide=k in WIDE) for k, p in figures.items()
+                     if k != "cost_front")
     ev = evaluation_page(page_dir, best)
     nav = [(href(ev, page_dir), "evaluation of the best trial")] if ev else []
     if outputs and "results.csv" in outputs:
@@ -260,6 +274,7 @@ def render_report(*, cfg: SweepConfig, sweep_name: str, backend: str, records: S
         _failures(records, page_dir),
         _best(best, cfg, page_dir, records),
         section("What the sweep says", _observations(analysis), anchor="observations"),
+        section("Accuracy–cost front", _front(records, cfg, figures, page_dir), anchor="front"),
         section("Explore (interactive)", explore, anchor="explore"),
         section(f"Top {min(TOP_N, len(done))} runs by {cfg.metric.name}",
                 _top_table(done[:TOP_N], cfg, page_dir) if done else "", anchor="top"),

@@ -7,6 +7,10 @@ trials this machine ran; W&B's dashboard holds the rest). Trials a worker discar
 
 The best trial is the best value of the sweep metric among COMPLETE and PRUNED trials (a pruned trial
 trained fewer epochs, but its checkpoint is real); ties go to the earlier trial.
+
+The accuracy–cost front (:func:`pareto_front`, ``results.csv``'s ``pareto`` column): among those trials, the ones
+no other trial beats on all three of the metric, FLOPs and parameters at once (at least as good on each,
+better on one); equal trials are all on it.
 """
 
 from __future__ import annotations
@@ -124,6 +128,18 @@ def ranked(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[TrialRecord
     return sorted(done, key=lambda r: (sign * r.objective, r.number))
 
 
+def pareto_front(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[TrialRecord]:
+    """Trials with a result and counts that no other such trial dominates on (metric, FLOPs, parameters)."""
+    sign = 1.0 if cfg.metric.maximize else -1.0
+    points = [(r, (sign * r.objective, -r.result.flops, -r.result.parameter_count)) for r in records
+              if r.has_result and r.result is not None and r.result.flops and r.result.parameter_count]
+
+    def dominates(a: tuple, b: tuple) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and a != b
+
+    return [r for r, p in points if not any(dominates(q, p) for _, q in points)]
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -140,14 +156,15 @@ def results_columns(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[st
     metric_names = sorted({k for r in records for k in r.metrics} - {cfg.metric.name})
     params = [p.name for p in cfg.parameters]
     return (["number", "state", cfg.metric.name] + metric_names + params +
-            ["parameter_count", "flops", "epochs_run", "stopped_reason", "started_at", "ended_at", "seconds",
+            ["parameter_count", "flops", "pareto", "epochs_run", "stopped_reason", "started_at", "ended_at", "seconds",
              "retry_of", "run_dir", "error"])
 
 
 def results_rows(records: Sequence[TrialRecord], cfg: SweepConfig) -> list[dict[str, Any]]:
-    rows = []
+    rows, front = [], {r.number for r in pareto_front(records, cfg)}
     for r in records:
-        row: dict[str, Any] = {"number": r.number, "state": r.state, cfg.metric.name: r.objective}
+        row: dict[str, Any] = {"number": r.number, "state": r.state, cfg.metric.name: r.objective,
+                               "pareto": r.number in front}
         row.update({k: v for k, v in r.metrics.items() if k != cfg.metric.name})
         row.update({p.name: r.hyperparameters.get(p.name) for p in cfg.parameters})
         res = r.result

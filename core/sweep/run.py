@@ -141,8 +141,9 @@ def check_runnable(configs: Sequence[Any]) -> None:
 
 
 def mapping_notes(cfg: SweepConfig, backend: str) -> list[str]:
-    notes = [f"Trial metric {cfg.metric.name}: for val_acc, the best epoch's validation accuracy, i.e. that of "
-             "the kept best.pt; test accuracy (val/) is reported but never used for selection."]
+    notes = [f"Trial metric {cfg.metric.name}: for val_acc, the validation accuracy of the kept best.pt, the best "
+             "epoch by the run's monitored metric (Part A's default: the lowest val_loss); test accuracy (val/) "
+             "is reported but never used for selection."]
     if backend == "local":
         sampler = {"grid": "Optuna GridSampler (W&B grid values)", "random": "Optuna RandomSampler",
                    "bayes": "Optuna TPESampler: W&B's bayes is a Gaussian process, TPE a different Bayesian "

@@ -11,6 +11,10 @@ A trial reports each epoch's metrics through ``request.report(epoch, metrics)``;
 "stop now" (an Optuna/Hyperband prune), which the real trials turn into ``core.train.StopTraining``. A
 stop from outside (W&B's agent sends SIGTERM) arrives through ``request.stop``, a ``core.train.StopRequest``
 the run checks before every batch. Either way the trial ends PRUNED: its finished epochs are its result.
+
+While it runs, every log record of the process (INFO and up) also goes to the trial's ``trial.log``, a bar
+counts its epochs on a terminal, and its end is one INFO line marked ``progress`` (the line a sweep script
+keeps on the terminal while the rest goes to the log files).
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from core.runfiles import mask_secrets, to_plain, write_json
 from core.train import EPOCH_METRICS, RUN_METRICS, RunResult, StopRequest
 
 logger = logging.getLogger(__name__)
 
 TRIAL_FILE = "trial.json"
+LOG_FILE = "trial.log"  # the trial's log lines (INFO and up), whatever the terminal shows
 # the sweep metric must be a per-epoch metric (EpochStats field names) or a finished run's
 FINAL_METRICS = RUN_METRICS
 SELECTION_FORBIDDEN = ("test_acc", "test_loss")  # val/ is the test set: never select on it
@@ -79,18 +86,28 @@ def metric_value(result: RunResult, metric: str) -> float:
 
 
 def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[str, Any] | None = None) -> RunResult:
-    """Run ``trial_fn`` with the shared bookkeeping: folder, ``trial.json`` (RUNNING → COMPLETE/PRUNED/FAIL)."""
+    """Run ``trial_fn`` with the shared bookkeeping: folder, ``trial.json`` (RUNNING → COMPLETE/PRUNED/FAIL),
+    ``trial.log``, a bar over its epochs and one ``progress`` line at its end."""
     request.run_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"number": request.number, "state": "RUNNING", "values": dict(request.values),
                               "flat": dict(request.flat), "started_at": utc_now(), "ended_at": None,
                               "resume": request.resume, **(dict(extra) if extra else {})}
     write_json(request.run_dir / TRIAL_FILE, record)
     history: list[dict[str, float]] = []
+    epochs = request.flat.get("epochs")
+    bar = tqdm(total=int(epochs) if epochs else None, desc=f"trial {request.number}", unit="epoch", leave=False,
+               disable=None, dynamic_ncols=True)
 
     def report(epoch: int, metrics: Mapping[str, float]) -> bool:
         history.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("val_acc", "val_loss")})
         return request.report(epoch, metrics)
 
+    handler = logging.FileHandler(request.run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
     t0 = time.perf_counter()
     try:
         result = trial_fn(replace(request, report=report))
@@ -99,14 +116,21 @@ def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[st
                       history=history)
         write_json(request.run_dir / TRIAL_FILE, record)
         raise
+    finally:
+        bar.close()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     if not result.history and history:
         result = replace(result, history=tuple(history))
     state = "PRUNED" if result.pruned else "COMPLETE"
-    record.update(state=state, ended_at=utc_now(), seconds=round(time.perf_counter() - t0, 3),
-                  result=result.to_dict())
+    seconds = time.perf_counter() - t0
+    record.update(state=state, ended_at=utc_now(), seconds=round(seconds, 3), result=result.to_dict())
     write_json(request.run_dir / TRIAL_FILE, record)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics().items() if k in ("val_acc", "test_acc"))
+    logger.info("trial %d %s: %s, %d epoch(s), %.0f s, %s", request.number, state.lower(), shown,
+                result.epochs_run, seconds, request.run_dir, extra={"progress": True})
     return result
 
 
-__all__ = ["EPOCH_METRICS", "FINAL_METRICS", "SELECTION_FORBIDDEN", "TRIAL_FILE", "TrialFn", "TrialRequest",
+__all__ = ["EPOCH_METRICS", "FINAL_METRICS", "LOG_FILE", "SELECTION_FORBIDDEN", "TRIAL_FILE", "TrialFn", "TrialRequest",
            "execute_trial", "metric_value", "params_hash", "trial_dir_name", "utc_now"]

@@ -99,13 +99,16 @@ def gpu_for_worker(worker_id: int, gpus: Sequence[str]) -> str | None:
 
 
 def _entry(target: Callable[..., Any], args: tuple, worker_id: int, workers: int, log_level: int,
-           optuna_verbosity: int, parent_pid: int, gpu: str | None) -> None:
+           optuna_verbosity: int, parent_pid: int, gpu: str | None, terminal: int | None = None) -> None:
     die_with_parent(parent_pid)
     if gpu is not None:  # before anything touches CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     signal.signal(signal.SIGINT, _interrupt_once)
     logging.basicConfig(level=log_level, format=f"%(asctime)s [worker {worker_id}] %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
+    if terminal is not None:  # as the parent's terminal: that level and up, plus each trial's progress line
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: r.levelno >= terminal or getattr(r, "progress", False))
     import optuna
 
     optuna.logging.set_verbosity(optuna_verbosity)  # as the parent has it (a spawned process starts afresh)
@@ -130,9 +133,10 @@ def run_processes(target: Callable[..., Any], args: tuple, workers: int) -> list
 
     ctx = mp.get_context("spawn")
     level, verbosity = logging.getLogger().getEffectiveLevel(), optuna.logging.get_verbosity()
+    terminal = next((h.terminal_level for h in logging.getLogger().handlers if hasattr(h, "terminal_level")), None)
     gpus = visible_gpus()
     procs = [ctx.Process(target=_entry, args=(target, args, i, workers, level, verbosity, os.getpid(),
-                                              gpu_for_worker(i, gpus)),
+                                              gpu_for_worker(i, gpus), terminal),
                          name=f"sweep-worker-{i}") for i in range(workers)]
     for p in procs:
         p.start()

@@ -18,9 +18,11 @@ bf16 within 5e-2), so a fast-but-wrong path cannot win.
 FLOP convention: :func:`core.model.counting.count_flops` counts one forward pass (2 x MACs of conv and linear
 layers, like ``torch.utils.flop_counter.FlopCounterMode``); a training step is taken as 3 x forward (the
 backward pass computes input and weight gradients, each about one forward's worth). Achieved FLOP/s =
-images/s x 3 x forward FLOPs per image. The peak is the best of several large fp32 ``torch.mm`` runs at the
-same thread count, measured before and after the timings in the same process; a large conv's forward
-FLOP/s is recorded next to it (``conv_fp32``), since oneDNN's convolutions can outrun MKL's matmul.
+images/s x 3 x forward FLOPs per image. The peak is a large ``torch.mm`` (fp32, and bf16 next to the bf16
+variant) timed as one more side in the same interleaved rounds as the steps, so both see the same load; the
+fraction of peak is the median over rounds of step FLOP/s / that round's matmul FLOP/s, and a fraction above
+100% is reported as a measurement fault, not a result. A large conv's forward FLOP/s is recorded next to it
+(``conv_fp32``), since oneDNN's convolutions can outrun MKL's matmul.
 """
 
 from __future__ import annotations
@@ -57,19 +59,23 @@ def bf16_cpu_supported() -> bool:
         return False
 
 
-def measure_matmul_peak(device: torch.device, *, n: int, dtype: torch.dtype = torch.float32,
-                        repeats: int = 5) -> float:
-    """Best FLOP/s of an ``n x n @ n x n`` matmul (2 n^3 FLOPs) over ``repeats`` runs after one warm-up."""
+def matmul_step(device: torch.device, n: int, dtype: torch.dtype = torch.float32) -> Callable[[], object]:
+    """One ``n x n @ n x n`` matmul (2 n^3 FLOPs) per call, synchronised: a peak to time beside the steps."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    torch.mm(a, b)
-    synchronize(device)
+    return lambda: (torch.mm(a, b), synchronize(device))
+
+
+def measure_matmul_peak(device: torch.device, *, n: int, dtype: torch.dtype = torch.float32,
+                        repeats: int = 5) -> float:
+    """Best FLOP/s of :func:`matmul_step` over ``repeats`` runs after one warm-up."""
+    step = matmul_step(device, n, dtype)
+    step()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
+        step()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 
@@ -190,14 +196,21 @@ def _check_same_loss(name: str, b: float, o: float, tolerance: float) -> tuple[f
     return b, o
 
 
-def _flop_extra(comp: Comparison, step_flops: int, peaks: dict[str, float], amp: str) -> dict:
+def _fraction(rates: list[float], step_flops: int, peak: list[float]) -> float:
+    """Median over rounds of (step FLOP/s) / (the same round's peak FLOP/s)."""
+    return statistics.median(r * step_flops / p for r, p in zip(rates, peak))
+
+
+def _flop_extra(comp: Comparison, step_flops: int, peaks: dict[str, list[float]], amp: str) -> dict:
+    """GFLOP/s of each side and its fraction of the peak timed in the same rounds (``peaks``: FLOP/s per round)."""
     base = statistics.median(comp.baseline) * step_flops
     ours = statistics.median(comp.ours) * step_flops
     extra = {"train_flops_per_image": step_flops, "flops_convention": "3 x forward FLOPs (2 x MACs, conv+linear)",
              "baseline_gflops": base / 1e9, "ours_gflops": ours / 1e9,
-             "baseline_fraction_of_fp32_peak": base / peaks["fp32"], "ours_fraction_of_fp32_peak": ours / peaks["fp32"]}
+             "baseline_fraction_of_fp32_peak": _fraction(comp.baseline, step_flops, peaks["fp32"]),
+             "ours_fraction_of_fp32_peak": _fraction(comp.ours, step_flops, peaks["fp32"])}
     if amp == "bf16" and "bf16" in peaks:
-        extra["ours_fraction_of_bf16_peak"] = ours / peaks["bf16"]
+        extra["ours_fraction_of_bf16_peak"] = _fraction(comp.ours, step_flops, peaks["bf16"])
     return extra
 
 
@@ -228,12 +241,13 @@ def bench_train(cfg: BenchConfig) -> SectionResult:
     size = cfg.image_size or (32 if cfg.quick else 224)
     batch = cfg.batch_size or (4 if cfg.quick else 32)
     mm_n = 512 if cfg.quick else (8192 if device.type == "cuda" else 4096)
-    peaks = {"fp32_before": measure_matmul_peak(device, n=mm_n, repeats=3)}
+    peak_steps = {"fp32": matmul_step(device, mm_n)}
     if device.type == "cpu" and bf16_cpu_supported():
-        peaks["bf16"] = measure_matmul_peak(device, n=mm_n, dtype=torch.bfloat16, repeats=3)
-    peaks["conv_fp32"] = measure_conv_peak(device, batch=4 if cfg.quick else 32)
+        peak_steps["bf16"] = matmul_step(device, mm_n, torch.bfloat16)
+    conv_peak = measure_conv_peak(device, batch=4 if cfg.quick else 32)
+    peaks: dict[str, list[float]] = {}
     gen = torch.Generator().manual_seed(0)
-    comparisons: list[tuple[Comparison, int, str]] = []
+    comparisons: list[Comparison] = []
     info: dict = {"image_size": size, "batch_size": batch, "steps_per_call": 1, "models": {}, "device": str(device),
                   "threads": torch.get_num_threads(), "matmul_n": mm_n}
     for name, knobs in TRAIN_MODELS.items():
@@ -263,16 +277,20 @@ def bench_train(cfg: BenchConfig) -> SectionResult:
                                    f"({', '.join(where + [f'{k}={x}' for k, x in settings.items()])})")
                 log.info("train: %s, ours %s; first-batch loss %.5f vs baseline %.5f", name, labels[v.label], loss,
                          reference_loss)
+            wanted = ["fp32"] + (["bf16"] if any(v.amp == "bf16" for v in variants) else [])
+            steps.update({f"{k} matmul peak": peak_steps[k] for k in wanted})  # timed in the same rounds
             comps = compare_many(f"{name}, {size}px batch {batch}, training step", base.step, steps, items=batch,
                                  repeats=cfg.repeats, warmup=cfg.warmup, baseline_label="NCHW fp32 eager loop")
+        peak_comps, comps = comps[len(variants):], comps[:len(variants)]
+        round_peaks = {k: [rate / batch * 2 * mm_n**3 for rate in c.ours] for k, c in zip(wanted, peak_comps)}
         for v, comp in zip(variants, comps):
             comp.ours_label = labels[v.label]
             if v.keep_freed:
                 comp.ours_cpu = []  # the child's CPU time is invisible to this process
-            comparisons.append((comp, step_flops, v.amp))
-    peaks["fp32_after"] = measure_matmul_peak(device, n=mm_n, repeats=3)
-    peaks["fp32"] = max(peaks["fp32_before"], peaks["fp32_after"])  # the best the machine showed in this run
-    for comp, step_flops, amp in comparisons:
-        comp.extra = _flop_extra(comp, step_flops, peaks, amp)
-    info["matmul_peak_gflops"] = {k: round(v / 1e9, 2) for k, v in peaks.items()}
-    return SectionResult([c for c, _, _ in comparisons], info)
+            comp.extra = _flop_extra(comp, step_flops, round_peaks, v.amp)
+            comparisons.append(comp)
+        peaks.update({f"{k} ({name})": v for k, v in round_peaks.items()})
+    info["matmul_peak_gflops"] = {k: round(statistics.median(v) / 1e9, 2) for k, v in peaks.items()}
+    info["matmul_peak_gflops_per_round"] = {k: [round(x / 1e9, 3) for x in v] for k, v in peaks.items()}
+    info["matmul_peak_gflops"]["conv_fp32"] = round(conv_peak / 1e9, 2)
+    return SectionResult(comparisons, info)
