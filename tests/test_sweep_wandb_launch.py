@@ -112,3 +112,16 @@ def test_every_run_failing_to_start_is_exit_1_with_the_first_runs_error(tiny_ima
     assert "run f1" in lines[0] and "created from another YAML" in lines[0] and str(log) in lines[0], lines[0]
     assert "created from another YAML" in log.read_text(), "the failed start's output is kept"
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.skipif(not SYSTEM_PYTHON.is_file(), reason="no system Python without the project's packages")
+def test_trial_program_under_another_interpreter_names_it_and_the_fix(tmp_path):
+    """W&B's agent on a machine where `python` is not the project's interpreter: one line, exit 2."""
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import torch"], capture_output=True).returncode == 0:
+        pytest.skip(f"{SYSTEM_PYTHON} has torch: not another interpreter for this test")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([SYSTEM_PYTHON, "-m", "experiments.wandb_trial"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.startswith(f"wandb_trial: error: {SYSTEM_PYTHON} cannot import"), done.stderr
+    assert "partA_sweep.py --backend wandb --resume" in done.stderr and "Traceback" not in done.stderr, done.stderr
