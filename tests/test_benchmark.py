@@ -123,7 +123,7 @@ def test_all_quick_writes_every_section_with_sane_numbers(tmp_path, capsys):
 
     assert report["host"]["device"] == "cpu" and report["config"]["device"] == "cpu", report["host"]
     out = capsys.readouterr().out
-    assert "device for train/sweep: cpu" in out and "of fp32 matmul peak" in out and str(files[0]) in out, out
+    assert "device for train/sweep: cpu" in out and "of the fp32 matmul peak" in out and str(files[0]) in out, out
 
 
 def test_compare_records_seconds_per_call():

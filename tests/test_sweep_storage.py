@@ -171,8 +171,11 @@ def test_optuna_dashboard_serves_a_finished_sweep_over_http(tmp_path):
     cfg = parse_sweep_config(RANDOM)
     run_local(cfg, settings_for(tmp_path, 3, name="live"), StandIn(tmp_path / "log.jsonl"))
     port = _free_port()
-    command = shutil.which("optuna-dashboard")  # the command docs/scaling.md shows
-    assert command, "optuna-dashboard is installed but its command is not on PATH"
+    # the command docs/scaling.md shows, installed beside this interpreter (found even when the environment
+    # is not activated, e.g. the suite started as /path/to/venv/bin/python -m pytest)
+    scripts = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    command = shutil.which("optuna-dashboard", path=scripts)
+    assert command, f"optuna-dashboard is installed but its command is neither beside {sys.executable} nor on PATH"
     dashboard = subprocess.Popen([command, sqlite_url(tmp_path / "optuna.db"),
                                   "--host", "127.0.0.1", "--port", str(port), "--quiet"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

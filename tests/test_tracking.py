@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import types
@@ -69,9 +68,8 @@ def test_offline_run_is_readable_with_wandb_tooling(clean_env, monkeypatch, tmp_
 
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, f"expected one offline run folder under {run_dir / 'wandb'}, found {runs}"
-    cli = shutil.which("wandb") or pytest.skip("wandb CLI not on PATH")
-    out = subprocess.run([cli, "leet", "inspect", "--summary", "--json", str(runs[0])], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(runs[0])],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
     info = json.loads(out)
     summary = info["summary"]
     assert (summary["val_acc"], summary["best_val_acc"], summary["test_acc"]) == (0.5, 0.5, 0.45), \
