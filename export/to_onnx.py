@@ -3,17 +3,21 @@
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --quantize int8 --data-dir data/
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --infer-on data/val --labels-from-folders
+    python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --target ort opencv --web page/
 
 Writes ``--out`` (fp32, dynamic batch, metadata: classes, preprocessing, source checkpoint sha256), and
 with ``--quantize int8`` / ``--fp16`` also ``<out>.int8.onnx`` / ``<out>.fp16.onnx``. Every file is checked
-with ``onnx.checker`` and compared with the torch model at batch sizes other than the export batch.
+with ``onnx.checker`` and compared with the torch model at batch sizes other than the export batch, in each
+runtime of ``--target`` (onnxruntime by default; OpenCV's DNN module; onnxruntime-web under Node.js).
+``--web DIR`` also writes an offline page that classifies photos in the browser (``export/webpage.py``; it
+adds the ``web`` target).
 
 Images for the parity check: ``--parity-images DIR``, else ``--data-dir``'s ``val/``, else the generated
 demo set's ``val/`` when the checkpoint has the demo (iNaturalist-12K) classes, else random inputs.
 Calibration images for INT8: ``--calibration-images DIR``, else ``--data-dir``'s ``train/``, else the demo
 set's ``train/`` (same condition); never noise. Exit codes (docs/cli.md): 0 ok, 2 bad input (missing or
-foreign checkpoint, bad flags), 1 export failure, 3 parity beyond tolerance (the files are kept for
-inspection, the numbers are printed).
+foreign checkpoint, bad flags, a target's runtime not installed), 1 export failure, 3 parity beyond
+tolerance or a target that cannot run the model (the files are kept for inspection, the numbers are printed).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from core.train import load_checkpoint
 from experiments.cli import UsageError, run_script
+from export.consumers import TARGETS, ConsumerError, opencv_runner, opencv_version, web_runner
 from export.infer import add_inference_args, configure_logging, run_inference
 from export.onnx_export import (
     DEFAULT_OPSET,
@@ -37,9 +42,10 @@ from export.onnx_export import (
     export_checkpoint_file,
 )
 from export.ort_session import create_session
-from export.parity import TOLERANCES, ParityReport, Tolerance, check_parity, load_images, random_inputs
+from export.parity import TOLERANCES, Tolerance, check_parity, load_images, random_inputs
 from export.predict import collect_images
 from export.quantize import CALIBRATION_METHODS, quantize_int8
+from export.webpage import ort_web_package, write_web_page
 
 log = logging.getLogger("export.to_onnx")
 PARITY_FAILED = 3
@@ -61,6 +67,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     exp.add_argument("--quantize", choices=("none", "int8"), default="none",
                      help="int8: also write <out>.int8.onnx (onnxruntime static QDQ, per-channel)")
     exp.add_argument("--fp16", action="store_true", help="also write <out>.fp16.onnx (for GPUs; fp32 I/O)")
+    exp.add_argument("--target", choices=TARGETS, nargs="+", default=["ort"],
+                     help="runtimes every written file is checked in against torch: ort = onnxruntime CPU, "
+                          "opencv = OpenCV's DNN module, web = onnxruntime-web (wasm, under Node.js)")
+    exp.add_argument("--web", type=Path, default=None, metavar="DIR",
+                     help="also write an offline page classifying photos in the browser into DIR (serve it: "
+                          "python -m http.server -d DIR -b 127.0.0.1); adds the web target")
     data = parser.add_argument_group("images for parity and calibration")
     data.add_argument("--data-dir", type=Path, default=None,
                       help="dataset root (train/, val/): val/ for parity, train/ for calibration")
@@ -123,14 +135,25 @@ def image_source(explicit: Path | None, data_dir: Path | None, split: str,
     return folder
 
 
-def _parity(model, path: Path, inputs, source: str, args, tolerance: Tolerance, export_batch: int) -> ParityReport:
-    session, _ = create_session(path, "cpu", intra_op_threads=args.threads)
-    report = check_parity(model, session, inputs, batch_sizes=args.parity_batch_sizes, export_batch=export_batch,
-                          tolerance=tolerance, source=source)
-    print(f"{path.name}: {report.summary()}")
+def _parity(model, path: Path, target: str, inputs, source: str, args, tolerance: Tolerance,
+            export_batch: int) -> bool:
+    """Parity of ``path`` run by ``target`` against torch; prints the summary, returns whether it passed."""
+    if target == "opencv":
+        runner = opencv_runner(path)
+    elif target == "web":
+        runner = web_runner(path, ort_web_package())
+    else:
+        runner = create_session(path, "cpu", intra_op_threads=args.threads)[0]
+    try:
+        report = check_parity(model, runner, inputs, batch_sizes=args.parity_batch_sizes,
+                              export_batch=export_batch, tolerance=tolerance, source=source)
+    except ConsumerError as exc:
+        print(f"{path.name} [{target}]: FAIL: {exc}")
+        return False
+    print(f"{path.name} [{target}]: {report.summary()}")
     for failure in report.failures():
         print(f"  {failure}")
-    return report
+    return report.passed
 
 
 def export_checkpoint(args: argparse.Namespace) -> int:
@@ -141,6 +164,11 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         raise UsageError(f"--parity-batch-sizes {args.parity_batch_sizes} include the export batch "
                          f"{config.export_batch}; parity must use other batch sizes")
     out = args.out or args.checkpoint.with_suffix(".onnx")
+    targets = list(dict.fromkeys([*args.target, *(["web"] if args.web else [])]))
+    if "opencv" in targets:  # runtimes checked before exporting, like the calibration images below
+        log.info("OpenCV %s", opencv_version())
+    if "web" in targets:
+        log.info("onnxruntime-web from %s", ort_web_package())
     calib = None
     if args.quantize == "int8":  # decided before exporting: a refusal must not cost an export
         calib = image_source(args.calibration_images, args.data_dir, "train",
@@ -173,12 +201,16 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         print(f"wrote {h_path} ({_size(h_path)}, fp16 weights, fp32 input/output)")
         outputs.append((h_path, TOLERANCES["fp16"]))
 
-    reports = [_parity(model, p, inputs, source, args, tol, config.export_batch) for p, tol in outputs]
-    failed = [p for (p, _), r in zip(outputs, reports) if not r.passed]
+    failed = [f"{p.name} [{t}]" for p, tol in outputs for t in targets
+              if not _parity(model, p, t, inputs, source, args, tol, config.export_batch)]
     if failed:
-        print(f"error: parity beyond tolerance for {', '.join(p.name for p in failed)} (files kept for "
+        print(f"error: parity beyond tolerance or not runnable: {', '.join(failed)} (files kept for "
               f"inspection)", file=sys.stderr)
         return PARITY_FAILED
+    if args.web:
+        page = write_web_page(path, args.web, ort_web_package())
+        print(f"wrote {page} (offline page, onnxruntime-web; serve it: python -m http.server -d {args.web} "
+              f"-b 127.0.0.1)")
     if args.infer_on:
         for p, _ in outputs:
             print(f"--- inference with {p.name} on {', '.join(map(str, args.infer_on))}")
