@@ -25,14 +25,20 @@ The layer that produces ``logits`` stays fp32: quantizing the output would round
 the logits' range, so near-tied classes become exactly tied and argmax picks the lower index. Keeping that one
 small layer in fp32 raises top-1 agreement with fp32 at the same cost (``tests/test_export_int8_demo.py``
 checks the agreement; docs/export.md has the numbers).
+
+Agreement is not what a user loses: :func:`accuracy_loss` measures test accuracy of both files on labelled
+images that calibration never saw (:func:`held_out_split` keeps a seeded fifth of the calibration folder out,
+at most ``holdout_count``), and ``to_onnx.py --quantize int8`` refuses to write a model that loses more than
+``--max-int8-loss`` points (docs/export.md has the losses measured on real photos).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +46,7 @@ import numpy as np
 from core.data import ImageDecodeError, Preprocessing, load_image_tensor
 from export.metadata import read_metadata
 from export.onnx_export import INPUT_NAME, check_model, save_model_atomic, set_metadata
+from export.ort_session import create_session, run_logits
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +160,52 @@ def _name_output_layers(model_path: Path) -> list[str]:
             names.append(node.name)
     onnx.save(model, str(model_path))
     return names
+
+
+@dataclass(frozen=True)
+class AccuracyLoss:
+    """Top-1 accuracy of the fp32 and INT8 files on the same held-out labelled images."""
+
+    num_images: int
+    fp32_acc: float
+    int8_acc: float
+
+    @property
+    def points(self) -> float:
+        """Accuracy lost by INT8, in percentage points (negative: INT8 happened to do better)."""
+        return 100.0 * (self.fp32_acc - self.int8_acc)
+
+
+def held_out_split(paths: Sequence[Path], class_names: Sequence[str], holdout_count: int,
+                   seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """(calibration candidates, held-out labelled images): a seeded fifth of the images whose folder is a class
+    (``<dir>/<Class>/*.jpg``), at most ``holdout_count``, is kept out of calibration to measure accuracy."""
+    names = set(class_names)
+    labelled = sorted(p for p in paths if p.parent.name in names)
+    held = sorted(random.Random(seed).sample(labelled, min(holdout_count, len(labelled) // 5)))
+    if not held:
+        raise ValueError(f"INT8's accuracy loss is measured on labelled images held out of calibration, and "
+                         f"{len(labelled)} of the {len(paths)} calibration images sit in a folder named as a "
+                         f"class of the model; pass --calibration-images DIR with DIR/<Class>/*.jpg (at least 5)")
+    kept = set(held)
+    return [p for p in paths if p not in kept], held
+
+
+def accuracy_loss(fp32_path: Path, int8_path: Path, images: Sequence[Path], *,
+                  threads: int | None = None) -> AccuracyLoss:
+    """Top-1 accuracy of both files on ``images``, labelled by their folder names (the model's classes)."""
+    meta = read_metadata(fp32_path)
+    kept, xs = [], []
+    for path in images:
+        try:
+            xs.append(load_image_tensor(path, meta.preprocessing).numpy())
+            kept.append(meta.class_names.index(Path(path).parent.name))
+        except ImageDecodeError as exc:
+            log.warning("accuracy check: skipping %s", exc)
+    labels, x = np.array(kept), np.stack(xs)
+    acc = []
+    for path in (fp32_path, int8_path):
+        session, _ = create_session(path, "cpu", intra_op_threads=threads)
+        top = np.concatenate([run_logits(session, x[i:i + 32]).argmax(1) for i in range(0, len(x), 32)])
+        acc.append(float((top == labels).mean()))
+    return AccuracyLoss(len(labels), *acc)

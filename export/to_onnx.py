@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,13 +40,14 @@ from export.onnx_export import (
     EXPORTERS,
     SUPPORTED_OPSETS,
     ExportConfig,
+    ExportError,
     convert_fp16,
     export_checkpoint_file,
 )
 from export.ort_session import create_session
 from export.parity import TOLERANCES, Tolerance, check_parity, load_images, random_inputs
 from export.predict import collect_images
-from export.quantize import CALIBRATION_METHODS, quantize_int8
+from export.quantize import CALIBRATION_METHODS, accuracy_loss, held_out_split, quantize_int8
 from export.webpage import ort_web_package, write_web_page
 
 log = logging.getLogger("export.to_onnx")
@@ -66,6 +69,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                                  "stays dynamic)")
     exp.add_argument("--quantize", choices=("none", "int8"), default="none",
                      help="int8: also write <out>.int8.onnx (onnxruntime static QDQ, per-channel)")
+    exp.add_argument("--max-int8-loss", type=float, default=0.5, metavar="POINTS",
+                     help="refuse to write the INT8 model (exit 1) when its top-1 accuracy on the held-out part of "
+                          "the calibration images is more than POINTS percentage points below fp32's")
     exp.add_argument("--fp16", action="store_true", help="also write <out>.fp16.onnx (for GPUs; fp32 I/O)")
     exp.add_argument("--target", choices=TARGETS, nargs="+", default=["ort"],
                      help="runtimes every written file is checked in against torch: ort = onnxruntime CPU, "
@@ -80,6 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--parity-count", type=int, default=32, help="images used by the parity check")
     data.add_argument("--calibration-images", type=Path, default=None, help="folder of INT8 calibration images")
     data.add_argument("--calibration-count", type=int, default=256, help="calibration images used")
+    data.add_argument("--holdout-count", type=int, default=200,
+                      help="labelled calibration images (DIR/<Class>/*) kept out of calibration to measure INT8's "
+                           "accuracy loss (at most a fifth of them)")
     data.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
                       help="how activation ranges are set from the calibration images")
     tol = parser.add_argument_group("parity tolerance (fp32 file; fp16/int8 use their own defaults)")
@@ -156,6 +165,28 @@ def _parity(model, path: Path, target: str, inputs, source: str, args, tolerance
     return report.passed
 
 
+def _quantize(path: Path, calib: Path, class_names: Sequence[str], args: argparse.Namespace) -> Path:
+    """INT8 next to ``path``, written only when it loses at most ``--max-int8-loss`` points on held-out images."""
+    candidates, held = held_out_split([item.path for item in collect_images([calib])], class_names,
+                                      args.holdout_count)
+    q_path = path.with_suffix(".int8.onnx")
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as tmp:
+        trial, used = quantize_int8(path, Path(tmp) / q_path.name, sample_paths(candidates, args.calibration_count),
+                                    method=args.calibration_method)
+        loss = accuracy_loss(path, trial, held, threads=args.threads)
+        print(f"INT8 ({args.calibration_method}, {used} calibration images from {calib}) on {loss.num_images} "
+              f"held-out images: top-1 fp32 {loss.fp32_acc:.2%}, int8 {loss.int8_acc:.2%}, loss "
+              f"{loss.points:.2f} points (limit {args.max_int8_loss:g})")
+        if loss.points > args.max_int8_loss:
+            raise ExportError(f"refusing to write {q_path.name}: INT8 loses {loss.points:.2f} points of top-1 "
+                              f"accuracy on {loss.num_images} held-out images (> --max-int8-loss "
+                              f"{args.max_int8_loss:g}); try --calibration-method percentile or entropy, a larger "
+                              f"--calibration-count, or serve the fp32 model")
+        os.replace(trial, q_path)
+    print(f"wrote {q_path} ({_size(q_path)}, INT8 QDQ per-channel)")
+    return q_path
+
+
 def export_checkpoint(args: argparse.Namespace) -> int:
     """Everything after argument parsing; returns the exit code."""
     config = ExportConfig(opset=args.opset, export_batch=args.export_batch, exporter=args.exporter)
@@ -191,11 +222,7 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         inputs, source = random_inputs(args.parity_count, prep), "random"
     outputs = [(path, fp32_tol)]
     if calib is not None:
-        files = sample_paths([item.path for item in collect_images([calib])], args.calibration_count)
-        q_path, used = quantize_int8(path, path.with_suffix(".int8.onnx"), files, method=args.calibration_method)
-        print(f"wrote {q_path} ({_size(q_path)}, INT8 QDQ per-channel, calibrated on {used} "
-              f"images from {calib})")
-        outputs.append((q_path, TOLERANCES["int8"]))
+        outputs.append((_quantize(path, calib, class_names, args), TOLERANCES["int8"]))
     if args.fp16:
         h_path = convert_fp16(path, path.with_suffix(".fp16.onnx"))
         print(f"wrote {h_path} ({_size(h_path)}, fp16 weights, fp32 input/output)")
