@@ -46,7 +46,8 @@ import numpy as np
 from core.data import ImageDecodeError, Preprocessing, load_image_tensor
 from export.metadata import read_metadata
 from export.onnx_export import INPUT_NAME, check_model, save_model_atomic, set_metadata
-from export.ort_session import create_session, run_logits
+from export.ort_session import create_session, session_metadata
+from export.predict import ImageItem, predict_images, score
 
 log = logging.getLogger(__name__)
 
@@ -194,18 +195,10 @@ def held_out_split(paths: Sequence[Path], class_names: Sequence[str], holdout_co
 def accuracy_loss(fp32_path: Path, int8_path: Path, images: Sequence[Path], *,
                   threads: int | None = None) -> AccuracyLoss:
     """Top-1 accuracy of both files on ``images``, labelled by their folder names (the model's classes)."""
-    meta = read_metadata(fp32_path)
-    kept, xs = [], []
-    for path in images:
-        try:
-            xs.append(load_image_tensor(path, meta.preprocessing).numpy())
-            kept.append(meta.class_names.index(Path(path).parent.name))
-        except ImageDecodeError as exc:
-            log.warning("accuracy check: skipping %s", exc)
-    labels, x = np.array(kept), np.stack(xs)
-    acc = []
+    items = [ImageItem(Path(p), Path(p).parent.name) for p in images]
+    scores = []
     for path in (fp32_path, int8_path):
         session, _ = create_session(path, "cpu", intra_op_threads=threads)
-        top = np.concatenate([run_logits(session, x[i:i + 32]).argmax(1) for i in range(0, len(x), 32)])
-        acc.append(float((top == labels).mean()))
-    return AccuracyLoss(len(labels), *acc)
+        meta = session_metadata(session, where=str(path))
+        scores.append(score(predict_images(session, items, meta, progress=False), meta, len(meta.class_names)))
+    return AccuracyLoss(scores[0].num_scored, scores[0].accuracy, scores[1].accuracy)
