@@ -88,7 +88,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--calibration-count", type=int, default=256, help="calibration images used")
     data.add_argument("--holdout-count", type=int, default=200,
                       help="labelled calibration images (DIR/<Class>/*) kept out of calibration to measure INT8's "
-                           "accuracy loss (at most a fifth of them)")
+                           "accuracy loss (at most a third of them)")
     data.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
                       help="how activation ranges are set from the calibration images")
     tol = parser.add_argument_group("parity tolerance (fp32 file; fp16/int8 use their own defaults)")
@@ -176,7 +176,7 @@ def _quantize(path: Path, calib: Path, class_names: Sequence[str], args: argpars
         loss = accuracy_loss(path, trial, held, threads=args.threads)
         print(f"INT8 ({args.calibration_method}, {used} calibration images from {calib}) on {loss.num_images} "
               f"held-out images: top-1 fp32 {loss.fp32_acc:.2%}, int8 {loss.int8_acc:.2%}, loss "
-              f"{loss.points:.2f} points (limit {args.max_int8_loss:g})")
+              f"{loss.points:.2f} points (limit {args.max_int8_loss:g}; one image is {100 / loss.num_images:.2g})")
         if loss.points > args.max_int8_loss:
             raise ExportError(f"refusing to write {q_path.name}: INT8 loses {loss.points:.2f} points of top-1 "
                               f"accuracy on {loss.num_images} held-out images (> --max-int8-loss "

@@ -18,10 +18,8 @@ page keeps every input tensor it built in ``window.results`` so a test can run o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from core.data import cache_root
@@ -36,23 +34,18 @@ def ort_web_package(version: str = ORT_WEB_VERSION) -> Path:
     """onnxruntime-web's npm package folder, installed by npm into the cache on first use."""
     root = cache_root() / "npm" / f"onnxruntime-web-{version}"
     package = root / "node_modules" / "onnxruntime-web"
-    if (package / "package.json").is_file():
+    if (package / "dist" / ORT_WEB_FILES[-1]).is_file():  # a complete install has all three
         return package
     npm = shutil.which("npm")
     if npm is None:
         raise ConsumerUnavailableError("the web page and --target web need onnxruntime-web from npm, and npm is "
                                        "not installed (Debian: apt-get install -y nodejs npm)")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{root.name}.", dir=root.parent) as tmp:
-        done = subprocess.run([npm, "install", "--prefix", tmp, "--no-audit", "--no-fund", "--ignore-scripts",
-                               f"onnxruntime-web@{version}"], capture_output=True, text=True)
-        if done.returncode:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise ConsumerUnavailableError(f"npm could not install onnxruntime-web@{version} (is the npm registry "
-                                           f"reachable?): {last}")
-        if not root.exists():
-            os.replace(tmp, root)  # atomic: a second process racing us keeps its own copy
-            Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
+    done = subprocess.run([npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--ignore-scripts",
+                           f"onnxruntime-web@{version}"], capture_output=True, text=True)
+    if done.returncode or not (package / "package.json").is_file():
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ConsumerUnavailableError(f"npm could not install onnxruntime-web@{version} into {root} (is the npm "
+                                       f"registry reachable?): {last}")
     return package
 
 

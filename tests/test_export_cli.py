@@ -38,7 +38,7 @@ def test_export_quantize_fp16_parity_and_infer_in_one_command(tiny, tmp_path, ca
     assert meta.source_name == "best.pt" and re.fullmatch(r"[0-9a-f]{64}", meta.source_sha256), meta
     assert read_metadata(tmp_path / "model.int8.onnx").precision == "int8"
     loss = re.search(r"on (\d+) held-out images: top-1 fp32 ([\d.]+)%, int8 ([\d.]+)%, loss (-?[\d.]+) points", text)
-    assert loss and int(loss[1]) == 96 // 5, f"no INT8 accuracy-loss line on a fifth of the 96 train images:\n{text}"
+    assert loss and int(loss[1]) == 96 // 3, f"no INT8 accuracy-loss line on a third of the 96 train images:\n{text}"
     assert float(loss[4]) <= 0.5 and float(loss[2]) >= 90, f"INT8 loses too much on the tiny model: {loss[0]}"
     parity = [line for line in text.splitlines() if "parity on" in line]
     assert len(parity) == 3 and all(line.endswith("PASS") for line in parity), "\n".join(parity)

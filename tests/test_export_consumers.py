@@ -53,6 +53,15 @@ def _cnn(activation: str) -> torch.nn.Module:
     return model
 
 
+def _checkpoint(tmp_path, activation: str):
+    model = _cnn(activation)
+    path = tmp_path / f"{activation}.pt"
+    save_checkpoint(path, make_payload(model, model_desc={"kind": "cnn", "spec": model.spec.to_dict()},
+                                       class_names=tuple("abcde"), preprocessing=PREP, train_config={},
+                                       metrics={}, epoch=0))
+    return path
+
+
 @needs_opencv
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_every_activation_runs_in_onnxruntime_opencv_and_onnxruntime_web(activation, tmp_path, ort_web):
@@ -90,11 +99,7 @@ def test_mobilenet_v2_runs_in_opencv_and_onnxruntime_web_on_real_photos(shared_d
 @needs_opencv
 def test_a_graph_opencv_cannot_run_is_a_clear_line_not_a_crash(tmp_path, capsys):
     """GELU at opset 18 (Erf spelling) kills OpenCV 5.1 with SIGSEGV: to_onnx --target opencv says so, exit 3."""
-    ckpt = tmp_path / "gelu.pt"
-    model = _cnn("gelu")
-    save_checkpoint(ckpt, make_payload(model, model_desc={"kind": "cnn", "spec": model.spec.to_dict()},
-                                       class_names=tuple("abcde"), preprocessing=PREP, train_config={},
-                                       metrics={}, epoch=0))
+    ckpt = _checkpoint(tmp_path, "gelu")
     code = to_onnx.main(["--checkpoint", str(ckpt), "--opset", "18", "--target", "ort", "opencv",
                          "--threads", "1"])
     captured = capsys.readouterr()
@@ -107,12 +112,18 @@ def test_a_graph_opencv_cannot_run_is_a_clear_line_not_a_crash(tmp_path, capsys)
 
 def test_a_missing_runtime_is_exit_2_before_exporting(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # what an environment without OpenCV looks like to find_spec
-    ckpt = tmp_path / "relu.pt"
-    model = _cnn("relu")
-    save_checkpoint(ckpt, make_payload(model, model_desc={"kind": "cnn", "spec": model.spec.to_dict()},
-                                       class_names=tuple("abcde"), preprocessing=PREP, train_config={},
-                                       metrics={}, epoch=0))
+    ckpt = _checkpoint(tmp_path, "relu")
     code = to_onnx.main(["--checkpoint", str(ckpt), "--target", "opencv"])
     err = capsys.readouterr().err
     assert code == 2 and "pip install opencv-python-headless" in err, f"exit {code}: {err}"
     assert not (tmp_path / "relu.onnx").exists(), "a refusal must come before the export"
+
+
+def test_web_without_npm_is_exit_2_before_exporting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("INAT_CNN_CACHE", str(tmp_path / "cache"))  # an empty cache: npm would be needed
+    monkeypatch.setenv("PATH", str(tmp_path))  # and neither npm nor node is on it
+    ckpt = _checkpoint(tmp_path, "relu")
+    code = to_onnx.main(["--checkpoint", str(ckpt), "--web", str(tmp_path / "page")])
+    err = capsys.readouterr().err
+    assert code == 2 and "npm is not installed" in err, f"exit {code}: {err}"
+    assert not (tmp_path / "relu.onnx").exists() and not (tmp_path / "page").exists(), "refuse before exporting"
