@@ -56,6 +56,10 @@ from export.predict import ImageItem, predict_images, score
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# percentile (onnxruntime's 99.999th, outliers clipped): on flowers5, 256 images, every Part A activation lost
+# <= 0.5 points of test accuracy; minmax on the same count lost 1.0 for GELU, its range set by a few outliers of
+# the sample (docs/export.md)
+DEFAULT_CALIBRATION = "percentile"
 
 
 class ImageCalibrationReader:
@@ -105,7 +109,7 @@ def quantize_int8(
     out_path: str | Path,
     calibration_images: Sequence[Path],
     *,
-    method: str = "minmax",
+    method: str = DEFAULT_CALIBRATION,
     per_channel: bool = True,
     batch_size: int = 8,
     reduce_range: bool = True,

@@ -47,7 +47,7 @@ from export.onnx_export import (
 from export.ort_session import create_session
 from export.parity import TOLERANCES, Tolerance, check_parity, load_images, random_inputs
 from export.predict import collect_images
-from export.quantize import CALIBRATION_METHODS, accuracy_loss, held_out_split, quantize_int8
+from export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION, accuracy_loss, held_out_split, quantize_int8
 from export.webpage import ort_web_package, write_web_page
 
 log = logging.getLogger("export.to_onnx")
@@ -89,7 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--holdout-count", type=int, default=200,
                       help="labelled calibration images (DIR/<Class>/*) kept out of calibration to measure INT8's "
                            "accuracy loss (at most a third of them)")
-    data.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
+    data.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                       help="how activation ranges are set from the calibration images")
     tol = parser.add_argument_group("parity tolerance (fp32 file; fp16/int8 use their own defaults)")
     tol.add_argument("--parity-batch-sizes", type=int, nargs="+", default=[1, 3, 8],
