@@ -25,10 +25,11 @@ Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 TARGETS = ("ort", "opencv", "web")
 TIMEOUT_S = 600
 
-_OPENCV = """import sys, numpy as np, cv2
-net = cv2.dnn.readNetFromONNX(sys.argv[1])
-for i in range(int(sys.argv[3])):
-    net.setInput(np.load(f"{sys.argv[2]}/x{i}.npy")); np.save(f"{sys.argv[2]}/y{i}.npy", net.forward())
+_OPENCV = """import sys, json, numpy as np, cv2
+net, d = cv2.dnn.readNetFromONNX(sys.argv[1]), sys.argv[2]
+for i, shape in enumerate(json.load(open(f"{d}/shapes.json"))):
+    net.setInput(np.fromfile(f"{d}/x{i}.bin", "<f4").reshape(shape))
+    net.forward().astype("<f4").tofile(f"{d}/y{i}.bin")
 """
 _NODE = """const [pkg, model, dir] = process.argv.slice(1), fs = require('fs'), ort = require(pkg);
 ort.env.wasm.numThreads = 1;
@@ -62,32 +63,35 @@ def opencv_version() -> str:
                           text=True, check=True).stdout.strip()
 
 
-def _run_child(what: str, command: list[str], model_path: Path) -> None:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise ConsumerError(f"{what} did not finish {model_path.name} within {TIMEOUT_S} s") from exc
-    if done.returncode < 0:
-        name = signal.Signals(-done.returncode).name
-        raise ConsumerError(f"{what} crashed ({name}) running {model_path.name}: it cannot run this graph; "
-                            f"export at the default opset (native Gelu) or serve the model with onnxruntime")
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ConsumerError(f"{what} refused {model_path.name}: {last[-300:]}")
+def _child_runner(what: str, command: list[str], model_path: Path) -> Runner:
+    """``command DIR`` in a child process: the batches in ``DIR/x{i}.bin`` (+ ``shapes.json``), logits back from
+    ``DIR/y{i}.bin``; a crash (a signal), a failure or a hang becomes a :class:`ConsumerError`."""
+
+    def run(batches: list[np.ndarray]) -> list[np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix="inat-cnn-consumer-") as tmp:
+            for i, x in enumerate(batches):
+                np.ascontiguousarray(x, dtype="<f4").tofile(f"{tmp}/x{i}.bin")
+            Path(tmp, "shapes.json").write_text(json.dumps([list(x.shape) for x in batches]))
+            try:
+                done = subprocess.run([*command, tmp], capture_output=True, text=True, timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired as exc:
+                raise ConsumerError(f"{what} did not finish {model_path.name} within {TIMEOUT_S} s") from exc
+            if done.returncode < 0:
+                raise ConsumerError(f"{what} crashed ({signal.Signals(-done.returncode).name}) running "
+                                    f"{model_path.name}: it cannot run this graph; export at the default opset "
+                                    f"(native Gelu) or serve the model with onnxruntime")
+            if done.returncode:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise ConsumerError(f"{what} refused {model_path.name}: {last[-300:]}")
+            return [np.fromfile(f"{tmp}/y{i}.bin", dtype="<f4").reshape(len(x), -1) for i, x in enumerate(batches)]
+
+    return run
 
 
 def opencv_runner(model_path: Path) -> Runner:
     """OpenCV DNN (``cv2.dnn.readNetFromONNX``) in a child process, one net for every batch."""
-    what = f"OpenCV {opencv_version()} DNN"
-
-    def run(batches: list[np.ndarray]) -> list[np.ndarray]:
-        with tempfile.TemporaryDirectory(prefix="inat-cnn-opencv-") as tmp:
-            for i, x in enumerate(batches):
-                np.save(f"{tmp}/x{i}.npy", np.ascontiguousarray(x, dtype=np.float32))
-            _run_child(what, [sys.executable, "-c", _OPENCV, str(model_path), tmp, str(len(batches))], model_path)
-            return [np.load(f"{tmp}/y{i}.npy").reshape(len(x), -1) for i, x in enumerate(batches)]
-
-    return run
+    return _child_runner(f"OpenCV {opencv_version()} DNN", [sys.executable, "-c", _OPENCV, str(model_path)],
+                         model_path)
 
 
 def web_runner(model_path: Path, package_dir: Path) -> Runner:
@@ -97,14 +101,5 @@ def web_runner(model_path: Path, package_dir: Path) -> Runner:
         raise ConsumerUnavailableError("--target web needs Node.js to run onnxruntime-web (Debian: apt-get install "
                                        "-y nodejs npm)")
     version = json.loads((package_dir / "package.json").read_text())["version"]
-
-    def run(batches: list[np.ndarray]) -> list[np.ndarray]:
-        with tempfile.TemporaryDirectory(prefix="inat-cnn-web-") as tmp:
-            for i, x in enumerate(batches):
-                np.ascontiguousarray(x, dtype="<f4").tofile(f"{tmp}/x{i}.bin")
-            Path(tmp, "shapes.json").write_text(json.dumps([list(x.shape) for x in batches]))
-            _run_child(f"onnxruntime-web {version} (wasm)", [node, "-e", _NODE, str(package_dir), str(model_path),
-                                                            tmp], model_path)
-            return [np.fromfile(f"{tmp}/y{i}.bin", dtype="<f4").reshape(len(x), -1) for i, x in enumerate(batches)]
-
-    return run
+    return _child_runner(f"onnxruntime-web {version} (wasm)", [node, "-e", _NODE, str(package_dir),
+                                                               str(model_path)], model_path)
