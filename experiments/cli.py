@@ -51,6 +51,7 @@ USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (
     "MissingMetadataError",  # a foreign ONNX file without preprocessing flags
     "ProviderUnavailableError",  # --provider cuda without a usable GPU: change the flag
     "WeightsUnavailableError",  # pretrained weights neither cached nor downloadable: place the file
+    "ConsumerUnavailableError",  # to_onnx --target/--web: OpenCV, Node.js or npm not installed here
     FileNotFoundError,
     FileExistsError,
     NotADirectoryError,

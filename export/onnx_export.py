@@ -4,10 +4,9 @@ Exporter choice. torch 2.9+ has two exporters: the ``torch.export``-based one (`
 default, translated by onnxscript) and the TorchScript tracer (``dynamo=False``), which warns that it
 is deprecated and "will be removed". We use **dynamo** by default: it is the maintained path, it
 states the batch axis as a ``torch.export.Dim`` (a symbolic shape, checked by torch.export while
-tracing, instead of relabelling a traced constant the way ``dynamic_axes`` does) and it emits opset 18
-natively. Its cost is time: ~1 s for a tiny CNN, ~6-9 s for MobileNetV2 on a shared 2-core box,
-against ~0.3 s for TorchScript, which stays selectable (``ExportConfig(exporter="torchscript")``) for
-models torch.export cannot trace.
+tracing, instead of relabelling a traced constant the way ``dynamic_axes`` does). Its cost is time:
+~1 s for a tiny CNN, ~6-9 s for MobileNetV2 on a shared 2-core box, against ~0.3 s for TorchScript,
+which stays selectable (``ExportConfig(exporter="torchscript")``) for models torch.export cannot trace.
 
 Pitfalls handled here rather than discovered later:
 
@@ -19,6 +18,10 @@ Pitfalls handled here rather than discovered later:
 * The ONNX file is serialised by us from the in-memory proto with every weight inline (no external
   ``.data`` file), refusing models past protobuf's 2 GiB limit, and written atomically (temp file in
   the same folder + ``os.replace``): an interrupted export never leaves a half-written model.
+* Opset 20 by default, for portability: it is the first opset with a native ``Gelu`` node. At 18 the
+  exporter spells GELU as ``Div``/``Erf``/``Add``/``Mul``, and OpenCV 5.1's DNN module dies with a
+  segmentation fault on that graph; at 20 every Part A activation and MobileNetV2 load and match torch in
+  onnxruntime, onnxruntime-web and OpenCV (``tests/test_export_consumers.py``; docs/export.md).
 * ``onnx.checker.check_model(full_check=True)`` (which includes strict shape inference) runs on every
   file written, the fp16 variant included.
 """
@@ -49,7 +52,7 @@ OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 EXPORTERS = ("dynamo", "torchscript")
 SUPPORTED_OPSETS = range(17, 24)  # 17..23: what both exporters emit and onnxruntime >= 1.18 runs
-DEFAULT_OPSET = 18  # the dynamo exporter's native opset; TensorRT >= 8.6 and ORT >= 1.14 run it
+DEFAULT_OPSET = 20  # native Gelu (OpenCV crashes on 18's Erf spelling); onnxruntime >= 1.17 and OpenCV 5 run it
 _PROTOBUF_LIMIT = 2**31 - 1
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,7 +123,7 @@ def random_inputs(count: int, prep: Preprocessing, seed: int = 0) -> torch.Tenso
 
 def check_parity(
     model: nn.Module,
-    session: onnxruntime.InferenceSession,
+    session: onnxruntime.InferenceSession | Callable[[list[np.ndarray]], list[np.ndarray]],
     inputs: torch.Tensor,
     *,
     batch_sizes: Sequence[int] = (1, 3, 8),
@@ -131,7 +131,11 @@ def check_parity(
     tolerance: Tolerance = TOLERANCES["fp32"],
     source: str = "images",
 ) -> ParityReport:
-    """Run ``inputs`` through torch (eval, no grad) and onnxruntime at each batch size and compare."""
+    """Run ``inputs`` through torch (eval, no grad) and the exported model at each batch size and compare.
+
+    ``session`` is an onnxruntime session, or any runtime as a function of all the batches at once (one call,
+    so a runtime in a child process starts once: ``export.consumers``).
+    """
     sizes = tuple(int(b) for b in batch_sizes)
     if not sizes or min(sizes) < 1:
         raise ValueError(f"batch_sizes must be positive ints, got {list(batch_sizes)}")
@@ -144,23 +148,24 @@ def check_parity(
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
-    max_diff, max_logit, agree, total = 0.0, 0.0, 0, 0
+    run = session if callable(session) else (lambda batches: [run_logits(session, x) for x in batches])
+    batches = []
+    for b in sizes:
+        order = np.arange(math.ceil(len(inputs) / b) * b) % len(inputs)
+        batches += [inputs[torch.from_numpy(order[start:start + b])] for start in range(0, len(order), b)]
     try:
-        for b in sizes:
-            order = np.arange(math.ceil(len(inputs) / b) * b) % len(inputs)
-            for start in range(0, len(order), b):
-                batch = inputs[torch.from_numpy(order[start:start + b])]
-                with torch.inference_mode():
-                    ref = model(batch.to(device)).float().cpu().numpy()
-                got = run_logits(session, batch.numpy())
-                if got.shape != ref.shape:
-                    raise ValueError(f"onnxruntime returned shape {got.shape} at batch {b}; torch returned "
-                                     f"{ref.shape}")
-                max_diff = max(max_diff, float(np.abs(got - ref).max()))
-                max_logit = max(max_logit, float(np.abs(ref).max()))
-                agree += int((got.argmax(1) == ref.argmax(1)).sum())
-                total += b
+        with torch.inference_mode():
+            refs = [model(batch.to(device)).float().cpu().numpy() for batch in batches]
     finally:
         model.train(was_training)
+    max_diff, max_logit, agree, total = 0.0, 0.0, 0, 0
+    for got, ref in zip(run([batch.numpy() for batch in batches]), refs, strict=True):
+        if got.shape != ref.shape:
+            raise ValueError(f"the exported model returned shape {got.shape} at batch {len(ref)}; torch returned "
+                             f"{ref.shape}")
+        max_diff = max(max_diff, float(np.abs(got - ref).max()))
+        max_logit = max(max_logit, float(np.abs(ref).max()))
+        agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        total += len(ref)
     return ParityReport(num_inputs=len(inputs), batch_sizes=sizes, source=source, max_abs_diff=max_diff,
                         max_abs_logit=max_logit, top1_agreement=agree / total, tolerance=tolerance)

@@ -3,43 +3,52 @@
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --quantize int8 --data-dir data/
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --infer-on data/val --labels-from-folders
+    python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --target ort opencv --web page/
 
 Writes ``--out`` (fp32, dynamic batch, metadata: classes, preprocessing, source checkpoint sha256), and
 with ``--quantize int8`` / ``--fp16`` also ``<out>.int8.onnx`` / ``<out>.fp16.onnx``. Every file is checked
-with ``onnx.checker`` and compared with the torch model at batch sizes other than the export batch.
+with ``onnx.checker`` and compared with the torch model at batch sizes other than the export batch, in each
+runtime of ``--target`` (onnxruntime by default; OpenCV's DNN module; onnxruntime-web under Node.js).
+``--web DIR`` also writes an offline page that classifies photos in the browser (``export/webpage.py``; it
+adds the ``web`` target).
 
 Images for the parity check: ``--parity-images DIR``, else ``--data-dir``'s ``val/``, else the generated
 demo set's ``val/`` when the checkpoint has the demo (iNaturalist-12K) classes, else random inputs.
 Calibration images for INT8: ``--calibration-images DIR``, else ``--data-dir``'s ``train/``, else the demo
 set's ``train/`` (same condition); never noise. Exit codes (docs/cli.md): 0 ok, 2 bad input (missing or
-foreign checkpoint, bad flags), 1 export failure, 3 parity beyond tolerance (the files are kept for
-inspection, the numbers are printed).
+foreign checkpoint, bad flags, a target's runtime not installed), 1 export failure, 3 parity beyond
+tolerance or a target that cannot run the model (the files are kept for inspection, the numbers are printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from core.train import load_checkpoint
 from experiments.cli import UsageError, run_script
+from export.consumers import TARGETS, ConsumerError, opencv_runner, opencv_version, web_runner
 from export.infer import add_inference_args, configure_logging, run_inference
 from export.onnx_export import (
     DEFAULT_OPSET,
     EXPORTERS,
     SUPPORTED_OPSETS,
     ExportConfig,
+    ExportError,
     convert_fp16,
     export_checkpoint_file,
 )
 from export.ort_session import create_session
-from export.parity import TOLERANCES, ParityReport, Tolerance, check_parity, load_images, random_inputs
+from export.parity import TOLERANCES, Tolerance, check_parity, load_images, random_inputs
 from export.predict import collect_images
-from export.quantize import CALIBRATION_METHODS, quantize_int8
+from export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION, accuracy_loss, held_out_split, quantize_int8
+from export.webpage import ort_web_package, write_web_page
 
 log = logging.getLogger("export.to_onnx")
 PARITY_FAILED = 3
@@ -60,7 +69,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                                  "stays dynamic)")
     exp.add_argument("--quantize", choices=("none", "int8"), default="none",
                      help="int8: also write <out>.int8.onnx (onnxruntime static QDQ, per-channel)")
+    exp.add_argument("--max-int8-loss", type=float, default=0.5, metavar="POINTS",
+                     help="refuse to write the INT8 model (exit 1) when its top-1 accuracy on the held-out part of "
+                          "the calibration images is more than POINTS percentage points below fp32's")
     exp.add_argument("--fp16", action="store_true", help="also write <out>.fp16.onnx (for GPUs; fp32 I/O)")
+    exp.add_argument("--target", choices=TARGETS, nargs="+", default=["ort"],
+                     help="runtimes every written file is checked in against torch: ort = onnxruntime CPU, "
+                          "opencv = OpenCV's DNN module, web = onnxruntime-web (wasm, under Node.js)")
+    exp.add_argument("--web", type=Path, default=None, metavar="DIR",
+                     help="also write an offline page classifying photos in the browser into DIR (serve it: "
+                          "python -m http.server -d DIR -b 127.0.0.1); adds the web target")
     data = parser.add_argument_group("images for parity and calibration")
     data.add_argument("--data-dir", type=Path, default=None,
                       help="dataset root (train/, val/): val/ for parity, train/ for calibration")
@@ -68,7 +86,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--parity-count", type=int, default=32, help="images used by the parity check")
     data.add_argument("--calibration-images", type=Path, default=None, help="folder of INT8 calibration images")
     data.add_argument("--calibration-count", type=int, default=256, help="calibration images used")
-    data.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
+    data.add_argument("--holdout-count", type=int, default=200,
+                      help="labelled calibration images (DIR/<Class>/*) kept out of calibration to measure INT8's "
+                           "accuracy loss (at most a third of them)")
+    data.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                       help="how activation ranges are set from the calibration images")
     tol = parser.add_argument_group("parity tolerance (fp32 file; fp16/int8 use their own defaults)")
     tol.add_argument("--parity-batch-sizes", type=int, nargs="+", default=[1, 3, 8],
@@ -123,14 +144,47 @@ def image_source(explicit: Path | None, data_dir: Path | None, split: str,
     return folder
 
 
-def _parity(model, path: Path, inputs, source: str, args, tolerance: Tolerance, export_batch: int) -> ParityReport:
-    session, _ = create_session(path, "cpu", intra_op_threads=args.threads)
-    report = check_parity(model, session, inputs, batch_sizes=args.parity_batch_sizes, export_batch=export_batch,
-                          tolerance=tolerance, source=source)
-    print(f"{path.name}: {report.summary()}")
+def _parity(model, path: Path, target: str, inputs, source: str, args, tolerance: Tolerance,
+            export_batch: int) -> bool:
+    """Parity of ``path`` run by ``target`` against torch; prints the summary, returns whether it passed."""
+    if target == "opencv":
+        runner = opencv_runner(path)
+    elif target == "web":
+        runner = web_runner(path, ort_web_package())
+    else:
+        runner = create_session(path, "cpu", intra_op_threads=args.threads)[0]
+    try:
+        report = check_parity(model, runner, inputs, batch_sizes=args.parity_batch_sizes,
+                              export_batch=export_batch, tolerance=tolerance, source=source)
+    except ConsumerError as exc:
+        print(f"{path.name} [{target}]: FAIL: {exc}")
+        return False
+    print(f"{path.name} [{target}]: {report.summary()}")
     for failure in report.failures():
         print(f"  {failure}")
-    return report
+    return report.passed
+
+
+def _quantize(path: Path, calib: Path, class_names: Sequence[str], args: argparse.Namespace) -> Path:
+    """INT8 next to ``path``, written only when it loses at most ``--max-int8-loss`` points on held-out images."""
+    candidates, held = held_out_split([item.path for item in collect_images([calib])], class_names,
+                                      args.holdout_count)
+    q_path = path.with_suffix(".int8.onnx")
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as tmp:
+        trial, used = quantize_int8(path, Path(tmp) / q_path.name, sample_paths(candidates, args.calibration_count),
+                                    method=args.calibration_method)
+        loss = accuracy_loss(path, trial, held, threads=args.threads)
+        print(f"INT8 ({args.calibration_method}, {used} calibration images from {calib}) on {loss.num_images} "
+              f"held-out images: top-1 fp32 {loss.fp32_acc:.2%}, int8 {loss.int8_acc:.2%}, loss "
+              f"{loss.points:.2f} points (limit {args.max_int8_loss:g}; one image is {100 / loss.num_images:.2g})")
+        if loss.points > args.max_int8_loss:
+            raise ExportError(f"refusing to write {q_path.name}: INT8 loses {loss.points:.2f} points of top-1 "
+                              f"accuracy on {loss.num_images} held-out images (> --max-int8-loss "
+                              f"{args.max_int8_loss:g}); try --calibration-method percentile or entropy, a larger "
+                              f"--calibration-count, or serve the fp32 model")
+        os.replace(trial, q_path)
+    print(f"wrote {q_path} ({_size(q_path)}, INT8 QDQ per-channel)")
+    return q_path
 
 
 def export_checkpoint(args: argparse.Namespace) -> int:
@@ -141,6 +195,11 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         raise UsageError(f"--parity-batch-sizes {args.parity_batch_sizes} include the export batch "
                          f"{config.export_batch}; parity must use other batch sizes")
     out = args.out or args.checkpoint.with_suffix(".onnx")
+    targets = list(dict.fromkeys([*args.target, *(["web"] if args.web else [])]))
+    if "opencv" in targets:  # runtimes checked before exporting, like the calibration images below
+        log.info("OpenCV %s", opencv_version())
+    if "web" in targets:
+        log.info("onnxruntime-web from %s", ort_web_package())
     calib = None
     if args.quantize == "int8":  # decided before exporting: a refusal must not cost an export
         calib = image_source(args.calibration_images, args.data_dir, "train",
@@ -163,22 +222,22 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         inputs, source = random_inputs(args.parity_count, prep), "random"
     outputs = [(path, fp32_tol)]
     if calib is not None:
-        files = sample_paths([item.path for item in collect_images([calib])], args.calibration_count)
-        q_path, used = quantize_int8(path, path.with_suffix(".int8.onnx"), files, method=args.calibration_method)
-        print(f"wrote {q_path} ({_size(q_path)}, INT8 QDQ per-channel, calibrated on {used} "
-              f"images from {calib})")
-        outputs.append((q_path, TOLERANCES["int8"]))
+        outputs.append((_quantize(path, calib, class_names, args), TOLERANCES["int8"]))
     if args.fp16:
         h_path = convert_fp16(path, path.with_suffix(".fp16.onnx"))
         print(f"wrote {h_path} ({_size(h_path)}, fp16 weights, fp32 input/output)")
         outputs.append((h_path, TOLERANCES["fp16"]))
 
-    reports = [_parity(model, p, inputs, source, args, tol, config.export_batch) for p, tol in outputs]
-    failed = [p for (p, _), r in zip(outputs, reports) if not r.passed]
+    failed = [f"{p.name} [{t}]" for p, tol in outputs for t in targets
+              if not _parity(model, p, t, inputs, source, args, tol, config.export_batch)]
     if failed:
-        print(f"error: parity beyond tolerance for {', '.join(p.name for p in failed)} (files kept for "
+        print(f"error: parity beyond tolerance or not runnable: {', '.join(failed)} (files kept for "
               f"inspection)", file=sys.stderr)
         return PARITY_FAILED
+    if args.web:
+        page = write_web_page(path, args.web, ort_web_package())
+        print(f"wrote {page} (offline page, onnxruntime-web; serve it: python -m http.server -d {args.web} "
+              f"-b 127.0.0.1)")
     if args.infer_on:
         for p, _ in outputs:
             print(f"--- inference with {p.name} on {', '.join(map(str, args.infer_on))}")

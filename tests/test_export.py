@@ -120,7 +120,7 @@ def test_tiny_cnn_export_has_dynamic_batch_metadata_and_matches_torch(tiny):
     assert meta.class_names == CLASSES, f"class names did not round-trip: {meta.class_names}"
     assert meta.preprocessing == PREP, f"preprocessing did not round-trip: {meta.preprocessing}"
     assert meta.model_desc == tiny.model_desc, "model description did not round-trip"
-    assert (meta.opset, meta.export_batch, meta.precision) == (18, 2, "fp32"), f"export fields: {meta}"
+    assert (meta.opset, meta.export_batch, meta.precision) == (20, 2, "fp32"), f"export fields: {meta}"
     assert meta.torch_version == torch.__version__ and meta.onnx_version == onnx.__version__
 
     session, _ = create_session(tiny.onnx_path, "cpu", intra_op_threads=1)

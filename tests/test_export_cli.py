@@ -37,6 +37,9 @@ def test_export_quantize_fp16_parity_and_infer_in_one_command(tiny, tmp_path, ca
     meta = read_metadata(out)
     assert meta.source_name == "best.pt" and re.fullmatch(r"[0-9a-f]{64}", meta.source_sha256), meta
     assert read_metadata(tmp_path / "model.int8.onnx").precision == "int8"
+    loss = re.search(r"on (\d+) held-out images: top-1 fp32 ([\d.]+)%, int8 ([\d.]+)%, loss (-?[\d.]+) points", text)
+    assert loss and int(loss[1]) == 96 // 3, f"no INT8 accuracy-loss line on a third of the 96 train images:\n{text}"
+    assert float(loss[4]) <= 0.5 and float(loss[2]) >= 90, f"INT8 loses too much on the tiny model: {loss[0]}"
     parity = [line for line in text.splitlines() if "parity on" in line]
     assert len(parity) == 3 and all(line.endswith("PASS") for line in parity), "\n".join(parity)
     assert "32 images at batch sizes [1, 3, 8]" in parity[0], parity[0]
@@ -68,6 +71,18 @@ def test_parity_beyond_tolerance_exits_3_and_prints_the_numbers(tiny, tmp_path, 
     assert code == to_onnx.PARITY_FAILED, f"exit code {code}, expected {to_onnx.PARITY_FAILED}\n{captured.out}"
     assert re.search(r"max \|logit difference\| 0\.001 > tolerance", captured.out), captured.out
     assert "FAIL" in captured.out and "parity beyond tolerance" in captured.err, captured.err
+
+
+def test_int8_beyond_the_accuracy_loss_limit_is_refused_and_not_written(tiny, tmp_path, capsys):
+    """A limit of -100 points is one no model meets: the refusal path, deterministically."""
+    code = to_onnx.main(["--checkpoint", str(tiny.checkpoint), "--out", str(tmp_path / "m.onnx"), "--data-dir",
+                         str(tiny.data_dir), "--quantize", "int8", "--max-int8-loss", "-100", "--exporter",
+                         "torchscript"])
+    captured = capsys.readouterr()
+    assert code == 1, f"exit {code}, expected 1 (INT8 refused)\n{captured.out}"
+    assert "refusing to write m.int8.onnx: INT8 loses" in captured.err and "--max-int8-loss -100" in captured.err, (
+        captured.err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"], "only the fp32 model may be left behind"
 
 
 def test_checkpoint_that_is_not_ours_is_a_clear_error(tmp_path, capsys):

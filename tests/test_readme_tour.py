@@ -45,7 +45,7 @@ def test_the_tour_names_the_steps_in_order():
     scripts = [shlex.split(c)[1] for c in tour_commands()]
     assert scripts == ["experiments/prepare_data.py", "experiments/partA_count.py", "experiments/partA_train.py",
                        "experiments/partA_sweep.py", "experiments/partA_evaluate.py", "experiments/partB_finetune.py",
-                       "export/to_onnx.py", "export/infer.py", "experiments/benchmark.py"], scripts
+                       "export/to_onnx.py", "export/infer.py", "export/to_onnx.py", "experiments/benchmark.py"], scripts
 
 
 @pytest.mark.slow
@@ -75,5 +75,6 @@ def test_readme_tour_runs_as_written(tmp_path):
     assert (clone / "runs/partB-mobilenet_v2-compare/comparison.csv").read_text().count("partA:") == 1, \
         "the Part B comparison includes the sweep's best trial"
     assert (clone / "model.onnx").is_file() and (clone / "model.int8.onnx").is_file()
+    assert (clone / "runs/partA-demo/web/index.html").is_file(), "the browser page's folder"
     photos = [p for p in (SHARED / "photos").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
     assert sum(p.name in outputs["export/infer.py"] for p in photos) == len(photos), outputs["export/infer.py"]

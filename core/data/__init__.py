@@ -6,7 +6,7 @@ from core.data.augment_policies import AUGMENT_POLICIES
 from core.data.batched_augment import BatchAugment, BatchTransform, augment_batch, pack_params, sample_params
 from core.data.batching import AUGMENT_DEVICES, PIPELINES, choose_num_workers
 from core.data.checks import check_dataset, format_report
-from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
+from core.data.decode_cache import cache_root, cache_stats, decode_images, reset_cache_stats
 from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
 from core.data.device_batches import DeviceBatches, release_resident, resident_bytes
 from core.data.download import (
@@ -39,6 +39,7 @@ __all__ = [
     "AUGMENT_DEVICES",
     "BatchAugment",
     "BatchTransform",
+    "cache_root",
     "DeviceBatches",
     "PIPELINES",
     "augment_batch",
