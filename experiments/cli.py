@@ -24,9 +24,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["DEBUG_ENV", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "UsageError", "classify",
-           "configure_logging", "run_script"]
+from core.runfiles import read_yaml, writable_path
+
+__all__ = ["DEBUG_ENV", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "RUN_WRITERS", "UsageError",
+           "check_run_folder", "classify", "configure_logging", "output_file", "run_script"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "INAT_CNN_DEBUG"
@@ -57,6 +61,38 @@ USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (
     IsADirectoryError,
     ValueError,  # a bad value: our code raises it with the value and the valid set
 )
+
+
+RUN_WRITERS = {"partA_train.py": "spec", "partB_finetune.py": "arch"}  # script -> a key only its config.yaml has
+
+
+def check_run_folder(run_dir: Path, script: str, resume: bool) -> dict[str, Any] | None:
+    """Before a script writes ``run_dir``: its ``config.yaml`` (None when there is none), refused (exit 2, nothing
+    written) when another script wrote it or it is damaged, and a folder holding a run refused without --resume."""
+    if not resume and (run_dir / "last.pt").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --name")
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return None
+    doc = read_yaml(saved)
+    writer = next((name for name, key in RUN_WRITERS.items() if isinstance(doc, dict) and key in doc), None)
+    if writer is None:
+        raise ValueError(f"{saved} is not a run's config.yaml (expected the mapping experiments/{script} writes, "
+                         f"with a {RUN_WRITERS[script]!r} key); restore it, or choose another --name")
+    if writer != script:
+        raise ValueError(f"{run_dir} is a run folder of experiments/{writer}, not of {script}; continue it with "
+                         f"experiments/{writer}, or choose another --name")
+    return doc
+
+
+def output_file(text: str) -> Path:
+    """argparse ``type`` of an output file flag: refused up front (exit 2) when the path exists and is a directory,
+    FIFO, socket or device; a symlink is written through."""
+    try:
+        writable_path(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return Path(text)
 
 
 def _matches(exc: BaseException, kind: type[BaseException] | str) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.train import load_checkpoint
-from experiments.cli import UsageError, run_script
+from experiments.cli import UsageError, output_file, run_script
 from export.infer import add_inference_args, configure_logging, run_inference
 from export.onnx_export import (
     DEFAULT_OPSET,
@@ -49,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a best.pt / last.pt of ours")
-    parser.add_argument("--out", type=Path, default=None, help="output .onnx (default: the checkpoint's path "
+    parser.add_argument("--out", type=output_file, default=None, help="output .onnx (default: the checkpoint's path "
                                                                "with .onnx)")
     exp = parser.add_argument_group("export")
     exp.add_argument("--opset", type=int, default=DEFAULT_OPSET,

@@ -68,8 +68,12 @@ class EvalConfig:
 def _grid(out_dir: Path, model, test_ds, preds, class_names: list[str], cfg: EvalConfig, device) -> dict[str, Any]:
     """10x3 prediction grid (+ Grad-CAM on the same images when the model supports it)."""
     labels = [label for _, label in test_ds.samples]  # the contract: .samples is [(path, label)]
-    sel = select_per_class(labels, len(class_names), cfg.per_class, cfg.seed)
-    notes = [f"{class_names[c]} has only {n} test image{'s' * (n != 1)} (fewer than {cfg.per_class})"
+    per_class = min(cfg.per_class, max(labels.count(c) for c in range(len(class_names))))
+    if per_class < cfg.per_class:  # no 100000-row grid for classes of 4 images
+        log.warning("--per-class %d: the largest class has %d test images, so the grid shows %d per class",
+                    cfg.per_class, per_class, per_class)
+    sel = select_per_class(labels, len(class_names), per_class, cfg.seed)
+    notes = [f"{class_names[c]} has only {n} test image{'s' * (n != 1)} (fewer than {per_class})"
              for c, n in sel.shortfalls.items()]
     for note in notes:
         log.warning("prediction grid: %s", note)
@@ -80,9 +84,9 @@ def _grid(out_dir: Path, model, test_ds, preds, class_names: list[str], cfg: Eva
             cells.append(plots.GridCell(test_ds.uint8(i), c, p, conf, row=c, col=col))
             rows.append({"index": i, "path": str(test_ds.samples[i][0]), "true": class_names[c],
                          "pred": class_names[p], "confidence": conf, "correct": c == p})
-    plots.plot_prediction_grid(cells, class_names, out_dir / "predictions_grid.png", per_class=cfg.per_class,
+    plots.plot_prediction_grid(cells, class_names, out_dir / "predictions_grid.png", per_class=per_class,
                                notes=notes)
-    write_json(out_dir / "predictions_grid.json", {"seed": cfg.seed, "per_class": cfg.per_class, "notes": notes,
+    write_json(out_dir / "predictions_grid.json", {"seed": cfg.seed, "per_class": per_class, "notes": notes,
                                                    "cells": rows})
     try:
         layer = explain.conv5(model)
@@ -91,7 +95,7 @@ def _grid(out_dir: Path, model, test_ds, preds, class_names: list[str], cfg: Eva
         return {"rows": rows, "notes": notes}
     images = torch.stack([test_ds[r["index"]][0] for r in rows]).to(device)
     cams = grad_cam(model, images, [int(preds.preds[r["index"]]) for r in rows], layer)
-    plots.plot_gradcam_grid(cells, cams, class_names, out_dir / "gradcam.png", per_class=cfg.per_class, notes=notes)
+    plots.plot_gradcam_grid(cells, cams, class_names, out_dir / "gradcam.png", per_class=per_class, notes=notes)
     return {"rows": rows, "notes": notes}
 
 

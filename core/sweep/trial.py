@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.runfiles import mask_secrets, to_plain, write_json
+from core.runfiles import mask_secrets, own_run_folder, to_plain, write_json
 from core.train import EPOCH_METRICS, RUN_METRICS, RunResult, StopRequest
 
 logger = logging.getLogger(__name__)
@@ -80,32 +80,33 @@ def metric_value(result: RunResult, metric: str) -> float:
 
 def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[str, Any] | None = None) -> RunResult:
     """Run ``trial_fn`` with the shared bookkeeping: folder, ``trial.json`` (RUNNING → COMPLETE/PRUNED/FAIL)."""
-    request.run_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"number": request.number, "state": "RUNNING", "values": dict(request.values),
-                              "flat": dict(request.flat), "started_at": utc_now(), "ended_at": None,
-                              "resume": request.resume, **(dict(extra) if extra else {})}
-    write_json(request.run_dir / TRIAL_FILE, record)
-    history: list[dict[str, float]] = []
-
-    def report(epoch: int, metrics: Mapping[str, float]) -> bool:
-        history.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
-        return request.report(epoch, metrics)
-
-    t0 = time.perf_counter()
-    try:
-        result = trial_fn(replace(request, report=report))
-    except BaseException as exc:
-        record.update(state="FAIL", ended_at=utc_now(), error=mask_secrets(f"{type(exc).__name__}: {exc}"),
-                      history=history)
+    # the trial's process owns its folder; a resumed trial's old owner was declared gone by the sweep's storage
+    with own_run_folder(request.run_dir, take_over_other_hosts=request.resume):
+        record: dict[str, Any] = {"number": request.number, "state": "RUNNING", "values": dict(request.values),
+                                  "flat": dict(request.flat), "started_at": utc_now(), "ended_at": None,
+                                  "resume": request.resume, **(dict(extra) if extra else {})}
         write_json(request.run_dir / TRIAL_FILE, record)
-        raise
-    if not result.history and history:
-        result = replace(result, history=tuple(history))
-    state = "PRUNED" if result.pruned else "COMPLETE"
-    record.update(state=state, ended_at=utc_now(), seconds=round(time.perf_counter() - t0, 3),
-                  result=result.to_dict())
-    write_json(request.run_dir / TRIAL_FILE, record)
-    return result
+        history: list[dict[str, float]] = []
+
+        def report(epoch: int, metrics: Mapping[str, float]) -> bool:
+            history.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
+            return request.report(epoch, metrics)
+
+        t0 = time.perf_counter()
+        try:
+            result = trial_fn(replace(request, report=report))
+        except BaseException as exc:
+            record.update(state="FAIL", ended_at=utc_now(), error=mask_secrets(f"{type(exc).__name__}: {exc}"),
+                          history=history)
+            write_json(request.run_dir / TRIAL_FILE, record)
+            raise
+        if not result.history and history:
+            result = replace(result, history=tuple(history))
+        state = "PRUNED" if result.pruned else "COMPLETE"
+        record.update(state=state, ended_at=utc_now(), seconds=round(time.perf_counter() - t0, 3),
+                      result=result.to_dict())
+        write_json(request.run_dir / TRIAL_FILE, record)
+        return result
 
 
 __all__ = ["EPOCH_METRICS", "FINAL_METRICS", "SELECTION_FORBIDDEN", "TRIAL_FILE", "TrialFn", "TrialRequest",
