@@ -123,8 +123,8 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
+        text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}  # file names: their bytes
+        with os.fdopen(fd, mode, **text) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import traceback
@@ -93,6 +94,28 @@ def output_file(text: str) -> Path:
     except (OSError, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return Path(text)
+
+
+def _in_range(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)  # a ValueError here is argparse's own "invalid int value"
+        if (kind is int and not -2**63 <= value < 2**63) or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: expected "
+                                             f"{'a 64-bit integer' if kind is int else 'a finite number'}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def range_check_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every ``type=int`` / ``type=float`` flag of ``parser`` (and its sub-commands) refuses values no code can use
+    (an int past 64 bits: torch's "Overflow when unpacking long long"; nan and inf) with argparse's exit 2."""
+    for action in parser._actions:
+        if action.type in (int, float):
+            action.type = _in_range(action.type)
+        for sub in (action.choices or {}).values() if isinstance(action, argparse._SubParsersAction) else ():
+            range_check_numbers(sub)
 
 
 def _matches(exc: BaseException, kind: type[BaseException] | str) -> bool:
@@ -174,6 +197,7 @@ def run_script(prog: str, parser: argparse.ArgumentParser, body: Callable[[argpa
     usual. ``on_interrupt(args)`` gives the line printed on Ctrl-C (e.g. the resume command).
     """
     add_debug_flag(parser)
+    range_check_numbers(parser)
     args = parser.parse_args(argv)
     try:
         code = body(args)

@@ -226,3 +226,24 @@ def test_writes_follow_symlinks_and_refuse_special_files(tmp_path):
             append_jsonl(path, {"a": 1})  # appending to a FIFO would block forever
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and sorted(p.name for p in tmp_path.iterdir()) == \
         ["fifo", "link.txt", "real.txt"], "no temp file or replacement left behind"
+
+
+def test_any_byte_name_trains_and_every_unused_entry_is_listed_in_skipped_txt(tmp_path, monkeypatch):
+    from core.data import DataConfig, make_loaders
+
+    monkeypatch.setenv("INAT_CNN_CACHE", str(tmp_path / "cache"))
+    root = make_tiny_imagefolder(tmp_path / "data", train_per_class=4, test_per_class=2)
+    aves = root / "train" / "Aves"
+    latin1 = os.path.join(os.fsencode(aves), b"caf\xe9.jpg")  # 'café.jpg' written by a Latin-1 system
+    os.rename(next(aves.glob("*.jpg")), latin1)
+    (aves / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(aves / "pipe.jpg")
+    (aves / "linked").symlink_to(root / "val" / "Aves", target_is_directory=True)
+    loaders = make_loaders(DataConfig(data_dir=root, image_size=16, batch_size=4, device="cpu"))
+    used = [str(p) for p, _ in loaders.train.dataset.samples + loaders.val.dataset.samples]
+    assert os.fsdecode(latin1) in used, "a file name in another byte encoding must train like any other"
+    loaders.write_split(tmp_path / "run")
+    skipped = (tmp_path / "run" / "skipped.txt").read_text(encoding="utf-8", errors="surrogateescape")
+    for line in ("train/Aves/dangling.jpg\tbroken symlink", "train/Aves/pipe.jpg\tnot a regular file",
+                 "train/Aves/linked\tsymlinked folder"):
+        assert line in skipped, f"{line!r} must be listed in skipped.txt:\n{skipped}"
