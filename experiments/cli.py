@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.runfiles import read_yaml, writable_path
+from core.runfiles import mask_secrets, read_yaml, writable_path
 
 __all__ = ["DEBUG_ENV", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "RUN_WRITERS", "UsageError",
            "check_run_folder", "classify", "configure_logging", "output_file", "run_script"]
@@ -198,6 +198,8 @@ def run_script(prog: str, parser: argparse.ArgumentParser, body: Callable[[argpa
     """
     add_debug_flag(parser)
     range_check_numbers(parser)
+    error = parser.error  # argparse quotes the bad argument: a URL password in it is masked first
+    parser.error = lambda message: error(mask_secrets(message))  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     try:
         code = body(args)

@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 from core.explain import GUIDED_MODES, EvalConfig, evaluate_checkpoint, log_evaluation
-from core.runfiles import own_run_folder
 from core.train import TRACKING_MODES
 from experiments.cli import configure_logging, run_script
 
@@ -60,9 +59,8 @@ def evaluate(args: argparse.Namespace) -> int:
                      per_class=args.per_class, neurons=args.neurons, guided_mode=args.guided_mode,
                      wandb_mode=args.wandb_mode, device=args.device, batch_size=args.batch_size,
                      max_per_class=args.max_per_class, tta=args.tta)
-    with own_run_folder(cfg.out_dir):  # one evaluation writes a folder at a time
-        summary = evaluate_checkpoint(cfg)
-        log_evaluation(cfg, summary)
+    summary = evaluate_checkpoint(cfg)
+    log_evaluation(cfg, summary)
     m = summary["metrics"]
     print(f"test accuracy {m.accuracy:.2%} ({m.n_correct}/{m.n}); outputs in {summary['out_dir']}; "
           f"open {summary['page']}")

@@ -50,8 +50,10 @@ def _run(tmp: Path, script: str, *argv: str) -> subprocess.CompletedProcess:
 
 
 def _checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` but the decode cache (which a refused run may fill: not a run's file)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()
+            and p.relative_to(folder).parts[0] != "cache"}
 
 
 def _dead_pid() -> int:
@@ -123,8 +125,9 @@ REFUSALS = [
             r"fifo is not a regular file \(a FIFO\)", r"pass the path of a regular file", prepare="fifo"),
     Refusal("infer-out-is-a-directory", IN, ("{tmp}/model.onnx", "{data}/val", "--out", "{runs}/r"),
             r"runs/r is a directory, not a file", r"pass a file path"),
-    Refusal("evaluate-while-its-folder-is-busy", PE, ("--checkpoint", "{runs}/r/best.pt", "--out-dir", "{runs}/r",
-                                                      "--wandb-mode", "disabled", "--device", "cpu"),
+    Refusal("evaluate-while-its-folder-is-busy", PE, ("--checkpoint", "{runs}/r/best.pt", "--data-dir", "{data}",
+                                                      "--out-dir", "{runs}/r", "--wandb-mode", "disabled",
+                                                      "--device", "cpu"),
             r"runs/r is in use by pid \d+", r"wait for it to finish", prepare="busy"),
 ]
 

@@ -104,6 +104,9 @@ CASES: list[Case] = [
                                        "--image-size", "100000"), 2,
          r"15 images at 100000x100000 px need [\d,.]+ GB of decoded pixels, but the decode cache \S+ has [\d,.]+ GB "
          r"free and this machine [\d,.]+ GB of RAM", r"lower --image-size or --max-per-class"),
+    Case("train-storage-flag-masked", PT, ("--storage", "postgresql://me:hunter2@db:5432/x"), 2,
+         r"unrecognized arguments: --storage postgresql://me:\*\*\*@db:5432/x", r"usage: partA_train\.py",
+         never=("hunter2",)),
     Case("train-cuda-without-gpu", PT, ("--device", "cuda", "--out-dir", "{runs}"), 2,
          r"device 'cuda' requested but CUDA is not available", r"use --device cpu or auto", needs_no_cuda=True),
     # ---- partA_sweep
@@ -119,6 +122,10 @@ CASES: list[Case] = [
     Case("sweep-config-duplicate-key", PS, ("--config", "{duplicate_key_yaml}", "--out-dir", "{runs}"), 2,
          r"duplicate-key\.yaml is not valid YAML \(found duplicate key 'method' \(first on line 1\).*line 5",
          r"fix the line it points at"),
+    Case("sweep-storage-password-with-at", PS, ("--storage", "postgresql://me:p@ss:w0rd@db:5432/x",
+                                                "--out-dir", "{runs}"), 2,
+         r"--storage 'postgresql://me:\*\*\*@db:5432/x' is not a database URL",
+         r"a '@', ':' or '/' in the password must be written %40, %3A, %2F", never=("w0rd", "p@ss")),
     Case("sweep-config-unknown-program", PS, ("--config", "{bad_program_yaml}", "--out-dir", "{runs}"), 2,
          r"program 'train_something\.py' has no trial function", r"expected one of \['partA_train\.py'"),
     Case("sweep-data-dir-missing", PS, ("--data-dir", "{tmp}/nowhere", "--out-dir", "{runs}"), 2,
@@ -126,6 +133,8 @@ CASES: list[Case] = [
     # ---- partA_evaluate: bad checkpoints (same table as to_onnx below), wrong data
     *[Case(f"evaluate-checkpoint-{kind}", PE, ("--checkpoint", f"{{ckpt_{kind}}}", "--wandb-mode", "disabled"), 2,
            what, fix, never=NEVER_UNSAFE) for kind, (what, fix) in BAD_CHECKPOINTS.items()],
+    Case("evaluate-checkpoint-directory", PE, ("--checkpoint", "{no_images}", "--wandb-mode", "disabled"), 2,
+         r"no_images is a directory, not a file", r"pass a best\.pt / last\.pt written by"),
     Case("evaluate-other-classes", PE, ("--checkpoint", "{ckpt}", "--data-dir", "{other_classes}",
                                         "--wandb-mode", "disabled", "--device", "cpu"), 2,
          r"trained on classes \['Amphibia', 'Aves', 'Fungi'\]", r"pass the --data-dir the model was trained on"),
@@ -146,6 +155,13 @@ CASES: list[Case] = [
     Case("partB-weights-file-missing", PB, ("--arch", "mobilenet_v2", "--weights-file", "{tmp}/none.pth",
                                             "--data-dir", "{data}", "--out-dir", "{runs}", "--device", "cpu"), 2,
          r"weights file not found: \S+none\.pth", r"check the path, or drop --weights-file"),
+    *[Case(f"partB-weights-file-{kind}", PB, ("--arch", "mobilenet_v2", "--weights-file", f"{{{file}}}",
+                                              "--data-dir", "{data}", "--out-dir", "{runs}", "--device", "cpu"), 2,
+           what, r"pass a state_dict of torchvision mobilenet_v2 \(torch\.save\(model\.state_dict\(\), path\)\)",
+           never=NEVER_UNSAFE) for kind, file, what in (
+        ("onnx", "garbage_onnx", r"garbage\.onnx is not a torch checkpoint file \(it starts with b'<htm'"),
+        ("pickle", "ckpt_malicious", r"evil\.pt holds pickled Python objects that could run code"),
+        ("directory", "no_images", r"no_images is a directory, not a file"))],
     Case("partB-k-too-large", PB, ("--arch", "resnet18", "--weights", "none", "--strategy", "top-k", "--k", "9",
                                    "--data-dir", "{data}", "--out-dir", "{runs}", "--device", "cpu"), 2,
          r"k=9 but resnet has only 5 blocks", r"use a smaller k or --strategy full"),
@@ -177,6 +193,8 @@ CASES: list[Case] = [
     # ---- to_onnx: the same bad checkpoints, bad flags
     *[Case(f"export-checkpoint-{kind}", TO, ("--checkpoint", f"{{ckpt_{kind}}}", "--out", "{tmp}/x.onnx"), 2,
            what, fix, never=NEVER_UNSAFE) for kind, (what, fix) in BAD_CHECKPOINTS.items()],
+    Case("export-checkpoint-directory", TO, ("--checkpoint", "{no_images}", "--out", "{tmp}/d.onnx"), 2,
+         r"no_images is a directory, not a file", r"pass a best\.pt / last\.pt written by"),
     Case("export-parity-batch-is-export-batch", TO, ("--checkpoint", "{ckpt}", "--parity-batch-sizes", "1", "2"), 2,
          r"--parity-batch-sizes \[1, 2\] include the export batch 2", r"parity must use other batch sizes"),
     Case("export-int8-without-images", TO, ("--checkpoint", "{ckpt}", "--quantize", "int8",
@@ -191,6 +209,10 @@ CASES: list[Case] = [
          r"tiny\.pt is a PyTorch checkpoint, not an ONNX model", r"export it first with python export/to_onnx\.py"),
     Case("infer-model-missing", IN, ("{tmp}/missing.onnx", "{data}/val"), 2,
          r"ONNX model not found: \S+missing\.onnx", r"export one with export/to_onnx\.py"),
+    Case("infer-model-is-a-directory", IN, ("{no_images}", "{data}/val"), 2,
+         r"no_images is a directory, not an ONNX model", r"pass the \.onnx file inside it"),
+    Case("infer-image-is-a-fifo", IN, ("{onnx}", "{fifo}"), 2,
+         r"pipe\.jpg is not a regular file or folder \(a FIFO, socket or device\)", r"pass image files"),
     Case("infer-model-garbage", IN, ("{garbage_onnx}", "{data}/val"), 2,
          r"garbage\.onnx is not an ONNX model onnxruntime can load", r"pass an \.onnx file written by"),
     Case("infer-image-missing", IN, ("{onnx}", "{tmp}/nope.jpg"), 2,
@@ -315,6 +337,8 @@ def build_world(tmp: Path) -> dict[str, str]:
     w["only_broken"] = tmp / "only_broken"
     (tmp / "only_broken").mkdir()
     (tmp / "only_broken" / "x.jpg").write_bytes(b"nope")
+    w["fifo"] = tmp / "pipe.jpg"
+    os.mkfifo(w["fifo"])
     w["flat_images"] = tmp / "flat_images"
     (tmp / "flat_images").mkdir()
     shutil.copy(next((tmp / "data" / "val" / "Aves").glob("*.jpg")), tmp / "flat_images" / "a.jpg")

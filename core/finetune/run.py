@@ -123,20 +123,20 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
-    with own_run_folder(run_dir):  # a second process on this folder is refused before any write
-        device = resolve_device(cfg.train.device)
-        prep = cfg.preprocessing()
-        seed_everything(cfg.train.seed)  # random init (weights none) and the new head; fit re-seeds the rest
-        model = build_backbone(cfg.arch, None, weights=cfg.weights, weights_file=cfg.weights_file)
-        layout = layout_of(model)
-        strategy = cfg.make_strategy()
-        strategy.validate(layout)  # e.g. k larger than the block count: fail before decoding data
-        data_cfg = dataclasses.replace(cfg.data, image_size=prep.image_size, resize_size=prep.resize_size,
-                                       normalization="imagenet", device=str(device))
-        loaders = make_loaders(data_cfg, preprocessing=prep)
-        num_classes = len(loaders.class_names)
-        replace_head(model, layout, num_classes)
-        model_desc = {"kind": "backbone", "arch": cfg.arch, "num_classes": num_classes}
+    device = resolve_device(cfg.train.device)
+    prep = cfg.preprocessing()
+    seed_everything(cfg.train.seed)  # random init (weights none) and the new head; fit re-seeds the rest
+    model = build_backbone(cfg.arch, None, weights=cfg.weights, weights_file=cfg.weights_file)
+    layout = layout_of(model)
+    strategy = cfg.make_strategy()
+    strategy.validate(layout)  # e.g. k larger than the block count: fail before decoding data
+    data_cfg = dataclasses.replace(cfg.data, image_size=prep.image_size, resize_size=prep.resize_size,
+                                   normalization="imagenet", device=str(device))
+    loaders = make_loaders(data_cfg, preprocessing=prep)
+    num_classes = len(loaders.class_names)
+    replace_head(model, layout, num_classes)
+    model_desc = {"kind": "backbone", "arch": cfg.arch, "num_classes": num_classes}
+    with own_run_folder(run_dir):  # inputs checked above; a second process here is refused before any write
         if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml and split.json are overwritten
             check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
         loaders.write_split(run_dir)

@@ -85,14 +85,14 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
               evaluate_test: bool = True, stop: StopRequest | None = None) -> RunResult:
     """Train and evaluate one Part A configuration into ``run_dir`` (see the module docstring)."""
     run_dir = Path(run_dir)
-    with own_run_folder(run_dir):  # a second process on this folder is refused before any write
-        device = resolve_device(cfg.train.device)
-        seed_everything(cfg.train.seed)  # the weight init; fit re-seeds (or restores) the rest
-        loaders = make_loaders(replace(cfg.data, device=str(device)))
-        spec = cfg.spec(num_classes=len(loaders.class_names), image_size=loaders.preprocessing.image_size)
-        model = build_cnn(spec)
-        params, flops = count_params(spec), count_flops(spec)
-        model_desc = {"kind": "cnn", "spec": spec.to_dict()}
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)  # the weight init; fit re-seeds (or restores) the rest
+    loaders = make_loaders(replace(cfg.data, device=str(device)))
+    spec = cfg.spec(num_classes=len(loaders.class_names), image_size=loaders.preprocessing.image_size)
+    model = build_cnn(spec)
+    params, flops = count_params(spec), count_flops(spec)
+    model_desc = {"kind": "cnn", "spec": spec.to_dict()}
+    with own_run_folder(run_dir):  # inputs checked above; a second process here is refused before any write
         if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml is overwritten
             check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
         resolved = _resolved_config(cfg, spec, loaders, params, flops)
