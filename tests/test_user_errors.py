@@ -55,6 +55,10 @@ BAD_CHECKPOINTS = {  # the same bad file must give the same exit code from every
     "bare": (r"bare\.pt is a bare state dict .* no script can rebuild its model", r"pass a best\.pt / last\.pt"),
     "malicious": (r"evil\.pt holds pickled Python objects that could run code.*references posix\.system",
                   r"pass a best\.pt / last\.pt written by this project's training scripts"),
+    "size": (r"size\.pt is inconsistent: its model takes 32 px images but its preprocessing says 64 px",
+             r"pass a best\.pt / last\.pt"),
+    "classes": (r"classes\.pt is inconsistent: its model has 3 outputs but it lists 2 class names",
+                r"pass a best\.pt / last\.pt"),
 }
 NEVER_UNSAFE = ("weights_only=False", "will likely succeed", "safe_globals", "PWNED")
 
@@ -73,6 +77,13 @@ CASES: list[Case] = [
          r"class folders without image files .*\['Fungi'\]", r"remove or fill them"),
     Case("train-class-all-corrupt", PT, ("--data-dir", "{corrupt_class}", "--out-dir", "{runs}", *TINY_TRAIN), 2,
          r"no decodable training images left for classes \['Fungi'\]", r"replace the unreadable files"),
+    Case("train-one-class", PT, ("--data-dir", "{one_class}", "--out-dir", "{runs}", *TINY_TRAIN), 2,
+         r"one_class/train has only 1 class folder \['Aves'\]: a classifier needs at least 2 classes",
+         r"add class folders"),
+    Case("train-max-per-class-one", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "cap1",
+                                         "--max-per-class", "1", *TINY_TRAIN), 2,
+         r"the validation split is empty: 3 training images \(max_per_class 1\) leave none at val_fraction 0\.2",
+         r"raise --max-per-class to 2 or more \(or --val-fraction\), or add images"),
     Case("train-one-image-class-warns", PT, ("--data-dir", "{one_image}", "--out-dir", "{runs}", "--name", "one",
                                              *TINY_TRAIN), 0,
          r"class 'Fungi' \(label 2\) has a single training image", r"add images to \S+Fungi"),
@@ -177,6 +188,9 @@ CASES: list[Case] = [
     Case("prepare-check-class-all-corrupt", PD, ("--check", "--data-dir", "{corrupt_class}"), 2,
          r"not usable for training: no decodable images in train/ for classes \['Fungi'\]",
          r"add decodable images to those classes"),
+    Case("prepare-check-one-class", PD, ("--check", "--data-dir", "{one_class}"), 2,
+         r"one_class/train has only 1 class folder \['Aves'\]: a classifier needs at least 2 classes",
+         r"add class folders"),
     Case("prepare-check-one-image-warns", PD, ("--check", "--data-dir", "{one_image}"), 0,
          r"WARNING: classes \['Fungi'\] have a single decodable training image", r"add images to them"),
     Case("prepare-download-no-network", PD, ("--download", "--data-dir", "{tmp}/dl3", "--timeout", "3"), 1,
@@ -287,6 +301,7 @@ def build_world(tmp: Path) -> dict[str, str]:
     w["one_image"] = _dataset(tmp / "one_image")
     for f in sorted((tmp / "one_image" / "train" / "Fungi").iterdir())[1:]:
         f.unlink()
+    w["one_class"] = make_tiny_imagefolder(tmp / "one_class", classes=("Aves",), train_per_class=4, test_per_class=2)
     w["other_classes"] = make_tiny_imagefolder(tmp / "other", classes=("Insecta", "Mammalia"), train_per_class=3,
                                                test_per_class=2)
     (tmp / "runs" / "taken").mkdir(parents=True)
@@ -311,6 +326,10 @@ def build_world(tmp: Path) -> dict[str, str]:
                                           "std": (0.25,) * 3}, train_config={}, metrics={}, epoch=1)
     w["ckpt"] = tmp / "tiny.pt"
     save_checkpoint(w["ckpt"], payload)
+    for kind, change in (("size", {"preprocessing": {**payload["preprocessing"], "image_size": 64}}),
+                         ("classes", {"class_names": ["Amphibia", "Aves"]})):
+        w[f"ckpt_{kind}"] = tmp / f"{kind}.pt"
+        save_checkpoint(w[f"ckpt_{kind}"], {**payload, **change})
     w["ckpt_missing"] = tmp / "missing.pt"
     w["ckpt_text"] = tmp / "notes.pt"
     Path(w["ckpt_text"]).write_text("these are my notes, not a model\n")

@@ -9,7 +9,7 @@ What happens to each problem (nothing is silently dropped):
 case                                        decision
 ==========================================  ===============================================================
 root, ``train/`` or ``val/`` missing         stop: ``FileNotFoundError`` with the expected layout
-no class folders in ``train/``               stop: ``ValueError``
+fewer than 2 class folders in ``train/``      stop: ``ValueError`` (nothing to classify)
 class folders differ between train and val   stop: ``ValueError`` listing the classes missing on each side
                                              (labels would not mean the same thing in the two splits)
 class folder without any image file          stop: ``ValueError`` naming the folder (a broken extraction)
@@ -115,8 +115,10 @@ def scan_dataset(root: Path) -> ImageFolderScan:
     train_classes, skipped = _scan_split(split_dirs["train"])
     test_classes, skipped_test = _scan_split(split_dirs["val"])
     skipped += skipped_test
-    if not train_classes:
-        raise ValueError(f"{split_dirs['train']} has no class folders; {LAYOUT_HELP}")
+    if len(train_classes) < 2:
+        found = f"only 1 class folder {sorted(train_classes)}" if train_classes else "no class folders"
+        raise ValueError(f"{split_dirs['train']} has {found}: a classifier needs at least 2 classes; add class "
+                         f"folders; {LAYOUT_HELP}")
     if set(train_classes) != set(test_classes):
         only_train = sorted(set(train_classes) - set(test_classes))
         only_val = sorted(set(test_classes) - set(train_classes))

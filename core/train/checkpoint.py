@@ -127,6 +127,15 @@ def load_checkpoint(path: Path | str) -> dict:
     if missing:
         raise CheckpointError(f"{path} is missing checkpoint keys {missing}; {PASS_OURS}")
     _check_model_desc(payload["model_desc"], source=str(path))
+    desc, names, prep = payload["model_desc"], payload["class_names"], payload["preprocessing"]
+    outputs = desc["spec"].get("head", {}).get("num_classes") if desc["kind"] == "cnn" else desc["num_classes"]
+    if outputs is not None and outputs != len(names):  # the same refusal from evaluate, export and resume
+        raise CheckpointError(f"{path} is inconsistent: its model has {outputs} outputs but it lists {len(names)} "
+                              f"class names; {PASS_OURS}")
+    size, side = desc["spec"].get("image_size") if desc["kind"] == "cnn" else None, dict(prep).get("image_size")
+    if size is not None and size not in (side, [side] * 2):
+        raise CheckpointError(f"{path} is inconsistent: its model takes {size} px images but its preprocessing "
+                              f"says {side} px; {PASS_OURS}")
     return payload
 
 
