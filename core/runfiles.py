@@ -46,13 +46,8 @@ __all__ = ["LOCK_NAME", "MASK", "RunFolderBusyError", "append_jsonl", "atomic_pa
            "writable_path", "write_json", "write_jsonl", "write_text", "write_yaml"]
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read, then restored: files we write get the usual permissions
 log = logging.getLogger(__name__)
 _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"))
@@ -129,9 +124,11 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno:  # a full disk: say which file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

@@ -22,6 +22,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -124,6 +125,19 @@ def _matches(exc: BaseException, kind: type[BaseException] | str) -> bool:
     return isinstance(exc, kind)
 
 
+def _free_space(filename: object) -> str:
+    """`` (12.3 GB free on that disk)`` for the nearest existing folder of ``filename``; empty when unknown."""
+    if not isinstance(filename, (str, bytes, os.PathLike)):
+        return ""
+    folder = Path(os.fsdecode(filename)).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f" ({shutil.disk_usage(folder).free / 1e9:,.1f} GB free on that disk)"
+    except OSError:
+        return ""
+
+
 def classify(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) for an exception that ended a script."""
     text = " ".join(str(exc).split())  # one line, whatever the exception's own formatting
@@ -140,8 +154,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
                               f"(pip install -e . installs every required one)")
     if isinstance(exc, MemoryError):
         return EXIT_RUNTIME, "out of memory; use a smaller --batch-size or --image-size"
-    if isinstance(exc, OSError):  # disk full, permission denied, ...: the OS's words name the path
-        return EXIT_RUNTIME, f"{type(exc).__name__}: {text}"
+    if isinstance(exc, OSError):  # disk full, permission denied, ...: the path, the OS's words, the free space
+        return EXIT_RUNTIME, f"{type(exc).__name__}: {text}{_free_space(exc.filename)}"
     if isinstance(exc, RuntimeError):  # a library's failure while running (torch, onnxruntime, optuna)
         return EXIT_RUNTIME, f"{text or type(exc).__name__} (rerun with --debug for the traceback)"
     return EXIT_RUNTIME, (f"unexpected {type(exc).__name__}: {text}; this is a bug: rerun with --debug "

@@ -250,3 +250,33 @@ def test_any_byte_name_trains_and_every_unused_entry_is_listed_in_skipped_txt(tm
     for line in ("train/Aves/dangling.jpg\tbroken symlink", "train/Aves/pipe.jpg\tnot a regular file",
                  "train/Aves/linked\tsymlinked folder"):
         assert line in skipped, f"{line!r} must be listed in skipped.txt:\n{skipped}"
+
+
+def test_a_failed_write_names_the_file_and_the_free_space_and_leaves_nothing_behind(tmp_path):
+    """A full disk, made real with RLIMIT_FSIZE (writes past 4000 bytes fail with EFBIG), in a child process."""
+    code = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from core.model import build_cnn, make_spec
+from core.runfiles import write_text
+from core.train import make_payload, save_checkpoint
+from experiments.cli import classify
+spec = make_spec(filters=4, image_size=32, num_classes=3, dense_units=8)
+payload = make_payload(build_cnn(spec), model_desc={{"kind": "cnn", "spec": spec.to_dict()}}, class_names="abc",
+                       preprocessing={{"image_size": 32, "resize_size": None, "mean": (0.5,) * 3, "std": (0.25,) * 3}},
+                       train_config={{}}, metrics={{}}, epoch=1)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+for write in (lambda: save_checkpoint({str(tmp_path / "last.pt")!r}, payload),
+              lambda: write_text({str(tmp_path / "big.txt")!r}, "x" * 50000)):
+    try:
+        write()
+    except BaseException as exc:
+        print(*classify(exc))
+"""
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    lines = got.stdout.splitlines()
+    assert len(lines) == 2, got.stdout + got.stderr
+    for line, name in zip(lines, ("last.pt", "big.txt")):
+        assert re.fullmatch(rf"1 OSError: .*{name}.* \([\d,.]+ GB free on that disk\)", line), line
+    assert list(tmp_path.iterdir()) == [], "a failed write leaves neither the file nor its temp file"

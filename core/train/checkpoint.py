@@ -22,6 +22,7 @@ model, raises :class:`CheckpointError` with a message that says what the file is
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,12 @@ def save_checkpoint(path: Path | str, payload: dict) -> None:
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"refusing to save {path}: payload has no format {CHECKPOINT_FORMAT!r}; "
                               "build it with core.train.checkpoint.make_payload")
-    with atomic_writer(path, "wb") as handle:
-        torch.save(payload, handle)
+    try:
+        with atomic_writer(path, "wb") as handle:
+            torch.save(payload, handle)
+    except RuntimeError as err:  # torch says "[enforce fail at inline_container.cc]" for a failed write (disk full)
+        why = str(err).splitlines()[0][:200]
+        raise OSError(errno.EIO, f"writing the checkpoint failed ({why}); is the disk full?", str(path)) from err
     log.debug("saved checkpoint %s (epoch %s)", path, payload.get("epoch"))
 
 
