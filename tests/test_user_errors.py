@@ -193,6 +193,9 @@ CASES: list[Case] = [
          r"add class folders"),
     Case("prepare-check-one-image-warns", PD, ("--check", "--data-dir", "{one_image}"), 0,
          r"WARNING: classes \['Fungi'\] have a single decodable training image", r"add images to them"),
+    Case("prepare-check-duplicates-warns", PD, ("--check", "--data-dir", "{duplicates}"), 0,
+         r"WARNING: byte-identical copies of train/ images in val/ \(the test set\): 2 \(e\.g\. \S+aves_000\.jpg = "
+         r"\S+val/Aves/copy\.jpg", r"remove them from one of the two"),
     Case("prepare-download-no-network", PD, ("--download", "--data-dir", "{tmp}/dl3", "--timeout", "3"), 1,
          r"could not reach http://127\.0\.0\.1:\d+/nature_12K\.zip", r"To place the data by hand",
          env={"INAT_CNN_DATASET_URL": "{refused_url}"}),
@@ -301,6 +304,10 @@ def build_world(tmp: Path) -> dict[str, str]:
     w["one_image"] = _dataset(tmp / "one_image")
     for f in sorted((tmp / "one_image" / "train" / "Fungi").iterdir())[1:]:
         f.unlink()
+    w["duplicates"] = _dataset(tmp / "duplicates")
+    for name, cls in (("copy.jpg", "Aves"), ("copy2.jpg", "Fungi")):
+        dup = tmp / "duplicates"
+        shutil.copy(sorted((dup / "train" / cls).glob("*.jpg"))[0], dup / "val" / cls / name)
     w["one_class"] = make_tiny_imagefolder(tmp / "one_class", classes=("Aves",), train_per_class=4, test_per_class=2)
     w["other_classes"] = make_tiny_imagefolder(tmp / "other", classes=("Insecta", "Mammalia"), train_per_class=3,
                                                test_per_class=2)
