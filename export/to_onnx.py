@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.runfiles import writable_path
 from core.train import load_checkpoint
 from experiments.cli import UsageError, output_file, run_script
 from export.infer import add_inference_args, configure_logging, run_inference
@@ -141,6 +142,10 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         raise UsageError(f"--parity-batch-sizes {args.parity_batch_sizes} include the export batch "
                          f"{config.export_batch}; parity must use other batch sizes")
     out = args.out or args.checkpoint.with_suffix(".onnx")
+    for path, wanted in ((out, True), (out.with_suffix(".int8.onnx"), args.quantize == "int8"),
+                         (out.with_suffix(".fp16.onnx"), args.fp16)):
+        if wanted:  # a directory, FIFO or device is refused before any export
+            writable_path(path)
     calib = None
     if args.quantize == "int8":  # decided before exporting: a refusal must not cost an export
         calib = image_source(args.calibration_images, args.data_dir, "train",

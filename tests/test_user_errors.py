@@ -212,6 +212,8 @@ CASES: list[Case] = [
            what, fix, never=NEVER_UNSAFE) for kind, (what, fix) in BAD_CHECKPOINTS.items()],
     Case("export-checkpoint-directory", TO, ("--checkpoint", "{no_images}", "--out", "{tmp}/d.onnx"), 2,
          r"no_images is a directory, not a file", r"pass a best\.pt / last\.pt written by"),
+    Case("export-fp16-out-is-a-directory", TO, ("--checkpoint", "{ckpt}", "--out", "{tmp}/w.onnx", "--fp16"), 2,
+         r"w\.fp16\.onnx is a directory, not a file", r"pass a file path"),
     Case("export-parity-batch-is-export-batch", TO, ("--checkpoint", "{ckpt}", "--parity-batch-sizes", "1", "2"), 2,
          r"--parity-batch-sizes \[1, 2\] include the export batch 2", r"parity must use other batch sizes"),
     Case("export-int8-without-images", TO, ("--checkpoint", "{ckpt}", "--quantize", "int8",
@@ -363,6 +365,7 @@ def build_world(tmp: Path) -> dict[str, str]:
     w["only_broken"] = tmp / "only_broken"
     (tmp / "only_broken").mkdir()
     (tmp / "only_broken" / "x.jpg").write_bytes(b"nope")
+    (tmp / "w.fp16.onnx").mkdir()
     w["fifo"] = tmp / "pipe.jpg"
     os.mkfifo(w["fifo"])
     w["flat_images"] = tmp / "flat_images"
