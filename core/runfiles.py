@@ -330,7 +330,12 @@ def own_run_folder(run_dir: Path | str, *, take_over_other_hosts: bool = False) 
         yield run_dir
         return
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the folder, or one above it, is a file
+        file = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), run_dir)
+        raise NotADirectoryError(f"cannot make the run folder {run_dir}: {file} is a file, not a folder; choose "
+                                 "another --out-dir or --name") from None
     lock = _claim(run_dir, take_over_other_hosts)
     _held.add(key)
     try:
