@@ -71,8 +71,9 @@ RUN_WRITERS = {"partA_train.py": "spec", "partB_finetune.py": "arch"}  # script 
 def check_run_folder(run_dir: Path, script: str, resume: bool) -> dict[str, Any] | None:
     """Before a script writes ``run_dir``: its ``config.yaml`` (None when there is none), refused (exit 2, nothing
     written) when another script wrote it or it is damaged, and a folder holding a run refused without --resume."""
-    if not resume and (run_dir / "last.pt").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --name")
+    from core.train import check_run_start  # torch loads only for scripts that write run folders
+
+    check_run_start(run_dir, resume)
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return None
@@ -225,7 +226,7 @@ def run_script(prog: str, parser: argparse.ArgumentParser, body: Callable[[argpa
             traceback.print_exc()
         if code == EXIT_INTERRUPTED and on_interrupt is not None:
             message = f"interrupted; {on_interrupt(args)}"
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {mask_secrets(message)}", file=sys.stderr)  # no password, whatever raised
         sys.stderr.flush()
         return code
     return EXIT_OK if code is None else int(code)

@@ -280,3 +280,18 @@ for write in (lambda: save_checkpoint({str(tmp_path / "last.pt")!r}, payload),
     for line, name in zip(lines, ("last.pt", "big.txt")):
         assert re.fullmatch(rf"1 OSError: .*{name}.* \([\d,.]+ GB free on that disk\)", line), line
     assert list(tmp_path.iterdir()) == [], "a failed write leaves neither the file nor its temp file"
+
+
+def test_a_run_that_finished_while_the_second_one_loaded_its_data_is_not_overwritten(world, tmp_path, monkeypatch):
+    """The script's early check passed (no last.pt yet); under the lock run_partA looks again before writing."""
+    from core.partA import PartAConfig, run_partA
+
+    monkeypatch.setenv("INAT_CNN_CACHE", str(world["tmp"] / "cache"))
+    run = tmp_path / "a"
+    shutil.copytree(world["run"], run)
+    before = _checksums(tmp_path)
+    cfg = PartAConfig.from_flat({"data_dir": world["data"], "image_size": 32, "filters": 4, "dense_units": 8,
+                                 "epochs": 1, "device": "cpu"})
+    with pytest.raises(FileExistsError, match=r"already holds a run; pass --resume to continue it"):
+        run_partA(cfg, run, tracker_mode="disabled")
+    assert _checksums(tmp_path) == before

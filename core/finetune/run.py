@@ -119,7 +119,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     ``stop`` (a ``core.train.StopRequest``) ends training before the next batch, as in ``run_partA``.
     """
     from core.devices import resolve_device
-    from core.train import Tracker, check_resumable, load_checkpoint, seed_everything, stop_after_training
+    from core.train import Tracker, check_run_start, seed_everything, stop_after_training
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
@@ -137,8 +137,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     replace_head(model, layout, num_classes)
     model_desc = {"kind": "backbone", "arch": cfg.arch, "num_classes": num_classes}
     with own_run_folder(run_dir):  # inputs checked above; a second process here is refused before any write
-        if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml and split.json are overwritten
-            check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
+        check_run_start(run_dir, resume, model_desc, cfg.train)  # again under the lock: refuse before any write
         loaders.write_split(run_dir)
         strategy.setup(model, quiet=True)  # fit() repeats it on the device; here it gives the epoch-0 counts
         counts = count_parameters(model)

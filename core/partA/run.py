@@ -43,9 +43,8 @@ from core.train import (
     RunResult,
     StopRequest,
     Tracker,
-    check_resumable,
+    check_run_start,
     fit,
-    load_checkpoint,
     seed_everything,
     stop_after_training,
 )
@@ -93,8 +92,7 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     params, flops = count_params(spec), count_flops(spec)
     model_desc = {"kind": "cnn", "spec": spec.to_dict()}
     with own_run_folder(run_dir):  # inputs checked above; a second process here is refused before any write
-        if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml is overwritten
-            check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
+        check_run_start(run_dir, resume, model_desc, cfg.train)  # again under the lock: refuse before any write
         resolved = _resolved_config(cfg, spec, loaders, params, flops)
         write_yaml(run_dir / "config.yaml", resolved)
         loaders.write_split(run_dir)
