@@ -11,6 +11,7 @@ over and remove.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -295,3 +296,27 @@ def test_a_run_that_finished_while_the_second_one_loaded_its_data_is_not_overwri
     with pytest.raises(FileExistsError, match=r"already holds a run; pass --resume to continue it"):
         run_partA(cfg, run, tracker_mode="disabled")
     assert _checksums(tmp_path) == before
+
+
+def test_two_runs_with_the_same_name_at_once_one_trains_the_other_is_refused(world, tmp_path):
+    """The issue's first case, with two real partA_train processes: one folder, one run's files in it."""
+    import torch
+    import yaml
+
+    procs = [subprocess.Popen([sys.executable, str(ROOT / PT), "--data-dir", str(world["data"]), "--out-dir",
+                               str(tmp_path / "runs"), "--name", "x", "--seed", str(seed), *TINY],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env=_env(world["tmp"])) for seed in (0, 1)]
+    outs = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in outs)
+    assert codes == [0, 2], outs
+    winner = next(seed for seed, (code, _) in enumerate(outs) if code == 0)
+    refused = next(err for code, err in outs if code == 2)
+    assert re.search(r"runs/x (is in use by pid \d+ on \S+|already holds a run)", refused), refused
+    run = tmp_path / "runs" / "x"
+    assert yaml.safe_load((run / "config.yaml").read_text())["config"]["train"]["seed"] == winner
+    best = torch.load(run / "best.pt", weights_only=True)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert best["train_config"]["seed"] == last["train_config"]["seed"] == winner, "both checkpoints of one run"
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1], f"metrics.jsonl of one run, not interleaved: {epochs}"
