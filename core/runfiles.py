@@ -113,23 +113,12 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_writer mode must be 'w' or 'wb', got {mode!r}")
-    path = writable_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+    with atomic_path(path) as tmp:
         text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}  # file names: their bytes
-        with os.fdopen(fd, mode, **text) as handle:
+        with open(tmp, mode, **text) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError) and exc.filename is None and exc.errno:  # a full disk: say which file
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
 
 
 @contextlib.contextmanager
@@ -148,8 +137,10 @@ def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)) and exc.errno:  # a full disk: which file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
