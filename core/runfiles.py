@@ -15,6 +15,12 @@ all mask through here. Masking too much is harmless; masking too little is the l
 
 ``to_plain`` turns the values we store (dataclasses, Paths, tuples, numpy scalars) into plain
 Python data, which is what YAML/JSON and ``torch.load(weights_only=True)`` accept.
+
+A write replaces only a regular file: :func:`writable_path` follows a symlink to its target and refuses a
+directory, FIFO, socket or device up front (scripts call it on their ``--out`` before any work). A run folder
+has one owner at a time (PostgreSQL's ``postmaster.pid``): :func:`own_run_folder` holds ``<run>/.lock`` (host
+and pid, created with ``O_EXCL``), refuses a second process naming the owner, takes over the lock of a dead
+process on this host, and removes the temporary files an interrupted write left behind.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
+import socket
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
@@ -32,31 +41,33 @@ from typing import IO, Any
 
 import yaml
 
-__all__ = [
-    "MASK",
-    "append_jsonl",
-    "atomic_path",
-    "atomic_writer",
-    "mask_secrets",
-    "masked_argv",
-    "read_json",
-    "read_jsonl",
-    "read_yaml",
-    "to_plain",
-    "write_json",
-    "write_jsonl",
-    "write_text",
-    "write_yaml",
-]
+__all__ = ["LOCK_NAME", "MASK", "RunFolderBusyError", "append_jsonl", "atomic_path", "atomic_writer", "mask_secrets",
+           "masked_argv", "own_run_folder", "read_json", "read_jsonl", "read_yaml", "run_name", "to_plain",
+           "writable_path", "write_json", "write_jsonl", "write_text", "write_yaml"]
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read, then restored: files we write get the usual permissions
+log = logging.getLogger(__name__)
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
 
 
-_UMASK = _current_umask()
+def writable_path(path: Path | str) -> Path:
+    """The file a write to ``path`` replaces: a symlink's target (the link stays); ``IsADirectoryError`` or
+    ``ValueError`` (exit 2) when that exists and is not a regular file, so no device or FIFO is ever replaced."""
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return path
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not a file; pass a file path (e.g. {path / 'out'})")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), None)
+    if kind is not None:
+        raise ValueError(f"{path} is not a regular file ({kind}); writes replace whole files, so pass the path "
+                         "of a regular file or of a new one")
+    return path
 
 
 def to_plain(obj: Any) -> Any:
@@ -102,21 +113,12 @@ def atomic_writer(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_writer mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
+    with atomic_path(path) as tmp:
+        text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}  # file names: their bytes
+        with open(tmp, mode, **text) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 @contextlib.contextmanager
@@ -124,9 +126,9 @@ def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that want a file name (``savefig``, ``np.save``,
     ``shutil.copyfile``); on a clean exit it is moved onto ``path``, on an error it is removed.
 
-    ``suffix`` lets format-sniffing writers see the right extension (e.g. ``".png"``).
+    ``suffix`` lets format-sniffing writers see the right extension (e.g. ``".tmp.png"``).
     """
-    path = Path(path)
+    path = writable_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
@@ -135,8 +137,10 @@ def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)) and exc.errno:  # a full disk: which file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -151,10 +155,30 @@ def write_yaml(path: Path | str, data: Any) -> None:
     write_text(path, yaml.safe_dump(to_plain(data), sort_keys=False, default_flow_style=False))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, but a key given twice in one mapping is an error (YAML 1.2 says so; PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            with contextlib.suppress(TypeError):  # an unhashable key is the base loader's error to give
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"found duplicate key {key!r} (first on line {first[key]})", key_node.start_mark)
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path | str) -> Any:
-    """Read a YAML file with the safe loader."""
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    """Read a YAML file with the safe loader; bad YAML or a duplicated key is a ValueError naming the file and line."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid YAML ({exc}); fix the line it points at") from exc
 
 
 def write_json(path: Path | str, data: Any) -> None:
@@ -170,7 +194,7 @@ def read_json(path: Path | str) -> Any:
 
 def append_jsonl(path: Path | str, record: Mapping[str, Any]) -> None:
     """Append one JSON object as one line, flushed and fsynced, so a crash loses at most this line."""
-    path = Path(path)
+    path = writable_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(to_plain(record), allow_nan=True) + "\n"
     with open(path, "a", encoding="utf-8") as handle:
@@ -218,3 +242,99 @@ def mask_secrets(text: str) -> str:
 def masked_argv(argv: Sequence[str]) -> list[str]:
     """A command line safe to record: each argument masked (``--storage=postgresql://u:pw@h/db`` too)."""
     return [mask_secrets(str(a)) for a in argv]
+
+
+# ------------------------------------------------------------------ one owner per run folder
+LOCK_NAME = ".lock"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_held: set[Path] = set()  # run folders this process owns (a trial's folder is held again by its run)
+
+
+class RunFolderBusyError(FileExistsError):
+    """Another live process owns the run folder (exit 2: wait for it or choose another name)."""
+
+
+def run_name(name: str, what: str = "run name") -> str:
+    """``name`` if it names one folder (letters, digits, ``_-.``; never ``..`` or a path), else ValueError."""
+    if not isinstance(name, str) or not _RUN_NAME.match(name):
+        raise ValueError(f"{what} {name!r} must be letters, digits, '_', '-', '.' starting with a letter or digit "
+                         "(it names one folder inside --out-dir); choose another --name")
+    return name
+
+
+def _lock_owner(lock: Path) -> tuple[str, int] | None:
+    try:
+        host, pid = lock.read_text(encoding="utf-8").split()[:2]
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _claim(run_dir: Path, take_over_other_hosts: bool) -> Path:
+    lock, host = run_dir / LOCK_NAME, socket.gethostname()
+    while True:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and owner[1] != os.getpid() and (
+                    (owner[0] == host and not _pid_alive(owner[1])) or (owner[0] != host and take_over_other_hosts)):
+                log.warning("taking over %s: its owner, pid %d on %s, is no longer running", lock, owner[1], owner[0])
+                lock.unlink(missing_ok=True)
+                continue
+            who = f"pid {owner[1]} on {owner[0]}" if owner else "an unknown process"
+            raise RunFolderBusyError(f"{run_dir} is in use by {who} (lock file {lock}); wait for it to finish or "
+                                     f"choose another --name (if that process is gone, delete {lock})") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"{host} {os.getpid()}\n")
+        return lock
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """The ``.<name>.XXXX.tmp`` files of atomic writes a crash (kill -9, power loss) left in a folder we own."""
+    for folder, _, files in os.walk(run_dir):
+        for name in files:
+            path = Path(folder) / name
+            if name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name) and path.is_file():
+                log.info("removing %s, left by an interrupted write", path)
+                path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def own_run_folder(run_dir: Path | str, *, take_over_other_hosts: bool = False) -> Iterator[Path]:
+    """Hold ``run_dir`` (created if needed) for this process; :class:`RunFolderBusyError` while another live
+    process holds it. Re-entrant within a process. ``take_over_other_hosts``: a lock from another host is
+    stale too (a sweep's storage already decided that trial's process is gone)."""
+    run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if key in _held:
+        yield run_dir
+        return
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the folder, or one above it, is a file
+        file = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), run_dir)
+        raise NotADirectoryError(f"cannot make the run folder {run_dir}: {file} is a file, not a folder; choose "
+                                 "another --out-dir or --name") from None
+    lock = _claim(run_dir, take_over_other_hosts)
+    _held.add(key)
+    try:
+        _remove_stale_temps(run_dir)
+        yield run_dir
+    finally:
+        _held.discard(key)
+        if _lock_owner(lock) == (socket.gethostname(), os.getpid()):
+            lock.unlink(missing_ok=True)
+        if created and not any(run_dir.iterdir()):  # a refused run leaves no empty folder behind
+            run_dir.rmdir()

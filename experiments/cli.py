@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["DEBUG_ENV", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "UsageError", "classify",
-           "configure_logging", "run_script"]
+from core.runfiles import mask_secrets, read_yaml, writable_path
+
+__all__ = ["DEBUG_ENV", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "RUN_WRITERS", "UsageError",
+           "check_run_folder", "classify", "configure_logging", "output_file", "run_script"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEBUG_ENV = "INAT_CNN_DEBUG"
@@ -60,10 +66,78 @@ USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (
 )
 
 
+RUN_WRITERS = {"partA_train.py": "spec", "partB_finetune.py": "arch"}  # script -> a key only its config.yaml has
+
+
+def check_run_folder(run_dir: Path, script: str, resume: bool) -> dict[str, Any] | None:
+    """Before a script writes ``run_dir``: its ``config.yaml`` (None when there is none), refused (exit 2, nothing
+    written) when another script wrote it or it is damaged, and a folder holding a run refused without --resume."""
+    from core.train import check_run_start  # torch loads only for scripts that write run folders
+
+    check_run_start(run_dir, resume)
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return None
+    doc = read_yaml(saved)
+    writer = next((name for name, key in RUN_WRITERS.items() if isinstance(doc, dict) and key in doc), None)
+    if writer is None:
+        raise ValueError(f"{saved} is not a run's config.yaml (expected the mapping experiments/{script} writes, "
+                         f"with a {RUN_WRITERS[script]!r} key); restore it, or choose another --name")
+    if writer != script:
+        raise ValueError(f"{run_dir} is a run folder of experiments/{writer}, not of {script}; continue it with "
+                         f"experiments/{writer}, or choose another --name")
+    return doc
+
+
+def output_file(text: str) -> Path:
+    """argparse ``type`` of an output file flag: refused up front (exit 2) when the path exists and is a directory,
+    FIFO, socket or device; a symlink is written through."""
+    try:
+        writable_path(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return Path(text)
+
+
+def _in_range(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)  # a ValueError here is argparse's own "invalid int value"
+        if (kind is int and not -2**63 <= value < 2**63) or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: expected "
+                                             f"{'a 64-bit integer' if kind is int else 'a finite number'}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def range_check_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every ``type=int`` / ``type=float`` flag of ``parser`` (and its sub-commands) refuses values no code can use
+    (an int past 64 bits: torch's "Overflow when unpacking long long"; nan and inf) with argparse's exit 2."""
+    for action in parser._actions:
+        if action.type in (int, float):
+            action.type = _in_range(action.type)
+        for sub in (action.choices or {}).values() if isinstance(action, argparse._SubParsersAction) else ():
+            range_check_numbers(sub)
+
+
 def _matches(exc: BaseException, kind: type[BaseException] | str) -> bool:
     if isinstance(kind, str):
         return any(cls.__name__ == kind for cls in type(exc).__mro__)
     return isinstance(exc, kind)
+
+
+def _free_space(filename: object) -> str:
+    """`` (12.3 GB free on that disk)`` for the nearest existing folder of ``filename``; empty when unknown."""
+    if not isinstance(filename, (str, bytes, os.PathLike)):
+        return ""
+    folder = Path(os.fsdecode(filename)).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f" ({shutil.disk_usage(folder).free / 1e9:,.1f} GB free on that disk)"
+    except OSError:
+        return ""
 
 
 def classify(exc: BaseException) -> tuple[int, str]:
@@ -82,8 +156,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
                               f"(pip install -e . installs every required one)")
     if isinstance(exc, MemoryError):
         return EXIT_RUNTIME, "out of memory; use a smaller --batch-size or --image-size"
-    if isinstance(exc, OSError):  # disk full, permission denied, ...: the OS's words name the path
-        return EXIT_RUNTIME, f"{type(exc).__name__}: {text}"
+    if isinstance(exc, OSError):  # disk full, permission denied, ...: the path, the OS's words, the free space
+        return EXIT_RUNTIME, f"{type(exc).__name__}: {text}{_free_space(exc.filename)}"
     if isinstance(exc, RuntimeError):  # a library's failure while running (torch, onnxruntime, optuna)
         return EXIT_RUNTIME, f"{text or type(exc).__name__} (rerun with --debug for the traceback)"
     return EXIT_RUNTIME, (f"unexpected {type(exc).__name__}: {text}; this is a bug: rerun with --debug "
@@ -147,6 +221,9 @@ def run_script(prog: str, parser: argparse.ArgumentParser, body: Callable[[argpa
     usual. ``on_interrupt(args)`` gives the line printed on Ctrl-C (e.g. the resume command).
     """
     add_debug_flag(parser)
+    range_check_numbers(parser)
+    error = parser.error  # argparse quotes the bad argument: a URL password in it is masked first
+    parser.error = lambda message: error(mask_secrets(message))  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     try:
         code = body(args)
@@ -158,7 +235,7 @@ def run_script(prog: str, parser: argparse.ArgumentParser, body: Callable[[argpa
             traceback.print_exc()
         if code == EXIT_INTERRUPTED and on_interrupt is not None:
             message = f"interrupted; {on_interrupt(args)}"
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {mask_secrets(message)}", file=sys.stderr)  # no password, whatever raised
         sys.stderr.flush()
         return code
     return EXIT_OK if code is None else int(code)

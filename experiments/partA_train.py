@@ -21,9 +21,9 @@ from pathlib import Path
 from core.data import AUGMENT_POLICIES, resolve_dataset
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.partA import PartAConfig, run_partA
-from core.runfiles import read_yaml
+from core.runfiles import run_name
 from core.train import MONITORS, OPTIMIZERS, SCHEDULERS, TRACKING_MODES
-from experiments.cli import UsageError, configure_logging, run_script
+from experiments.cli import UsageError, check_run_folder, configure_logging, run_script
 from experiments.spec_args import add_spec_arguments
 
 log = logging.getLogger("partA_train")
@@ -145,14 +145,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _base_config(args: argparse.Namespace, run_dir: Path, flat: dict) -> PartAConfig:
+    saved = check_run_folder(run_dir, "partA_train.py", args.resume)
     if args.resume:
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume: {saved} does not exist; check --name/--out-dir "
+        if saved is None:
+            raise FileNotFoundError(f"--resume: {run_dir / 'config.yaml'} does not exist; check --name/--out-dir "
                                     "(or drop --resume to start the run)")
-        return PartAConfig.from_dict(read_yaml(saved)["config"])
-    if (run_dir / "last.pt").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --name")
+        try:
+            return PartAConfig.from_dict(saved["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{run_dir / 'config.yaml'} has no usable 'config' section ({exc!r}); restore it, "
+                             "or drop --resume and choose another --name") from exc
     size = DATA_IMAGE_SIZE if flat.get("data_dir") is not None else DEMO_IMAGE_SIZE
     return PartAConfig.from_flat({"image_size": size})
 
@@ -176,7 +178,7 @@ def train(args: argparse.Namespace) -> int:
     flat = {DEST_TO_FLAT.get(k, k): v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
     if args.resume and not args.name:
         raise UsageError("--resume needs --name of the run to continue (the folder under --out-dir)")
-    name = args.name = args.name or time.strftime("partA-%Y%m%d-%H%M%S")  # the Ctrl-C line names it
+    name = args.name = run_name(args.name or time.strftime("partA-%Y%m%d-%H%M%S"))  # the Ctrl-C line names it
     run_dir = args.out_dir / name
     if args.download:
         flat["data_dir"] = resolve_dataset(flat.get("data_dir"), download=True)
@@ -192,6 +194,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
+    if not (args.out_dir / str(args.name) / "config.yaml").is_file():  # stopped before the run folder was written
+        return "nothing was saved yet: run the same command again (without --resume)"
     return f"continue with: python experiments/partA_train.py --out-dir {args.out_dir} --name {args.name} --resume"
 
 

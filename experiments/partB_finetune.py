@@ -38,8 +38,9 @@ from core.finetune import (
     run_partB,
 )
 from core.model import supported_archs
+from core.runfiles import run_name
 from core.train import TRACKING_MODES, TrainConfig
-from experiments.cli import UsageError, configure_logging, run_script
+from experiments.cli import UsageError, check_run_folder, configure_logging, run_script
 
 log = logging.getLogger("partB_finetune")
 
@@ -144,8 +145,10 @@ def finetune(args: argparse.Namespace) -> int:
     if args.partA_run is not None and not args.compare:
         raise UsageError("--partA-run is only used with --compare; add --compare or drop --partA-run")
     cfg = build_config(args)
-    name = args.name or f"partB-{cfg.arch}-{'compare' if args.compare else cfg.strategy}"
+    name = run_name(args.name or f"partB-{cfg.arch}-{'compare' if args.compare else cfg.strategy}")
     run_dir = args.out_dir / name
+    for folder in [run_dir / s for s in args.strategies] if args.compare else [run_dir]:
+        check_run_folder(folder, "partB_finetune.py", args.resume)
     if args.compare:
         cfg = dataclasses.replace(cfg, strategy=args.strategies[0])
         rows = run_compare(cfg, run_dir, strategies=tuple(args.strategies), partA_run=args.partA_run,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.runfiles import atomic_writer
-from experiments.cli import UsageError, run_script
+from experiments.cli import UsageError, output_file, run_script
 from experiments.cli import configure_logging as script_logging
 from export.metadata import MissingMetadataError, ModelMetadata, metadata_from_flags
 from export.ort_session import PROVIDER_CHOICES, create_session, session_metadata
@@ -61,7 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="the .onnx file (ours carries classes and preprocessing)")
     parser.add_argument("images", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
-    parser.add_argument("--out", type=Path, default=None, help="write one CSV row per image here")
+    parser.add_argument("--out", type=output_file, default=None, help="write one CSV row per image here")
     add_inference_args(parser)
     foreign = parser.add_argument_group("foreign models (an .onnx without our metadata)")
     foreign.add_argument("--image-size", type=int, default=None, help="square input side S of the model")

@@ -133,13 +133,24 @@ def _int_prop(props: Mapping[str, str], key: str, where: str) -> int:
         raise MissingMetadataError(f"{where}: metadata {key!r} should be an integer, got {raw!r}") from exc
 
 
+def check_model_file(path: Path) -> Path:
+    """``path`` if it is a file; else the one error every script gives for a missing, folder or special model path."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not an ONNX model; pass the .onnx file inside it (export "
+                                "one with export/to_onnx.py)")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a FIFO, socket or device); pass an .onnx file written by "
+                         "export/to_onnx.py")
+    if not path.exists():
+        raise FileNotFoundError(f"ONNX model not found: {path}; export one with export/to_onnx.py")
+    return path
+
+
 def read_metadata(onnx_path: str | Path) -> ModelMetadata:
     """Metadata of an ``.onnx`` file on disk (external data files, if any, are not read)."""
     import onnx
 
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX model not found: {path}; export one with export/to_onnx.py")
+    path = check_model_file(Path(onnx_path))
     proto = onnx.load(str(path), load_external_data=False)
     return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}, where=str(path))
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.metadata import ModelMetadata
+from export.metadata import ModelMetadata, check_model_file
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -141,9 +141,7 @@ def create_session(
     if provider not in PROVIDER_CHOICES:
         raise ValueError(f"unknown provider {provider!r}; expected one of {list(PROVIDER_CHOICES)}")
     if isinstance(model, (str, Path)):
-        if not Path(model).is_file():
-            raise FileNotFoundError(f"ONNX model not found: {model}; export one with export/to_onnx.py")
-        _refuse_torch_file(Path(model))
+        _refuse_torch_file(check_model_file(Path(model)))
         source: str | bytes = str(model)
     else:
         source = model

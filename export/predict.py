@@ -93,6 +93,9 @@ def collect_images(inputs: Sequence[str | Path], *, labels_from_folders: bool = 
                                  f"the images of {path} sit directly in it; drop --labels-from-folders or sort "
                                  "the images into one folder per class")
             items.extend(ImageItem(f, f.parent.name if labels_from_folders else None) for f in found)
+        elif path.exists():
+            raise ValueError(f"{path} is not a regular file or folder (a FIFO, socket or device); pass image files "
+                             "or a folder that holds some")
         else:
             raise FileNotFoundError(f"no such image file or folder: {path}; check the path (relative paths start "
                                     "from the current folder)")

@@ -31,8 +31,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.runfiles import writable_path
 from core.train import load_checkpoint
-from experiments.cli import UsageError, run_script
+from experiments.cli import UsageError, output_file, run_script
 from export.consumers import TARGETS, ConsumerError, opencv_runner, opencv_version, web_runner
 from export.infer import add_inference_args, configure_logging, run_inference
 from export.onnx_export import (
@@ -58,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a best.pt / last.pt of ours")
-    parser.add_argument("--out", type=Path, default=None, help="output .onnx (default: the checkpoint's path "
+    parser.add_argument("--out", type=output_file, default=None, help="output .onnx (default: the checkpoint's path "
                                                                "with .onnx)")
     exp = parser.add_argument_group("export")
     exp.add_argument("--opset", type=int, default=DEFAULT_OPSET,
@@ -195,6 +196,10 @@ def export_checkpoint(args: argparse.Namespace) -> int:
         raise UsageError(f"--parity-batch-sizes {args.parity_batch_sizes} include the export batch "
                          f"{config.export_batch}; parity must use other batch sizes")
     out = args.out or args.checkpoint.with_suffix(".onnx")
+    for path, wanted in ((out, True), (out.with_suffix(".int8.onnx"), args.quantize == "int8"),
+                         (out.with_suffix(".fp16.onnx"), args.fp16)):
+        if wanted:  # a directory, FIFO or device is refused before any export
+            writable_path(path)
     targets = list(dict.fromkeys([*args.target, *(["web"] if args.web else [])]))
     if "opencv" in targets:  # runtimes checked before exporting, like the calibration images below
         log.info("OpenCV %s", opencv_version())

@@ -204,15 +204,21 @@ def test_script_defaults_to_the_demo_set(tmp_path, monkeypatch):
 
 
 def test_script_ctrl_c_exits_130_and_says_how_to_resume(tiny_imagefolder, tmp_path, monkeypatch, capsys):
-    def interrupted(*args, **kwargs):
+    def interrupted(cfg, run_dir, **kwargs):
+        if kwargs["name"] == "x":  # interrupted after the run folder was written: --resume works
+            (run_dir / "config.yaml").parent.mkdir(parents=True)
+            (run_dir / "config.yaml").write_text("spec: {}\n")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(partA_train, "run_partA", interrupted)
-    code = partA_train.main(["--data-dir", str(tiny_imagefolder), "--out-dir", str(tmp_path), "--name", "x",
-                             "--wandb-mode", "disabled"])
-    assert code == 130, f"Ctrl-C should exit with 130, got {code}"
-    err = capsys.readouterr().err
-    assert "partA_train: error: interrupted; continue with:" in err and "--name x --resume" in err, err
+    for name, hint in (("x", "continue with:"), ("early", "nothing was saved yet: run the same command again "
+                                                          "(without --resume)")):
+        code = partA_train.main(["--data-dir", str(tiny_imagefolder), "--out-dir", str(tmp_path), "--name", name,
+                                 "--wandb-mode", "disabled"])
+        assert code == 130, f"Ctrl-C should exit with 130, got {code}"
+        err = capsys.readouterr().err
+        assert f"partA_train: error: interrupted; {hint}" in err, err
+        assert ("--name x --resume" in err) == (name == "x"), f"the resume command only when resuming works: {err}"
 
 
 def test_run_parta_resume_with_augmentation_matches_the_uninterrupted_run(tiny_imagefolder, tmp_path):

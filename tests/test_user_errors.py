@@ -55,6 +55,10 @@ BAD_CHECKPOINTS = {  # the same bad file must give the same exit code from every
     "bare": (r"bare\.pt is a bare state dict .* no script can rebuild its model", r"pass a best\.pt / last\.pt"),
     "malicious": (r"evil\.pt holds pickled Python objects that could run code.*references posix\.system",
                   r"pass a best\.pt / last\.pt written by this project's training scripts"),
+    "size": (r"size\.pt is inconsistent: its model takes 32 px images but its preprocessing says 64 px",
+             r"pass a best\.pt / last\.pt"),
+    "classes": (r"classes\.pt is inconsistent: its model has 3 outputs but it lists 2 class names",
+                r"pass a best\.pt / last\.pt"),
 }
 NEVER_UNSAFE = ("weights_only=False", "will likely succeed", "safe_globals", "PWNED")
 
@@ -73,6 +77,13 @@ CASES: list[Case] = [
          r"class folders without image files .*\['Fungi'\]", r"remove or fill them"),
     Case("train-class-all-corrupt", PT, ("--data-dir", "{corrupt_class}", "--out-dir", "{runs}", *TINY_TRAIN), 2,
          r"no decodable training images left for classes \['Fungi'\]", r"replace the unreadable files"),
+    Case("train-one-class", PT, ("--data-dir", "{one_class}", "--out-dir", "{runs}", *TINY_TRAIN), 2,
+         r"one_class/train has only 1 class folder \['Aves'\]: a classifier needs at least 2 classes",
+         r"add class folders"),
+    Case("train-max-per-class-one", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "cap1",
+                                         "--max-per-class", "1", *TINY_TRAIN), 2,
+         r"the validation split is empty: 3 training images \(max_per_class 1\) leave none at val_fraction 0\.2",
+         r"raise --max-per-class to 2 or more \(or --val-fraction\), or add images"),
     Case("train-one-image-class-warns", PT, ("--data-dir", "{one_image}", "--out-dir", "{runs}", "--name", "one",
                                              *TINY_TRAIN), 0,
          r"class 'Fungi' \(label 2\) has a single training image", r"add images to \S+Fungi"),
@@ -94,6 +105,23 @@ CASES: list[Case] = [
          r"block 5: the feature map is 1x1 before a 2x2 max-pool", r"raise image_size \(now 16x16\)"),
     Case("train-unknown-flag", PT, ("--learning-rate", "0.1"), 2,
          r"unrecognized arguments: --learning-rate", r"usage: partA_train\.py"),
+    Case("train-name-outside-out-dir", PT, ("--name", "../x", "--out-dir", "{runs}"), 2,
+         r"run name '\.\./x' must be letters, digits", r"choose another --name"),
+    Case("train-out-dir-is-a-file", PT, ("--data-dir", "{data}", "--out-dir", "{tmp}/tiny.pt", "--name", "x",
+                                         *TINY_TRAIN), 2,
+         r"cannot make the run folder \S+tiny\.pt/x: \S+tiny\.pt is a file, not a folder",
+         r"choose another --out-dir or --name"),
+    Case("train-seed-overflow", PT, ("--seed", "100000000000000000000000", "--out-dir", "{runs}"), 2,
+         r"argument --seed: 100000000000000000000000 is out of range", r"expected a 64-bit integer"),
+    Case("train-lr-nan", PT, ("--lr", "nan", "--out-dir", "{runs}"), 2, r"argument --lr: nan is out of range",
+         r"expected a finite number"),
+    Case("train-image-size-huge", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "huge", *TINY_TRAIN,
+                                       "--image-size", "100000"), 2,
+         r"15 images at 100000x100000 px need [\d,.]+ GB of decoded pixels, but the decode cache \S+ has [\d,.]+ GB "
+         r"free and this machine [\d,.]+ GB of RAM", r"lower --image-size or --max-per-class"),
+    Case("train-storage-flag-masked", PT, ("--storage", "postgresql://me:hunter2@db:5432/x"), 2,
+         r"unrecognized arguments: --storage postgresql://me:\*\*\*@db:5432/x", r"usage: partA_train\.py",
+         never=("hunter2",)),
     Case("train-cuda-without-gpu", PT, ("--device", "cuda", "--out-dir", "{runs}"), 2,
          r"device 'cuda' requested but CUDA is not available", r"use --device cpu or auto", needs_no_cuda=True),
     # ---- partA_sweep
@@ -106,6 +134,13 @@ CASES: list[Case] = [
          r"broken\.yaml is not valid YAML", r"fix the line it points at"),
     Case("sweep-config-unknown-key", PS, ("--config", "{unknown_key_yaml}", "--out-dir", "{runs}"), 2,
          r"unknown key\(s\) \['bogus'\]", r"expected some of \['method'"),
+    Case("sweep-config-duplicate-key", PS, ("--config", "{duplicate_key_yaml}", "--out-dir", "{runs}"), 2,
+         r"duplicate-key\.yaml is not valid YAML \(found duplicate key 'method' \(first on line 1\).*line 5",
+         r"fix the line it points at"),
+    Case("sweep-storage-password-with-at", PS, ("--storage", "postgresql://me:p@ss:w0rd@db:5432/x",
+                                                "--out-dir", "{runs}"), 2,
+         r"--storage 'postgresql://me:\*\*\*@db:5432/x' is not a database URL",
+         r"a '@', ':' or '/' in the password must be written %40, %3A, %2F", never=("w0rd", "p@ss")),
     Case("sweep-config-unknown-program", PS, ("--config", "{bad_program_yaml}", "--out-dir", "{runs}"), 2,
          r"program 'train_something\.py' has no trial function", r"expected one of \['partA_train\.py'"),
     Case("sweep-data-dir-missing", PS, ("--data-dir", "{tmp}/nowhere", "--out-dir", "{runs}"), 2,
@@ -113,11 +148,17 @@ CASES: list[Case] = [
     # ---- partA_evaluate: bad checkpoints (same table as to_onnx below), wrong data
     *[Case(f"evaluate-checkpoint-{kind}", PE, ("--checkpoint", f"{{ckpt_{kind}}}", "--wandb-mode", "disabled"), 2,
            what, fix, never=NEVER_UNSAFE) for kind, (what, fix) in BAD_CHECKPOINTS.items()],
+    Case("evaluate-checkpoint-directory", PE, ("--checkpoint", "{no_images}", "--wandb-mode", "disabled"), 2,
+         r"no_images is a directory, not a file", r"pass a best\.pt / last\.pt written by"),
     Case("evaluate-other-classes", PE, ("--checkpoint", "{ckpt}", "--data-dir", "{other_classes}",
                                         "--wandb-mode", "disabled", "--device", "cpu"), 2,
          r"trained on classes \['Amphibia', 'Aves', 'Fungi'\]", r"pass the --data-dir the model was trained on"),
     Case("evaluate-per-class-zero", PE, ("--checkpoint", "{ckpt}", "--per-class", "0"), 2,
          r"per_class must be >= 1, got 0", r"must be >= 1"),
+    Case("evaluate-per-class-capped", PE, ("--checkpoint", "{ckpt}", "--data-dir", "{data}", "--per-class", "100000",
+                                           "--out-dir", "{tmp}/eval-capped", "--wandb-mode", "disabled",
+                                           "--device", "cpu"), 0,
+         r"--per-class 100000: the largest class has 2 test images", r"the grid shows 2 per class"),
     # ---- partB_finetune
     Case("partB-unknown-arch", PB, ("--arch", "vgg17", "--out-dir", "{runs}"), 2,
          r"unknown arch 'vgg17'", r"expected one of \[.*'vgg16'"),
@@ -129,6 +170,13 @@ CASES: list[Case] = [
     Case("partB-weights-file-missing", PB, ("--arch", "mobilenet_v2", "--weights-file", "{tmp}/none.pth",
                                             "--data-dir", "{data}", "--out-dir", "{runs}", "--device", "cpu"), 2,
          r"weights file not found: \S+none\.pth", r"check the path, or drop --weights-file"),
+    *[Case(f"partB-weights-file-{kind}", PB, ("--arch", "mobilenet_v2", "--weights-file", f"{{{file}}}",
+                                              "--data-dir", "{data}", "--out-dir", "{runs}", "--device", "cpu"), 2,
+           what, r"pass a state_dict of torchvision mobilenet_v2 \(torch\.save\(model\.state_dict\(\), path\)\)",
+           never=NEVER_UNSAFE) for kind, file, what in (
+        ("onnx", "garbage_onnx", r"garbage\.onnx is not a torch checkpoint file \(it starts with b'<htm'"),
+        ("pickle", "ckpt_malicious", r"evil\.pt holds pickled Python objects that could run code"),
+        ("directory", "no_images", r"no_images is a directory, not a file"))],
     Case("partB-k-too-large", PB, ("--arch", "resnet18", "--weights", "none", "--strategy", "top-k", "--k", "9",
                                    "--data-dir", "{data}", "--out-dir", "{runs}", "--device", "cpu"), 2,
          r"k=9 but resnet has only 5 blocks", r"use a smaller k or --strategy full"),
@@ -144,8 +192,14 @@ CASES: list[Case] = [
     Case("prepare-check-class-all-corrupt", PD, ("--check", "--data-dir", "{corrupt_class}"), 2,
          r"not usable for training: no decodable images in train/ for classes \['Fungi'\]",
          r"add decodable images to those classes"),
+    Case("prepare-check-one-class", PD, ("--check", "--data-dir", "{one_class}"), 2,
+         r"one_class/train has only 1 class folder \['Aves'\]: a classifier needs at least 2 classes",
+         r"add class folders"),
     Case("prepare-check-one-image-warns", PD, ("--check", "--data-dir", "{one_image}"), 0,
          r"WARNING: classes \['Fungi'\] have a single decodable training image", r"add images to them"),
+    Case("prepare-check-duplicates-warns", PD, ("--check", "--data-dir", "{duplicates}"), 0,
+         r"WARNING: byte-identical copies of train/ images in val/ \(the test set\): 2 \(e\.g\. \S+aves_000\.jpg = "
+         r"\S+val/Aves/copy\.jpg", r"remove them from one of the two"),
     Case("prepare-download-no-network", PD, ("--download", "--data-dir", "{tmp}/dl3", "--timeout", "3"), 1,
          r"could not reach http://127\.0\.0\.1:\d+/nature_12K\.zip", r"To place the data by hand",
          env={"INAT_CNN_DATASET_URL": "{refused_url}"}),
@@ -160,6 +214,10 @@ CASES: list[Case] = [
     # ---- to_onnx: the same bad checkpoints, bad flags
     *[Case(f"export-checkpoint-{kind}", TO, ("--checkpoint", f"{{ckpt_{kind}}}", "--out", "{tmp}/x.onnx"), 2,
            what, fix, never=NEVER_UNSAFE) for kind, (what, fix) in BAD_CHECKPOINTS.items()],
+    Case("export-checkpoint-directory", TO, ("--checkpoint", "{no_images}", "--out", "{tmp}/d.onnx"), 2,
+         r"no_images is a directory, not a file", r"pass a best\.pt / last\.pt written by"),
+    Case("export-fp16-out-is-a-directory", TO, ("--checkpoint", "{ckpt}", "--out", "{tmp}/w.onnx", "--fp16"), 2,
+         r"w\.fp16\.onnx is a directory, not a file", r"pass a file path"),
     Case("export-parity-batch-is-export-batch", TO, ("--checkpoint", "{ckpt}", "--parity-batch-sizes", "1", "2"), 2,
          r"--parity-batch-sizes \[1, 2\] include the export batch 2", r"parity must use other batch sizes"),
     Case("export-int8-without-images", TO, ("--checkpoint", "{ckpt}", "--quantize", "int8",
@@ -174,6 +232,10 @@ CASES: list[Case] = [
          r"tiny\.pt is a PyTorch checkpoint, not an ONNX model", r"export it first with python export/to_onnx\.py"),
     Case("infer-model-missing", IN, ("{tmp}/missing.onnx", "{data}/val"), 2,
          r"ONNX model not found: \S+missing\.onnx", r"export one with export/to_onnx\.py"),
+    Case("infer-model-is-a-directory", IN, ("{no_images}", "{data}/val"), 2,
+         r"no_images is a directory, not an ONNX model", r"pass the \.onnx file inside it"),
+    Case("infer-image-is-a-fifo", IN, ("{onnx}", "{fifo}"), 2,
+         r"pipe\.jpg is not a regular file or folder \(a FIFO, socket or device\)", r"pass image files"),
     Case("infer-model-garbage", IN, ("{garbage_onnx}", "{data}/val"), 2,
          r"garbage\.onnx is not an ONNX model onnxruntime can load", r"pass an \.onnx file written by"),
     Case("infer-image-missing", IN, ("{onnx}", "{tmp}/nope.jpg"), 2,
@@ -182,6 +244,11 @@ CASES: list[Case] = [
          r"pass image files or a folder that holds some"),
     Case("infer-only-broken-images", IN, ("{onnx}", "{only_broken}"), 2,
          r"none of the 1 images could be decoded \(x\.jpg", r"pass JPEG/PNG/\.\.\. files"),
+    Case("infer-out-is-a-device", IN, ("{onnx}", "{data}/val", "--out", "/dev/full"), 2,
+         r"argument --out: /dev/full is not a regular file \(a character device\)",
+         r"pass the path of a regular file or of a new one"),
+    Case("infer-out-is-a-directory", IN, ("{onnx}", "{data}/val", "--out", "{tmp}"), 2,
+         r"argument --out: \S+ is a directory, not a file", r"pass a file path"),
     Case("infer-top-k-zero", IN, ("{onnx}", "{data}/val", "--top-k", "0"), 2, r"--top-k must be >= 1, got 0",
          r"must be >= 1"),
     Case("infer-labels-from-flat-folder", IN, ("{onnx}", "{flat_images}", "--labels-from-folders"), 2,
@@ -243,6 +310,11 @@ def build_world(tmp: Path) -> dict[str, str]:
     w["one_image"] = _dataset(tmp / "one_image")
     for f in sorted((tmp / "one_image" / "train" / "Fungi").iterdir())[1:]:
         f.unlink()
+    w["duplicates"] = _dataset(tmp / "duplicates")
+    for name, cls in (("copy.jpg", "Aves"), ("copy2.jpg", "Fungi")):
+        dup = tmp / "duplicates"
+        shutil.copy(sorted((dup / "train" / cls).glob("*.jpg"))[0], dup / "val" / cls / name)
+    w["one_class"] = make_tiny_imagefolder(tmp / "one_class", classes=("Aves",), train_per_class=4, test_per_class=2)
     w["other_classes"] = make_tiny_imagefolder(tmp / "other", classes=("Insecta", "Mammalia"), train_per_class=3,
                                                test_per_class=2)
     (tmp / "runs" / "taken").mkdir(parents=True)
@@ -251,6 +323,8 @@ def build_world(tmp: Path) -> dict[str, str]:
             ("broken_yaml", "broken.yaml", "method: [random\nparameters: {"),
             ("unknown_key_yaml", "unknown-key.yaml",
              "method: random\nbogus: 1\nparameters:\n  lr:\n    values: [0.1]\n"),
+            ("duplicate_key_yaml", "duplicate-key.yaml",
+             "method: random\nparameters:\n  lr:\n    values: [0.1]\nmethod: grid\n"),
             ("bad_program_yaml", "bad-program.yaml",
              "program: train_something.py\nmethod: random\nparameters:\n  lr:\n    values: [0.1]\n")):
         w[name] = tmp / file
@@ -265,6 +339,10 @@ def build_world(tmp: Path) -> dict[str, str]:
                                           "std": (0.25,) * 3}, train_config={}, metrics={}, epoch=1)
     w["ckpt"] = tmp / "tiny.pt"
     save_checkpoint(w["ckpt"], payload)
+    for kind, change in (("size", {"preprocessing": {**payload["preprocessing"], "image_size": 64}}),
+                         ("classes", {"class_names": ["Amphibia", "Aves"]})):
+        w[f"ckpt_{kind}"] = tmp / f"{kind}.pt"
+        save_checkpoint(w[f"ckpt_{kind}"], {**payload, **change})
     w["ckpt_missing"] = tmp / "missing.pt"
     w["ckpt_text"] = tmp / "notes.pt"
     Path(w["ckpt_text"]).write_text("these are my notes, not a model\n")
@@ -291,6 +369,9 @@ def build_world(tmp: Path) -> dict[str, str]:
     w["only_broken"] = tmp / "only_broken"
     (tmp / "only_broken").mkdir()
     (tmp / "only_broken" / "x.jpg").write_bytes(b"nope")
+    (tmp / "w.fp16.onnx").mkdir()
+    w["fifo"] = tmp / "pipe.jpg"
+    os.mkfifo(w["fifo"])
     w["flat_images"] = tmp / "flat_images"
     (tmp / "flat_images").mkdir()
     shutil.copy(next((tmp / "data" / "val" / "Aves").glob("*.jpg")), tmp / "flat_images" / "a.jpg")

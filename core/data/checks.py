@@ -7,6 +7,7 @@ one pass. Layout errors still raise (there is nothing to count); everything else
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,13 +29,19 @@ class DatasetReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     converted: Counter = field(default_factory=Counter)  # PIL mode -> images converted to RGB
     rotated: int = 0  # images with an EXIF orientation other than "upright"
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)  # (train/ file, byte-identical val/ file)
 
     @property
     def warnings(self) -> list[str]:
         """What training survives but should be fixed: a class with one training image has no validation image."""
         single = [c for c, n in self.train_counts.items() if n == 1]
-        return [f"classes {single} have a single decodable training image in train/: none is left for validation; "
-                "add images to them"] if single else []
+        out = [f"classes {single} have a single decodable training image in train/: none is left for validation; "
+               "add images to them"] if single else []
+        if self.duplicates:
+            pairs = "; ".join(f"{a} = {b}" for a, b in self.duplicates[:3])
+            out.append(f"byte-identical copies of train/ images in val/ (the test set): {len(self.duplicates)} (e.g. "
+                       f"{pairs}); they inflate the test accuracy: remove them from one of the two")
+        return out
 
     @property
     def problems(self) -> list[str]:
@@ -60,6 +67,7 @@ def check_dataset(root: Path) -> DatasetReport:
     """Scan ``root``, decode every image once at 32 px (in a throwaway cache), and report."""
     scan = scan_dataset(root)
     report = DatasetReport(Path(root), list(scan.class_names), {}, {}, list(scan.skipped))
+    seen: dict[str, Path] = {}  # content hash -> a train/ file with those bytes
     with tempfile.TemporaryDirectory(prefix="inat-check-") as tmp:
         for split, samples in (("train", scan.train), ("test", scan.test)):
             entry = decode_images([p for p, _ in samples], Preprocessing(32), Path(tmp), desc=f"checking {split}")
@@ -69,6 +77,11 @@ def check_dataset(root: Path) -> DatasetReport:
                     report.skipped.append(SkippedFile(path, entry.failed[row]))
                     continue
                 counts[scan.class_names[label]] += 1
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                if split == "train":
+                    seen.setdefault(digest, path)
+                elif digest in seen:
+                    report.duplicates.append((seen[digest], path))
                 mode, rotated = _header_facts(path)
                 if mode != "RGB":
                     report.converted[mode] += 1

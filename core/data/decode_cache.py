@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +101,7 @@ def cache_key(paths: Sequence[Path], prep: Preprocessing) -> str:
             st = os.stat(p)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"image file disappeared while building the decode cache: {p}") from exc
-        h.update(f"\n{Path(p).resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+        h.update(b"\n" + os.fsencode(Path(p).resolve()) + f"\t{st.st_size}\t{st.st_mtime_ns}".encode())  # any bytes
     return h.hexdigest()[:32]
 
 
@@ -147,9 +148,20 @@ def _decode_one(args: tuple[Path, Preprocessing]) -> np.ndarray | str:
         return str(exc)
 
 
+def _check_room(folder: Path, n: int, s: int) -> None:
+    """Refuse (ValueError, exit 2) before allocating an array the disk or the machine's memory cannot hold."""
+    need, free = n * 3 * s * s, shutil.disk_usage(folder).free
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else need
+    if need > free or need > ram:
+        raise ValueError(f"{n} images at {s}x{s} px need {need / 1e9:,.1f} GB of decoded pixels, but the decode cache "
+                         f"{folder} has {free / 1e9:,.1f} GB free and this machine {ram / 1e9:,.1f} GB of RAM; lower "
+                         "--image-size or --max-per-class (or set INAT_CNN_CACHE to a bigger disk)")
+
+
 def _build_entry(folder: Path, key: str, paths: tuple[Path, ...], prep: Preprocessing,
                  num_threads: int, desc: str) -> DecodedImages:
     n, s = len(paths), prep.image_size
+    _check_room(folder, n, s)
     failed: dict[int, str] = {}
     with atomic_path(folder / f"{key}.npy", suffix=".npy.tmp") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, s, s))

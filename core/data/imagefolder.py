@@ -9,12 +9,14 @@ What happens to each problem (nothing is silently dropped):
 case                                        decision
 ==========================================  ===============================================================
 root, ``train/`` or ``val/`` missing         stop: ``FileNotFoundError`` with the expected layout
-no class folders in ``train/``               stop: ``ValueError``
+fewer than 2 class folders in ``train/``      stop: ``ValueError`` (nothing to classify)
 class folders differ between train and val   stop: ``ValueError`` listing the classes missing on each side
                                              (labels would not mean the same thing in the two splits)
 class folder without any image file          stop: ``ValueError`` naming the folder (a broken extraction)
 non-image file (by extension), hidden file,  skip: logged count, listed in the run folder's ``skipped.txt``
-hidden folder, file outside a class folder
+hidden folder, file outside a class folder,
+broken symlink, FIFO/socket/device,
+symlinked folder inside a class folder
 corrupt or truncated image                   skip at decode time (``core.data.loaders``), same listing; if that
                                              empties a training class, stop
 grayscale / palette / CMYK / RGBA / 16-bit   convert to RGB (``core.data.preprocess``); transparency over white
@@ -68,6 +70,12 @@ class ImageFolderScan:
         return counts
 
 
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink():
+        return "symlinked folder (not followed)" if path.is_dir() else "broken symlink (its target does not exist)"
+    return "not a regular file (a FIFO, socket or device)"
+
+
 def _scan_split(split_dir: Path) -> tuple[dict[str, list[Path]], list[SkippedFile]]:
     """Class name -> sorted image paths (recursively), plus everything that is not used."""
     classes: dict[str, list[Path]] = {}
@@ -89,6 +97,8 @@ def _scan_split(split_dir: Path) -> tuple[dict[str, list[Path]], list[SkippedFil
                         files.append(f)
                     else:
                         skipped.append(SkippedFile(f, f"not an image file (extension {f.suffix or 'none'!r})"))
+                elif not f.is_dir() or f.is_symlink():
+                    skipped.append(SkippedFile(f, _not_a_file(f)))
             classes[entry.name] = files
     return classes, skipped
 
@@ -105,8 +115,10 @@ def scan_dataset(root: Path) -> ImageFolderScan:
     train_classes, skipped = _scan_split(split_dirs["train"])
     test_classes, skipped_test = _scan_split(split_dirs["val"])
     skipped += skipped_test
-    if not train_classes:
-        raise ValueError(f"{split_dirs['train']} has no class folders; {LAYOUT_HELP}")
+    if len(train_classes) < 2:
+        found = f"only 1 class folder {sorted(train_classes)}" if train_classes else "no class folders"
+        raise ValueError(f"{split_dirs['train']} has {found}: a classifier needs at least 2 classes; add class "
+                         f"folders; {LAYOUT_HELP}")
     if set(train_classes) != set(test_classes):
         only_train = sorted(set(train_classes) - set(test_classes))
         only_val = sorted(set(test_classes) - set(train_classes))

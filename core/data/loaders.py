@@ -303,6 +303,10 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
 
     row_of = {s[0]: row for s, row in kept["train"]}
     train_samples, val_samples = stratified_split([s for s, _ in kept["train"]], cfg.val_fraction, cfg.seed)
+    if not val_samples:  # checked before any epoch (or run folder file): fit would only find an empty loader
+        raise ValueError(f"the validation split is empty: {len(train_samples)} training images (max_per_class "
+                         f"{cfg.max_per_class}) leave none at val_fraction {cfg.val_fraction}; raise --max-per-class "
+                         "to 2 or more (or --val-fraction), or add images")
     train_rows = [row_of[p] for p, _ in train_samples]
     if preprocessing is not None:
         mean, std = preprocessing.mean, preprocessing.std

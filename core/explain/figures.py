@@ -75,7 +75,7 @@ def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"figures are written as PNG; got {path.name!r} (use a .png name)")
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08)
     return path
 

@@ -25,7 +25,7 @@ from core.explain import figures as plots
 from core.explain.evaluation import compute_metrics, predict, select_per_class
 from core.explain.evaluation_page import write_evaluation_page
 from core.explain.gradcam import grad_cam
-from core.runfiles import to_plain, write_json
+from core.runfiles import own_run_folder, to_plain, write_json
 from core.train import TRACKING_MODES, Tracker, load_model
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,12 @@ class EvalConfig:
 def _grid(out_dir: Path, model, test_ds, preds, class_names: list[str], cfg: EvalConfig, device) -> dict[str, Any]:
     """10x3 prediction grid (+ Grad-CAM on the same images when the model supports it)."""
     labels = [label for _, label in test_ds.samples]  # the contract: .samples is [(path, label)]
-    sel = select_per_class(labels, len(class_names), cfg.per_class, cfg.seed)
-    notes = [f"{class_names[c]} has only {n} test image{'s' * (n != 1)} (fewer than {cfg.per_class})"
+    per_class = min(cfg.per_class, max(labels.count(c) for c in range(len(class_names))))
+    if per_class < cfg.per_class:  # no 100000-row grid for classes of 4 images
+        log.warning("--per-class %d: the largest class has %d test images, so the grid shows %d per class",
+                    cfg.per_class, per_class, per_class)
+    sel = select_per_class(labels, len(class_names), per_class, cfg.seed)
+    notes = [f"{class_names[c]} has only {n} test image{'s' * (n != 1)} (fewer than {per_class})"
              for c, n in sel.shortfalls.items()]
     for note in notes:
         log.warning("prediction grid: %s", note)
@@ -80,9 +84,9 @@ def _grid(out_dir: Path, model, test_ds, preds, class_names: list[str], cfg: Eva
             cells.append(plots.GridCell(test_ds.uint8(i), c, p, conf, row=c, col=col))
             rows.append({"index": i, "path": str(test_ds.samples[i][0]), "true": class_names[c],
                          "pred": class_names[p], "confidence": conf, "correct": c == p})
-    plots.plot_prediction_grid(cells, class_names, out_dir / "predictions_grid.png", per_class=cfg.per_class,
+    plots.plot_prediction_grid(cells, class_names, out_dir / "predictions_grid.png", per_class=per_class,
                                notes=notes)
-    write_json(out_dir / "predictions_grid.json", {"seed": cfg.seed, "per_class": cfg.per_class, "notes": notes,
+    write_json(out_dir / "predictions_grid.json", {"seed": cfg.seed, "per_class": per_class, "notes": notes,
                                                    "cells": rows})
     try:
         layer = explain.conv5(model)
@@ -91,7 +95,7 @@ def _grid(out_dir: Path, model, test_ds, preds, class_names: list[str], cfg: Eva
         return {"rows": rows, "notes": notes}
     images = torch.stack([test_ds[r["index"]][0] for r in rows]).to(device)
     cams = grad_cam(model, images, [int(preds.preds[r["index"]]) for r in rows], layer)
-    plots.plot_gradcam_grid(cells, cams, class_names, out_dir / "gradcam.png", per_class=cfg.per_class, notes=notes)
+    plots.plot_gradcam_grid(cells, cams, class_names, out_dir / "gradcam.png", per_class=per_class, notes=notes)
     return {"rows": rows, "notes": notes}
 
 
@@ -140,25 +144,26 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
                          f"{list(loaders.class_names)}; pass the --data-dir the model was trained on")
     test_ds = loaders.test.dataset
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     tta = cfg.tta if cfg.tta is not None else bool(payload["train_config"].get("tta", False))
     preds = predict(model, loaders.test, device, desc="test", tta=tta)
     metrics = compute_metrics(preds.targets, preds.preds, class_names)
-    write_json(out_dir / "test_metrics.json", {
-        **metrics.to_dict(), "split": "val/ (the official test split)", "checkpoint": str(cfg.checkpoint), "tta": tta,
-        "data_dir": str(loaders.root), "model_desc": payload["model_desc"], "preprocessing": prep.to_dict()})
     log.info("test accuracy %.2f%% (%d/%d) on %s", 100 * metrics.accuracy, metrics.n_correct, metrics.n, loaders.root)
-    plots.plot_confusion_matrix(metrics.confusion_counts, metrics.confusion_normalised, class_names,
-                                out_dir / "confusion_matrix.png",
-                                title=f"Confusion matrix, test set (accuracy {metrics.accuracy:.1%}, n={metrics.n})")
-    grid = _grid(out_dir, model, test_ds, preds, class_names, cfg, device)
-    explained = _explanations(out_dir, model, test_ds, preds, class_names, cfg)
-    page = write_evaluation_page(out_dir, checkpoint=cfg.checkpoint, data_dir=loaders.root, metrics=metrics,
-                                 grid=grid, explanations=explained,
-                                 params=sum(p.numel() for p in model.parameters()),
-                                 train_metrics=payload.get("metrics"), image_size=prep.image_size)
-    log.info("evaluation page: %s", page)
+    with own_run_folder(out_dir):  # inputs checked above; one evaluation writes a folder at a time
+        write_json(out_dir / "test_metrics.json", {
+            **metrics.to_dict(), "split": "val/ (the official test split)", "checkpoint": str(cfg.checkpoint),
+            "tta": tta, "data_dir": str(loaders.root), "model_desc": payload["model_desc"],
+            "preprocessing": prep.to_dict()})
+        plots.plot_confusion_matrix(metrics.confusion_counts, metrics.confusion_normalised, class_names,
+                                    out_dir / "confusion_matrix.png",
+                                    title=f"Confusion matrix, test set (accuracy {metrics.accuracy:.1%}, "
+                                          f"n={metrics.n})")
+        grid = _grid(out_dir, model, test_ds, preds, class_names, cfg, device)
+        explained = _explanations(out_dir, model, test_ds, preds, class_names, cfg)
+        page = write_evaluation_page(out_dir, checkpoint=cfg.checkpoint, data_dir=loaders.root, metrics=metrics,
+                                     grid=grid, explanations=explained,
+                                     params=sum(p.numel() for p in model.parameters()),
+                                     train_metrics=payload.get("metrics"), image_size=prep.image_size)
+        log.info("evaluation page: %s", page)
     return {"metrics": metrics, "grid": grid, "explanations": explained, "out_dir": out_dir, "page": page}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from core.finetune.run import PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import STRATEGY_NAMES, count_parameters
-from core.runfiles import read_json, read_jsonl, read_yaml, write_text
+from core.runfiles import own_run_folder, read_json, read_jsonl, read_yaml, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -105,20 +105,21 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
-    configs = strategy_runs(cfg, tuple(strategies))
-    part_a = read_partA_row(partA_run) if partA_run is not None else None  # bad folder: fail before training
-    rows = [row_from_run(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
-                                      name=f"{name}-{c.strategy}", group=name, resume=resume)) for c in configs]
-    rows += [part_a] if part_a is not None else []
-    paths = write_comparison(rows, run_dir, cfg=cfg)
-    tracker = Tracker.start(run_dir=run_dir, name=name, config=cfg.to_dict(), group=name, job_type="partB-compare",
-                            mode=tracker_mode, tags=("partB", "compare", cfg.arch))
-    try:
-        tracker.log_table("comparison", list(COMPARISON_COLUMNS), [r.values() for r in rows])
-        tracker.log_image("accuracy_curves", paths["png"], caption="validation (solid) and train (dashed) accuracy")
-    finally:
-        tracker.finish()
-    return rows
+    with own_run_folder(run_dir):  # one owner; each strategy's folder is held by its run_partB
+        configs = strategy_runs(cfg, tuple(strategies))
+        part_a = read_partA_row(partA_run) if partA_run is not None else None  # bad folder: fail before training
+        rows = [row_from_run(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
+                                          name=f"{name}-{c.strategy}", group=name, resume=resume)) for c in configs]
+        rows += [part_a] if part_a is not None else []
+        paths = write_comparison(rows, run_dir, cfg=cfg)
+        tracker = Tracker.start(run_dir=run_dir, name=name, config=cfg.to_dict(), group=name, job_type="partB-compare",
+                                mode=tracker_mode, tags=("partB", "compare", cfg.arch))
+        try:
+            tracker.log_table("comparison", list(COMPARISON_COLUMNS), [r.values() for r in rows])
+            tracker.log_image("accuracy_curves", paths["png"], caption="validation (solid) and train (dashed) accuracy")
+        finally:
+            tracker.finish()
+        return rows
 
 
 def write_comparison(rows: list[ComparisonRow], run_dir: Path | str, *, cfg: PartBConfig | None = None

@@ -24,7 +24,7 @@ from core.data import DataConfig, Preprocessing, make_loaders
 from core.explain import evaluate_best_on_test
 from core.finetune.strategies import FinetuneStrategy, count_parameters, make_strategy
 from core.model import backbone_preprocessing, build_backbone, family_of, layout_of, measured_flops, replace_head
-from core.runfiles import write_yaml
+from core.runfiles import own_run_folder, write_yaml
 from core.train import RunResult, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     ``stop`` (a ``core.train.StopRequest``) ends training before the next batch, as in ``run_partA``.
     """
     from core.devices import resolve_device
-    from core.train import Tracker, seed_everything, stop_after_training
+    from core.train import Tracker, check_run_start, seed_everything, stop_after_training
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
@@ -135,38 +135,39 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     loaders = make_loaders(data_cfg, preprocessing=prep)
     num_classes = len(loaders.class_names)
     replace_head(model, layout, num_classes)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loaders.write_split(run_dir)
-    strategy.setup(model, quiet=True)  # fit() repeats it on the device; here it gives the epoch-0 counts
-    counts = count_parameters(model)
-    flops = measured_flops(model, (1, 3, prep.image_size, prep.image_size))
-    resolved = {**cfg.to_dict(), "data": data_cfg.to_dict(), "preprocessing": prep.to_dict(),
-                "strategy_detail": strategy.describe(), "class_names": loaders.class_names,
-                "params": {"trainable": counts.trainable, "total": counts.total}}
-    write_yaml(run_dir / "config.yaml", resolved)
     model_desc = {"kind": "backbone", "arch": cfg.arch, "num_classes": num_classes}
-    meta = {"model_desc": model_desc, "class_names": loaders.class_names, "preprocessing": prep.to_dict(),
-            "extra": {"partB": strategy.describe()}}
-    # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
-    with Tracker.start(run_dir=run_dir, name=name, config=resolved, group=group, job_type="partB",
-                       mode=tracker_mode, tags=("partB", cfg.arch, cfg.strategy), resume=resume) as tracker:
-        result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
-                     strategy=strategy, resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
-        result = stop_after_training(dataclasses.replace(result, parameter_count=counts.total, flops=flops), stop)
-        if result.best_path is not None and not result.pruned:
-            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir,
-                                                        tta=cfg.train.tta)
-            result = dataclasses.replace(result, test_acc=test_acc, test_loss=test_loss)
-        seconds = [h["seconds"] for h in result.history]
-        out = PartBRun(name, cfg.arch, cfg.strategy, counts.trainable, count_parameters(model).trainable,
-                       sum(seconds) / len(seconds) if seconds else math.nan, result)
-        # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does
-        tracker.set_summary({**result.metrics(), "trainable_params": out.trainable_params,
-                             "total_params": counts.total, "flops": flops,
-                             "seconds_per_epoch": out.seconds_per_epoch})
-        if result.pruned:
-            tracker.mark_stopped(result.stopped_reason or "stopped")
-    logger.info("%s: test_acc %s  best val_acc %.1f%% at epoch %d  trainable %d / %d", name,
-                "-" if result.test_acc is None else f"{100 * result.test_acc:.1f}%", 100 * result.best_val_acc,
-                result.best_epoch, out.trainable_params, counts.total)
-    return out
+    with own_run_folder(run_dir):  # inputs checked above; a second process here is refused before any write
+        check_run_start(run_dir, resume, model_desc, cfg.train)  # again under the lock: refuse before any write
+        loaders.write_split(run_dir)
+        strategy.setup(model, quiet=True)  # fit() repeats it on the device; here it gives the epoch-0 counts
+        counts = count_parameters(model)
+        flops = measured_flops(model, (1, 3, prep.image_size, prep.image_size))
+        resolved = {**cfg.to_dict(), "data": data_cfg.to_dict(), "preprocessing": prep.to_dict(),
+                    "strategy_detail": strategy.describe(), "class_names": loaders.class_names,
+                    "params": {"trainable": counts.trainable, "total": counts.total}}
+        write_yaml(run_dir / "config.yaml", resolved)
+        meta = {"model_desc": model_desc, "class_names": loaders.class_names, "preprocessing": prep.to_dict(),
+                "extra": {"partB": strategy.describe()}}
+        # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
+        with Tracker.start(run_dir=run_dir, name=name, config=resolved, group=group, job_type="partB",
+                           mode=tracker_mode, tags=("partB", cfg.arch, cfg.strategy), resume=resume) as tracker:
+            result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
+                         strategy=strategy, resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
+            result = stop_after_training(dataclasses.replace(result, parameter_count=counts.total, flops=flops), stop)
+            if result.best_path is not None and not result.pruned:
+                test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir,
+                                                            tta=cfg.train.tta)
+                result = dataclasses.replace(result, test_acc=test_acc, test_loss=test_loss)
+            seconds = [h["seconds"] for h in result.history]
+            out = PartBRun(name, cfg.arch, cfg.strategy, counts.trainable, count_parameters(model).trainable,
+                           sum(seconds) / len(seconds) if seconds else math.nan, result)
+            # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does
+            tracker.set_summary({**result.metrics(), "trainable_params": out.trainable_params,
+                                 "total_params": counts.total, "flops": flops,
+                                 "seconds_per_epoch": out.seconds_per_epoch})
+            if result.pruned:
+                tracker.mark_stopped(result.stopped_reason or "stopped")
+        logger.info("%s: test_acc %s  best val_acc %.1f%% at epoch %d  trainable %d / %d", name,
+                    "-" if result.test_acc is None else f"{100 * result.test_acc:.1f}%", 100 * result.best_val_acc,
+                    result.best_epoch, out.trainable_params, counts.total)
+        return out

@@ -39,6 +39,7 @@ _HOME = {
     "make_spec": "core.model.spec",
     "measured_flops": "core.model.counting",
     "measured_params": "core.model.counting",
+    "read_torch_file": "core.model.pretrained_weights",
     "replace_head": "core.model.backbones",
     "supported_archs": "core.model.backbones",
     "uniform_knobs": "core.model.counting",

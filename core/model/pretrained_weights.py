@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 from urllib.parse import urlparse
 
@@ -48,14 +51,41 @@ def ensure_weights_cached(member: torchvision.models.WeightsEnum, progress: bool
     return path
 
 
-def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
+
+
+def read_torch_file(path: Path, fix: str, error: type[Exception] = ValueError) -> Any:
+    """``torch.load(path, weights_only=True)``, refused in one line ending in ``fix`` (never with torch's advice to load
+    unsafely): a folder or special file, a file that is not torch's zip or pickle (ONNX, text), a damaged one, one
+    holding pickled code (refused without running it). The caller says what a missing path means."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a file; {fix}")
     if not path.is_file():
+        raise error(f"{path} is not a regular file (a FIFO, socket or device); {fix}")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head != ZIP_MAGIC and not head.startswith(b"\x80"):  # torch's zip format, or a legacy raw pickle
+        raise error(f"{path} is not a torch checkpoint file (it starts with {head!r}, not a torch zip archive or "
+                    f"pickle); {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        match = re.search(r"GLOBAL ([\w.]+)", str(err))  # the refused name, without torch's unsafe advice
+        detail = f"it references {match.group(1)}" if match else "objects outside the tensor/plain-data allow-list"
+        raise error(f"{path} holds pickled Python objects that could run code when loaded ({detail}); refused without "
+                    f"executing anything. inat-cnn checkpoints hold only tensors and plain data: {fix}") from None
+    except Exception as err:  # torch raises many types for a damaged file (RuntimeError, EOFError, IndexError, ...)
+        reason = str(err).split(". ")[0]  # torch's first sentence; the rest is generic advice
+        raise error(f"{path} is not a torch checkpoint file (truncated or damaged: {reason}); copy it again from "
+                    f"where it was written, or {fix}") from err
+
+
+def _read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
+    if not path.exists():
         raise FileNotFoundError(f"weights file not found: {path} (a state_dict of torchvision {arch}); check the "
                                 "path, or drop --weights-file to use the torchvision weights (cache or download)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors vary by torch version
-        raise ValueError(f"cannot read {path} as a torch state dict: {exc}") from exc
+    obj = read_torch_file(path, f"pass a state_dict of torchvision {arch} (torch.save(model.state_dict(), path)), "
+                                "or drop --weights-file to use the torchvision weights")
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("state_dict", "model"):  # a training checkpoint that wraps the state dict
             if isinstance(obj.get(key), dict):

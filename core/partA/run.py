@@ -37,15 +37,14 @@ from core.devices import resolve_device
 from core.explain import evaluate_best_on_test
 from core.model import build_cnn, count_flops, count_params
 from core.partA.config import FLAT_KEYS, PartAConfig
-from core.runfiles import masked_argv, write_yaml
+from core.runfiles import masked_argv, own_run_folder, write_yaml
 from core.train import (
     EpochStats,
     RunResult,
     StopRequest,
     Tracker,
-    check_resumable,
+    check_run_start,
     fit,
-    load_checkpoint,
     seed_everything,
     stop_after_training,
 )
@@ -85,7 +84,6 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
               evaluate_test: bool = True, stop: StopRequest | None = None) -> RunResult:
     """Train and evaluate one Part A configuration into ``run_dir`` (see the module docstring)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)  # the weight init; fit re-seeds (or restores) the rest
     loaders = make_loaders(replace(cfg.data, device=str(device)))
@@ -93,34 +91,34 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     model = build_cnn(spec)
     params, flops = count_params(spec), count_flops(spec)
     model_desc = {"kind": "cnn", "spec": spec.to_dict()}
-    if resume and (run_dir / "last.pt").is_file():  # refuse before config.yaml is overwritten
-        check_resumable(load_checkpoint(run_dir / "last.pt"), model_desc, cfg.train, run_dir / "last.pt")
-    resolved = _resolved_config(cfg, spec, loaders, params, flops)
-    write_yaml(run_dir / "config.yaml", resolved)
-    loaders.write_split(run_dir)
-    meta = {"model_desc": model_desc, "class_names": loaders.class_names,
-            "preprocessing": loaders.preprocessing.to_dict(),
-            "extra": {"run_config": cfg.to_dict(), "params": params, "flops": flops}}
+    with own_run_folder(run_dir):  # inputs checked above; a second process here is refused before any write
+        check_run_start(run_dir, resume, model_desc, cfg.train)  # again under the lock: refuse before any write
+        resolved = _resolved_config(cfg, spec, loaders, params, flops)
+        write_yaml(run_dir / "config.yaml", resolved)
+        loaders.write_split(run_dir)
+        meta = {"model_desc": model_desc, "class_names": loaders.class_names,
+                "preprocessing": loaders.preprocessing.to_dict(),
+                "extra": {"run_config": cfg.to_dict(), "params": params, "flops": flops}}
 
-    # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
-    with Tracker.start(run_dir=run_dir, name=name or run_dir.name, group=group, job_type="partA",
-                       project=project, mode=tracker_mode, resume=resume, config=_wandb_config(resolved)) as tracker:
-        tracker.set_summary({"parameter_count": params, "flops": flops})
-        log.info("Part A run %s: %s params, %.3f GFLOPs/image, %d classes", run_dir, f"{params:,}", flops / 1e9,
-                 len(loaders.class_names))
-        result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
-                     resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
-        result = stop_after_training(replace(result, parameter_count=params, flops=flops), stop)
-        if evaluate_test and result.best_path is not None and not result.pruned:
-            test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir,
-                                                        tta=cfg.train.tta)
-            result = replace(result, test_acc=test_acc, test_loss=test_loss)
-            log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
-        # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does
-        tracker.set_summary({**result.metrics(), "epochs_run": result.epochs_run,
-                             "stopped_reason": result.stopped_reason or ""})
-        if result.pruned:
-            tracker.mark_stopped(result.stopped_reason or "stopped")
-    return result
+        # the context manager finishes the W&B run with exit code 0, 130 (Ctrl-C) or 1 (any other error)
+        with Tracker.start(run_dir=run_dir, name=name or run_dir.name, group=group, job_type="partA", project=project,
+                           mode=tracker_mode, resume=resume, config=_wandb_config(resolved)) as tracker:
+            tracker.set_summary({"parameter_count": params, "flops": flops})
+            log.info("Part A run %s: %s params, %.3f GFLOPs/image, %d classes", run_dir, f"{params:,}", flops / 1e9,
+                     len(loaders.class_names))
+            result = fit(model, loaders, cfg.train, run_dir=run_dir, checkpoint_meta=meta, tracker=tracker,
+                         resume=resume, on_epoch_end=on_epoch_end, device=device, stop=stop)
+            result = stop_after_training(replace(result, parameter_count=params, flops=flops), stop)
+            if evaluate_test and result.best_path is not None and not result.pruned:
+                test_acc, test_loss = evaluate_best_on_test(model, loaders, model_desc, result, device, run_dir,
+                                                            tta=cfg.train.tta)
+                result = replace(result, test_acc=test_acc, test_loss=test_loss)
+                log.info("test accuracy of best.pt (epoch %d): %.1f%%", result.best_epoch, 100 * test_acc)
+            # the summary's val_acc is what a W&B sweep optimises: the best epoch's, as the local backend does
+            tracker.set_summary({**result.metrics(), "epochs_run": result.epochs_run,
+                                 "stopped_reason": result.stopped_reason or ""})
+            if result.pruned:
+                tracker.mark_stopped(result.stopped_reason or "stopped")
+        return result
 
 

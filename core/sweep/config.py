@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.runfiles import read_yaml
 from core.sweep.params import ParamSpec, check_number, parse_parameters
 
 logger = logging.getLogger(__name__)
@@ -206,16 +207,11 @@ def parse_sweep_config(raw: Any) -> SweepConfig:
 
 def load_sweep_config(path: Path | str) -> SweepConfig:
     """Read a YAML (or JSON) sweep file and validate it."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep config {path} does not exist; pass --config with a W&B sweep YAML "
                                 f"(see experiments/configs/partA_sweep.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML ({exc}); fix the line it points at") from exc
+    raw = read_yaml(path)
     try:
         return parse_sweep_config(raw)
     except ValueError as exc:

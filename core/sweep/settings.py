@@ -17,16 +17,15 @@ shown only through :attr:`SweepSettings.shown_url` (password masked).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.runfiles import run_name
 from core.sweep.config import SweepConfig
 from core.sweep.storage import display_url, sqlite_url
 from core.train import TRACKING_MODES
 
 BACKENDS = ("auto", "local", "wandb")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,7 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValueError(f"sweep name {self.name!r} must be letters, digits, '_', '-', '.' (it names a folder)")
+        run_name(self.name, "sweep name")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {list(BACKENDS)}")
         if self.tracker_mode not in TRACKING_MODES:

@@ -67,7 +67,10 @@ def normalize_url(url: str) -> str:
     try:
         parsed = make_url(text)
     except (ArgumentError, ValueError) as exc:
-        raise ValueError(f"--storage {display_url(text)!r} is not a database URL ({exc}); expected "
+        # the parser's words may quote a piece of the password ('w0rd@host' of user:p@ss:w0rd@host): not then
+        why = str(exc) if display_url(text) == text else ("a '@', ':' or '/' in the password must be written "
+                                                         "%40, %3A, %2F")
+        raise ValueError(f"--storage {display_url(text)!r} is not a database URL ({why}); expected "
                          f"{URL_EXAMPLES}") from None
     if parsed.drivername in DRIVERS:
         parsed = parsed.set(drivername=DRIVERS[parsed.drivername])

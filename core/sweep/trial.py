@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from core.runfiles import mask_secrets, to_plain, write_json
+from core.runfiles import mask_secrets, own_run_folder, to_plain, write_json
 from core.train import EPOCH_METRICS, RUN_METRICS, RunResult, StopRequest
 
 logger = logging.getLogger(__name__)
@@ -88,44 +88,45 @@ def metric_value(result: RunResult, metric: str) -> float:
 def execute_trial(trial_fn: TrialFn, request: TrialRequest, *, extra: Mapping[str, Any] | None = None) -> RunResult:
     """Run ``trial_fn`` with the shared bookkeeping: folder, ``trial.json`` (RUNNING → COMPLETE/PRUNED/FAIL),
     ``trial.log``, a bar over its epochs and one ``progress`` line at its end."""
-    request.run_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"number": request.number, "state": "RUNNING", "values": dict(request.values),
-                              "flat": dict(request.flat), "started_at": utc_now(), "ended_at": None,
-                              "resume": request.resume, **(dict(extra) if extra else {})}
-    write_json(request.run_dir / TRIAL_FILE, record)
-    history: list[dict[str, float]] = []
-    epochs = request.flat.get("epochs")
-    bar = tqdm(total=int(epochs) if epochs else None, desc=f"trial {request.number}", unit="epoch", leave=False,
-               disable=None, dynamic_ncols=True)
-
-    def report(epoch: int, metrics: Mapping[str, float]) -> bool:
-        history.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("val_acc", "val_loss")})
-        return request.report(epoch, metrics)
-
-    handler = logging.FileHandler(request.run_dir / LOG_FILE, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    handler.setLevel(logging.INFO)
-    logging.getLogger().addHandler(handler)
-    t0 = time.perf_counter()
-    try:
-        result = trial_fn(replace(request, report=report))
-    except BaseException as exc:
-        record.update(state="FAIL", ended_at=utc_now(), error=mask_secrets(f"{type(exc).__name__}: {exc}"),
-                      history=history)
+    # the trial's process owns its folder; a resumed trial's old owner was declared gone by the sweep's storage
+    with own_run_folder(request.run_dir, take_over_other_hosts=request.resume):
+        record: dict[str, Any] = {"number": request.number, "state": "RUNNING", "values": dict(request.values),
+                                  "flat": dict(request.flat), "started_at": utc_now(), "ended_at": None,
+                                  "resume": request.resume, **(dict(extra) if extra else {})}
         write_json(request.run_dir / TRIAL_FILE, record)
-        raise
-    finally:
-        bar.close()
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-    if not result.history and history:
-        result = replace(result, history=tuple(history))
-    state = "PRUNED" if result.pruned else "COMPLETE"
-    seconds = time.perf_counter() - t0
-    record.update(state=state, ended_at=utc_now(), seconds=round(seconds, 3), result=result.to_dict())
-    write_json(request.run_dir / TRIAL_FILE, record)
+        history: list[dict[str, float]] = []
+        epochs = request.flat.get("epochs")
+        bar = tqdm(total=int(epochs) if epochs else None, desc=f"trial {request.number}", unit="epoch", leave=False,
+                   disable=None, dynamic_ncols=True)
+
+        def report(epoch: int, metrics: Mapping[str, float]) -> bool:
+            history.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("val_acc", "val_loss")})
+            return request.report(epoch, metrics)
+
+        handler = logging.FileHandler(request.run_dir / LOG_FILE, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setLevel(logging.INFO)
+        logging.getLogger().addHandler(handler)
+        t0 = time.perf_counter()
+        try:
+            result = trial_fn(replace(request, report=report))
+        except BaseException as exc:
+            record.update(state="FAIL", ended_at=utc_now(), error=mask_secrets(f"{type(exc).__name__}: {exc}"),
+                          history=history)
+            write_json(request.run_dir / TRIAL_FILE, record)
+            raise
+        finally:
+            bar.close()
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        if not result.history and history:
+            result = replace(result, history=tuple(history))
+        state = "PRUNED" if result.pruned else "COMPLETE"
+        seconds = time.perf_counter() - t0
+        record.update(state=state, ended_at=utc_now(), seconds=round(seconds, 3), result=result.to_dict())
+        write_json(request.run_dir / TRIAL_FILE, record)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics().items() if k in ("val_acc", "test_acc"))
     logger.info("trial %d %s: %s, %d epoch(s), %.0f s, %s", request.number, state.lower(), shown,
                 result.epochs_run, seconds, request.run_dir, extra={"progress": True})

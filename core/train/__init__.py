@@ -28,6 +28,7 @@ from core.train.trainer import (
     TrainConfig,
     TrainingError,
     check_resumable,
+    check_run_start,
     fit,
     format_lr,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "WeightEMA",
     "capture_rng_state",
     "check_resumable",
+    "check_run_start",
     "default_param_groups",
     "evaluate",
     "fit",

@@ -22,9 +22,8 @@ model, raises :class:`CheckpointError` with a message that says what the file is
 
 from __future__ import annotations
 
+import errno
 import logging
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "inat-cnn/1"
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
 MODEL_KINDS = ("cnn", "backbone")
 REQUIRED_KEYS = ("format", "model_desc", "state_dict", "class_names", "preprocessing", "train_config",
                  "metrics", "epoch")
@@ -100,32 +98,24 @@ def save_checkpoint(path: Path | str, payload: dict) -> None:
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"refusing to save {path}: payload has no format {CHECKPOINT_FORMAT!r}; "
                               "build it with core.train.checkpoint.make_payload")
-    with atomic_writer(path, "wb") as handle:
-        torch.save(payload, handle)
+    try:
+        with atomic_writer(path, "wb") as handle:
+            torch.save(payload, handle)
+    except RuntimeError as err:  # torch says "[enforce fail at inline_container.cc]" for a failed write (disk full)
+        why = str(err).splitlines()[0][:200]
+        raise OSError(errno.EIO, f"writing the checkpoint failed ({why}); is the disk full?", str(path)) from err
     log.debug("saved checkpoint %s (epoch %s)", path, payload.get("epoch"))
 
 
 def load_checkpoint(path: Path | str) -> dict:
     """Load and validate a checkpoint with ``weights_only=True``; tensors land on the CPU."""
+    from core.model import read_torch_file  # torchvision loads only when a checkpoint is read
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one with experiments/partA_train.py "
                                 "or pass the path of a best.pt / last.pt")
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head != ZIP_MAGIC and not head.startswith(b"\x80"):  # torch's zip format, or a legacy raw pickle
-        raise CheckpointError(f"{path} is not a torch checkpoint file (it starts with {head!r}, not a torch "
-                              f"zip archive or pickle); {PASS_OURS}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path} holds pickled Python objects that could run code when loaded "
-                              f"({_refusal_detail(err)}); refused without executing anything. inat-cnn checkpoints "
-                              f"hold only tensors and plain data: {PASS_OURS}") from None
-    except Exception as err:  # torch raises many types for a damaged file (RuntimeError, EOFError, IndexError, ...)
-        reason = str(err).split(". ")[0]  # torch's first sentence; the rest is generic advice
-        raise CheckpointError(f"{path} is not a torch checkpoint file (truncated or damaged: {reason}); copy it "
-                              f"again from where it was written, or {PASS_OURS}") from err
+    payload = read_torch_file(path, PASS_OURS, CheckpointError)
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not an inat-cnn checkpoint dict; {PASS_OURS}")
     if "format" not in payload:
@@ -142,17 +132,16 @@ def load_checkpoint(path: Path | str) -> dict:
     if missing:
         raise CheckpointError(f"{path} is missing checkpoint keys {missing}; {PASS_OURS}")
     _check_model_desc(payload["model_desc"], source=str(path))
+    desc, names, prep = payload["model_desc"], payload["class_names"], payload["preprocessing"]
+    outputs = desc["spec"].get("head", {}).get("num_classes") if desc["kind"] == "cnn" else desc["num_classes"]
+    if outputs is not None and outputs != len(names):  # the same refusal from evaluate, export and resume
+        raise CheckpointError(f"{path} is inconsistent: its model has {outputs} outputs but it lists {len(names)} "
+                              f"class names; {PASS_OURS}")
+    size, side = desc["spec"].get("image_size") if desc["kind"] == "cnn" else None, dict(prep).get("image_size")
+    if size is not None and size not in (side, [side] * 2):
+        raise CheckpointError(f"{path} is inconsistent: its model takes {size} px images but its preprocessing "
+                              f"says {side} px; {PASS_OURS}")
     return payload
-
-
-def _refusal_detail(err: Exception) -> str:
-    """What torch's weights-only unpickler refused (``it references posix.system``), without its advice.
-
-    torch's message also suggests retrying with the unsafe loader or allow-listing the class; for a file
-    the user did not make, that is exactly the advice never to give, so only the refused name is kept.
-    """
-    match = re.search(r"GLOBAL ([\w.]+)", str(err))
-    return f"it references {match.group(1)}" if match else "objects outside the tensor/plain-data allow-list"
 
 
 def _check_model_desc(model_desc: Any, source: str = "model_desc") -> None:

@@ -34,6 +34,8 @@ def make_batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int) 
     for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
         if not alpha >= 0:
             raise ValueError(f"{name} must be >= 0 (0 = off), got {alpha!r}")
+    if not (mixup_alpha or cutmix_alpha):
+        return None
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"mixing needs num_classes >= 2, got {num_classes!r}")
     from torchvision.transforms import v2

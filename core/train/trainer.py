@@ -124,6 +124,17 @@ def check_resumable(payload: dict, model_desc: dict, config: TrainConfig, source
                               f"(only {sorted(RESUMABLE_CHANGES)} may change); start a new run instead")
 
 
+def check_run_start(run_dir: Path, resume: bool, model_desc: dict | None = None,
+                    config: TrainConfig | None = None) -> None:
+    """Before a run writes ``run_dir``: a run already there (``last.pt``) continues only with ``resume``
+    (FileExistsError otherwise), and only with the same model and training config when they are given."""
+    last = Path(run_dir) / "last.pt"
+    if last.is_file() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --name")
+    if last.is_file() and model_desc is not None and config is not None:
+        check_resumable(load_checkpoint(last), model_desc, config, last)
+
+
 def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | str, checkpoint_meta: dict,
         tracker: Any = None, strategy: Any = None, resume: bool = False,
         on_epoch_end: Callable[[int, EpochStats], None] | None = None,
