@@ -22,7 +22,8 @@ import torch
 import yaml
 from test_sweep_local import RANDOM, StandIn, settings_for, started
 
-from core.sweep import SweepSettings, parse_sweep_config, run_local, run_sweep
+from core.sweep import SweepSettings, parse_sweep_config, run_sweep
+from core.sweep.backends.local import run_local
 from experiments.partA_sweep import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,17 +19,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.sweep import (
-    HOST,
-    SweepSettings,
-    TrialRequest,
-    open_study,
-    parse_sweep_config,
-    records_from_study,
-    recover_dead_trials,
-    run_local,
-    sqlite_url,
-)
+from core.sweep import SweepSettings, TrialRequest, parse_sweep_config
+from core.sweep.backends.local import HOST, open_study, records_from_study, recover_dead_trials, run_local, sqlite_url
 from core.train import RunResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -23,15 +23,8 @@ import yaml
 from test_sweep_local import RANDOM, StandIn, settings_for
 
 from core.runfiles import mask_secrets, masked_argv
-from core.sweep import (
-    StorageError,
-    SweepSettings,
-    normalize_url,
-    open_storage,
-    parse_sweep_config,
-    run_local,
-    sqlite_url,
-)
+from core.sweep import SweepSettings, parse_sweep_config
+from core.sweep.backends.local import StorageError, normalize_url, open_storage, run_local, sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,7 +95,7 @@ def test_each_way_of_not_reaching_postgresql_is_one_line_naming_the_fix(postgres
 
 def test_a_missing_driver_names_the_extra_to_install(tmp_path):
     code = ("import sys; sys.modules['psycopg'] = None\n"  # psycopg not installed: its import fails
-            "from core.sweep import open_storage, StorageError\n"
+            "from core.sweep.backends.local import open_storage, StorageError\n"
             "try:\n    open_storage('postgresql://u:secret@127.0.0.1:1/db')\n"
             "except StorageError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

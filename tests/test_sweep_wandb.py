@@ -24,7 +24,8 @@ import wandb.wandb_agent
 import yaml
 
 from core.partA import FLAT_KEYS, PartAConfig
-from core.sweep import SweepSettings, agent_command, choose_backend, parse_sweep_config, run_sweep
+from core.sweep import SweepSettings, choose_backend, parse_sweep_config, run_sweep
+from core.sweep.backends.wandb import agent_command
 from core.sweep.trials import PartATrial
 from tests.scripted_wandb import ENTITY, EXIT, PROJECT, SWEEP_ID, ScriptedWandbServer, run_command, stop_command
 

@@ -1,8 +1,8 @@
 """Interactive sweep figures (plotly) for ``report.html``: hover a line, brush an axis, zoom, hide a series.
 
 Why: W&B's sweep page and ``optuna-dashboard`` let people explore a sweep; the offline report should too,
-without a server or network. The PNGs of :mod:`core.sweep.plots` stay (README and papers use them); these
-figures draw the same records and the same statistics (:mod:`core.sweep.analysis`), never new ones.
+without a server or network. The PNGs of :mod:`core.reports.sweep_plots` stay (README and papers use them); these
+figures draw the same records and the same statistics (:mod:`core.reports.analysis`), never new ones.
 
 ``optuna.visualization`` draws the optimisation history. It works on a study, so :func:`study_from_records`
 builds an in-memory one from the records, which serves both backends alike (the ``wandb`` backend has no
@@ -21,13 +21,14 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.sweep.analysis import SweepAnalysis, fmt, label
-from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord
+from core.reports.analysis import SweepAnalysis, fmt, label
+from core.reports.results import TrialRecord
 
 if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
+
+    from core.sweep import SweepConfig
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@
 * ``optimization_history.png``: metric by trial number, best so far (Optuna's history plot).
 * ``learning_curves.png``: the metric per epoch for every trial (shows where hyperband stopped trials).
 * ``cost_front.png``: the metric against FLOPs and against parameters, the accuracy–cost front
-  (:func:`core.sweep.results.pareto_front`) marked and numbered.
+  (:func:`core.reports.results.pareto_front`) marked and numbered.
 
-Figures draw what :mod:`core.sweep.analysis` and the records hold; they compute no statistics. A figure with
+Figures draw what :mod:`core.reports.analysis` and the records hold; they compute no statistics. A figure with
 nothing to draw (no finished trial, fewer than 2 for importance, no per-epoch values) is not written at
 all: an empty placeholder PNG tells a reader nothing the report's text does not.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
@@ -26,10 +27,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from core.explain import save_figure
-from core.sweep.analysis import SweepAnalysis, label
-from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord, pareto_front
+from core.reports.analysis import SweepAnalysis, label
+from core.reports.pages import save_figure
+from core.reports.results import TrialRecord, pareto_front
+
+if TYPE_CHECKING:
+    from core.sweep import SweepConfig
 
 STATE_COLOURS = {"COMPLETE": "#2166ac", "PRUNED": "#f4a582", "FAIL": "#b2182b"}
 FIGURES = ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves",
