@@ -178,3 +178,19 @@ def test_no_folder_in_core_is_a_house_of_its_own():
            if "__pycache__" not in d.parts and (n := sum(len(p.read_text().splitlines()) for p in d.glob("*.py")))
            > MAX_FOLDER_LINES}
     assert big == {}, f"split these folders by concern (>{MAX_FOLDER_LINES} lines directly in each): {big}"
+
+
+# Where people extend, a registry (name -> factory) and its decorator, in the package's face.
+REGISTRIES = [("train", "OPTIMIZERS", "register_optimizer"), ("train", "SCHEDULERS", "register_scheduler"),
+              ("finetune", "STRATEGIES", "register_strategy"), ("data", "AUGMENT_POLICIES", "register_augment_policy"),
+              ("sweep", "SWEEP_BACKENDS", "register_backend")]
+
+
+@pytest.mark.parametrize(("package", "registry", "register"), REGISTRIES)
+def test_each_seam_is_a_registry(package, registry, register):
+    face = importlib.import_module(f"core.{package}")
+    table = getattr(face, registry, None)
+    assert isinstance(table, dict) and table, f"core.{package}.{registry} must be a non-empty dict name -> factory"
+    assert all(callable(f) and k == k.lower() for k, f in table.items()), f"{registry}: lower-case names, callables"
+    assert callable(getattr(face, register, None)), f"core.{package} must export {register} (one line to add one)"
+    assert {registry, register} <= set(face.__all__), f"core.{package}.__all__ must name {registry} and {register}"

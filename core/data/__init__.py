@@ -2,7 +2,7 @@
 the iNaturalist download and the demo-set generator.
 """
 
-from core.data.augment_policies import AUGMENT_POLICIES
+from core.data.augment_policies import AUGMENT_POLICIES, register_augment_policy
 from core.data.batched_augment import BatchAugment, BatchTransform, augment_batch, pack_params, sample_params
 from core.data.batching import AUGMENT_DEVICES, PIPELINES, choose_num_workers
 from core.data.checks import check_dataset, format_report
@@ -36,6 +36,7 @@ from core.data.preprocess import (
 
 __all__ = [
     "AUGMENT_POLICIES",
+    "register_augment_policy",
     "AUGMENT_DEVICES",
     "BatchAugment",
     "BatchTransform",

@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from core.finetune.run import PartBConfig, PartBRun, run_partB
-from core.finetune.strategies import STRATEGY_NAMES, count_parameters
+from core.finetune.strategies import STRATEGIES, count_parameters
 from core.reports import COMPARISON_COLUMNS, ComparisonRow, write_comparison
 from core.runfiles import read_json, read_jsonl, read_yaml
 
 logger = logging.getLogger(__name__)
 
 
-def strategy_runs(cfg: PartBConfig, strategies: tuple[str, ...] = STRATEGY_NAMES) -> list[PartBConfig]:
-    """One config per strategy for ``--compare`` (validated up front, so a bad k fails before any run)."""
-    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+def strategy_runs(cfg: PartBConfig, strategies: tuple[str, ...] | None = None) -> list[PartBConfig]:
+    """One config per strategy for ``--compare`` (default: every registered one), validated up front, so a bad k
+    fails before any run."""
+    strategies = tuple(STRATEGIES) if strategies is None else strategies
+    unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
-        raise ValueError(f"unknown strategies {unknown}; expected some of {list(STRATEGY_NAMES)}")
+        raise ValueError(f"unknown strategies {unknown}; expected some of {list(STRATEGIES)}")
     return [dataclasses.replace(cfg, strategy=s) for s in strategies]
 
 
@@ -69,7 +71,7 @@ def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
                          sum(h["seconds"] for h in history) / len(history), len(history), _curve(history), run_dir)
 
 
-def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str, ...] = STRATEGY_NAMES,
+def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str, ...] | None = None,
                 partA_run: Path | str | None = None, tracker_mode: str = "auto", name: str | None = None,  # noqa: N803
                 resume: bool = False) -> list[ComparisonRow]:
     """Every strategy on the same data and backbone, then the table and curves (see module docstring)."""
@@ -77,7 +79,7 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
 
     run_dir = Path(run_dir)
     name = name or run_dir.name
-    configs = strategy_runs(cfg, tuple(strategies))
+    configs = strategy_runs(cfg, None if strategies is None else tuple(strategies))
     part_a = read_partA_row(partA_run) if partA_run is not None else None  # bad folder: fail before training
     rows = [row_from_run(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
                                       name=f"{name}-{c.strategy}", group=name, resume=resume)) for c in configs]

@@ -15,7 +15,15 @@ from core.train.ema import WeightEMA
 from core.train.epoch import EvalStats, evaluate, supports_device_skip, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
 from core.train.mixing import make_batch_mixer
-from core.train.optim import OPTIMIZERS, SCHEDULERS, LRSchedule, default_param_groups, make_optimizer
+from core.train.optim import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    LRSchedule,
+    default_param_groups,
+    make_optimizer,
+    register_optimizer,
+    register_scheduler,
+)
 from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from core.train.stopping import STOP_SIGNALS, StopRequest, StopRequested, stop_after_training
@@ -48,6 +56,8 @@ __all__ = [
     "TRACKING_MODES",
     "NonFiniteLossError",
     "OPTIMIZERS",
+    "register_optimizer",
+    "register_scheduler",
     "SCHEDULERS",
     "STOP_SIGNALS",
     "StopRequest",
