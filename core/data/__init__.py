@@ -3,12 +3,12 @@ the iNaturalist download and the demo-set generator.
 """
 
 from core.data.augment_policies import AUGMENT_POLICIES, register_augment_policy
-from core.data.batched_augment import BatchAugment, BatchTransform, augment_batch, pack_params, sample_params
+from core.data.batched_augment import BatchAugment, BatchTransform, pack_params, sample_params
 from core.data.batching import AUGMENT_DEVICES, PIPELINES, choose_num_workers
 from core.data.checks import check_dataset, format_report
 from core.data.decode_cache import cache_stats, decode_images, reset_cache_stats
 from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
-from core.data.device_batches import DeviceBatches, release_resident, resident_bytes
+from core.data.device_batches import DeviceBatches
 from core.data.download import (
     INATURALIST_URL,
     URL_ENV,
@@ -31,7 +31,6 @@ from core.data.preprocess import (
     load_image_tensor,
     load_uint8,
     normalize,
-    open_rgb,
 )
 
 __all__ = [
@@ -42,10 +41,7 @@ __all__ = [
     "BatchTransform",
     "DeviceBatches",
     "PIPELINES",
-    "augment_batch",
     "pack_params",
-    "release_resident",
-    "resident_bytes",
     "sample_params",
     "CachedImageDataset",
     "DEMO_CLASSES",
@@ -75,7 +71,6 @@ __all__ = [
     "load_uint8",
     "make_loaders",
     "normalize",
-    "open_rgb",
     "reset_cache_stats",
     "resolve_dataset",
     "safe_extract",
