@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from core.reports.analysis import SweepAnalysis, fmt, label
-from core.reports.results import TrialRecord
+from core.reports.results import TrialRecord, best_so_far, learning_curve
 
 if TYPE_CHECKING:
     import optuna
@@ -175,18 +175,6 @@ def importance(analysis: SweepAnalysis, cfg: SweepConfig) -> go.Figure | None:
     return fig
 
 
-def _history(r: TrialRecord) -> tuple:
-    """A trial's per-epoch metrics (none before its run reported any)."""
-    return r.result.history if r.result is not None else ()
-
-
-def _best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
-    out: list[float] = []
-    for v in values:
-        out.append(v if not out else (max if maximize else min)(out[-1], v))
-    return out
-
-
 def metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig) -> go.Figure | None:
     import plotly.graph_objects as go
 
@@ -200,7 +188,7 @@ def metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig) -> go.Figur
             fig.add_trace(go.Scatter(x=[r.started_at for r in pts], y=[r.objective for r in pts], mode="markers",
                                      name=state.lower(), marker={"color": colour, "size": 10},
                                      hovertext=[_hover(r, cfg) for r in pts], hoverinfo="text"))
-    fig.add_trace(go.Scatter(x=[r.started_at for r in done], y=_best_so_far([r.objective for r in done],
+    fig.add_trace(go.Scatter(x=[r.started_at for r in done], y=best_so_far([r.objective for r in done],
                                                                             cfg.metric.maximize),
                              mode="lines", line={"shape": "hv", "color": "#555555"}, name="best so far",
                              hoverinfo="skip"))
@@ -226,7 +214,7 @@ def learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig) -> go.Figu
     fig = go.Figure()
     shown: set[str] = set()
     for r in records:
-        curve = [(h["epoch"], h[cfg.metric.name]) for h in _history(r) if cfg.metric.name in h and "epoch" in h]
+        curve = learning_curve(r, cfg.metric.name)
         if not curve:
             continue
         state = r.state if r.state in STATE_COLOURS else "COMPLETE"

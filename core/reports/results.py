@@ -65,6 +65,19 @@ class TrialRecord:
         return self.result.metrics() if self.result is not None else {}
 
 
+def learning_curve(r: TrialRecord, metric: str) -> list[tuple[int, float]]:
+    """(epoch, metric) of each epoch the trial's run reported (none before it reported any)."""
+    history = r.result.history if r.result is not None else ()
+    return [(h["epoch"], h[metric]) for h in history if metric in h and "epoch" in h]
+
+
+def best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
+    out: list[float] = []
+    for v in values:
+        out.append(v if not out else (max if maximize else min)(out[-1], v))
+    return out
+
+
 def best_record(records: Sequence[TrialRecord], cfg: SweepConfig) -> TrialRecord | None:
     best: TrialRecord | None = None
     for r in records:
