@@ -83,7 +83,7 @@ def test_each_face_says_what_it_holds_and_exports_real_names(package):
 
 def test_core_top_level_keeps_only_cross_cutting_modules():
     top = sorted(p.name for p in (ROOT / "core").glob("*.py") if p.name != "__init__.py")
-    assert len(top) <= 2, f"core/ top level should hold at most a couple of cross-cutting modules, found {top}"
+    assert len(top) <= 3, f"core/ top level should hold at most a few cross-cutting modules, found {top}"
 
 
 def test_no_module_is_a_house_of_its_own():

@@ -1,6 +1,9 @@
 """The seams people extend are registries: a new optimizer, scheduler, fine-tuning strategy, augmentation policy
 or sweep backend is a function (or class) and one registration line in the user's own module — here, this test
 module — and then runs through the real sweep YAML, trainer and Part B run, with no edit to ``core/``.
+
+The registration lines run in a fixture, which takes the names out again afterwards: other test modules see the
+shipped registries only.
 """
 
 from __future__ import annotations
@@ -36,31 +39,26 @@ from core.train import OPTIMIZERS, SCHEDULERS, LRSchedule, TrainConfig, register
 BUILT: list[str] = []  # what the registered factories built, in order
 
 
-@register_optimizer("plain-sgd")
 def plain_sgd(groups, *, lr, weight_decay, **_):
     BUILT.append("plain-sgd")
     return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay)
 
 
-@register_scheduler("halving")
 def halving(schedule, step):
     return 0.5 ** (step // schedule.steps_per_epoch)
 
 
-@register_strategy("head-bn-eval")
 def head_bn_eval(options, common):
     BUILT.append("head-bn-eval")
     return HeadOnly(**{**common, "bn_eval": True})
 
 
-@register_augment_policy("flip-twice")
 def flip_twice():
     from torchvision.transforms import v2
 
     return [v2.RandomHorizontalFlip(p=1.0), v2.RandomHorizontalFlip(p=1.0)]
 
 
-@register_backend("inline")
 class InlineBackend(SweepBackend):
     """Every grid point once, in this process, in order. ``count``: the first ``count`` points; no ``resume``."""
 
@@ -80,6 +78,20 @@ class InlineBackend(SweepBackend):
 
     def notes(self, cfg):
         return ["every grid point, in order, in this process"]
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    """The one line each seam needs, as a user's module would run it at import."""
+    register_optimizer("plain-sgd")(plain_sgd)
+    register_scheduler("halving")(halving)
+    register_strategy("head-bn-eval")(head_bn_eval)
+    register_augment_policy("flip-twice")(flip_twice)
+    register_backend("inline")(InlineBackend)
+    yield
+    for table, name in [(OPTIMIZERS, "plain-sgd"), (SCHEDULERS, "halving"), (STRATEGIES, "head-bn-eval"),
+                        (AUGMENT_POLICIES, "flip-twice"), (SWEEP_BACKENDS, "inline")]:
+        del table[name]
 
 
 def _sweep_yaml(tmp_path, parameters: dict, method: str = "grid") -> object:

@@ -26,19 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from core.registry import lookup, registrar
+
 __all__ = ["AUGMENT_POLICIES", "erasing_ops", "policy_ops", "register_augment_policy"]
 
 AUGMENT_POLICIES: dict[str, Callable[[], list]] = {}  # name -> the uint8-stage transforms (a fresh list per call)
 
 
-def register_augment_policy(name: str) -> Callable[[Callable[[], list]], Callable[[], list]]:
-    """Decorator: ``@register_augment_policy("mine")`` makes ``augment_policy: mine`` use the function's transforms."""
-    def add(factory: Callable[[], list]) -> Callable[[], list]:
-        if name in AUGMENT_POLICIES:
-            raise ValueError(f"augment policy {name!r} is already registered")
-        AUGMENT_POLICIES[name] = factory
-        return factory
-    return add
+register_augment_policy = registrar(AUGMENT_POLICIES, "augment_policy")  # @register_augment_policy("name")
 
 
 @register_augment_policy("none")
@@ -62,8 +57,7 @@ def _randaugment() -> list:
 
 def check_policy(policy: str, random_erasing: float) -> None:
     """ValueError naming the valid choices (DataConfig calls this at construction)."""
-    if policy not in AUGMENT_POLICIES:
-        raise ValueError(f"unknown augment_policy {policy!r}; expected one of {list(AUGMENT_POLICIES)}")
+    lookup(AUGMENT_POLICIES, "augment_policy", policy)
     if isinstance(random_erasing, bool) or not isinstance(random_erasing, (int, float)) \
             or not 0.0 <= random_erasing <= 1.0:
         raise ValueError(f"random_erasing must be a probability in [0, 1] (0 = off), got {random_erasing!r}")

@@ -49,6 +49,7 @@ from torch import nn
 from core.finetune.feature_cache import HeadFeatureCache
 from core.finetune.groups import _groups_for, block_parameters, count_parameters
 from core.model import BackboneLayout, Block, layout_of
+from core.registry import lookup, registrar
 
 logger = logging.getLogger(__name__)
 
@@ -318,14 +319,7 @@ STRATEGIES: dict[str, Factory] = {
 ALIASES = {"lpft": "lp-ft", "topk": "top-k"}
 
 
-def register_strategy(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: ``@register_strategy("mine")`` on a factory(options, common) makes ``--strategy mine`` use it."""
-    def add(factory: Factory) -> Factory:
-        if name in STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
-        STRATEGIES[name] = factory
-        return factory
-    return add
+register_strategy = registrar(STRATEGIES, "strategy")  # @register_strategy("name") on a factory(options, common)
 
 
 def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks: int | None = None,
@@ -333,9 +327,7 @@ def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks:
                   layer_decay: float | None = None, feature_cache: bool = True) -> FinetuneStrategy:
     """A strategy by CLI name (:data:`STRATEGIES`); ``layer_decay`` also applies to top-k/full/gradual/lp-ft."""
     key = str(name).lower().replace("_", "-")
-    key = ALIASES.get(key, key)
-    if key not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
-    return STRATEGIES[key]({"k": k, "unfreeze_every": unfreeze_every, "max_blocks": max_blocks, "lp_epochs": lp_epochs},
+    factory = lookup(STRATEGIES, "strategy", ALIASES.get(key, key))
+    return factory({"k": k, "unfreeze_every": unfreeze_every, "max_blocks": max_blocks, "lp_epochs": lp_epochs},
                            {"backbone_lr_mult": backbone_lr_mult, "bn_eval": bn_eval, "layer_decay": layer_decay,
                             "feature_cache": feature_cache})

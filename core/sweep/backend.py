@@ -15,10 +15,12 @@ What ``count`` and ``resume`` mean is each backend's to say, in its class docstr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from core.registry import lookup, registrar
 
 if TYPE_CHECKING:
     from core.reports import TrialRecord
@@ -60,18 +62,9 @@ class SweepBackend(ABC):
 SWEEP_BACKENDS: dict[str, type[SweepBackend]] = {}
 
 
-def register_backend(name: str) -> Callable[[type[SweepBackend]], type[SweepBackend]]:
-    """Class decorator: ``@register_backend("local")`` makes ``--backend local`` run it."""
-    def add(cls: type[SweepBackend]) -> type[SweepBackend]:
-        if name in SWEEP_BACKENDS or name == "auto":
-            raise ValueError(f"sweep backend {name!r} is already registered")
-        SWEEP_BACKENDS[name] = cls
-        return cls
-    return add
+register_backend = registrar(SWEEP_BACKENDS, "backend")  # @register_backend("name") on a SweepBackend class
 
 
 def get_backend(name: str, **kwargs: Any) -> SweepBackend:
     """The backend registered as ``name``; a ValueError lists the valid names."""
-    if name not in SWEEP_BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; expected one of {['auto', *sorted(SWEEP_BACKENDS)]}")
-    return SWEEP_BACKENDS[name](**kwargs)
+    return lookup(SWEEP_BACKENDS, "backend", name, also=("auto",))(**kwargs)

@@ -1,18 +1,9 @@
-"""One sweep's settings: the single object that goes from the script's flags to either backend and every process.
+"""One sweep's settings: the single object that goes from the script's flags to the backend and every process.
 
-Why one object: ``experiments/partA_sweep.py`` parses its flags into :class:`SweepSettings` once, and
-that same frozen value reaches :func:`core.sweep.run.run_sweep`, the local backend
-(:func:`core.sweep.backends.local.study.run_local` and each spawned worker) and the W&B backend
-(:func:`core.sweep.backends.wandb.controller.run_wandb` and, inside the agent's context, each W&B run's process).
-Nothing repacks it: the values a backend derives from it (the storage URL with its SQLite default, the
-trials folder, whether ``--resume`` requires an existing study, the trial budget) are properties or
-methods here, computed the same way wherever they are read.
-
-What happens while a sweep runs (when this run started, what a worker claimed) is not a setting: it
-lives in the backend's own state (:class:`core.sweep.backends.local.study.LocalRun`, function arguments).
-
-``storage`` may hold a password (``postgresql://user:pw@host/db``): it is left out of ``repr`` and
-shown only through :attr:`SweepSettings.shown_url` (password masked).
+``experiments/partA_sweep.py`` parses its flags into :class:`SweepSettings` once; that frozen value reaches
+:func:`core.sweep.run_sweep`, the backend, and every process the backend starts (local workers, W&B runs). What a
+backend derives from it (storage URL, trials folder, budget) are properties here; what happens while a sweep runs
+lives in the backend. ``storage`` may hold a password: it is left out of ``repr``; print :attr:`shown_url`.
 """
 
 from __future__ import annotations
@@ -21,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.registry import lookup
 from core.sweep.backend import SWEEP_BACKENDS
 from core.sweep.backends.local.storage import display_url, sqlite_url
 from core.sweep.config import SweepConfig
@@ -53,8 +45,8 @@ class SweepSettings:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(f"sweep name {self.name!r} must be letters, digits, '_', '-', '.' (it names a folder)")
-        if self.backend != "auto" and self.backend not in SWEEP_BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; expected one of {['auto', *sorted(SWEEP_BACKENDS)]}")
+        if self.backend != "auto":
+            lookup(SWEEP_BACKENDS, "backend", self.backend, also=("auto",))
         if self.tracker_mode not in TRACKING_MODES:
             raise ValueError(f"unknown W&B mode {self.tracker_mode!r}; expected one of {list(TRACKING_MODES)}")
         if self.count is not None and (isinstance(self.count, bool) or self.count < 1):

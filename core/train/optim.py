@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.registry import lookup, registrar
+
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "LRSchedule", "default_param_groups", "make_optimizer", "register_optimizer",
            "register_scheduler"]
 
@@ -74,30 +76,13 @@ def make_optimizer(name: str, param_groups: Iterable[dict[str, Any]], *, lr: flo
     skip a step on the device when told a loss was not finite (``found_inf``, what ``GradScaler`` uses), so
     training never has to read the loss back per step; torch has no fused NAdam.
     """
-    if name.lower() not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
     groups = list(param_groups)
-    return OPTIMIZERS[name.lower()](groups, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                                    fused=_fusable(groups))
+    return lookup(OPTIMIZERS, "optimizer", name.lower())(groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                                          nesterov=nesterov, fused=_fusable(groups))
 
 
-def _register(registry: dict[str, Callable], kind: str, name: str) -> Callable[[Callable], Callable]:
-    def add(factory: Callable) -> Callable:
-        if name in registry:
-            raise ValueError(f"{kind} {name!r} is already registered")
-        registry[name] = factory
-        return factory
-    return add
-
-
-def register_optimizer(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: ``@register_optimizer("adam")`` makes ``optimizer: adam`` build it (see :data:`OPTIMIZERS`)."""
-    return _register(OPTIMIZERS, "optimizer", name)
-
-
-def register_scheduler(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: ``@register_scheduler("cosine")`` makes ``scheduler: cosine`` use it (see :data:`SCHEDULERS`)."""
-    return _register(SCHEDULERS, "scheduler", name)
+register_optimizer = registrar(OPTIMIZERS, "optimizer")  # @register_optimizer("name") on a factory
+register_scheduler = registrar(SCHEDULERS, "scheduler")  # @register_scheduler("name") on a multiplier
 
 
 @register_optimizer("adam")
@@ -139,8 +124,7 @@ class LRSchedule:
     def __init__(self, optimizer: torch.optim.Optimizer, name: str, *, epochs: int, steps_per_epoch: int,
                  warmup_epochs: float = 0.0, step_size: int | None = None, gamma: float = 0.1,
                  min_lr_ratio: float = 0.0, patience: int = 2) -> None:
-        if name not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {name!r}; expected one of {list(SCHEDULERS)}")
+        lookup(SCHEDULERS, "scheduler", name)
         if epochs < 1 or steps_per_epoch < 1:
             raise ValueError(f"a schedule needs epochs >= 1 and steps_per_epoch >= 1, got {epochs}, {steps_per_epoch}")
         if not 0 <= warmup_epochs < epochs:
