@@ -143,6 +143,7 @@ def test_what_would_fail_every_trial_is_refused_before_the_first_one(tiny_imagef
     assert not (out / "cli" / "trials").exists(), "no trial started"
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_two_worker_sweep_with_one_line_that_says_how_to_resume(tiny_imagefolder, tmp_path):
     config = _cli_config(tmp_path, epochs={"value": 500})
     out = tmp_path / "runs"

@@ -24,6 +24,8 @@ import pytest
 from core.sweep import SweepSettings, parse_sweep_config
 from core.sweep.backends.local import open_study, records_from_study, run_local, sqlite_url
 
+pytestmark = pytest.mark.slow  # every test here starts processes (workers, PostgreSQL, kill -9)
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TESTS_DIR = Path(__file__).resolve().parent
 

@@ -196,6 +196,7 @@ def test_joining_a_sweep_registers_no_new_one(wandb_env, tmp_path):
     assert summary.sweep_path == f"team/{PROJECT}/{SWEEP_ID}" and summary.records == ()
 
 
+@pytest.mark.slow
 def test_wandb_backend_without_login_is_one_line_and_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k in ("WANDB_MODE", "WANDB_SILENT")}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=str(REPO))
@@ -206,6 +207,7 @@ def test_wandb_backend_without_login_is_one_line_and_exit_2(tmp_path):
     assert "wandb login" in lines[0] and "WANDB_API_KEY" in lines[0] and "--backend local" in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_trial_program_outside_our_agent_says_how_to_start_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("INAT_CNN_WANDB")}
     env["PYTHONPATH"] = str(REPO)
