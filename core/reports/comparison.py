@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -73,8 +73,9 @@ class ComparisonRow:
         return [getattr(self, c) for c in COMPARISON_COLUMNS]
 
 
-def _trainable(row: ComparisonRow) -> str:
-    start, end = count_text(row.trainable_params), count_text(row.final_trainable_params)
+def _trainable(row: ComparisonRow, fmt: Callable[[int], str] = count_text) -> str:
+    """The trainable parameters, ``12,810`` or, when unfreezing grew them, ``12,810 → 1,218,890``."""
+    start, end = fmt(row.trainable_params), fmt(row.final_trainable_params)
     return start if row.trainable_params == row.final_trainable_params else f"{start} → {end}"
 
 
@@ -180,18 +181,12 @@ def write_comparison(rows: list[ComparisonRow], run_dir: Path | str, *, cfg: Par
     lines = ["| run | strategy | test acc | best val acc | epochs to best | trainable params | total params "
              "| s/epoch |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r.run} | {r.strategy} | {_pct(r.test_acc)} | {_pct(r.best_val_acc)} | {r.epochs_to_best} | "
-              f"{_commas(r)} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
+              f"{_trainable(r, '{:,}'.format)} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
     write_text(paths["md"], "\n".join(lines) + "\n")
     plot_accuracy_curves(rows, paths["png"])
     paths["html"] = write_comparison_page(rows, run_dir, figure=paths["png"], cfg=cfg,
                                           files=[paths["csv"], paths["md"], paths["png"]])
     return paths
-
-
-def _commas(row: ComparisonRow) -> str:
-    """``12,810`` or, when unfreezing grew it, ``12,810 → 1,218,890``."""
-    start, end = row.trainable_params, row.final_trainable_params
-    return f"{start:,}" if start == end else f"{start:,} → {end:,}"
 
 
 def _pct(value: float | None) -> str:
