@@ -247,3 +247,17 @@ def test_agent_command_replaces_backend_and_resume_flags():
     cmd = agent_command("e/p/id", ["--backend", "auto", "--resume", "--data-dir", "/d x", "--count", "3"])
     assert cmd == "python experiments/partA_sweep.py --data-dir '/d x' --count 3 --backend wandb --resume e/p/id"
 
+
+
+def test_the_runs_of_the_agent_find_this_checkout(tmp_path, monkeypatch):
+    """W&B's agent starts ``python -m experiments.wandb_trial`` from its own folder: the checkout goes first on
+    PYTHONPATH (with whatever PYTHONPATH held), and ``python`` is this interpreter, its output kept per run."""
+    from core.sweep.backends.wandb.controller import launcher_environment
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = launcher_environment(tmp_path / "sweep", tmp_path / "trials")
+    root = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (root / "experiments" / "wandb_trial.py").is_file() and (root / "core" / "sweep").is_dir(), env
+    assert env["PYTHONPATH"].endswith(os.pathsep + "/elsewhere"), env
+    shim = Path(env["PATH"].split(os.pathsep)[0]) / "python"
+    assert sys.executable in shim.read_text(), shim.read_text()

@@ -129,7 +129,7 @@ def _wandb_errors(doing: str) -> Iterator[None]:
                                     "WANDB_BASE_URL, or use --backend local") from None
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds core/ and experiments/
+PROJECT_ROOT = Path(__file__).resolve().parents[4]  # core/sweep/backends/wandb/controller.py -> the checkout
 
 
 def launcher_environment(sweep_dir: Path, trials_dir: Path) -> dict[str, str]:
