@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_COLOURS = {"COMPLETE": "#2166ac", "PRUNED": "#e08214", "FAIL": "#b2182b"}
-INTERACTIVE = ("parallel_coordinates", "importance", "metric_vs_time", "optimization_history", "learning_curves")
 
 
 def _primitive(value: Any) -> Any:
