@@ -29,18 +29,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.partA import PartAConfig
+from core.reports import fmt, label, ranked
 from core.runfiles import masked_argv
 from core.sweep import (
-    BACKENDS,
+    SWEEP_BACKENDS,
     TRACKING_MODES,
     PartATrial,
     SweepConfig,
     SweepSettings,
     SweepSummary,
-    fmt,
-    label,
     load_sweep_config,
-    ranked,
     run_sweep,
 )
 from experiments.cli import configure_logging, run_script
@@ -65,7 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--count", type=int, default=None,
                        help="local: total trials in the sweep, across restarts and workers (default run_cap; "
                             "a grid stops when exhausted); wandb: runs this agent does")
-    sweep.add_argument("--backend", default="auto", choices=BACKENDS,
+    sweep.add_argument("--backend", default="auto", choices=("auto", *SWEEP_BACKENDS),
                        help="auto = wandb with W&B credentials, else local (Optuna)")
     sweep.add_argument("--resume", nargs="?", const="", default=None, metavar="SWEEP",
                        help="local: require an existing sweep of this --name (rerunning continues anyway); "

@@ -31,7 +31,7 @@ from core.finetune import (
     CPU_EPOCHS,
     CPU_IMAGE_SIZE,
     GPU_EPOCHS,
-    STRATEGY_NAMES,
+    STRATEGIES,
     PartBConfig,
     device_defaults,
     run_compare,
@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("backbone and strategy")
     model.add_argument("--arch", default="vgg16", help="torchvision arch (see --list-archs); default vgg16")
     model.add_argument("--list-archs", action="store_true", help="print the supported archs and exit")
-    model.add_argument("--strategy", default="head", choices=STRATEGY_NAMES, help="fine-tuning strategy")
+    model.add_argument("--strategy", default="head", choices=STRATEGIES, help="fine-tuning strategy")
     model.add_argument("--k", type=int, default=2, help="top-k: number of blocks unfrozen from the top")
     model.add_argument("--unfreeze-every", type=int, default=1, help="gradual: epochs between unfreezing blocks")
     model.add_argument("--lp-epochs", type=int, default=1,
@@ -102,7 +102,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     run = parser.add_argument_group("run")
     run.add_argument("--compare", action="store_true", help="run every strategy and write the comparison")
-    run.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES), choices=STRATEGY_NAMES,
+    run.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES,
                      help="with --compare: the strategies to run (default all)")
     run.add_argument("--partA-run", type=Path, default=None,
                      help="with --compare: a Part A run folder to include, or a sweep folder (its best trial)")

@@ -2,7 +2,7 @@
 
 Not run by hand: ``python experiments/partA_sweep.py --backend wandb`` registers the sweep with this
 program and starts W&B's agent, which runs ``python -m experiments.wandb_trial`` once per run (see
-core/sweep/wandb_trial.py and docs/wandb.md). Exit status: 0 = the run finished or was stopped by
+core/sweep/backends/wandb/agent.py and docs/wandb.md). Exit status: 0 = the run finished or was stopped by
 W&B (its best epoch is recorded), 1 = it failed, 2 = not started by our agent.
 """
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     try:
-        from core.sweep import run_agent_trial
+        from core.sweep.backends.wandb import run_agent_trial
         from core.train import StopRequest
         from experiments.cli import configure_logging
     except ModuleNotFoundError as exc:  # W&B's agent found another `python` than the project's

@@ -16,7 +16,7 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as TF
 
-from core.data import BatchAugment, BatchTransform, augment_batch, pack_params, sample_params
+from core.data import BatchAugment, BatchTransform, pack_params, sample_params
 
 DRAWS = 20_000
 KS_C = math.sqrt(-0.5 * math.log(1e-6 / 2))  # two-sample KS critical coefficient at alpha = 1e-6
@@ -72,6 +72,11 @@ def test_crop_boxes_follow_torchvisions_distribution(height, width, scale):
         _assert_same_distribution(f"{height}x{width} scale {scale}: {name}", mine[name], theirs[name])
 
 
+
+def _augment(images, p, spec, mean, std):
+    """The training path's two steps: the draws packed for the batch, then the one-grid_sample transform."""
+    return BatchTransform(spec, mean, std, images.device)(images, pack_params(p, images.shape[2], images.shape[3]))
+
 def test_flip_rate_and_jitter_factors_match_torchvision():
     spec = BatchAugment(16)
     p = sample_params(DRAWS, 20, 20, spec, torch.Generator().manual_seed(3))
@@ -100,7 +105,7 @@ def test_crop_and_flip_pixels_equal_torchvisions_resized_crop():
     images = torch.randint(0, 256, (32, 3, 40, 50), dtype=torch.uint8, generator=g)
     spec = BatchAugment(24, brightness=0.0, contrast=0.0, saturation=0.0)
     p = sample_params(32, 40, 50, spec, g)
-    out = augment_batch(images, p, spec, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    out = _augment(images, p, spec, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     assert out.shape == (32, 3, 24, 24) and out.dtype == torch.float32, f"got {out.dtype} {tuple(out.shape)}"
     assert p.flip.any() and not p.flip.all(), "the draw should hold both flipped and unflipped samples"
     for k in range(32):
@@ -123,7 +128,7 @@ def test_jitter_and_normalisation_equal_torchvisions_functions():
     p = dataclasses.replace(p, top=torch.zeros(16, dtype=torch.int64), left=torch.zeros(16, dtype=torch.int64),
                             height=whole, width=whole, flip=torch.zeros(16, dtype=torch.bool))
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    out = augment_batch(images, p, spec, mean, std)
+    out = _augment(images, p, spec, mean, std)
     for k in range(16):
         x = TF.adjust_brightness(images[k].float() / 255, float(p.brightness[k]))
         x = TF.adjust_contrast(x, float(p.contrast[k]))

@@ -166,6 +166,7 @@ def _child_counter(start: int):
     return run, {"pid": os.getpid(), "start": start}
 
 
+@pytest.mark.slow
 def test_child_stepper_runs_in_another_process_and_reports_failures():
     import os
 

@@ -42,6 +42,7 @@ TRAIN_PARAMS = {
 TEST_IMAGES = 30 * len(DEMO_CLASSES)  # the demo set's val/ (= test) split
 
 
+@pytest.mark.slow
 def test_int8_agrees_with_fp32_on_the_demo_test_set(tmp_path):
     root = ensure_demo_dataset()
     run_dir = tmp_path / "run"

@@ -1,9 +1,12 @@
-"""The house rules of the layout: packages talk through their faces, and each face says what it holds.
+"""The house rules of the layout: packages talk through their faces, imports go down the floors and never loop,
+no folder grows into a house of its own, and the seams people extend are registries.
 
 A subpackage of ``core`` (``core/model``, ``core/data``, ...) may import anything of its own, but from
 another subpackage only the names its ``__init__.py`` exports (``from core.train import fit``, never
-``from core.train.trainer import fit``). ``experiments/`` and ``export/`` follow the same rule for every
-subpackage. Tests may reach into modules (they test them).
+``from core.train.trainer import fit``); a nested subpackage's face counts too
+(``from core.sweep.backends.local import run_local``). ``experiments/`` and ``export/`` follow the same rule.
+Imports under ``if TYPE_CHECKING:`` only name types for annotations and load nothing: the floors and loops
+ignore them. Tests may reach into modules (they test them).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def _private_imports(path: Path) -> list[str]:
             parts = module.split(".")
             if parts[0] != "core" or len(parts) < 3 or parts[1] == own or parts[1] not in SUBPACKAGES:
                 continue
-            if (ROOT / "core" / parts[1] / f"{parts[2]}.py").exists():
+            if any(ROOT.joinpath(*parts[:i]).with_suffix(".py").exists() for i in range(3, len(parts) + 1)):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {module}")
     return bad
 
@@ -59,11 +62,11 @@ def test_packages_import_each_other_only_through_their_faces():
 
 def test_the_rule_catches_a_private_import(tmp_path):
     probe = ROOT / "export" / "_layout_probe.py"
-    probe.write_text("from core.train.trainer import fit\nimport core.sweep.local\n")
+    probe.write_text("from core.train.trainer import fit\nimport core.sweep.backends.local.study\n")
     try:
         assert _private_imports(probe) == ["export/_layout_probe.py:1: core.train.trainer",
                                            "export/_layout_probe.py:1: core.train.trainer.fit",
-                                           "export/_layout_probe.py:2: core.sweep.local"]
+                                           "export/_layout_probe.py:2: core.sweep.backends.local.study"]
     finally:
         probe.unlink()
 
@@ -80,7 +83,7 @@ def test_each_face_says_what_it_holds_and_exports_real_names(package):
 
 def test_core_top_level_keeps_only_cross_cutting_modules():
     top = sorted(p.name for p in (ROOT / "core").glob("*.py") if p.name != "__init__.py")
-    assert len(top) <= 2, f"core/ top level should hold at most a couple of cross-cutting modules, found {top}"
+    assert len(top) <= 3, f"core/ top level should hold at most a few cross-cutting modules, found {top}"
 
 
 def test_no_module_is_a_house_of_its_own():
@@ -90,16 +93,30 @@ def test_no_module_is_a_house_of_its_own():
 
 
 # Each package may use only the packages below it: data at the ground, the sweep at the top.
-FLOORS = ["data", "model", "train", "explain", "partA", "finetune", "sweep"]
+FLOORS = ["data", "model", "train", "reports", "explain", "partA", "finetune", "sweep"]
+MAX_FOLDER_LINES = 2500  # lines directly in one folder of core/ (its subfolders count on their own)
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """Every module ``path`` imports, absolute, leaving out ``if TYPE_CHECKING:`` blocks (annotations only)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for stmt in node.body for n in ast.walk(stmt)}
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:  # a submodule, else the package
+            out += [f"{node.module}.{a.name}" if _module_file(f"{node.module}.{a.name}") else node.module
+                    for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+    return out
 
 
 def _package_imports(package: str) -> set[str]:
-    used = set()
-    for path in (ROOT / "core" / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            used |= {n.split(".")[1] for n in names if n.startswith("core.") and n.count(".") >= 1}
+    used = {n.split(".")[1] for path in (ROOT / "core" / package).rglob("*.py") for n in _runtime_imports(path)
+            if n.startswith("core.")}
     return used & set(SUBPACKAGES) - {package}
 
 
@@ -107,3 +124,73 @@ def test_packages_only_use_the_floors_below_them():
     assert sorted(FLOORS) == sorted(SUBPACKAGES), "a new package needs its floor in FLOORS"
     upward = {p: sorted(u for u in _package_imports(p) if FLOORS.index(u) > FLOORS.index(p)) for p in FLOORS}
     assert all(not v for v in upward.values()), f"imports that run back up the floors: {upward}"
+
+
+def _module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    return base.with_suffix(".py") if base.with_suffix(".py").exists() else (
+        base / "__init__.py" if (base / "__init__.py").exists() else None)
+
+
+def _import_cycles(files: list[Path]) -> list[list[str]]:
+    """Import loops among ``files``, each as the modules around it (depth-first search for back edges)."""
+    graph = {f: sorted({m for n in _runtime_imports(f) if n.startswith("core.") and (m := _module_file(n))} - {f})
+             for f in files}
+    cycles, state, stack = [], {}, []
+
+    def visit(f: Path) -> None:
+        state[f] = "open"
+        stack.append(f)
+        for g in graph.get(f, []):
+            if state.get(g) == "open":
+                cycles.append([str(p.relative_to(ROOT)) for p in stack[stack.index(g):]])
+            elif g not in state:
+                visit(g)
+        stack.pop()
+        state[f] = "done"
+
+    for f in files:
+        if f not in state:
+            visit(f)
+    return cycles
+
+
+def test_no_import_loops():
+    cycles = _import_cycles(_sources("core"))
+    assert cycles == [], "modules that import each other (move the shared part down a floor):\n" + "\n".join(
+        " -> ".join(c) for c in cycles)
+
+
+def test_the_loop_rule_catches_a_loop():
+    probes = [ROOT / "core" / "model" / f"_loop_probe_{i}.py" for i in (1, 2)]
+    probes[0].write_text("def f():\n    from core.model._loop_probe_2 import g\n")
+    probes[1].write_text("from typing import TYPE_CHECKING\nfrom core.model._loop_probe_1 import f\n"
+                         "if TYPE_CHECKING:\n    from core.sweep import SweepConfig\n")
+    try:
+        assert _import_cycles(probes) == [["core/model/_loop_probe_1.py", "core/model/_loop_probe_2.py"]]
+    finally:
+        for p in probes:
+            p.unlink()
+
+
+def test_no_folder_in_core_is_a_house_of_its_own():
+    big = {str(d.relative_to(ROOT)): n for d in [ROOT / "core", *(ROOT / "core").rglob("*/")]
+           if "__pycache__" not in d.parts and (n := sum(len(p.read_text().splitlines()) for p in d.glob("*.py")))
+           > MAX_FOLDER_LINES}
+    assert big == {}, f"split these folders by concern (>{MAX_FOLDER_LINES} lines directly in each): {big}"
+
+
+# Where people extend, a registry (name -> factory) and its decorator, in the package's face.
+REGISTRIES = [("train", "OPTIMIZERS", "register_optimizer"), ("train", "SCHEDULERS", "register_scheduler"),
+              ("finetune", "STRATEGIES", "register_strategy"), ("data", "AUGMENT_POLICIES", "register_augment_policy"),
+              ("sweep", "SWEEP_BACKENDS", "register_backend")]
+
+
+@pytest.mark.parametrize(("package", "registry", "register"), REGISTRIES)
+def test_each_seam_is_a_registry(package, registry, register):
+    face = importlib.import_module(f"core.{package}")
+    table = getattr(face, registry, None)
+    assert isinstance(table, dict) and table, f"core.{package}.{registry} must be a non-empty dict name -> factory"
+    assert all(callable(f) and k == k.lower() for k, f in table.items()), f"{registry}: lower-case names, callables"
+    assert callable(getattr(face, register, None)), f"core.{package} must export {register} (one line to add one)"
+    assert {registry, register} <= set(face.__all__), f"core.{package}.__all__ must name {registry} and {register}"

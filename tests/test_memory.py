@@ -71,11 +71,13 @@ def _run(*steps: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_by_default_glibc_maps_a_big_block_and_unmaps_it():
     (p,) = _run("probe")["probes"]
     assert p["mmapped"] >= BLOCK and p["heap_grew"] < BLOCK, f"glibc's default: a 64 MB block is mmap'ed: {p}"
 
 
+@pytest.mark.slow
 def test_the_policy_serves_big_blocks_from_the_heap_and_keeps_them():
     out = _run("apply", "apply", "probe", "probe")
     assert out["applied"] == [True, True], "applied once, and a second call says it is in force"
@@ -85,6 +87,7 @@ def test_the_policy_serves_big_blocks_from_the_heap_and_keeps_them():
     assert second["heap_grew"] == 0 and second["mmapped"] == 0, f"the next block reuses the kept memory: {second}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "false", "OFF", "no"])
 def test_env_switch_opts_out(value):
     out = _run("apply", "probe", env={memory.ENV_SWITCH: value})
@@ -92,6 +95,7 @@ def test_env_switch_opts_out(value):
     assert out["probes"][0]["mmapped"] >= BLOCK, f"opted out: glibc's default behaviour: {out['probes'][0]}"
 
 
+@pytest.mark.slow
 def test_restoring_the_defaults_maps_big_blocks_again():
     out = _run("apply", "probe", "restore", "probe")
     kept, restored = out["probes"]
@@ -106,6 +110,7 @@ def test_non_glibc_systems_are_left_alone(monkeypatch):
         memory.keep_freed_for_process()
 
 
+@pytest.mark.slow
 def test_fit_applies_the_policy_on_the_cpu(tmp_path):
     """fit in a subprocess, then the 64 MB probe in the same process: served from the heap."""
     script = """

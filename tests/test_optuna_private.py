@@ -1,4 +1,5 @@
-"""The Optuna internals the sweep relies on (core/sweep/optuna_private.py) exist in the installed Optuna and
+"""The Optuna internals the sweep relies on
+(core/sweep/backends/local/optuna_private.py) exist in the installed Optuna and
 mean what we use them for; a release that drops or changes one fails here, naming it.
 
 Oracle: Optuna's public storage API (``get_study_id_from_name``, ``get_trial_id_from_study_id_trial_number``,
@@ -12,7 +13,7 @@ import operator
 import optuna
 import pytest
 
-from core.sweep.optuna_private import PRIVATE_ATTRIBUTES, all_trials, storage_of, trial_id_of
+from core.sweep.backends.local.optuna_private import PRIVATE_ATTRIBUTES, all_trials, storage_of, trial_id_of
 
 
 @pytest.fixture()
@@ -30,7 +31,8 @@ def test_every_private_attribute_still_exists(study):
     holders = {"optuna.Study": study, "optuna.trial.FrozenTrial": trial, "optuna.Trial": live}
     for holder, attribute in PRIVATE_ATTRIBUTES:
         assert hasattr(holders[holder], attribute), (
-            f"optuna {optuna.__version__} has no {holder}.{attribute}: core/sweep/optuna_private.py must change")
+            f"optuna {optuna.__version__} has no {holder}.{attribute}: "
+            "core/sweep/backends/local/optuna_private.py must change")
 
 
 def test_the_private_accessors_agree_with_optunas_public_storage_api(study):

@@ -21,7 +21,6 @@ from core.data import (
     load_image_tensor,
     load_uint8,
     normalize,
-    open_rgb,
 )
 
 
@@ -120,36 +119,40 @@ def _save(img: Image.Image, path: Path, **kw) -> Path:
     return path
 
 
+def _pixel(path: Path, size: int, x: int = 0, y: int = 0) -> tuple[int, ...]:
+    """The RGB pixel the training path decodes (``load_uint8`` of a ``size``-square image: no resize)."""
+    return tuple(load_uint8(path, Preprocessing(size))[:, y, x].tolist())
+
+
 def test_mode_conversions(tmp_path):
     gray = _save(Image.new("L", (8, 8), 100), tmp_path / "g.png")
-    assert open_rgb(gray).getpixel((0, 0)) == (100, 100, 100)
+    assert _pixel(gray, 8) == (100, 100, 100)
 
     rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 255))
     rgba.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent black -> white background shows
     rgba_path = _save(rgba, tmp_path / "a.png")
-    out = open_rgb(rgba_path)
-    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255), "transparent pixel must be white"
-    assert out.getpixel((1, 1)) == (255, 0, 0), "opaque pixel must keep its colour"
+    assert _pixel(rgba_path, 8) == (255, 255, 255), "transparent pixel must be white"
+    assert _pixel(rgba_path, 8, 1, 1) == (255, 0, 0), "opaque pixel must keep its colour"
 
     la = _save(Image.new("LA", (4, 4), (50, 0)), tmp_path / "la.png")
-    assert open_rgb(la).getpixel((0, 0)) == (255, 255, 255), "transparent LA must composite onto white"
+    assert _pixel(la, 4) == (255, 255, 255), "transparent LA must composite onto white"
 
     pal = Image.new("P", (4, 4), 1)
     pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
-    assert open_rgb(_save(pal, tmp_path / "p.png")).getpixel((0, 0)) == (10, 20, 30)
-    assert open_rgb(_save(pal, tmp_path / "pt.png", transparency=1)).getpixel((0, 0)) == (255, 255, 255)
+    assert _pixel(_save(pal, tmp_path / "p.png"), 4) == (10, 20, 30)
+    assert _pixel(_save(pal, tmp_path / "pt.png", transparency=1), 4) == (255, 255, 255)
 
     cmyk = _save(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), tmp_path / "c.jpg", quality=95)
-    r, g, b = open_rgb(cmyk).getpixel((8, 8))
+    r, g, b = _pixel(cmyk, 16, 8, 8)
     assert r > 200 and g < 60 and b < 60, f"CMYK pure red decoded as {(r, g, b)}"
     assert load_uint8(cmyk, Preprocessing(8)).shape == (3, 8, 8)
 
 
 def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
-    arr = np.array([[0, 32896, 65535, 1000]], dtype=np.uint16)
+    arr = np.array([[0, 32896, 65535, 1000]] * 4, dtype=np.uint16)
     path = _save(Image.fromarray(arr), tmp_path / "d.png")
     assert Image.open(path).mode.startswith("I"), "test needs a 16-bit PNG"
-    px = [open_rgb(path).getpixel((x, 0))[0] for x in range(4)]
+    px = [_pixel(path, 4, x)[0] for x in range(4)]
     assert px == [0, 128, 255, 4], f"16-bit values should scale by 1/257, got {px}"
 
 
@@ -160,9 +163,8 @@ def test_exif_orientation_is_applied(tmp_path, suffix):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = _save(img, tmp_path / f"r{suffix}", exif=exif.tobytes())
-    upright = open_rgb(path)
-    assert upright.size == (20, 40), f"orientation 6 must swap axes, got {upright.size}"
-    top, bottom = upright.getpixel((10, 5)), upright.getpixel((10, 35))
+    upright = load_uint8(path, Preprocessing(20))  # 20x40 upright, squeezed to 20x20
+    top, bottom = upright[:, 2, 10].tolist(), upright[:, 17, 10].tolist()
     assert top[0] > 200 and bottom[2] > 200, f"left (red) must end on top: top={top} bottom={bottom}"
     # resize_size uses the upright aspect: short side is the width
     t = load_uint8(path, Preprocessing(10, 10))

@@ -75,6 +75,7 @@ def part_a_run(flowers, tmp_path_factory):
     return run_partA(cfg, run_dir, tracker_mode="disabled"), run_dir
 
 
+@pytest.mark.slow
 def test_part_a_learns_real_photos_well_above_chance(part_a_run):
     result, run_dir = part_a_run
     assert result.test_acc >= CHANCE + 0.15, f"test accuracy {result.test_acc:.1%} after 4 epochs, chance 20%"
@@ -83,6 +84,7 @@ def test_part_a_learns_real_photos_well_above_chance(part_a_run):
     assert saved["test_acc"] == result.test_acc and saved["test_images"] == 200
 
 
+@pytest.mark.slow
 def test_evaluation_figures_and_metrics_on_real_photos(flowers, part_a_run, tmp_path):
     _, run_dir = part_a_run
     summary = evaluate_checkpoint(EvalConfig(checkpoint=run_dir / "best.pt", data_dir=flowers, out_dir=tmp_path,
@@ -104,6 +106,7 @@ def test_evaluation_figures_and_metrics_on_real_photos(flowers, part_a_run, tmp_
     assert summary["metrics"].n_correct == metrics["n_correct"]
 
 
+@pytest.mark.slow
 def test_onnx_parity_on_real_photos(flowers, part_a_run, tmp_path):
     pytest.importorskip("onnxruntime")
     from export.onnx_export import export_checkpoint_file
@@ -121,6 +124,7 @@ def test_onnx_parity_on_real_photos(flowers, part_a_run, tmp_path):
     assert report.top1_agreement == 1.0
 
 
+@pytest.mark.slow
 def test_part_b_shared_mobilenet_on_real_photos(flowers, shared_dir, tmp_path, caplog):
     """Head-only on cached features: every epoch after the first pass through the backbone costs almost nothing."""
     cfg = PartBConfig(arch="mobilenet_v2", strategy="head", weights=None, bn_eval=True,

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from core.model import ACTIVATION_NAMES, CNNSpec, ConvBlockSpec, HeadSpec, filters_per_block, make_spec
 
 
+@pytest.mark.slow
 def test_spec_module_does_not_import_torch():
     import subprocess
     import sys

@@ -22,7 +22,8 @@ import torch
 import yaml
 from test_sweep_local import RANDOM, StandIn, settings_for, started
 
-from core.sweep import SweepSettings, parse_sweep_config, run_local, run_sweep
+from core.sweep import SweepSettings, parse_sweep_config, run_sweep
+from core.sweep.backends.local import run_local
 from experiments.partA_sweep import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +143,7 @@ def test_what_would_fail_every_trial_is_refused_before_the_first_one(tiny_imagef
     assert not (out / "cli" / "trials").exists(), "no trial started"
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_two_worker_sweep_with_one_line_that_says_how_to_resume(tiny_imagefolder, tmp_path):
     config = _cli_config(tmp_path, epochs={"value": 500})
     out = tmp_path / "runs"

@@ -19,17 +19,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.sweep import (
-    HOST,
-    SweepSettings,
-    TrialRequest,
-    open_study,
-    parse_sweep_config,
-    records_from_study,
-    recover_dead_trials,
-    run_local,
-    sqlite_url,
-)
+from core.sweep import SweepSettings, TrialRequest, parse_sweep_config
+from core.sweep.backends.local import HOST, open_study, records_from_study, recover_dead_trials, run_local, sqlite_url
 from core.train import RunResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -119,6 +110,7 @@ def _blocking_run(db_dir: str) -> None:  # runs in a subprocess that the test ki
               StandIn(tmp / "log.jsonl", block_number=2, marker=tmp / "marker"))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_reruns_the_interrupted_trial_and_keeps_the_others(tmp_path):
     code = f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_sweep_local as t; " \
            f"t._blocking_run({str(tmp_path)!r})"
@@ -149,6 +141,7 @@ def test_resume_after_kill_9_reruns_the_interrupted_trial_and_keeps_the_others(t
     assert records[2].retry_of == 2
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_grid_without_running_a_point_twice(tmp_path):
     cfg, log = parse_sweep_config(GRID), tmp_path / "log.jsonl"
     run_local(cfg, settings_for(tmp_path, cfg.grid_size(), workers=2), StandIn(log, sleep=0.2, barrier=tmp_path / "b"))
@@ -160,6 +153,7 @@ def test_two_workers_share_a_grid_without_running_a_point_twice(tmp_path):
     assert len(records) == 6 and all(r.state == "COMPLETE" for r in records)
 
 
+@pytest.mark.slow
 def test_two_workers_never_exceed_the_budget(tmp_path):
     cfg, log = parse_sweep_config(RANDOM), tmp_path / "log.jsonl"
     run_local(cfg, settings_for(tmp_path, 3, workers=2), StandIn(log, sleep=0.2, barrier=tmp_path / "b"))
@@ -188,6 +182,7 @@ def test_a_changed_config_or_a_missing_resume_target_is_an_error(tmp_path):
                   StandIn(tmp_path / "log.jsonl"))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_running_trial_of_a_dead_process_is_failed_and_requeued(tmp_path):
     cfg = parse_sweep_config(RANDOM)

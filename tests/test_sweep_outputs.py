@@ -13,7 +13,8 @@ import yaml
 from matplotlib.image import imread
 from plotly.offline import get_plotlyjs
 
-from core.sweep import TrialRecord, analyse, best_record, epsilon_squared, parse_sweep_config, ranked, write_outputs
+from core.reports import TrialRecord, analyse, best_record, epsilon_squared, ranked, write_sweep_outputs
+from core.sweep import parse_sweep_config
 from core.train import RunResult
 
 CFG = parse_sweep_config({
@@ -86,7 +87,7 @@ def test_analysis_finds_the_parameter_that_matters(tmp_path):
 
 def test_write_outputs_writes_every_file(tmp_path):
     records = make_records(tmp_path)
-    out = write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local", notes=["a note"])
+    out = write_sweep_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local", notes=["a note"])
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == 8 and [r["number"] for r in rows] == [str(i) for i in range(8)]
     header = list(rows[0])
@@ -124,7 +125,7 @@ def test_write_outputs_writes_every_file(tmp_path):
 def test_outputs_without_any_finished_trial_show_no_empty_figures(tmp_path):
     running = [TrialRecord(number=0, state="RUNNING", hyperparameters={"act": "relu", "lr": 1e-3, "epochs": 2},
                            started_at=T0)]
-    out = write_outputs(CFG, running, sweep_dir=tmp_path, sweep_name="empty", backend="local")
+    out = write_sweep_outputs(CFG, running, sweep_dir=tmp_path, sweep_name="empty", backend="local")
     assert "best.pt" not in out and not (tmp_path / "best.pt").exists()
     html = (tmp_path / "report.html").read_text()
     assert EMBEDDED_PNG.findall(html) == [] and '<div class="plot">' not in html and "<script" not in html
@@ -139,7 +140,7 @@ def test_all_failed_sweep_leads_with_the_error(tmp_path):
                           error=f"ValueError: bad thing {i % 2}\nsecond line") for i in range(3)]
     for r in failed:
         r.run_dir.mkdir(parents=True)
-    write_outputs(CFG, failed, sweep_dir=tmp_path, sweep_name="failed", backend="local")
+    write_sweep_outputs(CFG, failed, sweep_dir=tmp_path, sweep_name="failed", backend="local")
     html = (tmp_path / "report.html").read_text()
     assert html.index("3 of 3 trials failed") < html.index("No result yet") < html.index("All trials")
     assert "First error: trial 0" in html and "ValueError: bad thing 0\nsecond line" in html
@@ -159,7 +160,7 @@ def test_claims_on_fewer_than_three_trials_are_marked_anecdotal(tmp_path):
     assert act.support == 1 and act.anecdotal, act
     head = analysis.observations[0]
     assert head.text.startswith("5 trials") and not head.anecdotal, "a count is not a claim"
-    write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="few", backend="local")
+    write_sweep_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="few", backend="local")
     html = (tmp_path / "report.html").read_text()
     anecdotal = html.index("<h3>Anecdotal")
     assert html.index("act: gelu gave the highest mean val_acc") > anecdotal, "shown apart, under Anecdotal"
@@ -173,13 +174,13 @@ def test_a_metric_every_trial_shares_has_no_statistics(tmp_path):
     analysis = analyse(records, CFG)
     assert analysis.effects == () and any("All 4 trials scored val_acc = 0.2" in o.text
                                           for o in analysis.observations)
-    out = write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="flat", backend="local")
+    out = write_sweep_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="flat", backend="local")
     assert "importance.png" not in out and not (tmp_path / "importance.png").exists()
 
 
 def test_interactive_figures_come_from_a_study_of_the_records(tmp_path):
     """Optuna (the oracle) finds the same best trial in the in-memory study, numbers kept across a gap."""
-    from core.sweep.interactive import interactive_figures, study_from_records
+    from core.reports.interactive import interactive_figures, study_from_records
 
     records = [r for r in make_records(tmp_path) if r.number != 2]  # a gap in the numbering
     study = study_from_records(records, CFG)
@@ -203,20 +204,20 @@ def test_report_says_how_to_evaluate_the_best_trial_and_then_links_it(tmp_path):
     records = make_records(tmp_path)
     (tmp_path / "trials" / "5-abc" / "config.yaml").write_text(
         yaml.safe_dump({"config": {"data": {"data_dir": "/data/my flowers"}}}))
-    write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local")
+    write_sweep_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local")
     html = (tmp_path / "report.html").read_text()
     command = f"python experiments/partA_evaluate.py --checkpoint {tmp_path / 'best.pt'} --data-dir '/data/my flowers'"
     assert command.replace("'", "&#x27;") in html, "the command names the best trial's data folder, quoted"
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "evaluation.html").write_text("<html></html>")
-    write_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local")
+    write_sweep_outputs(CFG, records, sweep_dir=tmp_path, sweep_name="unit", backend="local")
     html = (tmp_path / "report.html").read_text()
     assert '<a href="eval/evaluation.html">evaluation page</a>' in html and "partA_evaluate.py" not in html
 
 
 def test_wide_tables_transpose_or_wrap():
     """The page kit's rule: too many columns -> transposed if the rows fit as columns, else balanced slices."""
-    from core.explain.pages import table
+    from core.reports.pages import table
 
     columns = ["trial", "metric", *[f"p{i}" for i in range(14)]]
     rows = [[str(n), f"0.{n}", *[f"v{n}.{i}" for i in range(14)]] for n in range(20)]

@@ -21,7 +21,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.sweep import SweepSettings, open_study, parse_sweep_config, records_from_study, run_local, sqlite_url
+from core.sweep import SweepSettings, parse_sweep_config
+from core.sweep.backends.local import open_study, records_from_study, run_local, sqlite_url
+
+pytestmark = pytest.mark.slow  # every test here starts processes (workers, PostgreSQL, kill -9)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TESTS_DIR = Path(__file__).resolve().parent

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from core.sweep import (
+from core.sweep import parse_sweep_config
+from core.sweep.backends.local import (
     CDF_SUFFIX,
     check_local_support,
     grid_search_space,
     make_pruner,
     make_sampler,
     max_epochs,
-    parse_sweep_config,
     suggest,
 )
 

@@ -23,15 +23,8 @@ import yaml
 from test_sweep_local import RANDOM, StandIn, settings_for
 
 from core.runfiles import mask_secrets, masked_argv
-from core.sweep import (
-    StorageError,
-    SweepSettings,
-    normalize_url,
-    open_storage,
-    parse_sweep_config,
-    run_local,
-    sqlite_url,
-)
+from core.sweep import SweepSettings, parse_sweep_config
+from core.sweep.backends.local import StorageError, normalize_url, open_storage, run_local, sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,9 +93,10 @@ def test_each_way_of_not_reaching_postgresql_is_one_line_naming_the_fix(postgres
         assert "\n" not in message and s.password not in message and "wrong-pw" not in message, message
 
 
+@pytest.mark.slow
 def test_a_missing_driver_names_the_extra_to_install(tmp_path):
     code = ("import sys; sys.modules['psycopg'] = None\n"  # psycopg not installed: its import fails
-            "from core.sweep import open_storage, StorageError\n"
+            "from core.sweep.backends.local import open_storage, StorageError\n"
             "try:\n    open_storage('postgresql://u:secret@127.0.0.1:1/db')\n"
             "except StorageError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -111,6 +105,7 @@ def test_a_missing_driver_names_the_extra_to_install(tmp_path):
     assert 'pip install -e ".[postgres]"' in out and "secret" not in out, out
 
 
+@pytest.mark.slow
 def test_the_password_may_come_from_pgpassword_or_a_pgpass_file(postgres_server, postgres_url, tmp_path,
                                                                    monkeypatch):
     s, cfg = postgres_server, parse_sweep_config(RANDOM)
@@ -166,6 +161,7 @@ def _get(url: str) -> dict:
         return json.loads(resp.read())
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_serves_a_finished_sweep_over_http(tmp_path):
     pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is the [dashboard] extra")
     cfg = parse_sweep_config(RANDOM)

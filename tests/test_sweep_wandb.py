@@ -24,7 +24,8 @@ import wandb.wandb_agent
 import yaml
 
 from core.partA import FLAT_KEYS, PartAConfig
-from core.sweep import SweepSettings, agent_command, choose_backend, parse_sweep_config, run_sweep
+from core.sweep import SweepSettings, choose_backend, parse_sweep_config, run_sweep
+from core.sweep.backends.wandb import agent_command
 from core.sweep.trials import PartATrial
 from tests.scripted_wandb import ENTITY, EXIT, PROJECT, SWEEP_ID, ScriptedWandbServer, run_command, stop_command
 
@@ -195,6 +196,7 @@ def test_joining_a_sweep_registers_no_new_one(wandb_env, tmp_path):
     assert summary.sweep_path == f"team/{PROJECT}/{SWEEP_ID}" and summary.records == ()
 
 
+@pytest.mark.slow
 def test_wandb_backend_without_login_is_one_line_and_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k in ("WANDB_MODE", "WANDB_SILENT")}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=str(REPO))
@@ -205,6 +207,7 @@ def test_wandb_backend_without_login_is_one_line_and_exit_2(tmp_path):
     assert "wandb login" in lines[0] and "WANDB_API_KEY" in lines[0] and "--backend local" in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_trial_program_outside_our_agent_says_how_to_start_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("INAT_CNN_WANDB")}
     env["PYTHONPATH"] = str(REPO)
@@ -244,3 +247,17 @@ def test_agent_command_replaces_backend_and_resume_flags():
     cmd = agent_command("e/p/id", ["--backend", "auto", "--resume", "--data-dir", "/d x", "--count", "3"])
     assert cmd == "python experiments/partA_sweep.py --data-dir '/d x' --count 3 --backend wandb --resume e/p/id"
 
+
+
+def test_the_runs_of_the_agent_find_this_checkout(tmp_path, monkeypatch):
+    """W&B's agent starts ``python -m experiments.wandb_trial`` from its own folder: the checkout goes first on
+    PYTHONPATH (with whatever PYTHONPATH held), and ``python`` is this interpreter, its output kept per run."""
+    from core.sweep.backends.wandb.controller import launcher_environment
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = launcher_environment(tmp_path / "sweep", tmp_path / "trials")
+    root = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (root / "experiments" / "wandb_trial.py").is_file() and (root / "core" / "sweep").is_dir(), env
+    assert env["PYTHONPATH"].endswith(os.pathsep + "/elsewhere"), env
+    shim = Path(env["PATH"].split(os.pathsep)[0]) / "python"
+    assert sys.executable in shim.read_text(), shim.read_text()

@@ -53,6 +53,7 @@ def test_netrc_credentials_are_found_for_the_wandb_host_only(clean_env):
     assert has_wandb_credentials(), "`wandb login` writes a netrc entry for api.wandb.ai; it must count"
 
 
+@pytest.mark.slow
 def test_offline_run_is_readable_with_wandb_tooling(clean_env, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # present, but offline was asked for: must never be written
     run_dir = tmp_path / "run"

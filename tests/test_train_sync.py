@@ -122,6 +122,7 @@ def test_fit_with_a_nan_batch_keeps_the_last_good_checkpoint(tmp_path):
     assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["state_dict"].values())
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     pytest.importorskip("torch._inductor")
     batches, val = _batches(3), _batches(1, seed=1)

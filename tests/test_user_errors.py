@@ -459,6 +459,7 @@ def test_every_script_is_in_the_catalogue():
     assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_user_error(case: Case, outcomes, world):
     if case.needs_no_cuda and _cuda_present():
@@ -481,6 +482,7 @@ def test_user_error(case: Case, outcomes, world):
     assert not Path(world["pwned_marker"]).exists(), "a refused pickle must never run its code"
 
 
+@pytest.mark.slow
 def test_the_same_bad_checkpoint_gives_the_same_exit_code_everywhere(outcomes):
     for kind in BAD_CHECKPOINTS:
         a, b = f"evaluate-checkpoint-{kind}", f"export-checkpoint-{kind}"
@@ -488,6 +490,7 @@ def test_the_same_bad_checkpoint_gives_the_same_exit_code_everywhere(outcomes):
             assert outcomes[a].code == outcomes[b].code == 2, (kind, outcomes[a].code, outcomes[b].code)
 
 
+@pytest.mark.slow
 def test_debug_flag_and_environment_variable_show_the_traceback(world):
     case = next(c for c in CASES if c.id == "infer-given-a-pt")
     plain = run_case(case, world)

@@ -2,13 +2,13 @@
 the iNaturalist download and the demo-set generator.
 """
 
-from core.data.augment_policies import AUGMENT_POLICIES
-from core.data.batched_augment import BatchAugment, BatchTransform, augment_batch, pack_params, sample_params
+from core.data.augment_policies import AUGMENT_POLICIES, register_augment_policy
+from core.data.batched_augment import BatchAugment, BatchTransform, pack_params, sample_params
 from core.data.batching import AUGMENT_DEVICES, PIPELINES, choose_num_workers
 from core.data.checks import check_dataset, format_report
 from core.data.decode_cache import cache_root, cache_stats, decode_images, reset_cache_stats
 from core.data.demo import DEMO_CLASSES, ensure_demo_dataset
-from core.data.device_batches import DeviceBatches, release_resident, resident_bytes
+from core.data.device_batches import DeviceBatches
 from core.data.download import (
     INATURALIST_URL,
     URL_ENV,
@@ -31,54 +31,14 @@ from core.data.preprocess import (
     load_image_tensor,
     load_uint8,
     normalize,
-    open_rgb,
 )
 
-__all__ = [
-    "AUGMENT_POLICIES",
-    "AUGMENT_DEVICES",
-    "BatchAugment",
-    "BatchTransform",
-    "cache_root",
-    "DeviceBatches",
-    "PIPELINES",
-    "augment_batch",
-    "pack_params",
-    "release_resident",
-    "resident_bytes",
-    "sample_params",
-    "CachedImageDataset",
-    "DEMO_CLASSES",
-    "DataConfig",
-    "DownloadError",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "IMAGE_EXTENSIONS",
-    "INATURALIST_URL",
-    "ImageDecodeError",
-    "Preprocessing",
-    "URL_ENV",
-    "per_sample_augmentation",
-    "cache_stats",
-    "cap_per_class",
-    "check_dataset",
-    "choose_num_workers",
-    "dataset_url",
-    "decode_images",
-    "default_download_dir",
-    "download_inaturalist",
-    "ensure_demo_dataset",
-    "fetch",
-    "find_dataset_root",
-    "format_report",
-    "load_image_tensor",
-    "load_uint8",
-    "make_loaders",
-    "normalize",
-    "open_rgb",
-    "reset_cache_stats",
-    "resolve_dataset",
-    "safe_extract",
-    "scan_dataset",
-    "stratified_split",
-]
+__all__ = ["AUGMENT_POLICIES", "register_augment_policy", "cache_root", "AUGMENT_DEVICES", "BatchAugment",
+           "BatchTransform",
+           "DeviceBatches", "PIPELINES", "pack_params", "sample_params", "CachedImageDataset", "DEMO_CLASSES",
+           "DataConfig", "DownloadError", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "INATURALIST_URL",
+           "ImageDecodeError", "Preprocessing", "URL_ENV", "per_sample_augmentation", "cache_stats", "cap_per_class",
+           "check_dataset", "choose_num_workers", "dataset_url", "decode_images", "default_download_dir",
+           "download_inaturalist", "ensure_demo_dataset", "fetch", "find_dataset_root", "format_report",
+           "load_image_tensor", "load_uint8", "make_loaders", "normalize", "reset_cache_stats", "resolve_dataset",
+           "safe_extract", "scan_dataset", "stratified_split"]

@@ -15,36 +15,58 @@ Policies (torchvision's defaults, the ones the papers and timm's ``rand-m9-n2`` 
 * ``randaugment``: ``RandAugment(num_ops=2, magnitude=9)`` (Cubuk et al. 2020);
 * ``none``: no policy.
 
+Policies are a registry (:data:`AUGMENT_POLICIES`: name -> factory returning the uint8-stage transforms); a new one
+is a function and a decorator line, ``@register_augment_policy("augmix")``.
+
 Random erasing (Zhong et al. 2020) blanks one random rectangle (2-33% of the area) with probability
 ``p`` *after* normalisation, so the patch is the dataset mean (value 0), as in the torchvision recipe.
 """
 
 from __future__ import annotations
 
-__all__ = ["AUGMENT_POLICIES", "erasing_ops", "policy_ops"]
+from collections.abc import Callable
 
-AUGMENT_POLICIES = ("none", "trivialaugment", "randaugment")
+from core.registry import lookup, registrar
+
+__all__ = ["AUGMENT_POLICIES", "erasing_ops", "policy_ops", "register_augment_policy"]
+
+AUGMENT_POLICIES: dict[str, Callable[[], list]] = {}  # name -> the uint8-stage transforms (a fresh list per call)
+
+
+register_augment_policy = registrar(AUGMENT_POLICIES, "augment_policy")  # @register_augment_policy("name")
+
+
+@register_augment_policy("none")
+def _none() -> list:
+    return []
+
+
+@register_augment_policy("trivialaugment")
+def _trivialaugment() -> list:
+    from torchvision.transforms import v2
+
+    return [v2.TrivialAugmentWide()]
+
+
+@register_augment_policy("randaugment")
+def _randaugment() -> list:
+    from torchvision.transforms import v2
+
+    return [v2.RandAugment(num_ops=2, magnitude=9)]
 
 
 def check_policy(policy: str, random_erasing: float) -> None:
     """ValueError naming the valid choices (DataConfig calls this at construction)."""
-    if policy not in AUGMENT_POLICIES:
-        raise ValueError(f"unknown augment_policy {policy!r}; expected one of {list(AUGMENT_POLICIES)}")
+    lookup(AUGMENT_POLICIES, "augment_policy", policy)
     if isinstance(random_erasing, bool) or not isinstance(random_erasing, (int, float)) \
             or not 0.0 <= random_erasing <= 1.0:
         raise ValueError(f"random_erasing must be a probability in [0, 1] (0 = off), got {random_erasing!r}")
 
 
 def policy_ops(policy: str) -> list:
-    """The uint8 stage: ``[]`` for ``none``, else the one v2 policy transform."""
+    """The uint8 stage: the registered policy's transforms (``[]`` for ``none``)."""
     check_policy(policy, 0.0)
-    if policy == "none":
-        return []
-    from torchvision.transforms import v2
-
-    if policy == "trivialaugment":
-        return [v2.TrivialAugmentWide()]
-    return [v2.RandAugment(num_ops=2, magnitude=9)]
+    return AUGMENT_POLICIES[policy]()
 
 
 def erasing_ops(probability: float) -> list:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentParams", "BatchAugment", "BatchTransform", "augment_batch", "pack_params", "sample_params"]
+__all__ = ["AugmentParams", "BatchAugment", "BatchTransform", "pack_params", "sample_params"]
 
 _GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 _TRIES = 10  # torchvision's RandomResizedCrop attempts before the central fallback
@@ -180,10 +180,3 @@ class BatchTransform:
         x = F.grid_sample(images.to(torch.float32), self.grid(packed), mode="bilinear", padding_mode="border",
                           align_corners=False)
         return self.normalize(self.jitter(x, packed[:, 6:], scale=1 / 255))
-
-
-def augment_batch(images: torch.Tensor, p: AugmentParams, spec: BatchAugment, mean: tuple[float, ...],
-                  std: tuple[float, ...]) -> torch.Tensor:
-    """One-off convenience: uint8 ``[B, 3, H, W]`` -> augmented, normalised float32 ``[B, 3, S, S]``."""
-    packed = pack_params(p, images.shape[2], images.shape[3]).to(images.device)
-    return BatchTransform(spec, mean, std, images.device)(images, packed)

@@ -33,7 +33,7 @@ import torch
 
 from core.data.batched_augment import BatchAugment, BatchTransform, pack_params, sample_params
 
-__all__ = ["RESIDENT_FRACTION", "DeviceBatches", "image_store", "release_resident", "resident_bytes"]
+__all__ = ["RESIDENT_FRACTION", "DeviceBatches", "image_store"]
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +42,6 @@ _UPLOAD_CHUNK = 256 * 2**20  # bytes per pinned staging copy when uploading
 _RESIDENT: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()  # (cache key, device) -> uint8 tensor
 _HOST: OrderedDict[str, torch.Tensor] = OrderedDict()  # cache key -> CPU tensor over the memory map
 _HOST_ENTRIES = 8
-
-
-def release_resident() -> None:
-    """Drop every resident image tensor (the next :func:`image_store` uploads again)."""
-    _RESIDENT.clear()
-    _HOST.clear()
-
-
-def resident_bytes(device: torch.device | str | None = None) -> int:
-    """Bytes of images kept resident (on ``device``, or on all devices)."""
-    want = None if device is None else str(_canonical(device))
-    return sum(t.numel() for (_, dev), t in _RESIDENT.items() if want is None or dev == want)
 
 
 def _host_tensor(entry) -> torch.Tensor:

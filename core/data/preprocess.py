@@ -186,11 +186,6 @@ def _decode(path: str | Path, draft_side: int | None) -> tuple[Image.Image, tupl
         raise ImageDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Full-resolution RGB image with EXIF orientation applied (for figures and checks)."""
-    return _decode(path, draft_side=None)[0]
-
-
 def _draft_side(prep: Preprocessing) -> int:
     """Smallest side the JPEG decoder may reduce to: what the resize step needs (times the gap)."""
     needed = prep.image_size if prep.resize_size is None else prep.resize_size

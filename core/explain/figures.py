@@ -20,7 +20,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from core.runfiles import atomic_path
+from core.reports import save_figure
 
 CORRECT_COLOUR = "#1a9850"  # green
 WRONG_COLOUR = "#d73027"  # red
@@ -68,16 +68,6 @@ def _new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
-    """Write ``fig`` as PNG atomically; returns the path."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"figures are written as PNG; got {path.name!r} (use a .png name)")
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08)
-    return path
 
 
 def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:

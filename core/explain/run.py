@@ -3,7 +3,7 @@
 ``evaluate_checkpoint(EvalConfig(...))`` writes to ``cfg.out_dir``: ``test_metrics.json``,
 ``confusion_matrix.png``, ``predictions_grid.png`` (+ ``.json``), ``gradcam.png``, ``filters_conv1.png``,
 ``feature_maps_conv1.png``, ``guided_backprop_conv5.png`` (+ ``.json``) and ``evaluation.html``, the page that
-shows them all with the numbers (:mod:`core.explain.evaluation_page`). Filters, feature maps, guided backprop
+shows them all with the numbers (:mod:`core.reports.evaluation_page`). Filters, feature maps, guided backprop
 and Grad-CAM need a Part A SmallCNN; for other models (Part B backbones) they are skipped with a warning and the
 metrics are still written. :func:`log_evaluation` sends the figures and the predictions table to a W&B run.
 """
@@ -23,8 +23,8 @@ from core.devices import resolve_device
 from core.explain import attributions as explain
 from core.explain import figures as plots
 from core.explain.evaluation import compute_metrics, predict, select_per_class
-from core.explain.evaluation_page import write_evaluation_page
 from core.explain.gradcam import grad_cam
+from core.reports import write_evaluation_page
 from core.runfiles import own_run_folder, to_plain, write_json
 from core.train import TRACKING_MODES, Tracker, load_model
 

@@ -4,42 +4,22 @@
 from core.finetune.compare import read_partA_row, run_compare
 from core.finetune.defaults import CPU_EPOCHS, CPU_IMAGE_SIZE, GPU_EPOCHS, device_defaults, with_device_defaults
 from core.finetune.feature_cache import FeatureView, HeadFeatureCache, head_part_name
-from core.finetune.groups import count_parameters, optimizer_param_count
+from core.finetune.groups import count_parameters
 from core.finetune.run import PARTB_FLAT_KEYS, PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import (
-    LPFT,
-    STRATEGY_NAMES,
-    Full,
-    Gradual,
-    HeadOnly,
-    LayerDecay,
-    TopK,
-    make_strategy,
+                                      LPFT,
+                                      STRATEGIES,
+                                      FinetuneStrategy,
+                                      Full,
+                                      Gradual,
+                                      HeadOnly,
+                                      LayerDecay,
+                                      TopK,
+                                      make_strategy,
+                                      register_strategy,
 )
 
-__all__ = [
-    "FeatureView",
-    "HeadFeatureCache",
-    "head_part_name",
-    "CPU_EPOCHS",
-    "CPU_IMAGE_SIZE",
-    "GPU_EPOCHS",
-    "Full",
-    "Gradual",
-    "HeadOnly",
-    "LPFT",
-    "LayerDecay",
-    "PARTB_FLAT_KEYS",
-    "PartBConfig",
-    "PartBRun",
-    "STRATEGY_NAMES",
-    "TopK",
-    "count_parameters",
-    "device_defaults",
-    "make_strategy",
-    "optimizer_param_count",
-    "read_partA_row",
-    "run_compare",
-    "run_partB",
-    "with_device_defaults",
-]
+__all__ = ["CPU_EPOCHS", "CPU_IMAGE_SIZE", "GPU_EPOCHS", "LPFT", "PARTB_FLAT_KEYS", "STRATEGIES", "FeatureView",
+           "FinetuneStrategy", "Full", "Gradual", "HeadFeatureCache", "HeadOnly", "LayerDecay", "PartBConfig",
+           "PartBRun", "TopK", "count_parameters", "device_defaults", "head_part_name", "make_strategy",
+           "read_partA_row", "register_strategy", "run_compare", "run_partB", "with_device_defaults"]

@@ -8,53 +8,27 @@ Part A run folder's row and curve when given, read from its ``test_metrics.json`
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.finetune.run import PartBConfig, PartBRun, run_partB
-from core.finetune.strategies import STRATEGY_NAMES, count_parameters
-from core.runfiles import own_run_folder, read_json, read_jsonl, read_yaml, write_text
+from core.finetune.strategies import STRATEGIES, count_parameters
+from core.reports import COMPARISON_COLUMNS, ComparisonRow, write_comparison
+from core.runfiles import own_run_folder, read_json, read_jsonl, read_yaml
 
 logger = logging.getLogger(__name__)
 
 
-def strategy_runs(cfg: PartBConfig, strategies: tuple[str, ...] = STRATEGY_NAMES) -> list[PartBConfig]:
-    """One config per strategy for ``--compare`` (validated up front, so a bad k fails before any run)."""
-    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
+def strategy_runs(cfg: PartBConfig, strategies: tuple[str, ...] | None = None) -> list[PartBConfig]:
+    """One config per strategy for ``--compare`` (default: every registered one), validated up front, so a bad k
+    fails before any run."""
+    strategies = tuple(STRATEGIES) if strategies is None else strategies
+    unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
-        raise ValueError(f"unknown strategies {unknown}; expected some of {list(STRATEGY_NAMES)}")
+        raise ValueError(f"unknown strategies {unknown}; expected some of {list(STRATEGIES)}")
     return [dataclasses.replace(cfg, strategy=s) for s in strategies]
-
-
-# --- comparison (--compare) ------------------------------------------------------------------------
-COMPARISON_COLUMNS = ("run", "kind", "strategy", "test_acc", "best_val_acc", "epochs_to_best",
-                      "trainable_params", "final_trainable_params", "total_params", "seconds_per_epoch",
-                      "epochs_run")
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    run: str
-    kind: str  # "partB" | "partA"
-    strategy: str
-    test_acc: float | None
-    best_val_acc: float
-    epochs_to_best: int
-    trainable_params: int  # at the first epoch
-    final_trainable_params: int  # at the last epoch (differs for gradual)
-    total_params: int
-    seconds_per_epoch: float
-    epochs_run: int
-    curve: tuple[tuple[int, float, float], ...] = ()  # (epoch, train_acc, val_acc)
-    run_dir: Path | None = None  # the run's folder (links on comparison.html)
-
-    def values(self) -> list[Any]:
-        return [getattr(self, c) for c in COMPARISON_COLUMNS]
 
 
 def _curve(history: Any) -> tuple[tuple[int, float, float], ...]:
@@ -97,7 +71,7 @@ def read_partA_row(run_dir: Path | str) -> ComparisonRow:  # noqa: N802
                          sum(h["seconds"] for h in history) / len(history), len(history), _curve(history), run_dir)
 
 
-def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str, ...] = STRATEGY_NAMES,
+def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str, ...] | None = None,
                 partA_run: Path | str | None = None, tracker_mode: str = "auto", name: str | None = None,  # noqa: N803
                 resume: bool = False) -> list[ComparisonRow]:
     """Every strategy on the same data and backbone, then the table and curves (see module docstring)."""
@@ -106,7 +80,7 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
     run_dir = Path(run_dir)
     name = name or run_dir.name
     with own_run_folder(run_dir):  # one owner; each strategy's folder is held by its run_partB
-        configs = strategy_runs(cfg, tuple(strategies))
+        configs = strategy_runs(cfg, None if strategies is None else tuple(strategies))
         part_a = read_partA_row(partA_run) if partA_run is not None else None  # bad folder: fail before training
         rows = [row_from_run(run_partB(c, run_dir / c.strategy, tracker_mode=tracker_mode,
                                           name=f"{name}-{c.strategy}", group=name, resume=resume)) for c in configs]
@@ -122,63 +96,3 @@ def run_compare(cfg: PartBConfig, run_dir: Path | str, *, strategies: tuple[str,
         return rows
 
 
-def write_comparison(rows: list[ComparisonRow], run_dir: Path | str, *, cfg: PartBConfig | None = None
-                     ) -> dict[str, Path]:
-    """``comparison.csv`` (all columns), ``comparison.md`` (readable table), ``accuracy_curves.png`` and
-    ``comparison.html`` (:mod:`core.finetune.comparison_page`; ``cfg`` adds the backbone and settings to its header)."""
-    from core.finetune.comparison_page import write_comparison_page
-
-    run_dir = Path(run_dir)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COMPARISON_COLUMNS)
-    writer.writerows(r.values() for r in rows)
-    paths = {"csv": run_dir / "comparison.csv", "md": run_dir / "comparison.md", "png": run_dir / "accuracy_curves.png"}
-    write_text(paths["csv"], buf.getvalue())
-    lines = ["| run | strategy | test acc | best val acc | epochs to best | trainable params | total params "
-             "| s/epoch |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r.run} | {r.strategy} | {_pct(r.test_acc)} | {_pct(r.best_val_acc)} | {r.epochs_to_best} | "
-              f"{_trainable(r)} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
-    write_text(paths["md"], "\n".join(lines) + "\n")
-    plot_accuracy_curves(rows, paths["png"])
-    paths["html"] = write_comparison_page(rows, run_dir, figure=paths["png"], cfg=cfg,
-                                          files=[paths["csv"], paths["md"], paths["png"]])
-    return paths
-
-
-def _trainable(row: ComparisonRow) -> str:
-    """``12,810`` or, when unfreezing grew it, ``12,810 → 1,218,890``."""
-    start, end = row.trainable_params, row.final_trainable_params
-    return f"{start:,}" if start == end else f"{start:,} → {end:,}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
-    """Validation (solid) and train (dashed) accuracy per epoch, one colour per run."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    from core.explain import save_figure
-
-    fig = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for i, row in enumerate(rows):
-        colour = f"C{i % 10}"
-        epochs = [e for e, _, _ in row.curve]
-        ax.plot(epochs, [100 * v for _, _, v in row.curve], "-o", color=colour, ms=3,
-                label=f"{row.run} (test {_pct(row.test_acc)})")
-        ax.plot(epochs, [100 * t for _, t, _ in row.curve], "--", color=colour, alpha=0.5)
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy vs epoch: validation (solid), train (dashed)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    last = max((e for row in rows for e, _, _ in row.curve), default=1)
-    ax.set_xlim(0.8, last + 0.2)  # one epoch still gets a readable axis (not 0.95..1.05)
-    if last <= 20:
-        ax.set_xticks(range(1, last + 1))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)

@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from core.model import Block
 
-__all__ = ["ParamCount", "block_parameters", "count_parameters", "optimizer_param_count"]
+__all__ = ["ParamCount", "block_parameters", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,3 @@ def _groups_for(model: nn.Module, block: Block, lr: float) -> list[dict[str, Any
     groups = [{"params": decay, "lr": lr, "name": block.name},
               {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{block.name}/no_decay"}]
     return [g for g in groups if g["params"]]
-
-
-def optimizer_param_count(optimizer: torch.optim.Optimizer) -> int:
-    """Parameters the optimizer updates, summed over its groups."""
-    return sum(p.numel() for g in optimizer.param_groups for p in g["params"])

@@ -32,11 +32,15 @@ Epochs are 0-based, as ``core.train.trainer.fit`` counts them: ``gradual`` train
 blocks at epoch ``epoch``. ``bn_eval=True`` keeps *every* BatchNorm in eval mode, even in trained
 blocks — the right choice for weights with folded BatchNorm (the shared MobileNetV2, see its
 PROVENANCE.md). Biases and norm weights get no weight decay (as ``core.train.optim.default_param_groups``).
+
+A strategy is found by name in :data:`STRATEGIES` (name -> factory(options, common)); a new one is a subclass
+and one line: ``STRATEGIES["mine"] = lambda options, common: Mine(**common)``, or ``@register_strategy("mine")``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -45,10 +49,9 @@ from torch import nn
 from core.finetune.feature_cache import HeadFeatureCache
 from core.finetune.groups import _groups_for, block_parameters, count_parameters
 from core.model import BackboneLayout, Block, layout_of
+from core.registry import lookup, registrar
 
 logger = logging.getLogger(__name__)
-
-STRATEGY_NAMES = ("head", "top-k", "full", "gradual", "lp-ft", "layer-decay")
 
 
 class FinetuneStrategy:
@@ -302,24 +305,29 @@ class LayerDecay(Full):
 DEFAULT_LAYER_DECAY = 0.75
 
 
+# name -> factory(options, common): ``options`` holds k, unfreeze_every, max_blocks and lp_epochs, ``common`` the
+# keyword arguments of FinetuneStrategy (backbone_lr_mult, bn_eval, layer_decay, feature_cache)
+Factory = Callable[[Mapping[str, Any], dict[str, Any]], FinetuneStrategy]
+STRATEGIES: dict[str, Factory] = {
+    "head": lambda o, common: HeadOnly(**common),
+    "top-k": lambda o, common: TopK(o["k"], **common),
+    "full": lambda o, common: Full(**common),
+    "gradual": lambda o, common: Gradual(o["unfreeze_every"], o["max_blocks"], **common),
+    "lp-ft": lambda o, common: LPFT(o["lp_epochs"], **common),
+    "layer-decay": lambda o, common: LayerDecay(**common),
+}
+ALIASES = {"lpft": "lp-ft", "topk": "top-k"}
+
+
+register_strategy = registrar(STRATEGIES, "strategy")  # @register_strategy("name") on a factory(options, common)
+
+
 def make_strategy(name: str, *, k: int = 2, unfreeze_every: int = 1, max_blocks: int | None = None,
                   backbone_lr_mult: float = 0.1, bn_eval: bool = False, lp_epochs: int = 1,
                   layer_decay: float | None = None, feature_cache: bool = True) -> FinetuneStrategy:
-    """A strategy by CLI name (:data:`STRATEGY_NAMES`); ``layer_decay`` also applies to top-k/full/gradual/lp-ft."""
+    """A strategy by CLI name (:data:`STRATEGIES`); ``layer_decay`` also applies to top-k/full/gradual/lp-ft."""
     key = str(name).lower().replace("_", "-")
-    common = {"backbone_lr_mult": backbone_lr_mult, "bn_eval": bn_eval, "layer_decay": layer_decay,
-              "feature_cache": feature_cache}
-    if key in ("lp-ft", "lpft"):
-        return LPFT(lp_epochs, **common)
-    if key == "layer-decay":
-        return LayerDecay(**common)
-    if key == "head":
-        return HeadOnly(**common)
-    if key in ("top-k", "topk"):
-        return TopK(k, **common)
-    if key == "full":
-        return Full(**common)
-    if key == "gradual":
-        return Gradual(unfreeze_every, max_blocks, **common)
-    raise ValueError(f"unknown strategy {name!r}; expected one of {list(STRATEGY_NAMES)}")
-
+    factory = lookup(STRATEGIES, "strategy", ALIASES.get(key, key))
+    return factory({"k": k, "unfreeze_every": unfreeze_every, "max_blocks": max_blocks, "lp_epochs": lp_epochs},
+                           {"backbone_lr_mult": backbone_lr_mult, "bn_eval": bn_eval, "layer_decay": layer_decay,
+                            "feature_cache": feature_cache})

@@ -9,42 +9,17 @@ from __future__ import annotations
 
 import importlib
 
-_HOME = {
-    "ACTIVATIONS": "core.model.builder",
-    "ACTIVATION_NAMES": "core.model.spec",
-    "BackboneLayout": "core.model.backbones",
-    "Block": "core.model.backbones",
-    "CLOSED_FORMULA": "core.model.counting",
-    "CNNSpec": "core.model.spec",
-    "FIXED_INPUT_FAMILIES": "core.model.backbones",
-    "ConvBlockSpec": "core.model.spec",
-    "HeadSpec": "core.model.spec",
-    "ORGANISATIONS": "core.model.spec",
-    "SmallCNN": "core.model.builder",
-    "WeightsUnavailableError": "core.model.pretrained_weights",
-    "backbone_preprocessing": "core.model.backbones",
-    "build_backbone": "core.model.backbones",
-    "build_cnn": "core.model.builder",
-    "check_layout": "core.model.backbones",
-    "closed_form": "core.model.counting",
-    "count_flops": "core.model.counting",
-    "count_layers": "core.model.counting",
-    "count_params": "core.model.counting",
-    "count_totals": "core.model.counting",
-    "family_of": "core.model.backbones",
-    "filters_per_block": "core.model.spec",
-    "format_count": "core.model.counting",
-    "layout_of": "core.model.backbones",
-    "make_activation": "core.model.builder",
-    "make_spec": "core.model.spec",
-    "measured_flops": "core.model.counting",
-    "measured_params": "core.model.counting",
-    "read_torch_file": "core.model.pretrained_weights",
-    "replace_head": "core.model.backbones",
-    "supported_archs": "core.model.backbones",
-    "uniform_knobs": "core.model.counting",
-    "weights_cache_path": "core.model.pretrained_weights",
+_NAMES = {  # module -> the names it exports
+    "backbones": ("BackboneLayout", "Block", "FIXED_INPUT_FAMILIES", "backbone_preprocessing", "build_backbone",
+                  "check_layout", "family_of", "layout_of", "replace_head", "supported_archs"),
+    "builder": ("ACTIVATIONS", "SmallCNN", "build_cnn", "make_activation"),
+    "counting": ("CLOSED_FORMULA", "closed_form", "count_flops", "count_layers", "count_params", "count_totals",
+                 "format_count", "measured_flops", "measured_params", "uniform_knobs"),
+    "pretrained_weights": ("WeightsUnavailableError", "read_torch_file", "weights_cache_path"),
+    "spec": ("ACTIVATION_NAMES", "CNNSpec", "ConvBlockSpec", "HeadSpec", "ORGANISATIONS", "filters_per_block",
+             "make_spec"),
 }
+_HOME = {name: f"core.model.{module}" for module, names in _NAMES.items() for name in names}
 
 __all__ = sorted(_HOME)
 

@@ -120,17 +120,9 @@ def count_params(spec: CNNSpec) -> int:
     return count_totals(spec).params
 
 
-def count_macs(spec: CNNSpec, batch_size: int = 1) -> int:
-    return batch_size * count_totals(spec).macs
-
-
 def count_flops(spec: CNNSpec, batch_size: int = 1) -> int:
     """FLOPs of one forward pass of ``batch_size`` images, in FlopCounterMode's convention."""
     return batch_size * count_totals(spec).flops
-
-
-def count_total_ops(spec: CNNSpec, batch_size: int = 1) -> int:
-    return batch_size * count_totals(spec).total_ops
 
 
 def uniform_knobs(spec: CNNSpec) -> tuple[int, int, int] | None:

@@ -5,11 +5,4 @@ and ``run_partA``.
 from core.partA.config import RECOMMENDED_DATA, RECOMMENDED_TRAIN, WEIGHT_DECAY_FOR
 from core.partA.run import FLAT_KEYS, PartAConfig, run_partA
 
-__all__ = [
-    "RECOMMENDED_DATA",
-    "RECOMMENDED_TRAIN",
-    "WEIGHT_DECAY_FOR",
-    "FLAT_KEYS",
-    "PartAConfig",
-    "run_partA",
-]
+__all__ = ["RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "WEIGHT_DECAY_FOR", "FLAT_KEYS", "PartAConfig", "run_partA"]

@@ -237,3 +237,8 @@ def parse_parameters(where: str, params: Any, prefix: tuple[str, ...] = ()) -> l
     return out
 
 
+def quantize(p: ParamSpec, x: float) -> Any:
+    if p.q is None:
+        return x
+    out = round(x / p.q) * p.q
+    return int(round(out)) if isinstance(p.q, int) else float(out)

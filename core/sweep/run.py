@@ -7,35 +7,31 @@ the sweep can draw builds a valid trainer config, runs the trials, and writes ``
 * ``results.csv`` – one row per trial (metric, other metrics, parameters, params/FLOPs, times, state)
 * ``best.pt`` / ``best_config.yaml`` – the best trial's checkpoint (copied atomically) and configuration
 * ``metric_vs_time.png``, ``parallel_coordinates.png``, ``importance.png``, ``optimization_history.png``,
-  ``learning_curves.png`` – the figures (:mod:`core.sweep.plots`)
-* ``report.html`` – one self-contained page with the observations (:mod:`core.sweep.report`)
+  ``learning_curves.png`` – the figures, and ``report.html``, one page with the observations (:mod:`core.reports`)
 * ``trials/<number>-<hash>/`` – each trial's run folder; ``optuna.db`` – the local backend's storage
 
-Module map: :mod:`core.sweep.config` (+ :mod:`core.sweep.params`) parse, :mod:`core.sweep.space` maps to
-Optuna, :mod:`core.sweep.local` / :mod:`core.sweep.budget` run locally, :mod:`core.sweep.wandb_backend` runs on
-W&B, :mod:`core.sweep.trial` is one trial, :mod:`core.sweep.results` / :mod:`core.sweep.analysis` /
-:mod:`core.sweep.plots` / :mod:`core.sweep.report` turn trials into outputs. :mod:`core.sweep.settings`
-holds :class:`SweepSettings`, the one settings object both backends and their processes read.
+Module map: :mod:`core.sweep.config` (+ :mod:`core.sweep.params`) parse, :mod:`core.sweep.backend` is what a
+backend must do and the registry of backends (each in :mod:`core.sweep.backends`), :mod:`core.sweep.trial` is one
+trial, :mod:`core.reports` turns trials into outputs. :mod:`core.sweep.settings` holds :class:`SweepSettings`, the
+one settings object every backend and its processes read.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.reports import TrialRecord, best_record, write_sweep_outputs
+from core.sweep.backend import BackendRun, get_backend
 from core.sweep.config import SweepConfig
-from core.sweep.params import ParamSpec
-from core.sweep.results import TrialRecord, best_record, write_best, write_results_csv
-from core.sweep.settings import BACKENDS, SweepSettings
-from core.sweep.space import quantize
+from core.sweep.params import ParamSpec, quantize
+from core.sweep.settings import SweepSettings
 from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
 from core.sweep.trials import PartATrial
-from core.sweep.wandb_backend import require_login
 from core.train import has_wandb_credentials
 
 logger = logging.getLogger(__name__)
@@ -61,13 +57,10 @@ class SweepSummary:
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
-    """(backend, reason). ``auto`` → ``wandb`` with W&B credentials, else ``local``; ``wandb`` without
-    credentials is a ValueError saying how to log in."""
-    if requested not in BACKENDS:
-        raise ValueError(f"unknown backend {requested!r}; expected one of {list(BACKENDS)}")
-    if requested == "wandb":
-        require_login()  # before anything is logged: one line that says how to log in, or to use local
+    """(backend, reason). ``auto`` → ``wandb`` with W&B credentials, else ``local``; any other name must be in
+    :data:`~core.sweep.backend.SWEEP_BACKENDS`."""
     if requested != "auto":
+        get_backend(requested)  # ValueError listing the valid names
         return requested, f"--backend {requested}"
     if has_wandb_credentials():
         return "wandb", "W&B credentials found (WANDB_API_KEY or `wandb login`): W&B's sweep controller"
@@ -140,49 +133,12 @@ def check_runnable(configs: Sequence[Any]) -> None:
         scan_dataset(Path(folder))  # FileNotFoundError / ValueError naming the folder and the layout
 
 
-def mapping_notes(cfg: SweepConfig, backend: str) -> list[str]:
-    notes = [f"Trial metric {cfg.metric.name}: for val_acc, the validation accuracy of the kept best.pt, the best "
-             "epoch by the run's monitored metric (Part A's default: the lowest val_loss); test accuracy (val/) "
-             "is reported but never used for selection."]
-    if backend == "local":
-        sampler = {"grid": "Optuna GridSampler (W&B grid values)", "random": "Optuna RandomSampler",
-                   "bayes": "Optuna TPESampler: W&B's bayes is a Gaussian process, TPE a different Bayesian "
-                            "optimiser (random for its first 10 trials)"}[cfg.method]
-        notes.append(f"method {cfg.method} → {sampler}.")
-        hb = cfg.early_terminate
-        if hb is not None:
-            notes.append(f"early_terminate hyperband → Optuna HyperbandPruner(min_resource={hb.first_bracket}, "
-                         f"reduction_factor={int(hb.eta)}) fed {cfg.metric.name} every epoch; W&B's strict={hb.strict} "
-                         "has no Optuna counterpart.")
-        if any(p.distribution.startswith(("normal", "q_normal", "log_normal", "q_log_normal"))
-               or p.distribution == "categorical_w_probabilities" for p in cfg.parameters):
-            notes.append("normal/log_normal/categorical_w_probabilities parameters are drawn as a uniform 'u' "
-                         "(stored as '<name>:cdf' in Optuna) mapped through W&B's distribution.")
-    else:
-        notes.append("Search and early termination by W&B's sweep controller; this page lists the trials run on "
-                     "this machine, the W&B sweep page lists all agents' runs.")
-    notes.append("Importance = adjusted share of variance explained (ε²); W&B's panel uses a random forest.")
-    return notes
-
-
-def write_outputs(cfg: SweepConfig, records: Sequence[TrialRecord], *, sweep_dir: Path, sweep_name: str,
-                  backend: str, notes: Sequence[str] = ()) -> dict[str, Path]:
-    """results.csv, best.pt, best_config.yaml, figures and report.html in ``sweep_dir``."""
-    from core.sweep.analysis import analyse
-    from core.sweep.plots import write_sweep_figures
-    from core.sweep.report import write_report
-
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    outputs: dict[str, Path] = {"results.csv": write_results_csv(sweep_dir / "results.csv", records, cfg)}
-    outputs.update(write_best(sweep_dir, best_record(records, cfg), cfg, sweep_name=sweep_name))
-    analysis = analyse(records, cfg)
-    figures = write_sweep_figures(records, analysis, cfg, sweep_dir)
-    outputs.update({f"{k}.png": v for k, v in figures.items()})
-    outputs["trials/"] = sweep_dir / "trials"
-    outputs["report.html"] = sweep_dir / "report.html"
-    write_report(sweep_dir / "report.html", cfg=cfg, sweep_name=sweep_name, backend=backend, records=records,
-                 analysis=analysis, figures=figures, notes=notes, outputs=outputs)
-    return outputs
+def mapping_notes(cfg: SweepConfig, backend: Any) -> list[str]:
+    """The report's notes: the trial metric, how ``backend`` maps the sweep config, the importance measure."""
+    return [f"Trial metric {cfg.metric.name}: for val_acc, the validation accuracy of the kept best.pt, the best "
+            "epoch by the run's monitored metric (Part A's default: the lowest val_loss); test accuracy (val/) "
+            "is reported but never used for selection.", *backend.notes(cfg),
+            "Importance = adjusted share of variance explained (ε²); W&B's panel uses a random forest."]
 
 
 def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | None = None, *,
@@ -196,53 +152,27 @@ def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | Non
     check_metric(cfg, EPOCH_METRICS + FINAL_METRICS if trainer_backed else None)
     if trainer_backed:
         validate_trainer_keys(cfg, trial_fn)
-    backend, reason = choose_backend(settings.backend)
-    logger.info("sweep %s: backend %s (%s)", settings.name, backend, reason)
-    sweep_dir = settings.sweep_dir
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    storage_url = sweep_path = command = None
-    run = None
-    unstarted: list[Path] = []
-    if backend == "local":
-        from core.sweep.local import open_study, run_local
-        from core.sweep.results import records_from_study
-
-        storage_url = settings.shown_url
-        run = run_local(cfg, settings, trial_fn)
-        records = records_from_study(open_study(cfg, settings), cfg)
-    else:
-        from core.sweep.results import records_from_dirs
-        from core.sweep.wandb_backend import agent_command, run_wandb
-        from core.sweep.wandb_trial import unstarted_runs
-
-        if settings.workers != 1 or settings.storage is not None:
-            raise ValueError("--workers/--storage belong to the local backend; with W&B start more agents with "
-                             "the printed command instead")
-        if settings.resume == "":
-            raise ValueError("--resume with the wandb backend needs the sweep to join: --resume entity/project/id")
-        began = time.time()
-        sweep_path = run_wandb(cfg, settings, trial_fn, argv=argv)
-        command = agent_command(sweep_path, argv)
-        records = records_from_dirs(settings.trials_dir, cfg)
-        unstarted = [p for p in unstarted_runs(settings.trials_dir) if p.stat().st_mtime >= began]
-    outputs: dict[str, Path | str] = dict(write_outputs(cfg, records, sweep_dir=sweep_dir, sweep_name=settings.name,
-                                                         backend=backend, notes=mapping_notes(cfg, backend)))
-    if storage_url is not None:
-        outputs["optuna storage"] = Path(storage_url.removeprefix("sqlite:///")) if storage_url.startswith(
-            "sqlite:///") else storage_url
-    failure, note = judge(records, run, unstarted)
-    return SweepSummary(name=settings.name, backend=backend, backend_reason=reason, sweep_dir=sweep_dir,
-                        records=tuple(records), best=best_record(records, cfg), outputs=outputs,
-                        storage_url=storage_url, sweep_path=sweep_path, agent_command=command, failure=failure,
-                        note=note)
+    name, reason = choose_backend(settings.backend)
+    backend = get_backend(name)
+    backend.check(settings)
+    logger.info("sweep %s: backend %s (%s)", settings.name, name, reason)
+    settings.sweep_dir.mkdir(parents=True, exist_ok=True)
+    run = backend.run(cfg, settings, trial_fn, argv=argv)
+    records = list(run.records)
+    outputs: dict[str, Path | str] = dict(write_sweep_outputs(
+        cfg, records, sweep_dir=settings.sweep_dir, sweep_name=settings.name, backend=name,
+        notes=mapping_notes(cfg, backend)))
+    failure, note = judge(records, run)
+    return SweepSummary(name=settings.name, backend=name, backend_reason=reason, sweep_dir=settings.sweep_dir,
+                        records=tuple(records), best=best_record(records, cfg), outputs={**outputs, **run.outputs},
+                        storage_url=run.storage_url, sweep_path=run.sweep_path, agent_command=run.agent_command,
+                        failure=failure, note=note)
 
 
-def judge(records: Sequence[TrialRecord], run: Any = None,
-          unstarted: Sequence[Path] = ()) -> tuple[str | None, str | None]:
-    """(failure, note): one line if the sweep failed — no trial produced a result, or ``run`` (a local
-    :class:`~core.sweep.local.LocalRun`) stopped on failures in a row — else a note on failed trials.
-
-    ``unstarted``: output files of W&B runs that failed before they had a trial folder (oldest first)."""
+def judge(records: Sequence[TrialRecord], run: BackendRun) -> tuple[str | None, str | None]:
+    """(failure, note): one line if the sweep failed — no trial produced a result, or the backend stopped on
+    failures in a row — else a note on failed trials."""
+    unstarted = run.unstarted
     failed = sorted((r for r in records if r.state == "FAIL" and r.error), key=lambda r: (r.ended_at is None,
                                                                                           r.ended_at, r.number))
     if not failed and not any(r.has_result for r in records):
@@ -258,12 +188,12 @@ def judge(records: Sequence[TrialRecord], run: Any = None,
     log = first.run_dir / "run.log" if first.run_dir else None
     where = f"trial {first.number}" + (f" in {first.run_dir}" if first.run_dir else "") + (
         f" (full log: {log})" if log is not None and log.is_file() else "")
-    local = run is not None  # W&B's controller does not retry a failed run; ours does
-    retry = "fix the cause and rerun the same command: failed trials are retried" if local else "fix the cause"
+    retries = run.retries_failed  # W&B's controller does not retry a failed run; ours does
+    retry = "fix the cause and rerun the same command: failed trials are retried" if retries else "fix the cause"
     if not any(r.has_result for r in records):
         return f"no trial succeeded ({len(failed)} failed); the first error, {where}: {first.error}; {retry}", None
-    if run is not None and getattr(run, "stopped_for_failures", False):
+    if run.failure_streak:
         return (f"stopped after {run.failure_streak} trials failed in a row; the first error, {where}: "
                 f"{first.error}; {retry}"), None
-    tail = "; rerun the same command to retry them" if local else ""
+    tail = "; rerun the same command to retry them" if retries else ""
     return None, f"{len(failed)} trial(s) failed (first: {where}: {first.error}){tail}"

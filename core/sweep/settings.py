@@ -1,18 +1,9 @@
-"""One sweep's settings: the single object that goes from the script's flags to either backend and every process.
+"""One sweep's settings: the single object that goes from the script's flags to the backend and every process.
 
-Why one object: ``experiments/partA_sweep.py`` parses its flags into :class:`SweepSettings` once, and
-that same frozen value reaches :func:`core.sweep.run.run_sweep`, the local backend
-(:func:`core.sweep.local.run_local` and each spawned worker) and the W&B backend
-(:func:`core.sweep.wandb_backend.run_wandb` and, inside the agent's context, each W&B run's process).
-Nothing repacks it: the values a backend derives from it (the storage URL with its SQLite default, the
-trials folder, whether ``--resume`` requires an existing study, the trial budget) are properties or
-methods here, computed the same way wherever they are read.
-
-What happens while a sweep runs (when this run started, what a worker claimed) is not a setting: it
-lives in the backend's own state (:class:`core.sweep.local.LocalRun`, function arguments).
-
-``storage`` may hold a password (``postgresql://user:pw@host/db``): it is left out of ``repr`` and
-shown only through :attr:`SweepSettings.shown_url` (password masked).
+``experiments/partA_sweep.py`` parses its flags into :class:`SweepSettings` once; that frozen value reaches
+:func:`core.sweep.run_sweep`, the backend, and every process the backend starts (local workers, W&B runs). What a
+backend derives from it (storage URL, trials folder, budget) are properties here; what happens while a sweep runs
+lives in the backend. ``storage`` may hold a password: it is left out of ``repr``; print :attr:`shown_url`.
 """
 
 from __future__ import annotations
@@ -20,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.registry import lookup
 from core.runfiles import run_name
+from core.sweep.backend import SWEEP_BACKENDS
+from core.sweep.backends.local.storage import display_url, sqlite_url
 from core.sweep.config import SweepConfig
-from core.sweep.storage import display_url, sqlite_url
 from core.train import TRACKING_MODES
-
-BACKENDS = ("auto", "local", "wandb")
 
 
 @dataclass(frozen=True)
@@ -34,11 +25,11 @@ class SweepSettings:
 
     name: str  # folder runs/<name>/, Optuna study, W&B sweep name and group
     out_dir: Path = Path("runs")
-    backend: str = "auto"  # auto | local | wandb
-    count: int | None = None  # local: total trials in the study; wandb: runs this agent does
+    backend: str = "auto"  # auto, or a name in SWEEP_BACKENDS (local, wandb)
+    count: int | None = None  # what it counts is the backend's to say (local: trials in all; wandb: runs here)
     storage: str | None = field(default=None, repr=False)  # local: SQLAlchemy URL (may hold a password)
     workers: int = 1  # local: processes sharing the storage
-    resume: str | None = None  # local: any value = the study must exist; wandb: sweep id to join
+    resume: str | None = None  # the backend's (local: any value = the study must exist; wandb: sweep id to join)
     tracker_mode: str = "auto"  # W&B mode of each trial's run (auto = online with credentials, else offline)
     project: str = "inat-cnn"
     entity: str | None = None
@@ -51,8 +42,8 @@ class SweepSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         run_name(self.name, "sweep name")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; expected one of {list(BACKENDS)}")
+        if self.backend != "auto":
+            lookup(SWEEP_BACKENDS, "backend", self.backend, also=("auto",))
         if self.tracker_mode not in TRACKING_MODES:
             raise ValueError(f"unknown W&B mode {self.tracker_mode!r}; expected one of {list(TRACKING_MODES)}")
         if self.count is not None and (isinstance(self.count, bool) or self.count < 1):

@@ -1,4 +1,9 @@
-"""Optimizers and learning-rate schedules by name, as the sweep and the CLI spell them.
+"""Optimizers and learning-rate schedules by name, as the sweep and the CLI spell them: two registries
+(``OPTIMIZERS``, ``SCHEDULERS``: name -> factory). Adding one is a function and a decorator line::
+
+    @register_optimizer("radam")
+    def radam(groups, *, lr, weight_decay, **_):
+        return torch.optim.RAdam(groups, lr=lr, weight_decay=weight_decay)
 
 Schedules are one small class, :class:`LRSchedule`, stepped once per *batch*: every parameter group's
 learning rate is its own base LR times a multiplier ``f(step)``. Owning this (instead of
@@ -23,16 +28,21 @@ Multipliers (``t`` = step, ``T`` = total steps, ``W`` = warmup steps):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "LRSchedule", "default_param_groups", "make_optimizer"]
+from core.registry import lookup, registrar
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
-SCHEDULERS = ("constant", "cosine", "onecycle", "step", "plateau")
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "LRSchedule", "default_param_groups", "make_optimizer", "register_optimizer",
+           "register_scheduler"]
+
+# name -> factory(groups, *, lr, weight_decay, momentum, nesterov, fused) -> torch.optim.Optimizer
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {}
+# name -> multiplier(schedule, step) -> the LR factor of batch ``step``
+SCHEDULERS: dict[str, Callable[[LRSchedule, int], float]] = {}
 PLATEAU_THRESHOLD = 1e-4  # relative improvement that counts (ReduceLROnPlateau's default, mode "min", rel)
 
 ONECYCLE_DIV = 25.0  # initial LR = max / 25, as torch's OneCycleLR
@@ -66,21 +76,37 @@ def make_optimizer(name: str, param_groups: Iterable[dict[str, Any]], *, lr: flo
     skip a step on the device when told a loss was not finite (``found_inf``, what ``GradScaler`` uses), so
     training never has to read the loss back per step; torch has no fused NAdam.
     """
-    key = name.lower()
     groups = list(param_groups)
-    fused = {"fused": True} if _fusable(groups) else {}
-    if key == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, **fused)
-    if key == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **fused)
-    if key == "nadam":
-        return torch.optim.NAdam(groups, lr=lr, weight_decay=weight_decay)
-    if key == "sgd":
-        if nesterov and momentum <= 0:
-            raise ValueError(f"nesterov SGD needs momentum > 0, got momentum={momentum}")
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                               **fused)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+    return lookup(OPTIMIZERS, "optimizer", name.lower())(groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                                          nesterov=nesterov, fused=_fusable(groups))
+
+
+register_optimizer = registrar(OPTIMIZERS, "optimizer")  # @register_optimizer("name") on a factory
+register_scheduler = registrar(SCHEDULERS, "scheduler")  # @register_scheduler("name") on a multiplier
+
+
+@register_optimizer("adam")
+def _adam(groups: list, *, lr: float, weight_decay: float, fused: bool, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+@register_optimizer("adamw")
+def _adamw(groups: list, *, lr: float, weight_decay: float, fused: bool, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+@register_optimizer("sgd")
+def _sgd(groups: list, *, lr: float, weight_decay: float, momentum: float, nesterov: bool, fused: bool,
+         **_: Any) -> torch.optim.Optimizer:
+    if nesterov and momentum <= 0:
+        raise ValueError(f"nesterov SGD needs momentum > 0, got momentum={momentum}")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                           fused=fused or None)
+
+
+@register_optimizer("nadam")
+def _nadam(groups: list, *, lr: float, weight_decay: float, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.NAdam(groups, lr=lr, weight_decay=weight_decay)
 
 
 FUSED_DEVICES = ("cpu", "cuda")
@@ -98,8 +124,7 @@ class LRSchedule:
     def __init__(self, optimizer: torch.optim.Optimizer, name: str, *, epochs: int, steps_per_epoch: int,
                  warmup_epochs: float = 0.0, step_size: int | None = None, gamma: float = 0.1,
                  min_lr_ratio: float = 0.0, patience: int = 2) -> None:
-        if name not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {name!r}; expected one of {list(SCHEDULERS)}")
+        lookup(SCHEDULERS, "scheduler", name)
         if epochs < 1 or steps_per_epoch < 1:
             raise ValueError(f"a schedule needs epochs >= 1 and steps_per_epoch >= 1, got {epochs}, {steps_per_epoch}")
         if not 0 <= warmup_epochs < epochs:
@@ -132,24 +157,7 @@ class LRSchedule:
 
     def multiplier(self, step: int) -> float:
         """The LR factor for batch number ``step`` (0-based, counted over the whole run)."""
-        t = min(step, self.total_steps)
-        if self.name == "onecycle":
-            up = max(1, round(self.pct * self.total_steps))
-            lo, hi, end = 1 / ONECYCLE_DIV, 1.0, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
-            if t < up:
-                return lo + (hi - lo) * (1 - math.cos(math.pi * t / up)) / 2
-            frac = (t - up) / max(1, self.total_steps - up)
-            return end + (hi - end) * (1 + math.cos(math.pi * frac)) / 2
-        if t < self.warmup_steps:
-            return (t + 1) / (self.warmup_steps + 1)
-        if self.name == "constant":
-            return 1.0
-        if self.name == "plateau":
-            return self.gamma ** self.reductions
-        if self.name == "cosine":
-            frac = (t - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-            return self.min_lr_ratio + (1 - self.min_lr_ratio) * (1 + math.cos(math.pi * frac)) / 2
-        return self.gamma ** (t // self.steps_per_epoch // self.step_size)  # "step"
+        return SCHEDULERS[self.name](self, min(step, self.total_steps))
 
     def _apply(self) -> None:
         factor = self.multiplier(self.last_step)
@@ -176,3 +184,45 @@ class LRSchedule:
             self.reductions, self.bad_epochs = int(state["reductions"]), int(state["bad_epochs"])
             self.best = float(state["best"])
         self._apply()
+
+
+def _after_warmup(multiplier: Callable[[LRSchedule, int], float]) -> Callable[[LRSchedule, int], float]:
+    """A linear warmup over the schedule's ``warmup_steps``, then ``multiplier``."""
+    def warmed(s: LRSchedule, t: int) -> float:
+        return (t + 1) / (s.warmup_steps + 1) if t < s.warmup_steps else multiplier(s, t)
+    return warmed
+
+
+@register_scheduler("constant")
+@_after_warmup
+def _constant(s: LRSchedule, t: int) -> float:
+    return 1.0
+
+
+@register_scheduler("cosine")
+@_after_warmup
+def _cosine(s: LRSchedule, t: int) -> float:
+    frac = (t - s.warmup_steps) / max(1, s.total_steps - s.warmup_steps)
+    return s.min_lr_ratio + (1 - s.min_lr_ratio) * (1 + math.cos(math.pi * frac)) / 2
+
+
+@register_scheduler("onecycle")
+def _onecycle(s: LRSchedule, t: int) -> float:  # its own warmup: the first ``pct`` of the steps
+    up = max(1, round(s.pct * s.total_steps))
+    lo, hi, end = 1 / ONECYCLE_DIV, 1.0, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+    if t < up:
+        return lo + (hi - lo) * (1 - math.cos(math.pi * t / up)) / 2
+    frac = (t - up) / max(1, s.total_steps - up)
+    return end + (hi - end) * (1 + math.cos(math.pi * frac)) / 2
+
+
+@register_scheduler("step")
+@_after_warmup
+def _step(s: LRSchedule, t: int) -> float:
+    return s.gamma ** (t // s.steps_per_epoch // s.step_size)
+
+
+@register_scheduler("plateau")
+@_after_warmup
+def _plateau(s: LRSchedule, t: int) -> float:
+    return s.gamma ** s.reductions

@@ -27,11 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PgCluster", "find_pg_bindir", "running_cluster", "start_cluster"]
+__all__ = ["PgCluster", "find_pg_bindir", "start_cluster"]
 
 ROLE = "sweeper"
 DATABASE = "sweeps"
@@ -188,12 +187,3 @@ def start_cluster(*, password: str = "s3cret-Pg-pw", fast: bool = True, timeout:
         cluster.stop()
         raise
     return cluster
-
-
-@contextlib.contextmanager
-def running_cluster(**kw) -> Iterator[PgCluster]:
-    cluster = start_cluster(**kw)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()

@@ -1,8 +1,8 @@
 """The ``sweep`` section of ``experiments/benchmark.py``: wall time of a 4-trial x 2-epoch Part A sweep on a
 generated dataset of 800x600 JPEGs, ours vs four notebook-style runs.
 
-* **ours**: :func:`core.sweep.run.run_sweep` (local backend: Optuna grid on SQLite) with
-  :class:`core.sweep.trial.PartATrial` → :func:`core.partA.run.run_partA`: the decode cache (JPEG draft-mode
+* **ours**: :func:`core.sweep.run_sweep` (local backend: Optuna grid on SQLite) with
+  :class:`core.sweep.PartATrial` → :func:`core.partA.run.run_partA`: the decode cache (JPEG draft-mode
   decode once per sweep, shared by all trials), our trainer with its default settings, checkpoints, the test
   evaluation and the sweep outputs (results.csv, figures, report.html). Tracking is ``disabled`` (the baseline
   logs nothing either). Every call starts cold: a new cache folder and no in-memory entry, so each timed sweep

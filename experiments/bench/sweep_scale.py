@@ -1,7 +1,7 @@
 """The scale-out half of the ``sweep`` section: trials per minute with 1 and 2 processes on one storage (SQLite
 and PostgreSQL), and what the storage costs per trial.
 
-* **trials/min, 1 vs 2 processes**: :func:`core.sweep.run_local` (the ``--workers`` path: spawned processes,
+* **trials/min, 1 vs 2 processes**: :func:`core.sweep.backends.local.run_local` (``--workers``: spawned processes,
   one study) with a trial that sleeps a fixed time, so the processes do not compete for the CPU the way
   real training on one GPU each would not; the rate is the steady state, from the storage's own trial
   timestamps (first start to last end), so interpreter start-up of the spawned workers is not counted.
@@ -65,7 +65,8 @@ def _steady_rate(url: str, name: str) -> float:
 
 
 def _ours(url: str, work: Path, budget: int, seconds: float, workers: int, counter) -> float:
-    from core.sweep import parse_sweep_config, run_local
+    from core.sweep import parse_sweep_config
+    from core.sweep.backends.local import run_local
 
     name = f"scale{next(counter)}"
     run_local(parse_sweep_config(SPACE), _settings(url, name, budget, work, workers), SleepTrial(seconds))
@@ -137,7 +138,7 @@ def bench_scale(cfg: BenchConfig, storages: dict[str, str], work: Path) -> tuple
 
 def bench_sweep_scale(cfg: BenchConfig) -> tuple[list[Comparison], dict]:
     """SQLite in the work folder, and PostgreSQL when its binaries exist."""
-    from core.sweep import sqlite_url
+    from core.sweep.backends.local import sqlite_url
     from experiments.bench.pgcluster import find_pg_bindir, start_cluster
 
     work = cfg.work_dir / "scale"

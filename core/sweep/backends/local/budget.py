@@ -1,7 +1,7 @@
 """Trial slots of a local sweep: the budget across processes, machines and restarts; failed and crashed trials.
 
 A *slot* is a place in the budget: slot n is "the sweep's trial n" (folder ``trials/n-<hash>/``, row n
-of ``results.csv``), and its draw is seeded by n (:mod:`core.sweep.sampler`). Every process derives a
+of ``results.csv``), and its draw is seeded by n (:mod:`core.sweep.backends.local.sampler`). Every process derives a
 trial's slot from what Optuna created the trial with, never from timing, so no two processes can disagree
 and no lock is needed:
 
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from core.sweep.optuna_private import all_trials, storage_of, trial_id_of
+from core.sweep.backends.local.optuna_private import all_trials, storage_of, trial_id_of
 
 if TYPE_CHECKING:
     import optuna

@@ -8,9 +8,9 @@
 * ``optimization_history.png``: metric by trial number, best so far (Optuna's history plot).
 * ``learning_curves.png``: the metric per epoch for every trial (shows where hyperband stopped trials).
 * ``cost_front.png``: the metric against FLOPs and against parameters, the accuracy–cost front
-  (:func:`core.sweep.results.pareto_front`) marked and numbered.
+  (:func:`core.reports.results.pareto_front`) marked and numbered.
 
-Figures draw what :mod:`core.sweep.analysis` and the records hold; they compute no statistics. A figure with
+Figures draw what :mod:`core.reports.analysis` and the records hold; they compute no statistics. A figure with
 nothing to draw (no finished trial, fewer than 2 for importance, no per-epoch values) is not written at
 all: an empty placeholder PNG tells a reader nothing the report's text does not.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
@@ -26,10 +27,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from core.explain import save_figure
-from core.sweep.analysis import SweepAnalysis, label
-from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord, pareto_front
+from core.reports.analysis import SweepAnalysis, label
+from core.reports.pages import save_figure
+from core.reports.results import TrialRecord, best_so_far, learning_curve, pareto_front
+
+if TYPE_CHECKING:
+    from core.sweep import SweepConfig
 
 STATE_COLOURS = {"COMPLETE": "#2166ac", "PRUNED": "#f4a582", "FAIL": "#b2182b"}
 FIGURES = ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves",
@@ -42,19 +45,6 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _history(r: TrialRecord) -> tuple:
-    """A trial's per-epoch metrics (none before its run reported any)."""
-    return r.result.history if r.result is not None else ()
-
-
-def _best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
-    out, best = [], None
-    for v in values:
-        best = v if best is None or (v > best if maximize else v < best) else best
-        out.append(best)
-    return out
-
-
 def _scatter_by_state(ax, xs, records: Sequence[TrialRecord]) -> None:
     for state, colour in STATE_COLOURS.items():
         pts = [(x, r.objective) for x, r in zip(xs, records) if r.state == state and r.objective is not None]
@@ -62,7 +52,7 @@ def _scatter_by_state(ax, xs, records: Sequence[TrialRecord]) -> None:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, label=state.lower(), zorder=3, s=28)
 
 
-def _plot_best_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfig, path: Path, *, xlabel: str,
+def _plotbest_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfig, path: Path, *, xlabel: str,
                       title: str, dates: bool = False) -> Path | None:
     """Trials (``done``, in x order) scattered by state plus the best-so-far step line."""
     if not done:
@@ -70,7 +60,7 @@ def _plot_best_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfi
     fig = _figure(7, 4)
     ax = fig.add_subplot(1, 1, 1)
     _scatter_by_state(ax, xs, done)
-    ax.step(xs, _best_so_far([r.objective for r in done], cfg.metric.maximize), where="post", color="#555555",
+    ax.step(xs, best_so_far([r.objective for r in done], cfg.metric.maximize), where="post", color="#555555",
             lw=1.2, label="best so far")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(cfg.metric.name)
@@ -83,13 +73,13 @@ def _plot_best_so_far(done: Sequence[TrialRecord], xs: Sequence, cfg: SweepConfi
 
 def plot_metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path | None:
     done = sorted((r for r in records if r.has_result and r.started_at is not None), key=lambda r: r.started_at)
-    return _plot_best_so_far(done, [r.started_at for r in done], cfg, path, xlabel="trial created at",
+    return _plotbest_so_far(done, [r.started_at for r in done], cfg, path, xlabel="trial created at",
                              title=f"{cfg.metric.name} vs created time", dates=True)
 
 
 def plot_optimization_history(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path | None:
     done = sorted((r for r in records if r.has_result), key=lambda r: r.number)
-    return _plot_best_so_far(done, [r.number for r in done], cfg, path, xlabel="trial number",
+    return _plotbest_so_far(done, [r.number for r in done], cfg, path, xlabel="trial number",
                              title="optimisation history")
 
 
@@ -184,7 +174,7 @@ def plot_importance(analysis: SweepAnalysis, cfg: SweepConfig, path: Path) -> Pa
 
 
 def plot_learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig, path: Path) -> Path | None:
-    curves = [(r, [(h["epoch"], h[cfg.metric.name]) for h in _history(r) if cfg.metric.name in h and "epoch" in h])
+    curves = [(r, learning_curve(r, cfg.metric.name))
               for r in records]
     curves = [(r, c) for r, c in curves if c]
     if not curves:

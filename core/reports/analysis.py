@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.sweep.config import SweepConfig
-from core.sweep.params import ParamSpec
-from core.sweep.results import TrialRecord, best_record, ranked
+from core.reports.results import TrialRecord, best_record, ranked
+
+if TYPE_CHECKING:
+    from core.sweep import ParamSpec, SweepConfig
 
 MAX_BINS = 4
 MAX_LEVELS = 6  # an int_uniform parameter with at most this many distinct values is grouped by value

@@ -6,10 +6,10 @@
 * **They die with the parent.** After ``kill -9`` of the parent, nothing is left training to the end of
   the budget. On Linux each worker asks the kernel for ``SIGKILL`` when its parent dies
   (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread polls the parent's pid. A killed worker leaves its trial
-  RUNNING, and the next run re-queues it (:func:`core.sweep.budget.recover_dead_trials`) and resumes it
+  RUNNING, and the next run re-queues it (:func:`core.sweep.backends.local.budget.recover_dead_trials`) and resumes it
   from its last checkpoint.
 * **Ctrl-C is one event.** The terminal sends SIGINT to the parent and every worker. In a worker it only
-  requests a stop (:func:`core.sweep.local.run_worker`): the trial ends before its next batch, is recorded
+  requests a stop (:func:`.study.run_worker`): the trial ends before its next batch, is recorded
   as interrupted (to be run again), and the worker exits with code 130 without a traceback. The parent
   sends SIGTERM — the same request, a no-op for a worker that already has one — to workers that did not
   get the SIGINT (``kill -INT <parent>``), waits for them, and re-raises, so the script prints one line.

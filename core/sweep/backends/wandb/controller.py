@@ -6,7 +6,7 @@ code behind the ``wandb agent`` command). The sweep is registered with our trial
 works); the agent asks W&B's server for runs, writes each run's parameters to the file named by
 ``WANDB_SWEEP_PARAM_PATH`` and starts the program; a stop from the server (hyperband's
 ``early_terminate``, ``wandb sweep --cancel``, a second Ctrl-C on the agent) is a SIGTERM to that
-process, which :mod:`core.sweep.wandb_trial` turns into a stop between two batches.
+process, which :mod:`core.sweep.backends.wandb.agent` turns into a stop between two batches.
 
 Why not ``wandb.agent(function=...)``: W&B's in-process agent stops a run by raising a bare
 ``Exception`` inside the trial's thread (``PyThreadState_SetAsyncExc``), wherever the thread is: in
@@ -17,7 +17,7 @@ machines, and it gives each run a fresh CUDA context and its own ``wandb.init`` 
 the trainer's whole config, which an in-process agent's pre-made run dropped).
 
 This machine's settings (data folder, device, trials folder, the trial function) reach each run's
-process through one environment variable (:data:`core.sweep.wandb_trial.AGENT_ENV`), which W&B's
+process through one environment variable (:data:`core.sweep.backends.wandb.agent.AGENT_ENV`), which W&B's
 agent passes on; more agents on this or other machines join with :func:`agent_command`. W&B's
 controller is a server: this backend needs W&B credentials (offline sweeps are not supported by
 W&B; use ``--backend local``).
@@ -39,7 +39,7 @@ from core.runfiles import write_text
 from core.sweep.config import SweepConfig
 from core.sweep.settings import SweepSettings
 from core.sweep.trial import TrialFn
-from core.sweep.wandb_trial import AGENT_ENV, STARTING_LOGS, AgentContext
+from core.sweep.backends.wandb.agent import AGENT_ENV, STARTING_LOGS, AgentContext
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _wandb_errors(doing: str) -> Iterator[None]:
                                     "WANDB_BASE_URL, or use --backend local") from None
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds core/ and experiments/
+PROJECT_ROOT = Path(__file__).resolve().parents[4]  # core/sweep/backends/wandb/controller.py -> the checkout
 
 
 def launcher_environment(sweep_dir: Path, trials_dir: Path) -> dict[str, str]:
@@ -140,7 +140,7 @@ def launcher_environment(sweep_dir: Path, trials_dir: Path) -> dict[str, str]:
     an absolute interpreter path) and ``experiments`` found only from the repository root. A ``python``
     first on ``PATH`` that is ``sys.executable``, with the project root on ``PYTHONPATH``, makes every run
     this interpreter and this checkout, from any folder; it also keeps each run's whole output in a file
-    (:data:`~core.sweep.wandb_trial.STARTING_LOGS`, then the trial folder's ``run.log``).
+    (:data:`~core.sweep.backends.wandb.agent.STARTING_LOGS`, then the trial folder's ``run.log``).
     """
     bin_dir, logs = sweep_dir / ".agent-bin", trials_dir / STARTING_LOGS
     bin_dir.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,12 @@
 """The ``local`` backend: the sweep config run by Optuna on persistent storage, many processes and machines.
 
-Storage is an Optuna ``RDBStorage`` (:mod:`core.sweep.storage`): SQLite in the run folder by default
+Storage is an Optuna ``RDBStorage`` (:mod:`core.sweep.backends.local.storage`): SQLite in the run folder by default
 (``sqlite:///runs/<name>/optuna.db``) for the processes of one machine, or a PostgreSQL server
 (``--storage postgresql://user@host/db``) so processes on several machines share one study. Every process
 runs the same loop — recover trials of dead processes on this host, decide whether to stop, run one trial
 — and agrees with the others through the storage only.
 
-Budget and draws (:mod:`core.sweep.budget`, :mod:`core.sweep.sampler`). ``count`` (``--count`` or
+Budget and draws (:mod:`.budget`, :mod:`.sampler`). ``count`` (``--count`` or
 ``run_cap``) is the number of trial *slots* in the study, across restarts, processes and machines. A
 trial's slot is fixed when Optuna creates it; the sampler is seeded by it, so the sweep's trial n is the
 same configuration whichever process runs it and after any resume, and a grid point runs exactly once.
@@ -25,10 +25,12 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.reports import TrialRecord
 from core.runfiles import mask_secrets, to_plain, write_text
-from core.sweep.budget import (
+from core.sweep.backends.local.budget import (
     DISCARDED,
     BudgetClaimed,
     SlotTaken,
@@ -42,15 +44,15 @@ from core.sweep.budget import (
     root_of,
     waiting_slots,
 )
+from core.sweep.backends.local.optuna_private import all_trials, storage_of, trial_id_of
+from core.sweep.backends.local.sampler import SlotSeededSampler
+from core.sweep.backends.local.space import check_local_support, make_pruner, suggest
+from core.sweep.backends.local.storage import open_storage
+from core.sweep.backends.local.workers import one_interrupt, run_processes
 from core.sweep.config import SweepConfig
-from core.sweep.optuna_private import all_trials, storage_of, trial_id_of
-from core.sweep.sampler import SlotSeededSampler
 from core.sweep.settings import SweepSettings
-from core.sweep.space import check_local_support, make_pruner, suggest
-from core.sweep.storage import open_storage
 from core.sweep.trial import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
-from core.sweep.workers import one_interrupt, run_processes
-from core.train import StopRequest
+from core.train import RunResult, StopRequest
 
 if TYPE_CHECKING:
     import optuna
@@ -295,3 +297,22 @@ def run_local(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn) -> L
     return LocalRun(started_at=started_at, reason=stop_reason(study, cfg, settings, budget, started_at) or "",
                     failure_streak=streak, stopped_for_failures=bool(limit and streak >= limit),
                     retried=tuple(retried))
+
+
+def records_from_study(study: optuna.Study, cfg: SweepConfig) -> list[TrialRecord]:
+    """One record per trial slot: a crashed trial that was re-run is replaced by its re-run."""
+    records: dict[int, TrialRecord] = {}
+    for t in study.get_trials(deepcopy=False):
+        if DISCARDED in t.user_attrs or not t.user_attrs.get("values"):
+            continue  # dropped before training, or queued and never started
+        ua = t.user_attrs
+        result = RunResult.from_dict(ua["result"]) if ua.get("result") else None
+        root = root_of(t)
+        rec = TrialRecord(
+            number=int(ua.get("sweep_number", root)), state=t.state.name, hyperparameters=ua["values"],
+            objective=result.metrics().get(cfg.metric.name) if result else None, result=result,
+            started_at=t.datetime_start, ended_at=t.datetime_complete,
+            run_dir=Path(ua["run_dir"]) if ua.get("run_dir") else None,
+            retry_of=root if root != t.number else None, error=ua.get("error"))
+        records[root] = rec  # trials come in number order: the latest attempt of a slot wins
+    return sorted(records.values(), key=lambda r: r.number)

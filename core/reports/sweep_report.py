@@ -3,11 +3,11 @@
 Order follows the questions people ask: did anything fail (first error, count, trial folder), which trial
 won and with what (metric, parameters, formatted params/FLOPs, links to its folder, ``best.pt`` and its
 evaluation page when one exists), what the sweep says (observations with their support; those resting on
-fewer than 3 trials apart as anecdotal), then the interactive figures (:mod:`core.sweep.interactive`), the
-top runs, every trial, the static PNGs (:mod:`core.sweep.plots`), the files and the mapping notes.
+fewer than 3 trials apart as anecdotal), then the interactive figures (:mod:`core.reports.interactive`), the
+top runs, every trial, the static PNGs (:mod:`core.reports.sweep_plots`), the files and the mapping notes.
 
 A sweep without any result shows the failure summary and the tables, never empty placeholder figures. The
-page is built with :mod:`core.explain.pages` (shared with the evaluation and Part B comparison pages): relative
+page is built with :mod:`core.reports.pages` (shared with the evaluation and Part B comparison pages): relative
 links, PNGs embedded, plotly.js inline once, no network.
 """
 
@@ -18,9 +18,11 @@ import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.explain import (
+from core.reports.analysis import Observation, SweepAnalysis, analyse, fmt, label
+from core.reports.evaluation_page import PAGE as EVAL_PAGE
+from core.reports.pages import (
     bullets,
     callout,
     cards,
@@ -37,15 +39,16 @@ from core.explain import (
     table,
     write_page,
 )
+from core.reports.results import TrialRecord, best_record, pareto_front, ranked, write_best, write_results_csv
+from core.reports.sweep_plots import write_sweep_figures
 from core.runfiles import read_yaml
-from core.sweep.analysis import Observation, SweepAnalysis, fmt, label
-from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord, pareto_front, ranked
+
+if TYPE_CHECKING:
+    from core.sweep import SweepConfig
 
 logger = logging.getLogger(__name__)
 
 TOP_N = 10
-EVAL_PAGE = "evaluation.html"  # written by core.explain's evaluate_checkpoint into <checkpoint folder>/eval/
 CAPTIONS = {
     "parallel_coordinates": "One line per trial with a result through every searched parameter and the metric. "
                             "Drag along an axis to keep only the lines inside that range; drag an axis title "
@@ -247,7 +250,7 @@ def render_report(*, cfg: SweepConfig, sweep_name: str, backend: str, records: S
                   analysis: SweepAnalysis, figures: Mapping[str, Path], notes: Sequence[str] = (),
                   outputs: Mapping[str, Path] | None = None, page_dir: Path = Path(".")) -> str:
     """The report as an HTML string; links are relative to ``page_dir`` (the folder of report.html)."""
-    from core.sweep.interactive import interactive_figures
+    from core.reports.interactive import interactive_figures
 
     page_dir = Path(page_dir)
     done = ranked(records, cfg)
@@ -290,3 +293,19 @@ def render_report(*, cfg: SweepConfig, sweep_name: str, backend: str, records: S
 def write_report(path: Path, **kwargs: Any) -> Path:
     """Write ``report.html`` atomically; keyword arguments as :func:`render_report` (``page_dir`` = its folder)."""
     return write_page(path, render_report(page_dir=Path(path).parent, **kwargs))
+
+
+def write_sweep_outputs(cfg: SweepConfig, records: Sequence[TrialRecord], *, sweep_dir: Path, sweep_name: str,
+                        backend: str, notes: Sequence[str] = ()) -> dict[str, Path]:
+    """results.csv, best.pt, best_config.yaml, figures and report.html in ``sweep_dir``."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {"results.csv": write_results_csv(sweep_dir / "results.csv", records, cfg)}
+    outputs.update(write_best(sweep_dir, best_record(records, cfg), cfg, sweep_name=sweep_name))
+    analysis = analyse(records, cfg)
+    figures = write_sweep_figures(records, analysis, cfg, sweep_dir)
+    outputs.update({f"{k}.png": v for k, v in figures.items()})
+    outputs["trials/"] = sweep_dir / "trials"
+    outputs["report.html"] = sweep_dir / "report.html"
+    write_report(sweep_dir / "report.html", cfg=cfg, sweep_name=sweep_name, backend=backend, records=records,
+                 analysis=analysis, figures=figures, notes=notes, outputs=outputs)
+    return outputs

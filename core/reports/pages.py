@@ -1,9 +1,8 @@
 """The page kit: HTML pages a person reads (sweep report, evaluation, Part B comparison) in one look.
 
-Why one module (in ``core.explain``, the lowest package that writes a page; the sweep and Part B use it
-through the face, as they use ``save_figure``): the three pages are read side by side and link to each
-other, so they share a stylesheet, number formats and the rules that keep them readable in a 1280–1600 px
-browser window without sideways scrolling:
+Why one module (with ``save_figure``, which writes every PNG atomically): the three pages are read side by side
+and link to each other, so they share a stylesheet, number formats and the rules that keep them readable in a
+1280–1600 px browser window without sideways scrolling:
 
 * tables never grow wider than the page: a table with more than :data:`MAX_COLUMNS` columns is transposed
   (one column per row) or wrapped (several tables repeating the key columns) by :func:`table`, long headers
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from core.runfiles import write_text
+from core.runfiles import atomic_path, write_text
 
 MAX_COLUMNS = 12  # more columns than this and a table is transposed
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
@@ -251,3 +250,13 @@ def write_page(path: Path, page: str) -> Path:
     """Write a page atomically (a reader never sees half a page)."""
     write_text(path, page)
     return Path(path)
+
+
+def save_figure(fig: Any, path: Path | str, dpi: int = 100) -> Path:
+    """Write ``fig`` as PNG atomically; returns the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"figures are written as PNG; got {path.name!r} (use a .png name)")
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.08)
+    return path

@@ -40,7 +40,7 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from core.sweep.config import SweepConfig
-from core.sweep.params import ParamSpec
+from core.sweep.params import ParamSpec, quantize
 
 if TYPE_CHECKING:
     import optuna
@@ -66,13 +66,6 @@ def _choices(p: ParamSpec, values: tuple[Any, ...]) -> tuple[list[Any], dict[Any
                              f"apart once stored; make them distinct")
         lookup[key] = original
     return encoded, lookup
-
-
-def quantize(p: ParamSpec, x: float) -> Any:
-    if p.q is None:
-        return x
-    out = round(x / p.q) * p.q
-    return int(round(out)) if isinstance(p.q, int) else float(out)
 
 
 def check_local_support(cfg: SweepConfig) -> None:

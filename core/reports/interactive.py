@@ -1,8 +1,8 @@
 """Interactive sweep figures (plotly) for ``report.html``: hover a line, brush an axis, zoom, hide a series.
 
 Why: W&B's sweep page and ``optuna-dashboard`` let people explore a sweep; the offline report should too,
-without a server or network. The PNGs of :mod:`core.sweep.plots` stay (README and papers use them); these
-figures draw the same records and the same statistics (:mod:`core.sweep.analysis`), never new ones.
+without a server or network. The PNGs of :mod:`core.reports.sweep_plots` stay (README and papers use them); these
+figures draw the same records and the same statistics (:mod:`core.reports.analysis`), never new ones.
 
 ``optuna.visualization`` draws the optimisation history. It works on a study, so :func:`study_from_records`
 builds an in-memory one from the records, which serves both backends alike (the ``wandb`` backend has no
@@ -21,18 +21,18 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.sweep.analysis import SweepAnalysis, fmt, label
-from core.sweep.config import SweepConfig
-from core.sweep.results import TrialRecord
+from core.reports.analysis import SweepAnalysis, fmt, label
+from core.reports.results import TrialRecord, best_so_far, learning_curve
 
 if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
 
+    from core.sweep import SweepConfig
+
 logger = logging.getLogger(__name__)
 
 STATE_COLOURS = {"COMPLETE": "#2166ac", "PRUNED": "#e08214", "FAIL": "#b2182b"}
-INTERACTIVE = ("parallel_coordinates", "importance", "metric_vs_time", "optimization_history", "learning_curves")
 
 
 def _primitive(value: Any) -> Any:
@@ -174,18 +174,6 @@ def importance(analysis: SweepAnalysis, cfg: SweepConfig) -> go.Figure | None:
     return fig
 
 
-def _history(r: TrialRecord) -> tuple:
-    """A trial's per-epoch metrics (none before its run reported any)."""
-    return r.result.history if r.result is not None else ()
-
-
-def _best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
-    out: list[float] = []
-    for v in values:
-        out.append(v if not out else (max if maximize else min)(out[-1], v))
-    return out
-
-
 def metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig) -> go.Figure | None:
     import plotly.graph_objects as go
 
@@ -199,7 +187,7 @@ def metric_vs_time(records: Sequence[TrialRecord], cfg: SweepConfig) -> go.Figur
             fig.add_trace(go.Scatter(x=[r.started_at for r in pts], y=[r.objective for r in pts], mode="markers",
                                      name=state.lower(), marker={"color": colour, "size": 10},
                                      hovertext=[_hover(r, cfg) for r in pts], hoverinfo="text"))
-    fig.add_trace(go.Scatter(x=[r.started_at for r in done], y=_best_so_far([r.objective for r in done],
+    fig.add_trace(go.Scatter(x=[r.started_at for r in done], y=best_so_far([r.objective for r in done],
                                                                             cfg.metric.maximize),
                              mode="lines", line={"shape": "hv", "color": "#555555"}, name="best so far",
                              hoverinfo="skip"))
@@ -225,7 +213,7 @@ def learning_curves(records: Sequence[TrialRecord], cfg: SweepConfig) -> go.Figu
     fig = go.Figure()
     shown: set[str] = set()
     for r in records:
-        curve = [(h["epoch"], h[cfg.metric.name]) for h in _history(r) if cfg.metric.name in h and "epoch" in h]
+        curve = learning_curve(r, cfg.metric.name)
         if not curve:
             continue
         state = r.state if r.state in STATE_COLOURS else "COMPLETE"

@@ -23,12 +23,15 @@ import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.sweep.config import parse_sweep_config
+from core.reports import TrialRecord
+from core.runfiles import read_json
+from core.sweep.config import SweepConfig, parse_sweep_config
 from core.sweep.settings import SweepSettings
-from core.sweep.trial import TrialFn, TrialRequest, execute_trial, trial_dir_name
+from core.sweep.trial import TRIAL_FILE, TrialFn, TrialRequest, execute_trial, trial_dir_name
 from core.train import RunResult
 
 logger = logging.getLogger(__name__)
@@ -138,3 +141,21 @@ def run_agent_trial(env: Mapping[str, str] | None = None, *, stop: Any = None) -
     return execute_trial(context.trial_fn, request,
                          extra={"backend": "wandb", "wandb_run_id": run_id, "sweep_id": env.get("WANDB_SWEEP_ID")})
 
+
+def _when(value: Any) -> datetime | None:
+    return datetime.fromisoformat(str(value)) if value not in (None, "") else None
+
+
+def records_from_dirs(trials_dir: Path, cfg: SweepConfig) -> list[TrialRecord]:
+    """Records from ``trials/*/trial.json`` (what this machine ran), sorted by trial number."""
+    out: list[TrialRecord] = []
+    for path in sorted(Path(trials_dir).glob(f"*/{TRIAL_FILE}")):
+        data = read_json(path)
+        result = RunResult.from_dict(data["result"]) if data.get("result") else None
+        out.append(TrialRecord(
+            number=int(data["number"]), state=str(data.get("state", "RUNNING")),
+            hyperparameters=data.get("values", {}),
+            objective=result.metrics().get(cfg.metric.name) if result else None, result=result,
+            started_at=_when(data.get("started_at")), ended_at=_when(data.get("ended_at")), run_dir=path.parent,
+            error=data.get("error")))
+    return sorted(out, key=lambda r: r.number)

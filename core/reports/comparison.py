@@ -1,20 +1,27 @@
-"""``comparison.html``: Part B's strategy comparison as a page a person reads, in the style of the sweep report.
+"""Part B's strategy comparison: ``comparison.csv``, ``comparison.md``, ``accuracy_curves.png`` and ``comparison.html``.
+
+One :class:`ComparisonRow` per run (a strategy's Part B run, or a Part A run's row). The page is in the style
+of the sweep report.
 
 Why: ``comparison.md`` is for pasting into a write-up; the page answers the questions behind it at a glance
 (which strategy won on the test set and by how much over Part A from scratch, what each one trained, how
 long an epoch took) and links each run's folder, its ``test_metrics.json`` and its evaluation page when
 ``partA_evaluate`` has written one. The figure is the same ``accuracy_curves.png`` the W&B run gets. Built with
-:mod:`core.explain.pages`; the numbers are the rows :mod:`core.finetune.compare` wrote to ``comparison.csv``.
+:mod:`core.reports.pages`; :mod:`core.finetune.compare` runs the strategies and hands over the rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.explain import (
+from core.reports.evaluation_page import PAGE as EVALUATION
+from core.reports.pages import (
     bullets,
     callout,
     count_text,
@@ -24,24 +31,51 @@ from core.explain import (
     link,
     percent_text,
     render_page,
+    save_figure,
     section,
     table,
     write_page,
 )
+from core.runfiles import write_text
 
 if TYPE_CHECKING:
-    from core.finetune.compare import ComparisonRow
-    from core.finetune.run import PartBConfig
+    from core.finetune import PartBConfig
 
 PAGE = "comparison.html"
-EVAL_PAGE = Path("eval") / "evaluation.html"  # where partA_evaluate writes for <run>/best.pt
+EVAL_PAGE = Path("eval") / EVALUATION  # where partA_evaluate writes for <run>/best.pt
 WHAT_TRAINS = {"head": "the new classifier head only", "top-k": "the head and the top k backbone blocks",
                "full": "every layer", "gradual": "the head, then one more block from the top every few epochs",
                "scratch": "every layer, from random initialisation (Part A)"}
 
 
-def _trainable(row: ComparisonRow) -> str:
-    start, end = count_text(row.trainable_params), count_text(row.final_trainable_params)
+COMPARISON_COLUMNS = ("run", "kind", "strategy", "test_acc", "best_val_acc", "epochs_to_best",
+                      "trainable_params", "final_trainable_params", "total_params", "seconds_per_epoch",
+                      "epochs_run")
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    run: str
+    kind: str  # "partB" | "partA"
+    strategy: str
+    test_acc: float | None
+    best_val_acc: float
+    epochs_to_best: int
+    trainable_params: int  # at the first epoch
+    final_trainable_params: int  # at the last epoch (differs for gradual)
+    total_params: int
+    seconds_per_epoch: float
+    epochs_run: int
+    curve: tuple[tuple[int, float, float], ...] = ()  # (epoch, train_acc, val_acc)
+    run_dir: Path | None = None  # the run's folder (links on comparison.html)
+
+    def values(self) -> list[Any]:
+        return [getattr(self, c) for c in COMPARISON_COLUMNS]
+
+
+def _trainable(row: ComparisonRow, fmt: Callable[[int], str] = count_text) -> str:
+    """The trainable parameters, ``12,810`` or, when unfreezing grew them, ``12,810 → 1,218,890``."""
+    start, end = fmt(row.trainable_params), fmt(row.final_trainable_params)
     return start if row.trainable_params == row.final_trainable_params else f"{start} → {end}"
 
 
@@ -131,3 +165,55 @@ def render_comparison(rows: Sequence[ComparisonRow], run_dir: Path, *, figure: P
 def write_comparison_page(rows: Sequence[ComparisonRow], run_dir: Path, **kwargs: Any) -> Path:
     """Write ``<run_dir>/comparison.html`` atomically; keyword arguments as :func:`render_comparison`."""
     return write_page(Path(run_dir) / PAGE, render_comparison(rows, Path(run_dir), **kwargs))
+
+
+def write_comparison(rows: list[ComparisonRow], run_dir: Path | str, *, cfg: PartBConfig | None = None
+                     ) -> dict[str, Path]:
+    """``comparison.csv`` (all columns), ``comparison.md`` (readable table), ``accuracy_curves.png`` and
+    ``comparison.html`` (``cfg`` adds the backbone and settings to its header)."""
+    run_dir = Path(run_dir)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COMPARISON_COLUMNS)
+    writer.writerows(r.values() for r in rows)
+    paths = {"csv": run_dir / "comparison.csv", "md": run_dir / "comparison.md", "png": run_dir / "accuracy_curves.png"}
+    write_text(paths["csv"], buf.getvalue())
+    lines = ["| run | strategy | test acc | best val acc | epochs to best | trainable params | total params "
+             "| s/epoch |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r.run} | {r.strategy} | {_pct(r.test_acc)} | {_pct(r.best_val_acc)} | {r.epochs_to_best} | "
+              f"{_trainable(r, '{:,}'.format)} | {r.total_params:,} | {r.seconds_per_epoch:.1f} |" for r in rows]
+    write_text(paths["md"], "\n".join(lines) + "\n")
+    plot_accuracy_curves(rows, paths["png"])
+    paths["html"] = write_comparison_page(rows, run_dir, figure=paths["png"], cfg=cfg,
+                                          files=[paths["csv"], paths["md"], paths["png"]])
+    return paths
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def plot_accuracy_curves(rows: list[ComparisonRow], path: Path) -> Path:
+    """Validation (solid) and train (dashed) accuracy per epoch, one colour per run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, row in enumerate(rows):
+        colour = f"C{i % 10}"
+        epochs = [e for e, _, _ in row.curve]
+        ax.plot(epochs, [100 * v for _, _, v in row.curve], "-o", color=colour, ms=3,
+                label=f"{row.run} (test {_pct(row.test_acc)})")
+        ax.plot(epochs, [100 * t for _, t, _ in row.curve], "--", color=colour, alpha=0.5)
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy vs epoch: validation (solid), train (dashed)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    last = max((e for row in rows for e, _, _ in row.curve), default=1)
+    ax.set_xlim(0.8, last + 0.2)  # one epoch still gets a readable axis (not 0.95..1.05)
+    if last <= 20:
+        ax.set_xticks(range(1, last + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

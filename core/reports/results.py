@@ -1,8 +1,7 @@
 """A sweep's results as rows: one :class:`TrialRecord` per trial, ``results.csv``, ``best.pt``, ``best_config.yaml``.
 
-Records come from the Optuna study (``local`` backend: the storage is the one place that sees every
-worker on every machine) or from the ``trial.json`` files under ``trials/`` (``wandb`` backend: the
-trials this machine ran; W&B's dashboard holds the rest). Trials a worker discarded before training
+Each sweep backend reads its records (``SweepBackend.run``): the ``local`` one from its Optuna study, the
+``wandb`` one from the ``trial.json`` files this machine wrote. Trials a worker discarded before training
 (budget already claimed, duplicate point) are not results and are left out.
 
 The best trial is the best value of the sweep metric among COMPLETE and PRUNED trials (a pruned trial
@@ -25,14 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.runfiles import atomic_path, read_json, read_yaml, to_plain, write_text, write_yaml
-from core.sweep.budget import DISCARDED, root_of
-from core.sweep.config import SweepConfig
-from core.sweep.trial import TRIAL_FILE
+from core.runfiles import atomic_path, read_yaml, to_plain, write_text, write_yaml
 from core.train import RunResult
 
 if TYPE_CHECKING:
-    import optuna
+    from core.sweep import SweepConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,48 +65,17 @@ class TrialRecord:
         return self.result.metrics() if self.result is not None else {}
 
 
-def _result(data: Mapping[str, Any] | None) -> RunResult | None:
-    return RunResult.from_dict(data) if data else None
+def learning_curve(r: TrialRecord, metric: str) -> list[tuple[int, float]]:
+    """(epoch, metric) of each epoch the trial's run reported (none before it reported any)."""
+    history = r.result.history if r.result is not None else ()
+    return [(h["epoch"], h[metric]) for h in history if metric in h and "epoch" in h]
 
 
-def _dt(value: Any) -> datetime | None:
-    if value in (None, ""):
-        return None
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
-def records_from_study(study: optuna.Study, cfg: SweepConfig) -> list[TrialRecord]:
-    """One record per trial slot: a crashed trial that was re-run is replaced by its re-run."""
-    records: dict[int, TrialRecord] = {}
-    for t in study.get_trials(deepcopy=False):
-        if DISCARDED in t.user_attrs or not t.user_attrs.get("values"):
-            continue  # dropped before training, or queued and never started
-        ua = t.user_attrs
-        result = _result(ua.get("result"))
-        root = root_of(t)
-        rec = TrialRecord(
-            number=int(ua.get("sweep_number", root)), state=t.state.name, hyperparameters=ua["values"],
-            objective=result.metrics().get(cfg.metric.name) if result else None, result=result,
-            started_at=t.datetime_start, ended_at=t.datetime_complete,
-            run_dir=Path(ua["run_dir"]) if ua.get("run_dir") else None,
-            retry_of=root if root != t.number else None, error=ua.get("error"))
-        records[root] = rec  # trials come in number order: the latest attempt of a slot wins
-    return sorted(records.values(), key=lambda r: r.number)
-
-
-def records_from_dirs(trials_dir: Path, cfg: SweepConfig) -> list[TrialRecord]:
-    """Records from ``trials/*/trial.json`` (what this machine ran), sorted by trial number."""
-    out: list[TrialRecord] = []
-    for path in sorted(Path(trials_dir).glob(f"*/{TRIAL_FILE}")):
-        data = read_json(path)
-        result = _result(data.get("result"))
-        out.append(TrialRecord(
-            number=int(data["number"]), state=str(data.get("state", "RUNNING")),
-            hyperparameters=data.get("values", {}),
-            objective=result.metrics().get(cfg.metric.name) if result else None, result=result,
-            started_at=_dt(data.get("started_at")), ended_at=_dt(data.get("ended_at")), run_dir=path.parent,
-            error=data.get("error")))
-    return sorted(out, key=lambda r: r.number)
+def best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
+    out: list[float] = []
+    for v in values:
+        out.append(v if not out else (max if maximize else min)(out[-1], v))
+    return out
 
 
 def best_record(records: Sequence[TrialRecord], cfg: SweepConfig) -> TrialRecord | None:

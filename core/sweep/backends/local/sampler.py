@@ -4,7 +4,7 @@ One seeded sampler per process is not enough once several processes share a stud
 random stream from the same seed (so they draw the same configurations), or from a seed that depends on when
 or where it started (so a resumed sweep draws different ones). :class:`SlotSeededSampler` wraps the
 method's Optuna sampler and, before each trial, gives it the seed ``hash(sweep seed, slot)``, where the slot
-(:mod:`core.sweep.budget`) is "the sweep's trial n", fixed when Optuna creates the trial. Trial n's draw then
+(:mod:`.budget`) is "the sweep's trial n", fixed when Optuna creates the trial. Trial n's draw then
 depends only on the sweep seed, n and the history the sampler is shown (TPE's model of finished trials; the
 random sampler ignores it). It is Optuna's sampler interface (``before_trial`` → ``sample_*`` →
 ``after_trial``), with a fresh ``RandomSampler``/``TPESampler`` per trial, nothing else.
@@ -23,10 +23,10 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.sweep.budget import HOST, slot_map
+from core.sweep.backends.local.budget import HOST, slot_map
+from core.sweep.backends.local.optuna_private import all_trials, storage_of, trial_id_of
+from core.sweep.backends.local.space import grid_search_space, make_sampler
 from core.sweep.config import SweepConfig
-from core.sweep.optuna_private import all_trials, storage_of, trial_id_of
-from core.sweep.space import grid_search_space, make_sampler
 
 if TYPE_CHECKING:
     import optuna

@@ -8,7 +8,7 @@ images, the CONV1 filters and feature maps, and guided backprop on CONV5 with th
 backbone has no CONV1..CONV5) are named with the reason instead of leaving gaps.
 
 It links back to the sweep report (or run folder) the checkpoint came from, and the sweep report links here
-(:func:`core.sweep.report.evaluation_page`). Built with :mod:`core.explain.pages`.
+(:func:`core.reports.sweep_report.evaluation_page`). Built with :mod:`core.reports.pages`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.explain.pages import (
+from core.reports.pages import (
     bullets,
     callout,
     cards,
