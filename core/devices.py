@@ -1,15 +1,9 @@
-"""Where and how to run: device, automatic mixed precision, memory format.
+"""Where and how to run: device (auto | cpu | cuda | cuda:N), automatic mixed precision, memory format, compile.
 
-- ``device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-- ``amp``: ``auto`` (CUDA: bf16 where the GPU supports it, else fp16 with a grad scaler; CPU: off),
-  ``bf16``, ``fp16`` (CUDA only), ``off``.
-- ``channels_last``: ``auto``, ``on``, ``off``. ``auto`` is on for CUDA (tensor cores want NHWC) and
-  on for CPU too: measured on this project's 2-core CPU box for the Part A CNN (filters 32,
-  kernel 3, batch 32, one train step), NHWC was faster at both 64 px and 224 px (see
-  docs/performance.md, "Training on the CPU: the defaults and why").
-- ``compile``: ``auto``, ``on``, ``off``: ``torch.compile`` of the model for training and evaluation. ``auto``
-  is on only where it was measured faster for a whole run, compile time included (:data:`COMPILE_AUTO`;
-  docs/performance.md has the numbers and the command).
+``amp=auto``: bf16 on a GPU that supports it, else fp16 with a grad scaler; off on the CPU. ``channels_last=auto``
+is on for CUDA (tensor cores want NHWC) and for the CPU too, where it was measured faster; ``compile=auto`` is on
+only where a whole run, compile time included, was measured faster (:data:`COMPILE_AUTO`). The measurements:
+docs/performance.md, "Training on the CPU: the defaults and why".
 """
 
 from __future__ import annotations

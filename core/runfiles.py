@@ -1,26 +1,13 @@
 """Run-folder files written so a crash never leaves half a file: atomic writes, YAML, JSON, JSONL.
 
-Every file a run folder holds (``config.yaml``, ``metrics.jsonl``, ``*.json``, checkpoints) goes
-through here. Whole files are written to a temporary file in the *same* folder and moved into
-place with ``os.replace``, which is atomic on POSIX and Windows: a reader sees the old file or the
-new one, never a torn one. ``metrics.jsonl`` is appended one complete line per write, and rewritten
-atomically when a resumed run trims it back to its checkpoint.
-
-No password is ever written: :func:`mask_secrets` turns ``scheme://user:password@host`` into
-``user:***@host`` (and ``password=...`` into ``password=***``) in any text, valid URL or not (also with a
-slash missing), up to the *last* ``@`` of a whitespace-free token (a raw ``@`` in a password is common);
-:func:`masked_argv` does it to a command line. A database URL reaches many places at once — the command
-line a run records (``config.yaml``'s ``command``, W&B's run metadata), logs, reports, errors — so they
-all mask through here. Masking too much is harmless; masking too little is the leak.
-
-``to_plain`` turns the values we store (dataclasses, Paths, tuples, numpy scalars) into plain
-Python data, which is what YAML/JSON and ``torch.load(weights_only=True)`` accept.
-
-A write replaces only a regular file: :func:`writable_path` follows a symlink to its target and refuses a
-directory, FIFO, socket or device up front (scripts call it on their ``--out`` before any work). A run folder
-has one owner at a time (PostgreSQL's ``postmaster.pid``): :func:`own_run_folder` holds ``<run>/.lock`` (host
-and pid, created with ``O_EXCL``), refuses a second process naming the owner, takes over the lock of a dead
-process on this host, and removes the temporary files an interrupted write left behind.
+Whole files go to a temporary file in the *same* folder and are moved into place with ``os.replace`` (a reader
+sees the old file or the new one); ``metrics.jsonl`` is appended one complete line per write. No password is
+ever written: :func:`mask_secrets` masks ``user:password@`` and ``password=`` in any text, up to the *last*
+``@`` of a token, since a database URL reaches the recorded command line, logs, reports and errors at once —
+masking too much is harmless, too little is the leak. A write replaces only a regular file
+(:func:`writable_path`). A run folder has one owner at a time, as PostgreSQL's ``postmaster.pid``:
+:func:`own_run_folder` holds ``<run>/.lock`` (host, pid), refuses a live owner, takes over a dead one's lock and
+removes the temporary files an interrupted write left.
 """
 
 from __future__ import annotations

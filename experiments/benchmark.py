@@ -6,24 +6,10 @@
     python experiments/benchmark.py finetune --image-size 128  # head-only Part B epoch: cached features
     python experiments/benchmark.py all --quick          # a smoke test of every section (seconds)
 
-Sections: ``train`` (our trainer vs a notebook loop, FLOP/s vs the measured matmul peak;
-experiments/bench/train.py), ``data`` (decode cache vs PIL decode every epoch), ``sweep`` (a 4-trial x
-2-epoch sweep vs 4 notebook runs, then trials/min with 1 and 2 processes on one SQLite/PostgreSQL study and
-the storage overhead per trial; experiments/bench/sweep.py, experiments/bench/sweep_scale.py), ``infer``
-(torch vs onnxruntime fp32/INT8; experiments/bench/infer.py), ``finetune`` (a head-only Part B epoch on the full
-forward vs on cached backbone features; experiments/bench/finetune.py). ``train``, ``sweep`` and ``finetune`` run
-on ``--device`` (auto: the GPU when there is one, with AMP and pinned memory); ``data`` and ``infer`` measure the
-CPU paths.
-
-Method (the same for every section): baseline and ours run in the same process on the same inputs,
-alternated (B, O, then O, B, ...) so drift in machine load hits both; ``--warmup`` untimed rounds first,
-then ``--repeats`` timed rounds; we report the median and the min-max of the throughput and the ratio
-ours/baseline of the medians, plus the peak resident memory of each section (and CUDA's max allocated
-memory on a GPU). The framework lives in experiments/bench/common.py. Results go to
-``<out-dir>/<timestamp>.json`` (written atomically) and a table on stdout.
-
-Adding a section: write ``def bench_x(cfg: BenchConfig) -> SectionResult`` and decorate it with
-``@register("x")``. Only implemented sections are registered, so the CLI offers exactly what runs.
+Sections: ``train``, ``data``, ``sweep``, ``infer``, ``finetune`` (each in experiments/bench/). Baseline and
+ours run alternated on the same inputs, so drift in machine load hits both; the median and min-max of
+``--repeats`` timed rounds after ``--warmup`` untimed ones, and the peak memory, go to
+``<out-dir>/<timestamp>.json`` and a table. A new section is ``@register("x") def bench_x(cfg) -> SectionResult``.
 """
 
 from __future__ import annotations

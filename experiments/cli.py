@@ -1,19 +1,10 @@
 """How every script ends: one exit-code convention, one-line error messages, tracebacks only on request.
 
-Why one helper: a user who mistypes a path should read one line that names the path and the fix, from
-any script, with the same exit status everywhere (``docs/cli.md``)::
-
-    0    success
-    1    runtime failure: the inputs were fine but the work failed while running (network, disk,
-         a diverging training run, an exporter or runtime failure, a bug)
-    2    bad usage or input: a flag, a file or the data must change (argparse's own code for bad flags)
-    130  interrupted (Ctrl-C)
-
-The exception's *type* decides the code (:data:`USAGE_ERRORS`, :data:`RUNTIME_ERRORS`; a subclass
-follows its base unless listed itself), so core code raises what it means (``FileNotFoundError``,
-``ValueError``, ``CheckpointError``, ``DownloadError``, ...) and never thinks about exit codes.
-``--debug`` (added to every script's parser) or ``INAT_CNN_DEBUG=1`` prints the traceback before the
-message, for bug reports; the exit code stays the same.
+A user who mistypes a path reads one line naming the path and the fix, from any script, with the same exit
+status (docs/cli.md): 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted. The exception's
+*type* decides the code (:data:`USAGE_ERRORS`, :data:`RUNTIME_ERRORS`; a subclass follows its base), so core
+code raises what it means and never thinks about exit codes. ``--debug`` or ``INAT_CNN_DEBUG=1`` prints the
+traceback first; the code stays the same.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Print the Part A CNN's per-layer shapes, parameters, MACs and FLOPs, and the closed formula.
 
-    python experiments/partA_count.py --filters 32 --kernel-size 3 --dense 256 --image-size 224
-    python experiments/partA_count.py --organisation double --json
+    python experiments/partA_count.py                  # partA_train.py's default CNN, at 224 px
+    python experiments/partA_count.py --filters 32 --organisation same --no-batch-norm --dense 256 --json
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import json
 import sys
 
 from core.model import CLOSED_FORMULA, CNNSpec, closed_form, count_layers, count_totals, format_count, uniform_knobs
+from core.partA import PartAConfig
 from experiments.cli import run_script
-from experiments.spec_args import add_spec_arguments, spec_from_args
+from experiments.flags import add_spec_flags, spec_from_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_spec_arguments(parser)
+    add_spec_flags(parser, PartAConfig().to_flat())  # the same CNN as partA_train.py with no flags
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 

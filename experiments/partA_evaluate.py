@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from core.explain import GUIDED_MODES, EvalConfig, evaluate_checkpoint, log_evaluation
-from core.train import TRACKING_MODES
 from experiments.cli import configure_logging, run_script
+from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_evaluate")
 
@@ -40,8 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="auto: guided backprop for all-ReLU models, else labelled plain saliency; "
                              "relu-swap: guided backprop on a copy with activations swapped to ReLU; "
                              "saliency: plain gradients")
-    parser.add_argument("--wandb-mode", choices=TRACKING_MODES, default="auto",
-                        help="W&B logging: auto (online with credentials, else offline), online, offline, disabled")
+    add_tracking_flags(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size for the test pass")
     parser.add_argument("--max-per-class", type=int, default=None,

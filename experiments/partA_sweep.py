@@ -7,15 +7,11 @@ r"""Part A hyperparameter sweep: a W&B sweep config, run on W&B or locally with 
     python experiments/partA_sweep.py --backend wandb --config experiments/configs/partA_sweep.yaml \
         --data-dir data/inaturalist_12K                                  # W&B's controller (needs wandb login)
 
-Backends: ``local`` = Optuna on SQLite in runs/<name>/optuna.db (or --storage URL), resumable, --workers
-processes; ``wandb`` = W&B's controller and W&B's agent, one process per run (docs/wandb.md); ``auto`` = wandb
-when W&B credentials exist, else local.
-Rerunning the same command continues the sweep: finished trials are kept, a trial killed mid-way or failed
-is run again with the same parameters, and --count is the total for the sweep. More machines: start the
-same command with the same --name and --storage postgresql://user@host:5432/db on each (password from
-PGPASSWORD or ~/.pgpass); see docs/scaling.md. Writes runs/<name>/: results.csv, best.pt, best_config.yaml,
-metric_vs_time.png, parallel_coordinates.png, importance.png, optimization_history.png,
-learning_curves.png, report.html and trials/<number>-<hash>/ (one run folder per trial).
+Backends: ``local`` (Optuna on runs/<name>/optuna.db or --storage URL, --workers processes), ``wandb`` (W&B's
+controller and agent; docs/wandb.md), ``auto`` = wandb when W&B credentials exist. Rerunning the same command
+continues the sweep (--count is the total); more machines: the same command with --storage
+postgresql://user@host:5432/db (docs/scaling.md). Writes runs/<name>/: results.csv, best.pt, best_config.yaml,
+figures, report.html and trials/<number>-<hash>/ (one run folder per trial).
 """
 
 from __future__ import annotations
@@ -33,7 +29,6 @@ from core.reports import fmt, label, ranked
 from core.runfiles import masked_argv
 from core.sweep import (
     SWEEP_BACKENDS,
-    TRACKING_MODES,
     PartATrial,
     SweepConfig,
     SweepSettings,
@@ -42,6 +37,7 @@ from core.sweep import (
     run_sweep,
 )
 from experiments.cli import configure_logging, run_script
+from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_sweep")
 
@@ -89,8 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: chosen per device)")
     out = parser.add_argument_group("outputs and tracking")
     out.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent folder of runs/<name>/")
-    out.add_argument("--wandb-mode", default="auto", choices=TRACKING_MODES,
-                     help="W&B mode of each trial's run: auto = online with credentials, else offline")
+    add_tracking_flags(out)  # each trial's W&B run
     out.add_argument("--project", default="inat-cnn", help="W&B project (the config's 'project' wins)")
     out.add_argument("--verbose", action="store_true",
                      help="every log line on the terminal too (default: warnings and one line per trial; the rest "

@@ -18,129 +18,48 @@ import sys
 import time
 from pathlib import Path
 
-from core.data import AUGMENT_POLICIES, resolve_dataset
-from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
-from core.partA import PartAConfig, run_partA
+from core.data import resolve_dataset
+from core.partA import WEIGHT_DECAY_FOR, PartAConfig, run_partA
 from core.runfiles import run_name
-from core.train import MONITORS, OPTIMIZERS, SCHEDULERS, TRACKING_MODES
 from experiments.cli import UsageError, check_run_folder, configure_logging, run_script
-from experiments.spec_args import add_spec_arguments
+from experiments.flags import DATA_FLAGS, TRAIN_FLAGS, add_flags, add_spec_flags, add_tracking_flags
 
 log = logging.getLogger("partA_train")
 
 DEMO_IMAGE_SIZE = 64  # the demo set's default side: a few seconds per epoch on a laptop CPU
 DATA_IMAGE_SIZE = 224  # the real dataset's default side (the assignment's)
-# argparse dest -> PartAConfig.from_flat key, for the flags whose names differ
-DEST_TO_FLAT = {"dense": "dense_units"}
 RUN_FLAGS = ("out_dir", "name", "resume", "download", "wandb_mode", "project", "group", "log_level", "debug")
 FIXED_FLAGS = ("in_channels", "num_classes")  # make_spec flags the data decides; only checked
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = PartAConfig()  # the defaults are the recommended recipe (core/partA/config.py, docs/results.md)
-    data_d, train_d = d.data, d.train
-    on_off = {True: "on", False: "off"}
-    add_spec_arguments(parser, help_overrides={  # sizes and classes come from the data here
+    defaults = PartAConfig().to_flat()  # the recommended recipe (core/partA/config.py, docs/results.md)
+    add_spec_flags(parser, defaults, help_overrides={  # sizes and classes come from the data here
         "image_size": (f"square input side in pixels (default {DEMO_IMAGE_SIZE} on the demo set, "
                        f"{DATA_IMAGE_SIZE} with --data-dir)"),
         "num_classes": "output classes: taken from the dataset; if given, must match its class folders",
         "in_channels": "input channels: the loaders give RGB, so only 3 is accepted",
-        "filters": f"filters in the first conv block (default {d.filters})",
-        "organisation": f"filters per block: same, double, half or 5 comma-separated counts (default {d.organisation})",
-        "batch_norm": f"batch norm after every conv (default {on_off[d.batch_norm]})",
-        "dropout": f"dropout before the output layer, in [0, 1) (default {d.dropout})",
-        "dense": f"units in the dense layer (default {d.dense_units})",
     })
-
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, help="dataset root with train/ and val/ (default: the generated "
-                                                    "demo set)")
+    add_flags(data, DATA_FLAGS, defaults)
     data.add_argument("--download", action="store_true",
                       help="download iNaturalist-12K into --data-dir (default: the cache's inaturalist/) "
                            "unless it is already there")
-    data.add_argument("--max-per-class", type=int, help="use at most this many images per class (quick runs)")
-    data.add_argument("--batch-size", type=int, help=f"images per batch (default {data_d.batch_size})")
-    data.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                      help=f"random resized crop, flip and colour jitter on the training split "
-                           f"(default {on_off[data_d.augment]})")
-    data.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
-                      help=f"--augment: area range of the random-resized crop, as fractions "
-                           f"(default {data_d.crop_scale[0]:g} {data_d.crop_scale[1]:g})")
-    data.add_argument("--train-decode-ratio", type=float,
-                      help="--augment: decode training images at this times the image size and crop from them "
-                           f"(ImageNet's 256/224 = 1.14; default {data_d.train_decode_ratio})")
-    data.add_argument("--pipeline", choices=("batched", "per_sample"),
-                      help="batched: whole batches gathered and augmented on the device (default); per_sample: "
-                           "DataLoader with torchvision transforms per image")
-    data.add_argument("--augment-device", choices=("auto", "cpu", "cuda"),
-                      help="where batched augmentation runs (default auto = the training device)")
-    data.add_argument("--augment-policy", choices=AUGMENT_POLICIES,
-                      help="per-image torchvision policy on top of (or instead of) --augment: TrivialAugmentWide "
-                           "or RandAugment(2, 9) (default none; selects the per-sample DataLoader path)")
-    data.add_argument("--random-erasing", type=float,
-                      help="probability of erasing one random rectangle of each training image (default 0)")
-    data.add_argument("--resize-size", type=int, help="short side before a centre crop (default: resize straight)")
-    data.add_argument("--val-fraction", type=float, help="fraction of train/ held out for validation (default 0.2)")
-    data.add_argument("--split-seed", type=int, help="seed of the stratified train/val split (default 0)")
-    data.add_argument("--num-workers", type=int, help="DataLoader workers (default: chosen for the device)")
-    data.add_argument("--normalization", choices=("dataset", "imagenet"),
-                      help="mean/std of the training split (default) or ImageNet's")
-
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, help=f"epochs (default {train_d.epochs})")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {train_d.optimizer})")
-    train.add_argument("--lr", type=float, help=f"peak learning rate (default {train_d.lr:g})")
-    train.add_argument("--weight-decay", type=float,
-                       help=f"weight decay on weights, not biases/BN (default {train_d.weight_decay:g} for "
-                            f"{train_d.optimizer}; another --optimizer brings its own: adam/nadam 0, sgd 5e-4)")
-    train.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    train.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov SGD (default off)")
-    train.add_argument("--scheduler", choices=SCHEDULERS, help=f"LR schedule (default {train_d.scheduler})")
-    train.add_argument("--warmup-epochs", type=float,
-                       help=f"linear LR warmup in epochs (default {train_d.warmup_epochs:g})")
-    train.add_argument("--step-size", type=int, help="'step' schedule: epochs between decays (default epochs//3)")
-    train.add_argument("--gamma", type=float, help="'step'/'plateau' schedule: decay factor (default 0.1)")
-    train.add_argument("--plateau-patience", type=int,
-                       help="'plateau' schedule: epochs without a val_loss improvement before a decay (default 2)")
-    train.add_argument("--label-smoothing", type=float,
-                       help=f"label smoothing in [0, 1) (default {train_d.label_smoothing:g})")
-    train.add_argument("--mixup-alpha", type=float,
-                       help="MixUp: mix each batch with Beta(a, a) weights, soft targets (default 0 = off)")
-    train.add_argument("--cutmix-alpha", type=float,
-                       help="CutMix: paste a Beta(a, a)-sized box between images (default 0 = off); with "
-                            "--mixup-alpha too, each batch gets one of the two")
-    train.add_argument("--ema-decay", type=float,
-                       help="evaluate and checkpoint an EMA of the weights with this decay, e.g. 0.99 "
-                            "(default 0 = off)")
-    train.add_argument("--tta", action=argparse.BooleanOptionalAction,
-                       help="validation and test on the image and its horizontal flip, logits averaged "
-                            "(default off)")
-    train.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this (default: no clip)")
-    train.add_argument("--patience", type=int, help="early stopping: epochs without a gain of --monitor (default: off)")
-    train.add_argument("--monitor", choices=MONITORS,
-                       help=f"what picks best.pt and drives early stopping (default {train_d.monitor})")
-    train.add_argument("--min-delta", type=float, help="gain of --monitor that counts as improvement (default 0)")
-    train.add_argument("--seed", type=int, help="seeds python, numpy, torch and the data order (default 0)")
-    train.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    train.add_argument("--amp", choices=AMP_MODES, help="mixed precision: auto = bf16/fp16 on CUDA, off on CPU")
-    train.add_argument("--channels-last", choices=CHANNELS_LAST_MODES, help="NHWC memory format (default auto)")
-    train.add_argument("--compile", choices=COMPILE_MODES,
-                       help="torch.compile the model (default auto: on only where measured faster)")
-
+    add_flags(parser.add_argument_group("training"), TRAIN_FLAGS, defaults, help_overrides={
+        "weight_decay": (f"weight decay on weights, not biases/BN (default {defaults['weight_decay']:g} for "
+                         f"{defaults['optimizer']}; another --optimizer brings its own: "
+                         + ", ".join(f"{k} {v:g}" for k, v in WEIGHT_DECAY_FOR.items() if k != defaults["optimizer"])
+                         + ")")})
     run = parser.add_argument_group("run folder and tracking")
     run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent of the run folder (default runs)")
     run.add_argument("--name", help="run folder and W&B run name (default partA-<date>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue <out-dir>/<name> from its last.pt")
-    run.add_argument("--wandb-mode", choices=TRACKING_MODES, default="auto",
-                     help="auto: online with W&B credentials, else offline into the run folder; or disabled")
+    add_tracking_flags(run)
     run.add_argument("--project", default="inat-cnn", help="W&B project (default inat-cnn)")
-    run.add_argument("--group", help="W&B group (optional)")
-    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"), help="logging level")
-    # every config flag defaults to "absent", so only what the user typed overrides the base config
-    for action in parser._actions:
-        if action.dest not in RUN_FLAGS and action.dest != "help":
-            action.default = argparse.SUPPRESS
+    run.add_argument("--group", help="W&B group (default none)")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"),
+                     help="logging level (default INFO)")
     return parser
 
 
@@ -175,7 +94,7 @@ def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
 def train(args: argparse.Namespace) -> int:
     """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
     configure_logging(args.log_level, "%(asctime)s %(message)s", "%H:%M:%S")
-    flat = {DEST_TO_FLAT.get(k, k): v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
+    flat = {k: v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
     if args.resume and not args.name:
         raise UsageError("--resume needs --name of the run to continue (the folder under --out-dir)")
     name = args.name = run_name(args.name or time.strftime("partA-%Y%m%d-%H%M%S"))  # the Ctrl-C line names it

@@ -25,81 +25,69 @@ import logging
 import sys
 from pathlib import Path
 
-from core.data import AUGMENT_POLICIES, DataConfig
-from core.devices import resolve_device
 from core.finetune import (
     CPU_EPOCHS,
     CPU_IMAGE_SIZE,
     GPU_EPOCHS,
+    PARTB_KEYS,
     STRATEGIES,
     PartBConfig,
-    device_defaults,
     run_compare,
     run_partB,
+    with_device_defaults,
 )
 from core.model import supported_archs
 from core.runfiles import run_name
-from core.train import TRACKING_MODES, TrainConfig
 from experiments.cli import UsageError, check_run_folder, configure_logging, run_script
+from experiments.flags import DATA_FLAGS, TRAIN_FLAGS, add_flags, add_tracking_flags
 
 log = logging.getLogger("partB_finetune")
-
+RUN_FLAGS = ("list_archs", "weights_file", "compare", "strategies", "partA_run", "out_dir", "name", "wandb_mode",
+             "resume", "debug")
+ON_OFF = argparse.BooleanOptionalAction
+# flat key -> (flags, add_argument keywords, help; "{}" is PartBConfig's default), as experiments/flags.py's tables
+STRATEGY_FLAGS = {
+    "arch": (("--arch",), {}, "torchvision arch (see --list-archs; default {})"),
+    "strategy": (("--strategy",), {"choices": STRATEGIES}, "fine-tuning strategy (default {})"),
+    "k": (("--k",), {"type": int}, "top-k: number of blocks unfrozen from the top (default {})"),
+    "unfreeze_every": (("--unfreeze-every",), {"type": int}, "gradual: epochs between unfreezing blocks "
+                                                             "(default {})"),
+    "lp_epochs": (("--lp-epochs",), {"type": int},
+                  "lp-ft: epochs of linear probing (head only) before everything fine-tunes (default {})"),
+    "layer_decay": (("--layer-decay",), {"type": float},
+                    "layer-wise LR decay (timm's --layer-decay): block i of n trains at lr x this^(n-i) "
+                    "(default 0.75 for --strategy layer-decay, off otherwise)"),
+    "feature_cache": (("--feature-cache",), {"action": ON_OFF},
+                      "head-only epochs without augmentation train on backbone features computed once "
+                      "(same result, much faster; default {})"),
+    "backbone_lr_mult": (("--backbone-lr-mult",), {"type": float},
+                         "backbone LR = --lr x this (the new head trains at --lr; lp-ft fine-tunes everything at "
+                         "this LR; default {})"),
+    "bn_eval": (("--bn-eval",), {"action": ON_OFF},
+                "keep every BatchNorm in eval mode, also in trained blocks (folded-BN weights; default {})"),
+    "weights": (("--weights",), {}, "DEFAULT (torchvision download / torch hub cache), a weights name such as "
+                                    "IMAGENET1K_V1, or none (default {}; none with --weights-file)"),
+}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = PartBConfig().to_flat()
     model = parser.add_argument_group("backbone and strategy")
-    model.add_argument("--arch", default="vgg16", help="torchvision arch (see --list-archs); default vgg16")
+    add_flags(model, STRATEGY_FLAGS, defaults)
     model.add_argument("--list-archs", action="store_true", help="print the supported archs and exit")
-    model.add_argument("--strategy", default="head", choices=STRATEGIES, help="fine-tuning strategy")
-    model.add_argument("--k", type=int, default=2, help="top-k: number of blocks unfrozen from the top")
-    model.add_argument("--unfreeze-every", type=int, default=1, help="gradual: epochs between unfreezing blocks")
-    model.add_argument("--lp-epochs", type=int, default=1,
-                       help="lp-ft: epochs of linear probing (head only) before everything fine-tunes; default 1")
-    model.add_argument("--layer-decay", type=float, default=None,
-                       help="layer-wise LR decay (timm's --layer-decay): block i of n trains at "
-                            "lr x this^(n-i); default 0.75 for --strategy layer-decay, off otherwise")
-    model.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
-                       help="head-only epochs without augmentation train on backbone features computed once "
-                            "(same result, much faster); default on")
-    model.add_argument("--backbone-lr-mult", type=float, default=0.1,
-                       help="backbone LR = --lr x this (the new head trains at --lr; lp-ft fine-tunes "
-                            "everything at this LR); default 0.1")
-    model.add_argument("--bn-eval", action="store_true",
-                       help="keep every BatchNorm in eval mode, also in trained blocks (folded-BN weights)")
-    model.add_argument("--weights", default=None,
-                       help="DEFAULT (torchvision download / torch hub cache), a weights name such as "
-                            "IMAGENET1K_V1, or none; default DEFAULT (none with --weights-file)")
     model.add_argument("--weights-file", type=Path, default=None,
-                       help="state dict of the stock 1000-class torchvision model, used instead of a download")
+                       help="state dict of the stock 1000-class torchvision model, used instead of a download "
+                            "(default none)")
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, default=None, help="dataset root with train/ and val/ (default: demo)")
-    data.add_argument("--image-size", type=int, default=None,
-                      help=f"input side; default the weights' own (224) on GPU, {CPU_IMAGE_SIZE} on CPU")
-    data.add_argument("--batch-size", type=int, default=32, help="batch size")
-    data.add_argument("--max-per-class", type=int, default=None, help="cap images per class (quick runs)")
-    data.add_argument("--augment", action="store_true", help="augment the training subset")
-    data.add_argument("--augment-policy", choices=AUGMENT_POLICIES, default="none",
-                      help="per-image TrivialAugmentWide or RandAugment(2, 9) on the training subset")
-    data.add_argument("--random-erasing", type=float, default=0.0,
-                      help="probability of erasing a random rectangle of each training image (default 0)")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=None,
-                       help=f"epochs; default {GPU_EPOCHS} (GPU) / {CPU_EPOCHS} (CPU)")
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new head")
-    train.add_argument("--optimizer", default="adam", help="adam | adamw | sgd | nadam")
-    train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (weights only)")
-    train.add_argument("--scheduler", default="constant", help="constant | cosine | onecycle | step")
-    train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warmup in epochs (default 0)")
-    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 1) (default 0)")
-    train.add_argument("--mixup-alpha", type=float, default=0.0, help="MixUp Beta(a, a) per batch (default off)")
-    train.add_argument("--cutmix-alpha", type=float, default=0.0, help="CutMix Beta(a, a) per batch (default off)")
-    train.add_argument("--ema-decay", type=float, default=0.0,
-                       help="evaluate and keep an EMA of the weights with this decay (default 0 = off)")
-    train.add_argument("--tta", action="store_true", help="validate and test on each image and its flip")
-    train.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (off by default)")
-    train.add_argument("--seed", type=int, default=0, help="seed for the split, init and data order")
-    train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_flags(data, DATA_FLAGS, defaults, [k for k in PARTB_KEYS if k in DATA_FLAGS])
+    data.add_argument("--image-size", type=int, default=argparse.SUPPRESS,
+                      help=f"input side (default: the weights' own (224) on GPU, {CPU_IMAGE_SIZE} on CPU)")
+    add_flags(parser.add_argument_group("training"), TRAIN_FLAGS, defaults, [k for k in PARTB_KEYS if k in TRAIN_FLAGS],
+              help_overrides={"epochs": f"epochs (default {GPU_EPOCHS} on GPU, {CPU_EPOCHS} on CPU)",
+                              "lr": f"learning rate of the new head (default {defaults['lr']:g})",
+                              "seed": f"seed of the split, the new head's init and the data order "
+                                      f"(default {defaults['seed']})"})
     run = parser.add_argument_group("run")
     run.add_argument("--compare", action="store_true", help="run every strategy and write the comparison")
     run.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES,
@@ -108,32 +96,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="with --compare: a Part A run folder to include, or a sweep folder (its best trial)")
     run.add_argument("--out-dir", type=Path, default=Path("runs"), help="parent folder of the run folder")
     run.add_argument("--name", default=None, help="run folder / W&B name (default partB-<arch>-<strategy|compare>)")
-    run.add_argument("--wandb-mode", default="auto", choices=TRACKING_MODES,
-                     help="W&B: auto | online | offline | disabled")
+    add_tracking_flags(run)
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last.pt")
     return parser
 
 
 def build_config(args: argparse.Namespace) -> PartBConfig:
-    """Flags -> PartBConfig, with the CPU defaults (small images, few epochs) filled in and logged."""
-    on_cpu = resolve_device(args.device).type == "cpu"
-    image_size, epochs, chosen = device_defaults(args.arch, args.device, args.image_size, args.epochs)
-    if chosen:
-        log.info("CPU run: %s by default (pass --image-size / --epochs to change)", " and ".join(chosen))
-    weights = args.weights if args.weights is not None else (None if args.weights_file else "DEFAULT")
-    data = DataConfig(data_dir=args.data_dir, batch_size=args.batch_size, max_per_class=args.max_per_class,
-                      augment=args.augment, augment_policy=args.augment_policy,
-                      random_erasing=args.random_erasing, normalization="imagenet", seed=args.seed,
-                      device="cpu" if on_cpu else "cuda")
-    train = TrainConfig(epochs=epochs, lr=args.lr, optimizer=args.optimizer,
-                        weight_decay=args.weight_decay, scheduler=args.scheduler, patience=args.patience,
-                        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-                        mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha, ema_decay=args.ema_decay,
-                        tta=args.tta, seed=args.seed, device=args.device)
-    return PartBConfig(arch=args.arch, strategy=args.strategy, k=args.k, unfreeze_every=args.unfreeze_every,
-                       backbone_lr_mult=args.backbone_lr_mult, bn_eval=args.bn_eval, lp_epochs=args.lp_epochs,
-                       layer_decay=args.layer_decay, feature_cache=args.feature_cache, weights=weights,
-                       weights_file=args.weights_file, image_size=image_size, data=data, train=train)
+    """Flags -> PartBConfig, with the device's defaults (small images, few epochs on a CPU) filled in and logged."""
+    flat = {k: v for k, v in vars(args).items() if k not in RUN_FLAGS}
+    if args.weights_file is not None and "weights" not in flat:
+        flat["weights"] = None  # the file replaces the download
+    cfg = PartBConfig.from_flat(flat)
+    return with_device_defaults(dataclasses.replace(cfg, weights_file=args.weights_file), given=flat)
 
 
 def finetune(args: argparse.Namespace) -> int:

@@ -1,15 +1,13 @@
-"""Predict image classes with an exported ``.onnx`` model and onnxruntime; the ``.onnx`` file is all it needs.
+r"""Predict image classes with an exported ``.onnx`` model and onnxruntime; the ``.onnx`` file is all it needs.
 
     python export/infer.py model.onnx photo.jpg other.png
     python export/infer.py model.onnx data/val --labels-from-folders --out predictions.csv
-    python export/infer.py foreign.onnx imgs/ --image-size 224 --resize-size 256 \\
+    python export/infer.py foreign.onnx imgs/ --image-size 224 --resize-size 256 \
         --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225
 
-Prints the top-k classes per image, the images that could not be read (skipped, the rest still
-predicted), accuracy and a confusion matrix when labels are known, throughput, and the execution
-provider that actually ran. Exit codes (docs/cli.md): 0 ok, 2 bad input (missing/empty/unreadable, a
-torch checkpoint instead of an ``.onnx``, foreign model without preprocessing flags, ``--provider cuda``
-without a usable GPU), 1 a runtime failure.
+Prints the top-k classes per image, the unreadable images (skipped), accuracy and a confusion matrix when labels
+are known, throughput and the execution provider that actually ran. Exit codes (docs/cli.md): 0 ok, 2 bad
+input, 1 a runtime failure.
 """
 
 from __future__ import annotations

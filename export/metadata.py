@@ -1,12 +1,8 @@
 """The metadata an exported ``.onnx`` file carries, so inference needs that file and nothing else.
 
-Why ONNX ``metadata_props`` and not a side-car JSON: a model file gets copied, renamed and uploaded on its
-own; anything it needs to be used correctly (class names, the exact preprocessing it was trained with)
-must travel inside it. ``metadata_props`` is a plain string→string map that every ONNX tool preserves and
-onnxruntime exposes without a second parse (``session.get_modelmeta().custom_metadata_map``).
-
-Values are strings; structured ones (class names, preprocessing, model description) are JSON. The key
-``format`` marks a file as ours; a file without it is "foreign" and needs its preprocessing from the user
+ONNX ``metadata_props``, not a side-car JSON: a model file is copied, renamed and uploaded on its own, and every
+ONNX tool preserves the map (onnxruntime exposes it as ``custom_metadata_map``). Structured values are JSON; the
+key ``format`` marks a file as ours, and a "foreign" file needs its preprocessing from the user
 (:func:`metadata_from_flags`).
 """
 

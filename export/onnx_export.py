@@ -1,29 +1,11 @@
 """torch ``nn.Module`` → one self-contained, checked ``.onnx`` file with a dynamic batch axis and our metadata.
 
-Exporter choice. torch 2.9+ has two exporters: the ``torch.export``-based one (``dynamo=True``, the
-default, translated by onnxscript) and the TorchScript tracer (``dynamo=False``), which warns that it
-is deprecated and "will be removed". We use **dynamo** by default: it is the maintained path, it
-states the batch axis as a ``torch.export.Dim`` (a symbolic shape, checked by torch.export while
-tracing, instead of relabelling a traced constant the way ``dynamic_axes`` does). Its cost is time:
-~1 s for a tiny CNN, ~6-9 s for MobileNetV2 on a shared 2-core box, against ~0.3 s for TorchScript,
-which stays selectable (``ExportConfig(exporter="torchscript")``) for models torch.export cannot trace.
-
-Pitfalls handled here rather than discovered later:
-
-* ``torch.export`` specialises dimensions of size 0 and 1, so a batch-1 example would silently bake
-  the batch into the graph: the example batch must be >= 2 (default 2), and the written graph is
-  checked to really have a symbolic batch axis.
-* The dynamo exporter quietly falls back to opset 18 when asked for one it cannot produce (e.g. 13):
-  the opset in the file is compared with the one asked for.
-* The ONNX file is serialised by us from the in-memory proto with every weight inline (no external
-  ``.data`` file), refusing models past protobuf's 2 GiB limit, and written atomically (temp file in
-  the same folder + ``os.replace``): an interrupted export never leaves a half-written model.
-* Opset 20 by default, for portability: it is the first opset with a native ``Gelu`` node. At 18 the
-  exporter spells GELU as ``Div``/``Erf``/``Add``/``Mul``, and OpenCV 5.1's DNN module dies with a
-  segmentation fault on that graph; at 20 every Part A activation and MobileNetV2 load and match torch in
-  onnxruntime, onnxruntime-web and OpenCV (``tests/test_export_consumers.py``; docs/export.md).
-* ``onnx.checker.check_model(full_check=True)`` (which includes strict shape inference) runs on every
-  file written, the fp16 variant included.
+The dynamo exporter by default (the maintained path; the batch axis is a checked ``torch.export.Dim``),
+TorchScript selectable for models torch.export cannot trace. Pitfalls handled here: torch.export specialises
+sizes 0 and 1, so the example batch is >= 2 and the written graph is checked for a symbolic batch; a silent
+opset fallback is caught by comparing opsets; weights are inline (no ``.data`` file, < 2 GiB) and the file is
+written atomically; opset 20 (native ``Gelu``, which OpenCV's DNN needs); ``check_model(full_check=True)`` on
+every file written. Timings and consumers: docs/export.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """onnxruntime sessions that say which execution provider actually runs, and the metadata they carry.
 
-Why this exists: ``onnxruntime-gpu`` lists ``CUDAExecutionProvider`` as *available* even on a machine
-with no GPU or no CUDA/cuDNN libraries; asked for it, it prints two multi-line red log records to
-stderr and then silently runs on the CPU — even when CUDA was the only provider requested. So:
-
-* the provider that runs is read back from ``session.get_providers()`` after the session exists,
-  never assumed from what was requested;
-* onnxruntime's stderr during session creation is captured (file-descriptor level: the messages come
-  from C++, not from Python's ``logging``), logged at DEBUG, and condensed into one reason
-  ("libcuda.so.1: cannot open shared object file") that goes into :class:`ProviderReport`;
-* ``provider="auto"`` tries CUDA, then CPU, and reports a fallback; ``provider="cuda"`` is a demand:
-  when CUDA does not run it raises :class:`ProviderUnavailableError` instead of measuring or serving
-  on the CPU behind the user's back (use ``auto`` to accept a fallback);
-* TensorRT is never tried implicitly: it builds an engine per input shape (minutes) and needs its own
-  libraries.
+``onnxruntime-gpu`` lists CUDA as available even without a GPU or CUDA libraries, prints red C++ logs and
+silently runs on the CPU. So the provider that runs is read back from the session, never assumed; onnxruntime's
+stderr is captured at the file-descriptor level and condensed into one reason in :class:`ProviderReport`;
+``provider="cuda"`` is a demand (:class:`ProviderUnavailableError` rather than serving on the CPU behind the
+user's back), ``auto`` accepts a fallback; TensorRT is never tried implicitly (an engine per shape, minutes).
 """
 
 from __future__ import annotations

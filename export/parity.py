@@ -1,12 +1,8 @@
 """Does the exported graph compute what the torch model computes? Torch is the oracle.
 
-Why "at batch sizes other than the export batch": a graph traced at batch 2 that secretly kept the
-batch constant (or a reshape that folded it into another axis) still matches torch at batch 2. Every
-batch size is run on exactly that many inputs (the input list is cycled to fill the last batch), so a
-batch of 8 is always 8.
-
-Why real images when available: random normal inputs exercise the arithmetic but not the regime the
-model works in (real activations, real top-2 gaps); top-1 agreement on random inputs says little.
+At batch sizes other than the export batch, because a graph that secretly kept the batch constant still matches
+at that batch (each batch size runs on exactly that many inputs). On real images when available, because random
+inputs exercise the arithmetic but not the model's regime (real activations, real top-2 gaps).
 """
 
 from __future__ import annotations

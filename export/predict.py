@@ -1,10 +1,8 @@
 """Image files → top-k predictions with an onnxruntime session: what ``export/infer.py`` runs.
 
-Pixels come from :func:`core.data.preprocess.load_image_tensor` with the ``Preprocessing`` stored in the
-model's metadata: the same decode/resize/normalise code the training loaders use, not a second
-implementation that could drift. A file that cannot be decoded is reported and skipped; the others
-are still predicted. Timing is split into decoding and model time, so the throughput printed for the
-model is not a JPEG-decoder benchmark.
+Pixels come from the training loaders' own :func:`core.data.preprocess.load_image_tensor` with the model's stored
+``Preprocessing``, never a second implementation that could drift. Undecodable files are reported and skipped;
+decode time is kept apart from model time, so the throughput is not a JPEG-decoder benchmark.
 """
 
 from __future__ import annotations

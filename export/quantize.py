@@ -1,39 +1,12 @@
 """fp32 ``.onnx`` → INT8 ``.onnx`` by onnxruntime **static** quantization (QDQ format, per-channel weights).
 
-Why static and not dynamic: dynamic quantization computes activation ranges at run time and only helps MatMul-heavy
-models; on conv nets onnxruntime falls back to slow ConvInteger kernels. Static quantization fixes activation ranges
-once, from calibration images, and onnxruntime fuses the QDQ pairs around Conv/Gemm into its INT8 kernels.
-
-Following onnxruntime's recipe (docs: "Quantize ONNX models"):
-
-1. ``quant_pre_process``: symbolic shape inference + graph optimisation (BatchNorm folding etc.), so
-   ranges are measured on the graph that will actually be quantised;
-2. ``quantize_static`` with ``QuantFormat.QDQ``, ``per_channel=True``, signed INT8 activations and
-   weights (S8S8, onnxruntime's recommended default for x86-64 and GPUs) and a calibration reader
-   that feeds *real* images through the model's own preprocessing (``core.data.preprocess``), never noise;
-3. our metadata copied over with ``precision="int8"``, the checker run, the file written atomically.
-
-Weights use 7 of their 8 bits (``reduce_range``). onnxruntime's x86 INT8 kernels multiply u8 activations by
-s8 weights with an instruction that adds pairs of products into int16 with saturation (``vpmaddubsw``) on
-every CPU without VNNI (AVX2, AVX-512 without VNNI); with full-range weights such pairs overflow and the fused
-kernels compute something else than the QDQ graph says, on a file that may be shipped to any CPU. With 7-bit
-weights a pair always fits, so the fused kernels give what the graph's reference semantics give (op by op,
-optimisations off) everywhere; this is onnxruntime's own advice for non-VNNI machines. docs/export.md has
-the measurement on the demo set (``tests/test_export_int8_demo.py`` checks both).
-
-The layer that produces ``logits`` stays fp32: quantizing the output would round every score to one step of
-the logits' range, so near-tied classes become exactly tied and argmax picks the lower index. Keeping that one
-small layer in fp32 raises top-1 agreement with fp32 at the same cost (``tests/test_export_int8_demo.py``
-checks the agreement; docs/export.md has the numbers). So does the layer that reads ``images`` (the first
-conv, 3 input channels, a small share of the compute): in INT8 the normalised pixels lose precision before
-any feature is computed; on flowers5 keeping it fp32 raised INT8's test-set agreement with fp32 from
-98.5-99.5% to 100% for the GELU, SELU and Mish CNNs (docs/export.md).
-
-Agreement is not what a user loses: :func:`accuracy_loss` measures top-1 accuracy of both files on labelled
-images that calibration never saw (:func:`held_out_split` keeps a seeded third of the calibration folder out,
-at most ``holdout_count``; 200 resolve a loss of 0.5 points, one image), and ``to_onnx.py --quantize int8``
-refuses to write a model that loses more than ``--max-int8-loss`` points (docs/export.md has the losses
-measured on real photos).
+Static, not dynamic: on conv nets dynamic quantization falls back to slow ConvInteger kernels, while static
+ranges (from calibration on real images through the model's own preprocessing) let onnxruntime fuse QDQ
+pairs into its INT8 kernels. Weights use 7 bits (``reduce_range``) so the fused x86 kernels without VNNI
+cannot saturate and compute what the graph says on any CPU. The first conv and the ``logits`` layer stay
+fp32: quantized logits tie near-equal classes, quantized pixels lose precision before any feature exists.
+``to_onnx.py --quantize int8`` refuses a model whose held-out accuracy drops by more than
+``--max-int8-loss`` points (:func:`accuracy_loss`). The measurements behind each choice: docs/export.md.
 """
 
 from __future__ import annotations

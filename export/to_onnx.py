@@ -5,19 +5,11 @@
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --infer-on data/val --labels-from-folders
     python export/to_onnx.py --checkpoint runs/a/best.pt --out model.onnx --target ort opencv --web page/
 
-Writes ``--out`` (fp32, dynamic batch, metadata: classes, preprocessing, source checkpoint sha256), and
-with ``--quantize int8`` / ``--fp16`` also ``<out>.int8.onnx`` / ``<out>.fp16.onnx``. Every file is checked
-with ``onnx.checker`` and compared with the torch model at batch sizes other than the export batch, in each
-runtime of ``--target`` (onnxruntime by default; OpenCV's DNN module; onnxruntime-web under Node.js).
-``--web DIR`` also writes an offline page that classifies photos in the browser (``export/webpage.py``; it
-adds the ``web`` target).
-
-Images for the parity check: ``--parity-images DIR``, else ``--data-dir``'s ``val/``, else the generated
-demo set's ``val/`` when the checkpoint has the demo (iNaturalist-12K) classes, else random inputs.
-Calibration images for INT8: ``--calibration-images DIR``, else ``--data-dir``'s ``train/``, else the demo
-set's ``train/`` (same condition); never noise. Exit codes (docs/cli.md): 0 ok, 2 bad input (missing or
-foreign checkpoint, bad flags, a target's runtime not installed), 1 export failure, 3 parity beyond
-tolerance or a target that cannot run the model (the files are kept for inspection, the numbers are printed).
+Writes ``--out`` (fp32, dynamic batch, metadata), and with ``--quantize int8`` / ``--fp16`` also
+``<out>.int8.onnx`` / ``<out>.fp16.onnx``; every file is checked and compared with torch at other batch sizes in
+each runtime of ``--target``; ``--web DIR`` writes an offline page that classifies photos in the browser. Parity
+and calibration images come from real folders (never noise for calibration). Exit codes (docs/cli.md): 0 ok,
+2 bad input, 1 export failure, 3 parity beyond tolerance (the files are kept, the numbers printed).
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """A static, offline page that classifies photos in the browser with onnxruntime-web: ``to_onnx.py --web DIR``.
 
-The folder holds ``index.html`` (``export/web/index.html``), ``model.onnx`` and onnxruntime-web's loader, glue
-and wasm files, copied from its npm package. The package is installed once by npm into
-``$INAT_CNN_CACHE/npm/onnxruntime-web-<version>`` (never into the repository) at a pinned version, the same
-release as the onnxruntime wheel the tests compare it with. The page fetches its files relative to itself, so any
-static server works (wasm cannot load from ``file:``): ``python -m http.server -d DIR -b 127.0.0.1``.
-
-The page reads the class names and the preprocessing from ``model.onnx``'s own metadata (it parses the
-``metadata_props`` of the protobuf), as ``export/infer.py`` does, and repeats ``core.data.load_uint8`` and
-``normalize`` step by step: EXIF orientation, transparency onto white, the same output geometry and crop
-rounding, Pillow's antialiased bilinear resize in Pillow's own fixed-point arithmetic, and float32
-normalisation. Only the decoder differs: the browser decodes a JPEG at full size where Pillow's draft mode
-decodes it reduced by libjpeg's DCT scaling, so JPEG pixels differ by a few levels (PNGs are identical). The
-page keeps every input tensor it built in ``window.results`` so a test can run onnxruntime on exactly it.
+The folder holds ``index.html``, ``model.onnx`` and onnxruntime-web's files, from an npm package installed once
+into ``$INAT_CNN_CACHE/npm/`` (never the repository) at the release of the onnxruntime wheel the tests compare it
+with; serve it with any static server (wasm cannot load from ``file:``). The page reads classes and
+preprocessing from the model's metadata and repeats ``core.data.load_uint8`` and ``normalize`` step by step, in
+Pillow's own fixed-point arithmetic; only the JPEG decoder differs (full size, not draft mode), by a few levels.
+It keeps every input tensor in ``window.results`` so a test can run onnxruntime on exactly it.
 """
 
 from __future__ import annotations

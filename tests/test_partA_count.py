@@ -10,8 +10,8 @@ from experiments import partA_count
 
 
 def test_json_output_has_the_contracted_fields(capsys):
-    assert partA_count.main(["--filters", "32", "--kernel-size", "3", "--dense", "256", "--image-size", "224",
-                             "--json"]) == 0
+    assert partA_count.main(["--filters", "32", "--organisation", "same", "--no-batch-norm", "--kernel-size", "3",
+                             "--dense", "256", "--image-size", "224", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["params"], data["macs"], data["flops"]) == (442_122, 197_294_592, 394_589_184)
     assert len(data["layers"]) == 20 and data["layers"][0]["name"] == "block1.conv"
@@ -19,7 +19,7 @@ def test_json_output_has_the_contracted_fields(capsys):
 
 
 def test_table_prints_totals_and_formula(capsys):
-    partA_count.main(["--filters", "8", "--image-size", "64"])
+    partA_count.main(["--filters", "8", "--organisation", "same", "--image-size", "64"])
     out = capsys.readouterr().out
     assert "total" in out and "params = m(C·k² + 1)" in out and "agrees with the table" in out
 
@@ -30,6 +30,15 @@ def test_custom_organisation_has_no_closed_form(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["closed_form"] is None
     assert [b["out_channels"] for b in data["spec"]["blocks"]] == [8, 16, 16, 32, 32]
+
+
+def test_no_flags_count_the_cnn_that_part_a_train_trains_with_no_flags(capsys):
+    from core.partA import PartAConfig
+
+    partA_count.main(["--json"])
+    spec = json.loads(capsys.readouterr().out)["spec"]
+    expected = PartAConfig().spec(num_classes=10).to_dict()
+    assert spec == expected, f"partA_count's default CNN {spec} is not PartAConfig's {expected}"
 
 
 @pytest.mark.parametrize(("argv", "message"), [

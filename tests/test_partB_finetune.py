@@ -151,7 +151,7 @@ def test_flat_keys_and_the_sweep_file(tiny_imagefolder):
                                 base=base)
     assert (cfg.arch, cfg.strategy, cfg.k, cfg.train.lr, cfg.data.augment) == ("resnet18", "top-k", 3, 1e-4, True)
     assert cfg.data.data_dir == tiny_imagefolder, "keys not in the sweep come from base"
-    with pytest.raises(ValueError, match=r"unknown Part B sweep keys \['filters'\]"):
+    with pytest.raises(ValueError, match=r"unknown Part B parameter\(s\) \['filters'\]"):
         PartBConfig.from_flat({"filters": 32})
     with pytest.raises(ValueError, match="both given"):
         PartBConfig(weights="DEFAULT", weights_file="w.pth")

@@ -22,7 +22,7 @@ from core.data.download import (
     safe_extract,
 )
 from core.data.imagefolder import IMAGE_EXTENSIONS, cap_per_class, scan_dataset, stratified_split
-from core.data.loaders import CachedImageDataset, DataConfig, make_loaders, per_sample_augmentation
+from core.data.loaders import NORMALIZATIONS, CachedImageDataset, DataConfig, make_loaders, per_sample_augmentation
 from core.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -35,7 +35,8 @@ from core.data.preprocess import (
 
 __all__ = ["AUGMENT_POLICIES", "register_augment_policy", "cache_root", "AUGMENT_DEVICES", "BatchAugment",
            "BatchTransform",
-           "DeviceBatches", "PIPELINES", "pack_params", "sample_params", "CachedImageDataset", "DEMO_CLASSES",
+           "DeviceBatches", "NORMALIZATIONS",
+           "PIPELINES", "pack_params", "sample_params", "CachedImageDataset", "DEMO_CLASSES",
            "DataConfig", "DownloadError", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "INATURALIST_URL",
            "ImageDecodeError", "Preprocessing", "URL_ENV", "per_sample_augmentation", "cache_stats", "cap_per_class",
            "check_dataset", "choose_num_workers", "dataset_url", "decode_images", "default_download_dir",

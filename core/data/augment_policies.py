@@ -1,25 +1,11 @@
 """Stronger per-sample augmentation from torchvision ``transforms.v2``: an automatic policy and random erasing.
 
-Why a module of its own: these are *recipe* choices (issue 15) layered on top of the basic crop/flip/jitter
-of :func:`core.data.loaders.per_sample_augmentation`, and they are per-sample operations on the cached ``uint8``
-image that have no batched equivalent (a policy picks a different operation per image), so they stay
-on the dataset transform whatever path the basic augmentation takes. The order is the torchvision
-reference recipe's (``references/classification/presets.py``)::
-
-    [crop, flip]  ->  policy (uint8)  ->  to float  ->  [jitter]  ->  normalise  ->  random erasing
-
-Policies (torchvision's defaults, the ones the papers and timm's ``rand-m9-n2`` use):
-
-* ``trivialaugment``: ``TrivialAugmentWide`` (Müller & Hutter 2021): one random op at a random
-  magnitude per image, no knobs;
-* ``randaugment``: ``RandAugment(num_ops=2, magnitude=9)`` (Cubuk et al. 2020);
-* ``none``: no policy.
-
-Policies are a registry (:data:`AUGMENT_POLICIES`: name -> factory returning the uint8-stage transforms); a new one
-is a function and a decorator line, ``@register_augment_policy("augmix")``.
-
-Random erasing (Zhong et al. 2020) blanks one random rectangle (2-33% of the area) with probability
-``p`` *after* normalisation, so the patch is the dataset mean (value 0), as in the torchvision recipe.
+Recipe choices (issue 15) on top of the basic crop/flip/jitter; a policy picks a different operation per image,
+so they have no batched equivalent and stay on the per-sample path. The order is torchvision's reference
+recipe's: ``[crop, flip] -> policy (uint8) -> float -> [jitter] -> normalise -> random erasing``, so an erased
+patch is the dataset mean. Policies are a registry (:data:`AUGMENT_POLICIES`): ``trivialaugment``
+(``TrivialAugmentWide``), ``randaugment`` (``RandAugment(2, 9)``, timm's ``rand-m9-n2``), ``none``; a new one is
+a function and ``@register_augment_policy("augmix")``.
 """
 
 from __future__ import annotations

@@ -1,27 +1,13 @@
 """Batched per-sample augmentation: random-resized crop + flip in one ``grid_sample``, jitter as per-sample scalars.
 
-Why: torchvision's per-sample transforms cost ~1 ms per image on one CPU core, so on a GPU the data path, not
-the model, sets the pace (issue 16). Here a whole batch of cached ``uint8`` images ``[B, 3, H, W]`` (on the CPU
-or the GPU, the same code) becomes the normalised model input ``[B, 3, S, S]`` in a handful of tensor ops:
-
-1. :func:`sample_params` draws every random number for the batch on the CPU from one ``torch.Generator`` (the
-   loader's, so a resumed run redraws exactly what the interrupted one would have): the crop boxes by
-   torchvision's own rule (``RandomResizedCrop.make_params``: up to 10 tries of area ~ U(scale), log-aspect ~
-   U(log ratio), rounded to whole pixels, a uniformly placed box that fits, else the central fallback crop),
-   the flips (p = 0.5) and the jitter factors (brightness, contrast, saturation ~ U(1 - x, 1 + x)).
-2. :class:`BatchTransform` turns the boxes (and flips) into one axis-aligned affine map per sample (the grid
-   ``affine_grid`` would build, computed separably) and resamples the batch with one ``grid_sample``
-   (bilinear, ``align_corners=False``): inside the box this is exactly
-   ``resized_crop(..., antialias=False)``; a box larger than the output is not low-pass filtered first, so keep
-   the crop source at most ~1.5x the model input (``DataConfig.train_decode_ratio``).
-3. Colour jitter with the per-sample factors, torchvision's formulas (brightness scales, contrast blends with
-   the mean of the grey image, saturation with the grey image, each clamped to [0, 1]), then the normalisation.
-   torchvision applies the three in a random order per image; without the clamps they commute (each is linear
-   and the grey of a grey image is itself), so a fixed order changes nothing but where a clamp bites.
-
-``tests/test_batched_augment.py`` checks the box, aspect, placement and flip statistics against torchvision's
-sampler over many draws, the resampling against ``torchvision.transforms.v2.functional.resized_crop`` and the
-jitter against its ``adjust_*`` functions.
+torchvision's per-sample transforms cost about a millisecond per image on one core, so on a GPU the data path
+would set the pace (issue 16). Here a batch of cached ``uint8`` images becomes the normalised model input in a
+handful of tensor ops, on the CPU or the GPU: :func:`sample_params` draws every random number on the CPU from
+the loader's generator (so a resume redraws the same), crop boxes by torchvision's own rule;
+:class:`BatchTransform` resamples each box with one bilinear ``grid_sample`` — exactly
+``resized_crop(..., antialias=False)``, so keep the crop source at most ~1.5x the model input
+(``DataConfig.train_decode_ratio``); colour jitter uses torchvision's formulas in a fixed order, which without
+the clamps commute. ``tests/test_batched_augment.py`` checks all three against torchvision.
 """
 
 from __future__ import annotations

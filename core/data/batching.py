@@ -1,15 +1,9 @@
 """Which batch source feeds the model: whole-batch :class:`DeviceBatches` (default) or per-sample DataLoaders.
 
-Why a module: the choice depends on the device, on where augmentation should run and on whether a transform
-needs per-sample code; ``make_loaders`` decides the pixels, this module decides how they are batched.
-
-* ``pipeline="batched"`` (default): :class:`core.data.device_batches.DeviceBatches` for all three splits. The
-  uint8 images live on ``augment_device`` (``auto`` = the training device) when they fit there, else on the
-  host; random-resized crop, flip, jitter and normalisation run on ``augment_device`` a batch at a time
-  (:mod:`core.data.batched_augment`), with the same distribution as the per-sample torchvision transforms.
-* ``pipeline="per_sample"``: ``torch.utils.data.DataLoader`` over :class:`CachedImageDataset` with the
-  torchvision ``v2`` transform per image (worker processes on CUDA). A transform that only exists per sample
-  (an extra policy passed as ``per_sample_transform``) selects this path too, and the log says so.
+``make_loaders`` decides the pixels, this module how they are batched. ``pipeline="batched"``: uint8 images on
+``augment_device`` when they fit there, augmented a batch at a time with the same distribution as torchvision's
+per-sample transforms (:mod:`core.data.batched_augment`). ``pipeline="per_sample"``: a DataLoader with the
+``v2`` transform per image; a transform that exists only per sample selects it too, and the log says so.
 """
 
 from __future__ import annotations

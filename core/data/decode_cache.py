@@ -1,19 +1,11 @@
 """Decode cache: every image decoded once per geometry, stored as one compact uint8 ``.npy`` per file list.
 
-Why: decoding an ~800x600 JPEG to 224 px costs more than a small CNN's forward pass, and a sweep trains
-the same files dozens of times. :func:`decode_images` decodes a file list once (JPEG draft mode, a few
-threads) into ``<cache_dir>/decoded/<key>.npy`` (shape ``[N, 3, S, S]``, uint8) plus a ``<key>.json``
-sidecar listing the files that failed to decode and why. Later calls memory-map the file, so epochs,
-sweep trials in the same process (in-memory hit) and later processes (disk hit) never decode again, and
-DataLoader workers share the pages instead of copying them.
-
-The key hashes the decode geometry (image size, resize size, the decoder version) and, for each file,
-its absolute path, byte size and mtime: editing, adding or removing a file gives a new key (a miss).
-Mean/std are not part of the key: normalisation happens after the cache. Entries are written atomically
-(temp file + ``os.replace``, sidecar last) under a per-key file lock, so concurrent sweep workers decode
-a list once and a crash never leaves a half-written entry that looks complete.
-
-Observe hits and misses with :func:`cache_stats` (process-wide counters) or the INFO log lines.
+Decoding a photo costs more than a small CNN's forward pass, and a sweep trains the same files dozens of times.
+:func:`decode_images` decodes a file list once into ``<cache_dir>/decoded/<key>.npy`` (``[N, 3, S, S]``) plus a
+sidecar listing the failures; later calls memory-map it, so epochs, trials and processes never decode again and
+DataLoader workers share the pages. The key hashes the geometry, the decoder version and each file's path, size
+and mtime (normalisation happens after the cache, so it is not in the key). Entries are written atomically,
+sidecar last, under a per-key lock: concurrent workers decode a list once. Counters: :func:`cache_stats`.
 """
 
 from __future__ import annotations

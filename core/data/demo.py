@@ -1,15 +1,10 @@
 """A deterministic 10-class demo dataset in the iNaturalist-12K layout, generated once into the cache.
 
-Why: every script must run end to end with no download (CI, a first try, a laptop without the 3.6 GB
-zip). The classes carry iNaturalist-12K's names so class-name plumbing is exercised for real, but each
-class is a (shape, texture) pair: circle / triangle / square / star / cross x solid / striped. Colours,
-position, scale, rotation, background gradient, noise and clutter (lines, blobs) are random and shared by
-all classes, so a model has to learn shape and texture, not colour: a small CNN learns it within a few
-CPU epochs without reaching 100% at once.
-
-Each image is drawn from its own seeded RNG (class, split, index), so the set is identical on every
-machine with the same Pillow/libjpeg, and is written to a temporary folder that is renamed into place:
-an interrupted or concurrent generation never leaves a half set that looks complete.
+Every script must run end to end with no download. The classes carry iNaturalist-12K's names, but each is a
+(shape, texture) pair, with colour, position, scale, background and clutter random and shared by all classes,
+so a model must learn shape and texture: a small CNN learns it within a few CPU epochs without reaching 100% at
+once. Each image has its own seeded RNG, and the set is renamed into place, so an interrupted or concurrent
+generation never leaves a half set that looks complete.
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
 """Batches as index gathers from the decode cache's uint8 tensor, augmented and normalised a batch at a time.
 
-Why: with the images decoded once (:mod:`core.data.decode_cache`), what is left per epoch is picking rows,
-augmenting and normalising. Done per sample in DataLoader workers that costs ~1 ms of CPU per image, which
-starves a GPU (issue 16). :class:`DeviceBatches` instead keeps the ``[N, 3, S, S]`` uint8 tensor where the
-batches are made and yields whole batches:
-
-* **where the images live** (:func:`image_store`): on a CUDA training device the tensor is uploaded once
-  (through pinned host memory, non-blocking, in chunks) and stays resident for the process, so the trials of a
-  sweep in one worker reuse it (keyed by the decode-cache key, least recently used dropped first). It goes to
-  the GPU only if it takes at most :data:`RESIDENT_FRACTION` of the free device memory; otherwise the log says
-  so with both sizes and the rows are gathered on the host and copied per batch (pinned, non-blocking). On the
-  CPU the tensor is the decode cache's memory map itself (copy-on-write, so nothing is copied).
-* **the random numbers** (crop boxes, flips, jitter factors, the shuffle) come from the loader's one CPU
-  ``torch.Generator`` (``.generator``, which :mod:`core.train.rng` seeds, saves and restores), so a resumed run
-  draws exactly what the uninterrupted run would have, on any device.
-* **no host waits**: per batch, the row indices, labels and augmentation parameters travel in pinned tensors
-  with ``non_blocking=True``; nothing reads a device value back.
-
-It looks enough like a ``DataLoader`` for the trainer and the explain code: ``len()``, iteration over
-``(images, labels)`` already on the model's device, ``.dataset`` (the :class:`CachedImageDataset` with the file
-list), ``.batch_size``, ``.generator``.
+With the images decoded once, what is left per epoch is picking rows, augmenting and normalising; per sample in
+DataLoader workers that starves a GPU (issue 16). :class:`DeviceBatches` keeps the ``[N, 3, S, S]`` uint8 tensor
+where the batches are made: resident on a CUDA device when it fits in :data:`RESIDENT_FRACTION` of the free
+memory (uploaded once, shared by a worker's sweep trials, least recently used dropped first; else gathered on the
+host and copied per batch, logged), the decode cache's memory map on the CPU. Every random number comes from the
+loader's one CPU generator (which :mod:`core.train.rng` saves and restores), so a resume draws what the
+uninterrupted run would have, on any device; per batch nothing is read back from the device. It looks enough
+like a ``DataLoader`` (``len``, iteration, ``.dataset``, ``.batch_size``, ``.generator``) for the trainer.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Download and safely extract iNaturalist-12K (``nature_12K.zip``, ~3.6 GB).
 
-Why a module of its own: a multi-gigabyte download over a flaky connection must resume where it stopped
-(HTTP ``Range`` on a ``.part`` file), prove it is complete (``Content-Length`` / ``Content-Range`` total;
-without them a ``Range`` probe past the end and the zip's end-of-central-directory record; optional
-SHA-256) before anything trusts it, and never let an archive write outside its folder (absolute
-member names, ``..`` components and symbolic links are refused: "zip slip"). Without a network it fails
-within seconds and says how to place the data by hand.
+A multi-gigabyte download over a flaky connection must resume (HTTP ``Range`` on a ``.part`` file), prove it is
+complete before anything trusts it, and never let the archive write outside its folder ("zip slip": absolute
+names, ``..`` and symlinks are refused). Without a network it fails within seconds and says how to place the
+data by hand.
 """
 
 from __future__ import annotations

@@ -1,27 +1,10 @@
 """Scan and validate an ImageFolder dataset root, and split it: what ``core.data.loaders`` trains on, decided up front.
 
 Layout: ``<root>/train/<Class>/*`` and ``<root>/val/<Class>/*``; ``train/`` is split into train and
-validation subsets, the official ``val/`` is the test set and is never used for model selection.
-
-What happens to each problem (nothing is silently dropped):
-
-==========================================  ===============================================================
-case                                        decision
-==========================================  ===============================================================
-root, ``train/`` or ``val/`` missing         stop: ``FileNotFoundError`` with the expected layout
-fewer than 2 class folders in ``train/``      stop: ``ValueError`` (nothing to classify)
-class folders differ between train and val   stop: ``ValueError`` listing the classes missing on each side
-                                             (labels would not mean the same thing in the two splits)
-class folder without any image file          stop: ``ValueError`` naming the folder (a broken extraction)
-non-image file (by extension), hidden file,  skip: logged count, listed in the run folder's ``skipped.txt``
-hidden folder, file outside a class folder,
-broken symlink, FIFO/socket/device,
-symlinked folder inside a class folder
-corrupt or truncated image                   skip at decode time (``core.data.loaders``), same listing; if that
-                                             empties a training class, stop
-grayscale / palette / CMYK / RGBA / 16-bit   convert to RGB (``core.data.preprocess``); transparency over white
-EXIF-rotated image                           rotate upright (``core.data.preprocess``)
-==========================================  ===============================================================
+validation subsets, the official ``val/`` is the test set and is never used for model selection. Nothing is
+silently dropped: a missing folder, fewer than 2 classes, classes that differ between the splits or an empty
+class folder stop with the fix; non-image, hidden and special files are skipped, counted and listed in the run
+folder's ``skipped.txt`` (the whole table: docs/data.md).
 """
 
 from __future__ import annotations

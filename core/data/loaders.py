@@ -1,26 +1,13 @@
 """Data loaders: scan -> validate -> decode cache -> stratified split -> normalisation -> batch sources.
 
-``make_loaders(DataConfig(...))`` is the one entry point. Order matters and is deliberate:
-
-1. :func:`core.data.imagefolder.scan_dataset` validates the layout (see its docstring for what stops and what
-   is skipped); ``data_dir=None`` uses the generated demo set (:func:`core.data.demo.ensure_demo_dataset`).
-2. The whole official ``train/`` pool and ``val/`` (test) list are decoded once through
-   :mod:`core.data.decode_cache`, so changing the seed or the validation fraction never decodes again.
-   Corrupt files surface here and are skipped (listed in ``skipped.txt``), before the split.
-3. ``train/`` is split stratified per class (:func:`core.data.imagefolder.stratified_split`); ``val/`` is the
-   test set.
-4. Normalisation: ``"dataset"`` = per-channel mean/std of the training subset's cached pixels (cached as
-   JSON next to the decode), ``"imagenet"`` = ImageNet statistics for pretrained backbones; a given
-   ``Preprocessing`` (evaluating a checkpoint) wins over both.
-5. Augmentation (random-resized crop of ``crop_scale`` of the area, flip, small colour jitter), optionally with a
-   stronger policy and random erasing (:mod:`core.data.augment_policies`), runs on the training subset only, never
-   on validation or test. With ``train_decode_ratio > 1`` the training images are decoded a second time, larger
-   (same view), and the crop is taken from them.
-6. Batches: :mod:`core.data.batching` builds whole batches on the device (default; augmentation batched,
-   :mod:`core.data.batched_augment`) or per-sample DataLoaders with torchvision ``v2`` transforms, each sample
-   under its own seed drawn with the order (:mod:`core.data.sampling`), so workers never change the batches. The
-   per-sample policies (TrivialAugment/RandAugment, random erasing) exist only on the DataLoader path, so they
-   select it (logged).
+``make_loaders(DataConfig(...))`` is the one entry point. The whole ``train/`` pool and ``val/`` are decoded
+once (:mod:`core.data.decode_cache`) *before* the split, so another seed or validation fraction never decodes
+again and corrupt files are skipped up front. ``"dataset"`` normalisation is the training subset's mean/std,
+``"imagenet"`` ImageNet's; a given ``Preprocessing`` (evaluating a checkpoint) wins over both. Augmentation runs
+on the training subset only; with ``train_decode_ratio > 1`` the training images are decoded a second time,
+larger, for the crop. Batches are whole batches on the device (:mod:`core.data.batching`) or per-sample
+DataLoaders whose samples draw their own seeds with the order (:mod:`core.data.sampling`), so workers never
+change the batches; the per-sample policies (TrivialAugment, RandAugment, random erasing) select the latter.
 """
 
 from __future__ import annotations

@@ -1,29 +1,13 @@
 """Image preprocessing shared by training, evaluation, explanation, export and inference.
 
-Why one module: a model is only as good as the agreement between the pixels it was trained on and the
-pixels it is served. Every path that turns a file into a tensor (the data loaders' decode cache,
-``export/infer.py``, the explain figures) goes through :func:`load_uint8` and :func:`normalize`, and
-the :class:`Preprocessing` record that describes them travels in the checkpoint and the ONNX metadata.
-
-Geometry (decided once, here):
-
-* ``resize_size=None`` (the Part A choice): resize straight to ``image_size x image_size``; the aspect
-  ratio is not kept, nothing is cropped away.
-* ``resize_size=R``: resize the short side to ``R`` (long side ``int(R * long / short)``, exactly as
-  ``torchvision.transforms.Resize(R)``), then centre-crop ``image_size`` with torchvision's rounding.
-  ``Preprocessing(224, 256)`` therefore reproduces ImageNet evaluation preprocessing.
-
-Decoding: JPEGs are decoded with PIL's ``draft`` mode (libjpeg's DCT scaling by 1/2, 1/4 or 1/8) to the
-smallest scale that is still at least the size the resize needs, then resized with PIL's antialiased
-bilinear filter: much less CPU per image than a full decode + resize (``experiments/benchmark.py data``;
-docs/data.md). Against torchvision's full-decode pipeline on real photos (Resize(256) -> CenterCrop(224)) the
-pixels differ by a few uint8 levels on average and MobileNetV2's top-1 labels are identical; PNGs and images too
-small to reduce are bit-identical. ``tests/test_preprocess.py`` holds these bounds.
-
-Colour: EXIF orientation is applied; grayscale, palette, CMYK, YCbCr and 16-bit images become RGB;
-images with transparency (RGBA, LA, PA, palette with a transparent colour) are composited onto white,
-because the colour under a fully transparent pixel is arbitrary. Anything PIL cannot decode (not an
-image, truncated, corrupt, unsupported mode) raises :class:`ImageDecodeError` naming the file.
+One module because a model is only as good as the agreement between the pixels it was trained on and the
+pixels it is served: every path from a file to a tensor goes through :func:`load_uint8` and :func:`normalize`,
+and the :class:`Preprocessing` record travels in the checkpoint and the ONNX metadata. ``resize_size=None``
+resizes straight to ``image_size`` (Part A); ``resize_size=R`` resizes the short side to R and centre-crops,
+as torchvision does (``Preprocessing(224, 256)`` is ImageNet evaluation). JPEGs decode in PIL's ``draft`` mode
+to the smallest DCT scale that is still large enough (bounds against torchvision's pipeline:
+``tests/test_preprocess.py``, docs/data.md). EXIF orientation is applied, every mode becomes RGB, transparency
+is composited onto white, and anything PIL cannot decode raises :class:`ImageDecodeError` naming the file.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """Seeded shuffling with one seed per sample: batches that depend on the loader's generator, never on its workers.
 
-Why: a DataLoader seeds each worker's RNG from a base seed drawn when the workers start, and persistent
-workers start once. A resumed run starts its workers at a later epoch, so its augmentation differs from
-an uninterrupted run's, and the base-seed draw itself moves whichever generator it comes from (torch's
-global one, which dropout also uses, when the loader has none). Here the main process draws, each epoch,
-the permutation *and one seed per sample* from the sampler's generator (saved in ``last.pt`` with the other
-RNG states), and a sample is augmented under its own seed wherever it is decoded: in the main process or
-in any worker. The batches depend on neither the number of workers nor when they started, so 0, 1 or 2
-workers, interrupted or not, train the same weights.
+A DataLoader seeds its workers from a base seed drawn when they start, so a resumed run (workers started at a
+later epoch) augments differently, and the draw moves torch's global generator. Here the main process draws each
+epoch the permutation *and one seed per sample* from the sampler's generator (saved in ``last.pt``), and a sample
+is augmented under its own seed wherever it is decoded: 0, 1 or 2 workers, interrupted or not, train the same
+weights.
 """
 
 from __future__ import annotations

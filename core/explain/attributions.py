@@ -1,34 +1,13 @@
-"""What a trained Part A CNN looks at: guided backprop on CONV5 neurons, filters, feature maps.
+"""What a trained Part A CNN looks at: guided backprop on CONV5 neurons, filters, feature maps (numbers only;
+:mod:`core.explain.figures` draws them, :mod:`core.explain.gradcam` holds Grad-CAM).
 
-Grad-CAM lives in :mod:`core.explain.gradcam`.
-
-Numbers only — :mod:`core.explain.figures` draws them. Captum is imported inside the functions that use it.
-
-**Guided backprop and activations.** Captum's ``GuidedBackprop`` overrides the backward pass of
-``nn.ReLU`` *modules* only; with GELU/SiLU/Mish/... modules, or a ReLU applied as a function, it
-silently returns the plain gradient (identical to ``Saliency``). :func:`explain_neurons` therefore
-inspects the model first (:func:`inspect_activations`) and resolves ``mode``:
-
-* ``"auto"`` — guided backprop when every activation module is ``nn.ReLU``; otherwise a logged warning
-  and the plain gradient, *labelled* "saliency" (it is what the model really computes).
-* ``"relu-swap"`` — guided backprop on a deep copy whose activation modules are all ``nn.ReLU``; this
-  explains a related ReLU network, not the trained one, and the label says so.
-* ``"saliency"`` — the plain gradient of the neuron, labelled as such.
-
-Whatever the mode, if the "guided" result is bit-identical to the plain gradient (ReLUs applied as
-functions, or custom activation classes) it is relabelled "saliency" with a warning: the label never
-claims a rule that was not applied.
-
-**Which neurons, and where.** A neuron of CONV5 is ``(channel, y, x)`` in the *output of the conv
-module* ``model.conv_layers()[4]`` (before batch norm and the activation). Attributing to the conv
-output keeps the target well defined for every activation and for the ReLU-swapped copy (whose
-post-activation values differ), and for a ReLU network it differs from attributing to the
-post-activation value only by the positive gate of an active neuron. The rule
-(:data:`NEURON_RULE`): rank channels by their mean conv output on the image, take the top ``k``, and
-in each take the spatial argmax. The choice is made on the model being explained (the original model,
-also in relu-swap mode) and returned so callers can record it.
-
-Every function leaves the model as it found it: same train/eval flags, no hooks left, no ``.grad``.
+Captum's ``GuidedBackprop`` overrides ``nn.ReLU`` *modules* only; with GELU/SiLU/Mish or a functional ReLU it
+silently returns the plain gradient. So :func:`explain_neurons` inspects the model first: ``auto`` uses guided
+backprop only on an all-ReLU model and otherwise the plain gradient labelled "saliency"; ``relu-swap``
+explains a ReLU copy (and says so); a "guided" result identical to the gradient is relabelled: the label
+never claims a rule that was not applied. A CONV5 neuron is ``(channel, y, x)`` of the conv's *output*
+(before BN and activation), well defined for every activation and for the swapped copy (:data:`NEURON_RULE`
+picks them). Every function leaves the model as it found it: same flags, no hooks, no ``.grad``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Test-set metrics and the seeded choice of images per class, as plain functions of labels.
 
-Why a module of its own: the numbers in ``test_metrics.json`` must be checkable by hand, so they are
-computed here from two integer vectors (true labels, predicted labels) with no model, no loader and no
-plotting involved; :mod:`core.explain.figures` only draws what these functions return. :func:`predict` is the
-one function that runs a model: it turns a loader into those two vectors (plus the softmax
-probabilities the prediction grid shows as confidence), keeping the dataset order so that a
-prediction can be traced back to ``loader.dataset.samples[i]``.
-
-Conventions: the confusion matrix has true classes on rows and predicted classes on columns;
-"normalised" divides each row by its count (so row ``i`` is where images of class ``i`` went and the
-diagonal is per-class recall = per-class accuracy); a class with no test images has a zero row and
-a per-class accuracy of ``None`` (not 0, which would claim it was measured).
+The numbers in ``test_metrics.json`` must be checkable by hand, so they are computed from two integer vectors
+(true and predicted labels) with no model, loader or plotting; :func:`predict` is the one function that runs a
+model, in dataset order so a prediction traces back to ``loader.dataset.samples[i]``. The confusion matrix has
+true classes on rows; "normalised" divides each row by its count (the diagonal is per-class accuracy), and a
+class with no test images gets ``None``, not 0, which would claim it was measured.
 """
 
 from __future__ import annotations

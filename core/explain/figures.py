@@ -1,11 +1,9 @@
 """Matplotlib figures for Part A evaluation: prediction grid, Grad-CAM grid, filters, feature maps,
 guided backprop, confusion matrix.
 
-Why this shape: figures draw numbers they are given (from :mod:`core.explain.evaluation` and
-:mod:`core.explain.attributions`) and compute none; scaling a map to [0, 1] for display is the only arithmetic here.
-Figures are built with the object-oriented API on an Agg canvas (no ``pyplot``, no global state, no
-display needed, safe in threads and under pytest), and every PNG is written atomically (temp file in
-the same folder, then ``os.replace``), so a crash never leaves half an image behind.
+Figures draw the numbers they are given and compute none (scaling a map for display aside), on an Agg canvas
+with the object-oriented API (no ``pyplot`` global state, safe in threads and under pytest); every PNG is
+written atomically.
 """
 
 from __future__ import annotations

@@ -21,13 +21,9 @@ from core.train import RunResult, load_checkpoint, load_weights, save_checkpoint
 
 def evaluate_best_on_test(model: nn.Module, loaders: Any, model_desc: dict, fit_result: RunResult,
                           device: str | torch.device, run_dir, *, tta: bool = False) -> tuple[float, float]:
-    """Test accuracy/loss of ``best.pt`` → ``run_dir/test_metrics.json`` and best.pt's metrics.
-
-    Shared by Part A and Part B runs so both write one schema: ``test_acc``, ``test_loss``,
-    ``checkpoint``, ``best_epoch``, ``best_val_acc``, ``test_images`` plus :meth:`TestMetrics.to_dict`
-    (per-class accuracy, confusion matrix). ``val/`` is the test set and is never used for selection:
-    this runs once, after training, on the weights validation picked (the EMA of the weights when the
-    run kept one), with flip TTA when ``tta`` (the run's ``TrainConfig.tta``: selection used it too).
+    """Test accuracy/loss of ``best.pt`` → ``run_dir/test_metrics.json`` and best.pt's metrics, one schema for
+    Part A and Part B. Runs once, after training, on the weights validation picked (the EMA when the run kept
+    one), with flip TTA when the run's selection used it; ``val/`` is never used for selection.
     """
     best_path = fit_result.best_path
     payload = load_checkpoint(best_path)

@@ -1,11 +1,8 @@
 """Evaluate a checkpoint on the official test split and explain what it learned: the Part A evaluation run.
 
-``evaluate_checkpoint(EvalConfig(...))`` writes to ``cfg.out_dir``: ``test_metrics.json``,
-``confusion_matrix.png``, ``predictions_grid.png`` (+ ``.json``), ``gradcam.png``, ``filters_conv1.png``,
-``feature_maps_conv1.png``, ``guided_backprop_conv5.png`` (+ ``.json``) and ``evaluation.html``, the page that
-shows them all with the numbers (:mod:`core.reports.evaluation_page`). Filters, feature maps, guided backprop
-and Grad-CAM need a Part A SmallCNN; for other models (Part B backbones) they are skipped with a warning and the
-metrics are still written. :func:`log_evaluation` sends the figures and the predictions table to a W&B run.
+``evaluate_checkpoint(EvalConfig(...))`` writes the test metrics, the figures and ``evaluation.html`` into
+``cfg.out_dir`` (listed in ``experiments/partA_evaluate.py``); the attribution figures need a Part A SmallCNN and
+are skipped with a warning for Part B backbones. :func:`log_evaluation` sends them to a W&B run.
 """
 
 from __future__ import annotations

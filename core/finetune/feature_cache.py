@@ -1,27 +1,11 @@
 """Head-only epochs on cached backbone features: the same result as the full forward, at a fraction of the cost.
 
-Why: while only the new head trains (``head``, the linear-probe phase of ``lp-ft``, epoch 0 of ``gradual``)
-and the training images are not augmented, the frozen backbone computes the same features for an
-image every epoch. Computing them once and training the head on them gives the same logits, loss and
-weights as the full forward — exactly, up to float reassociation — so every later head-only epoch costs
-a few small matrix products instead of a backbone pass.
-
-What must hold, checked before the cache is used (else the full forward runs, and the log says why):
-
-* the training images are not augmented (``loaders.config.augments`` is false);
-* every module outside the *head part* that behaves differently in training (dropout, BatchNorm,
-  stochastic depth) is in eval mode, so the features do not depend on the step. Frozen blocks are
-  always in eval mode (:meth:`FinetuneStrategy.apply_modes`);
-* the caller (``core.train.fit``) mixes no batches, keeps no EMA and uses no TTA.
-
-The *head part* is the head ``nn.Linear`` plus any parameter-free siblings around it (MobileNetV2's
-and EfficientNet's ``classifier`` = ``Dropout`` + ``Linear``), so the dropout before the head still
-runs per step, drawing from the same global generator as the full forward would.
-
-Order and randomness are kept: features are computed image by image in dataset order without touching
-any generator; the feature batches follow the image batches' own order and draws (:func:`_follow`: a
-``DataLoader``'s sampler and generator, or any batch source's ``batch_order()``), so the RNG stream, and a
-resume from ``last.pt``, are unchanged.
+While only the head trains on unaugmented images, the frozen backbone computes the same features every
+epoch; computing them once gives the same logits, loss and weights (up to float reassociation). It is used
+only when that holds — no augmentation, every stochastic module outside the head part in eval mode, no
+mixing, EMA or TTA — else the full forward runs and the log says why. The *head part* includes the
+parameter-free siblings of the head (the dropout before it still runs per step), and the feature batches
+follow the image batches' own order and draws (:func:`_follow`), so the RNG stream and a resume are unchanged.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 # ruff: noqa: N999  (module named after the assignment part, like core/partA/run.py)
 """One Part B run, composed: pretrained backbone + fine-tuning strategy + ``core.train.trainer.fit`` + test metrics.
 
-``run_partB`` is to Part B what ``core.partA.run.run_partA`` is to Part A, and writes the same run folder
-(``config.yaml``, ``split.json``, ``metrics.jsonl``, ``best.pt``, ``last.pt``, ``test_metrics.json``), so
-the evaluation, export and sweep tools read it unchanged. Order matters: the backbone (and so its
-weights: cache, download or the error naming the file to place) comes *before* the data is decoded
-and long before the first epoch. ``--compare`` lives in :mod:`core.finetune.compare`.
-
-Sweeps: :meth:`PartBConfig.from_flat` takes the flat keys of ``experiments/configs/partB_sweep.yaml``
-(``PARTB_FLAT_KEYS``); the sweep's trial function is ``core.sweep.PartBTrial``, beside ``PartATrial``.
+``run_partB`` writes the same run folder as ``run_partA``, so evaluation, export and sweep tools read it
+unchanged. The backbone (and so its weights: cache, download or the error naming the file to place) comes
+*before* the data is decoded. :meth:`PartBConfig.from_flat` takes the flat keys of :data:`PARTB_KEYS`.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +20,25 @@ from core.data import DataConfig, Preprocessing, make_loaders
 from core.explain import evaluate_best_on_test
 from core.finetune.strategies import FinetuneStrategy, count_parameters, make_strategy
 from core.model import backbone_preprocessing, build_backbone, family_of, layout_of, measured_flops, replace_head
+from core.partA import FLAT_KEYS, Coercer, as_bool, as_float, as_int, as_str, coerce_flat, optional
 from core.runfiles import own_run_folder, write_yaml
 from core.train import RunResult, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_KEYS = ("arch", "strategy", "k", "unfreeze_every", "backbone_lr_mult", "bn_eval", "weights", "image_size",
-                 "lp_epochs", "layer_decay", "feature_cache")
-DATA_KEYS = ("augment", "augment_policy", "random_erasing", "batch_size", "max_per_class")
-TRAIN_KEYS = ("lr", "weight_decay", "optimizer", "epochs", "scheduler", "warmup_epochs", "label_smoothing",
-              "mixup_alpha", "cutmix_alpha", "ema_decay", "tta", "patience", "seed")
-PARTB_FLAT_KEYS = STRATEGY_KEYS + DATA_KEYS + TRAIN_KEYS
+# flat key -> (section, field, coercer): the strategy's own keys, then the data and training keys Part B takes
+PARTB_KEYS: dict[str, tuple[str, str, Coercer]] = {
+    "arch": ("top", "arch", as_str), "strategy": ("top", "strategy", as_str), "k": ("top", "k", as_int),
+    "unfreeze_every": ("top", "unfreeze_every", as_int), "backbone_lr_mult": ("top", "backbone_lr_mult", as_float),
+    "bn_eval": ("top", "bn_eval", as_bool), "weights": ("top", "weights", optional(lambda key, v: str(v))),
+    "image_size": ("top", "image_size", optional(as_int)), "lp_epochs": ("top", "lp_epochs", as_int),
+    "layer_decay": ("top", "layer_decay", optional(as_float)), "feature_cache": ("top", "feature_cache", as_bool),
+    **{k: FLAT_KEYS[k] for k in ("data_dir", "augment", "augment_policy", "random_erasing", "batch_size",
+                                 "max_per_class", "lr", "weight_decay", "optimizer", "epochs", "scheduler",
+                                 "warmup_epochs", "label_smoothing", "mixup_alpha", "cutmix_alpha", "ema_decay",
+                                 "tta", "patience", "seed", "device")},
+}
+PARTB_FLAT_KEYS = tuple(PARTB_KEYS)
 
 
 @dataclass(frozen=True)
@@ -83,19 +87,22 @@ class PartBConfig:
         d["weights_file"] = None if self.weights_file is None else str(self.weights_file)
         return {**d, "data": self.data.to_dict(), "train": self.train.to_dict()}
 
+    def to_flat(self) -> dict[str, Any]:
+        """Every flat key (:data:`PARTB_KEYS`) with this config's value."""
+        sections = {"top": self, "data": self.data, "train": self.train}
+        return {key: getattr(sections[section], name) for key, (section, name, _) in PARTB_KEYS.items()}
+
     @classmethod
-    def from_flat(cls, params: dict[str, Any], base: PartBConfig | None = None) -> PartBConfig:
-        """A config from flat sweep keys (``PARTB_FLAT_KEYS``) over ``base``; unknown keys are an error."""
-        unknown = sorted(set(params) - set(PARTB_FLAT_KEYS))
-        if unknown:
-            raise ValueError(f"unknown Part B sweep keys {unknown}; expected some of {list(PARTB_FLAT_KEYS)}")
+    def from_flat(cls, params: Mapping[str, Any], base: PartBConfig | None = None) -> PartBConfig:
+        """A config from flat sweep/CLI keys over ``base``, coerced as Part A's are; ``seed`` also seeds the
+        split (one seed, as the CLI has always had)."""
+        updates = coerce_flat(params, PARTB_KEYS, "Part B")
         base = base or cls()
-        top = {k: params[k] for k in STRATEGY_KEYS if k in params}
-        data = dataclasses.replace(base.data, **{k: params[k] for k in DATA_KEYS if k in params})
-        if "seed" in params:  # one seed for the split and the training, as the CLI does
-            data = dataclasses.replace(data, seed=params["seed"])
-        train = dataclasses.replace(base.train, **{k: params[k] for k in TRAIN_KEYS if k in params})
-        return dataclasses.replace(base, **top, data=data, train=train)
+        data = dataclasses.replace(base.data, **updates["data"])
+        if "seed" in updates["train"]:
+            data = dataclasses.replace(data, seed=updates["train"]["seed"])
+        train = dataclasses.replace(base.train, **updates["train"])
+        return dataclasses.replace(base, **updates["top"], data=data, train=train)
 
 
 @dataclass(frozen=True)

@@ -1,40 +1,12 @@
 """Fine-tuning strategies as small objects with Lightning-style hooks (``BackboneFinetuning``).
 
-Why objects and not flags: which parameters train, at what learning rate, and when that changes is
-one decision per strategy; the trainer only calls three hooks and never needs to know which one runs:
-
-* ``setup(model)`` before the optimizer exists: freeze everything that must not train at epoch 0;
-* ``param_groups(model, lr)``: the optimizer's groups at epoch 0 (the new head at ``lr``, unfrozen
-  backbone blocks at ``lr * backbone_lr_mult`` — discriminative learning rates — or, with
-  ``layer_decay``, block ``i`` of ``n`` (input → output) at ``lr * layer_decay ** (n - i)``: timm's
-  ``--layer-decay``, so the top block gets ``lr * layer_decay`` and the stem the smallest LR);
-* ``on_epoch_start(epoch, model, optimizer)`` after ``model.train()``: frozen blocks (and so their
-  BatchNorm running statistics) go back to eval mode; ``gradual`` unfreezes blocks here by *adding* an
-  optimizer parameter group, never by rebuilding the optimizer (its state for the head is kept);
-* ``epoch_view(epoch, model, loaders, ...)``: while only the head trains, the cached-feature view of
-  :mod:`core.finetune.feature_cache` (same result, a fraction of the cost), or None.
-
-Strategies (blocks per family: :mod:`core.model.backbones`):
-
-==========  ===================================================================================
-``head``    only the new head trains; the backbone is a fixed feature extractor
-``top-k``   the last ``k`` blocks and the head train
-``full``    everything trains: backbone at ``lr * backbone_lr_mult`` (default 0.1), head at ``lr``
-``gradual`` the head first; one more block (from the top) every ``unfreeze_every`` epochs
-``lp-ft``   LP-FT (Kumar et al., ICLR 2022): a linear probe (head only) for ``lp_epochs``, then
-            everything fine-tunes from that head at ``lr * backbone_lr_mult``, so a random head does
-            not distort the features
-``layer-    everything trains with layer-wise LR decay (``layer_decay``, default 0.75)
-decay``
-==========  ===================================================================================
-
-Epochs are 0-based, as ``core.train.trainer.fit`` counts them: ``gradual`` trains ``epoch // unfreeze_every``
-blocks at epoch ``epoch``. ``bn_eval=True`` keeps *every* BatchNorm in eval mode, even in trained
-blocks — the right choice for weights with folded BatchNorm (the shared MobileNetV2, see its
-PROVENANCE.md). Biases and norm weights get no weight decay (as ``core.train.optim.default_param_groups``).
-
-A strategy is found by name in :data:`STRATEGIES` (name -> factory(options, common)); a new one is a subclass
-and one line: ``STRATEGIES["mine"] = lambda options, common: Mine(**common)``, or ``@register_strategy("mine")``.
+Objects, not flags: which parameters train, at what learning rate and when that changes is one decision per
+strategy, and the trainer only calls the hooks: ``setup`` (freeze, before the optimizer exists),
+``param_groups`` (discriminative or layer-decayed LRs), ``on_epoch_start`` (frozen BatchNorm back to eval;
+``gradual`` *adds* an optimizer group rather than rebuilding the optimizer, so the head's state is kept) and
+``epoch_view`` (the cached-feature view while only the head trains). Epochs are 0-based, as ``fit`` counts
+them. The strategies and their options: docs/partB.md. A new one is a subclass and
+``@register_strategy("mine")``.
 """
 
 from __future__ import annotations

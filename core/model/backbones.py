@@ -1,44 +1,12 @@
 """Pretrained torchvision backbones by name, with the 1000-way ImageNet head replaced.
 
-Why a module of its own: Part B needs three things from torchvision that must agree with each other —
-the network (``torchvision.models.get_model``), its weights (the weights enum: torch hub download, or a
-state dict on disk) and the preprocessing those weights were trained with (the enum's ``transforms()``).
-This module owns that agreement; :mod:`core.finetune.strategies` only sees the resulting :class:`BackboneLayout`.
-
-Weights (``build_backbone``):
-
-* ``weights="DEFAULT"`` (or an enum name such as ``"IMAGENET1K_V1"``): torchvision's own file in the
-  torch hub cache, ``$TORCH_HOME/hub/checkpoints/<basename of weights.url>``. A cached file is used as is;
-  otherwise it is downloaded (torchvision's SHA-256 prefix check). With no network the build fails —
-  before any training — with :class:`WeightsUnavailableError` naming the exact file to place.
-* ``weights_file=PATH``: a ``state_dict`` of the stock torchvision model *with its 1000-class head*,
-  loaded strictly before the head is replaced.
-* ``weights=None`` / ``"none"``: random initialisation (also how a checkpoint rebuilds the model).
-
-Blocks — the units ``top-k`` and ``gradual`` unfreeze, listed input → output. Blocks plus the head
-cover every parameter exactly once (``check_layout``):
-
-=================  ====================================================  ===================
-family (archs)     blocks                                                head
-=================  ====================================================  ===================
-vgg (vgg11..19,    conv1..conv5 (``features`` split after each MaxPool), ``classifier[6]``
-_bn)               fc6 (``classifier[0:3]``), fc7 (``classifier[3:6]``)
-alexnet            conv1..conv5 (each conv with its ReLU/MaxPool),       ``classifier[6]``
-                   fc6 (``classifier[0:3]``), fc7 (``classifier[3:6]``)
-resnet (resnet*,   stem (``conv1``, ``bn1``), layer1..layer4             ``fc``
-resnext*, wide_*)
-mobilenet_v2       ``features[0]`` .. ``features[18]``                   ``classifier[1]``
-mobilenet_v3       ``features[i]``, pre_logits (``classifier[0:3]``)     ``classifier[3]``
-efficientnet       ``features[0]`` .. ``features[-1]`` (B0-B7 and V2)    ``classifier[1]``
-convnext           stem, stage1, stage2..4 (downsample + stage; the      ``classifier[2]``
-                   last also holds the final LayerNorm)
-vit                embed (patch conv, class token, position embedding),  ``heads.head``
-                   encoder_layer_0 .. _N-1 (the last with ``encoder.ln``)
-=================  ====================================================  ===================
-
-Preprocessing follows the weights' ``transforms()`` (crop size, resize size, mean, std); a smaller
-``image_size`` (CPU runs) keeps the same resize/crop ratio. torchvision resizes EfficientNet inputs
-bicubically, :mod:`core.data.preprocess` always bilinearly: a small, accepted difference.
+A module of its own because three things from torchvision must agree: the network (``get_model``), its
+weights (torch hub cache or download, a state dict on disk, or none) and the preprocessing those weights were
+trained with (the enum's ``transforms()``). :mod:`core.finetune.strategies` only sees the resulting
+:class:`BackboneLayout`: the blocks ``top-k`` and ``gradual`` unfreeze, which with the head cover every
+parameter exactly once (``check_layout``). Weights that are neither cached nor downloadable fail before any
+training with :class:`WeightsUnavailableError`, naming the file to place. The blocks of each family:
+docs/partB.md.
 """
 
 from __future__ import annotations

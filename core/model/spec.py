@@ -1,18 +1,11 @@
 """Pure description of the Part A CNN: five conv blocks and a dense head, with shape inference.
 
-The architecture is data (as in torchvision's VGG configs) so that counting, building, logging and
-checkpointing all read the same object. This module imports no torch: a spec can be validated,
-counted and stored before any tensor exists, and errors surface at construction time.
-
-Layer order in a block: ``conv(k×k, padding=k//2) → [batch norm] → activation → max-pool``.
-
-Padding rule: every conv pads ``k // 2`` pixels on each side, so for odd ``k`` the map keeps its size
-("same"), and for even ``k`` it grows by one pixel (``H + 2*(k//2) - k + 1 = H + 1``) before pooling.
-Pooling uses floor division: ``H_out = (H - pool_size) // pool_stride + 1``, and a map smaller than the
-pool window is an error (the feature map would vanish).
-
-Head: ``flatten → linear(dense_units) → activation → dropout → linear(num_classes)``. Dropout is
-applied once, in the head, where it regularises the dense layer that holds most of the parameters.
+The architecture is data (as in torchvision's VGG configs), so counting, building, logging and checkpointing
+read the same object; no torch here, so a spec is validated, counted and stored before any tensor exists. A block
+is ``conv(k×k, padding=k//2) → [BN] → activation → max-pool``: odd ``k`` keeps the map's size, even ``k`` grows it
+by one pixel; pooling floors, and a map smaller than the pool window is an error. The head is
+``flatten → linear(dense_units) → activation → dropout → linear(num_classes)``: dropout once, where it
+regularises the dense layer that holds most of the parameters.
 """
 
 from __future__ import annotations

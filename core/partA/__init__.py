@@ -2,7 +2,22 @@
 and ``run_partA``.
 """
 
-from core.partA.config import RECOMMENDED_DATA, RECOMMENDED_TRAIN, WEIGHT_DECAY_FOR
-from core.partA.run import FLAT_KEYS, PartAConfig, run_partA
+from core.partA.config import (
+    FLAT_KEYS,
+    MODEL_KEYS,
+    RECOMMENDED_DATA,
+    RECOMMENDED_TRAIN,
+    WEIGHT_DECAY_FOR,
+    Coercer,
+    PartAConfig,
+    as_bool,
+    as_float,
+    as_int,
+    as_str,
+    coerce_flat,
+    optional,
+)
+from core.partA.run import run_partA
 
-__all__ = ["RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "WEIGHT_DECAY_FOR", "FLAT_KEYS", "PartAConfig", "run_partA"]
+__all__ = ["FLAT_KEYS", "MODEL_KEYS", "RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "WEIGHT_DECAY_FOR", "Coercer",
+           "PartAConfig", "as_bool", "as_float", "as_int", "as_str", "coerce_flat", "optional", "run_partA"]

@@ -1,12 +1,9 @@
 # ruff: noqa: N999  (module named after the assignment part)
-"""``PartAConfig``: everything one Part A run needs (CNN knobs + DataConfig + TrainConfig), and its flat form.
+"""``PartAConfig``: one Part A run (CNN knobs + DataConfig + TrainConfig), and its flat form.
 
-Sweeps and the CLI speak in *flat* keys (``lr``, ``filters``, ``batch_size``, ...), the code in typed
-nested dataclasses. :meth:`PartAConfig.from_flat` is the one bridge: it knows which section every
-key belongs to, coerces what sweep files and YAML produce (``"1e-3"`` strings, ``3.0`` for an int,
-``"true"`` for a bool, ``"32,64,64,128,128"`` for a custom organisation) and validates the result
-at construction (the spec is built once with ``make_spec``, so a bad kernel/size mix fails here,
-before any data is loaded). Unknown keys are errors that list the known ones.
+Sweeps and the CLI speak in flat keys (``lr``, ``filters``, ...). :func:`coerce_flat` is the one bridge, shared
+with Part B's config: it coerces what sweep files and YAML produce (``"1e-3"``, ``3.0`` for an int, ``"true"``,
+``"32,64,64,128,128"``) and refuses unknown keys, listing the known ones.
 """
 
 from __future__ import annotations
@@ -21,12 +18,14 @@ from core.data import DataConfig
 from core.model import CNNSpec, make_spec
 from core.train import TrainConfig
 
-__all__ = ["FLAT_KEYS", "MODEL_KEYS", "RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "WEIGHT_DECAY_FOR", "PartAConfig"]
+__all__ = ["FLAT_KEYS", "MODEL_KEYS", "RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "WEIGHT_DECAY_FOR", "Coercer",
+           "PartAConfig", "as_bool", "as_float", "as_int", "as_str", "coerce_flat", "optional"]
 
+Coercer = Callable[[str, Any], Any]  # (flat key, value) -> the typed value, or a ValueError naming the key
 MODEL_KEYS = ("filters", "organisation", "kernel_size", "activation", "batch_norm", "dropout", "dense_units")
 
 
-def _int(key: str, v: Any) -> int:
+def as_int(key: str, v: Any) -> int:
     if isinstance(v, bool):
         raise ValueError(f"{key}: expected an integer, got {v!r}")
     if isinstance(v, float) and v.is_integer():
@@ -38,7 +37,7 @@ def _int(key: str, v: Any) -> int:
     return v
 
 
-def _float(key: str, v: Any) -> float:
+def as_float(key: str, v: Any) -> float:
     if isinstance(v, bool):
         raise ValueError(f"{key}: expected a number, got {v!r}")
     try:
@@ -47,7 +46,7 @@ def _float(key: str, v: Any) -> float:
         raise ValueError(f"{key}: expected a number, got {v!r}") from None
 
 
-def _bool(key: str, v: Any) -> bool:
+def as_bool(key: str, v: Any) -> bool:
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, float)) and v in (0, 1):
@@ -57,13 +56,13 @@ def _bool(key: str, v: Any) -> bool:
     raise ValueError(f"{key}: expected true/false, got {v!r}")
 
 
-def _str(key: str, v: Any) -> str:
+def as_str(key: str, v: Any) -> str:
     if not isinstance(v, str):
         raise ValueError(f"{key}: expected a string, got {v!r}")
     return v.strip().lower()
 
 
-def _optional(coerce: Callable[[str, Any], Any], zero_is_none: bool = False) -> Callable[[str, Any], Any]:
+def optional(coerce: Coercer, zero_is_none: bool = False) -> Coercer:
     def inner(key: str, v: Any) -> Any:
         if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "null", "")):
             return None
@@ -78,16 +77,19 @@ def _int_or_list(key: str, v: Any) -> int | tuple[int, ...]:
     if isinstance(v, str) and "," in v:
         v = [part for part in v.split(",")]
     if isinstance(v, (list, tuple)):
-        return tuple(_int(f"{key}[{i}]", x) for i, x in enumerate(v))
-    return _int(key, v)
+        return tuple(as_int(f"{key}[{i}]", x) for i, x in enumerate(v))
+    return as_int(key, v)
 
 
 def _organisation(key: str, v: Any) -> str | tuple[int, ...]:
     if isinstance(v, str) and "," not in v:
         return v.strip().lower()
-    value = _int_or_list(key, v)
-    if isinstance(value, int):
-        raise ValueError(f"{key}: expected same|double|half or a list of 5 channel counts, got {v!r}")
+    try:
+        value = _int_or_list(key, v)
+    except ValueError:
+        value = None
+    if not isinstance(value, tuple):
+        raise ValueError(f"{key} {v!r}: expected same|double|half or 5 comma-separated integers")
     return value
 
 
@@ -97,7 +99,7 @@ def _float_pair(key: str, v: Any) -> tuple[float, float]:
         v = [part for part in v.split(",")]
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise ValueError(f"{key}: expected two numbers (min, max), got {v!r}")
-    return (_float(f"{key}[0]", v[0]), _float(f"{key}[1]", v[1]))
+    return (as_float(f"{key}[0]", v[0]), as_float(f"{key}[1]", v[1]))
 
 
 def _path(key: str, v: Any) -> Path:
@@ -108,56 +110,70 @@ def _path(key: str, v: Any) -> Path:
 
 # flat key -> (section, field, coercer). "device" is the training device; run_partA gives the data loaders
 # the resolved one (pinned memory, workers), so DataConfig.device needs no flat key.
-FLAT_KEYS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
-    "filters": ("model", "filters", _int),
+FLAT_KEYS: dict[str, tuple[str, str, Coercer]] = {
+    "filters": ("model", "filters", as_int),
     "organisation": ("model", "organisation", _organisation),
     "kernel_size": ("model", "kernel_size", _int_or_list),
-    "activation": ("model", "activation", _str),
-    "batch_norm": ("model", "batch_norm", _bool),
-    "dropout": ("model", "dropout", _float),
-    "dense_units": ("model", "dense_units", _int),
-    "data_dir": ("data", "data_dir", _optional(_path)),
-    "image_size": ("data", "image_size", _int),
-    "resize_size": ("data", "resize_size", _optional(_int)),
-    "val_fraction": ("data", "val_fraction", _float),
-    "split_seed": ("data", "seed", _int),
-    "batch_size": ("data", "batch_size", _int),
-    "num_workers": ("data", "num_workers", _optional(_int)),
-    "augment": ("data", "augment", _bool),
-    "augment_policy": ("data", "augment_policy", _str),
-    "random_erasing": ("data", "random_erasing", _float),
-    "pipeline": ("data", "pipeline", _str),
-    "augment_device": ("data", "augment_device", _str),
+    "activation": ("model", "activation", as_str),
+    "batch_norm": ("model", "batch_norm", as_bool),
+    "dropout": ("model", "dropout", as_float),
+    "dense_units": ("model", "dense_units", as_int),
+    "data_dir": ("data", "data_dir", optional(_path)),
+    "image_size": ("data", "image_size", as_int),
+    "resize_size": ("data", "resize_size", optional(as_int)),
+    "val_fraction": ("data", "val_fraction", as_float),
+    "split_seed": ("data", "seed", as_int),
+    "batch_size": ("data", "batch_size", as_int),
+    "num_workers": ("data", "num_workers", optional(as_int)),
+    "augment": ("data", "augment", as_bool),
+    "augment_policy": ("data", "augment_policy", as_str),
+    "random_erasing": ("data", "random_erasing", as_float),
+    "pipeline": ("data", "pipeline", as_str),
+    "augment_device": ("data", "augment_device", as_str),
     "crop_scale": ("data", "crop_scale", _float_pair),
-    "train_decode_ratio": ("data", "train_decode_ratio", _float),
-    "normalization": ("data", "normalization", _str),
-    "max_per_class": ("data", "max_per_class", _optional(_int)),
-    "epochs": ("train", "epochs", _int),
-    "optimizer": ("train", "optimizer", _str),
-    "lr": ("train", "lr", _float),
-    "weight_decay": ("train", "weight_decay", _float),
-    "momentum": ("train", "momentum", _float),
-    "nesterov": ("train", "nesterov", _bool),
-    "scheduler": ("train", "scheduler", _str),
-    "warmup_epochs": ("train", "warmup_epochs", _float),
-    "step_size": ("train", "step_size", _optional(_int)),
-    "gamma": ("train", "gamma", _float),
-    "plateau_patience": ("train", "plateau_patience", _int),
-    "label_smoothing": ("train", "label_smoothing", _float),
-    "mixup_alpha": ("train", "mixup_alpha", _float),
-    "cutmix_alpha": ("train", "cutmix_alpha", _float),
-    "ema_decay": ("train", "ema_decay", _float),
-    "tta": ("train", "tta", _bool),
-    "grad_clip": ("train", "grad_clip", _optional(_float, zero_is_none=True)),
-    "patience": ("train", "patience", _optional(_int, zero_is_none=True)),
-    "min_delta": ("train", "min_delta", _float),
-    "monitor": ("train", "monitor", _str),
-    "seed": ("train", "seed", _int),
-    "amp": ("train", "amp", _str),
-    "channels_last": ("train", "channels_last", _str),
-    "compile": ("train", "compile", _str),
-    "device": ("train", "device", _str),
+    "train_decode_ratio": ("data", "train_decode_ratio", as_float),
+    "normalization": ("data", "normalization", as_str),
+    "max_per_class": ("data", "max_per_class", optional(as_int)),
+    "epochs": ("train", "epochs", as_int),
+    "optimizer": ("train", "optimizer", as_str),
+    "lr": ("train", "lr", as_float),
+    "weight_decay": ("train", "weight_decay", as_float),
+    "momentum": ("train", "momentum", as_float),
+    "nesterov": ("train", "nesterov", as_bool),
+    "scheduler": ("train", "scheduler", as_str),
+    "warmup_epochs": ("train", "warmup_epochs", as_float),
+    "step_size": ("train", "step_size", optional(as_int)),
+    "gamma": ("train", "gamma", as_float),
+    "plateau_patience": ("train", "plateau_patience", as_int),
+    "label_smoothing": ("train", "label_smoothing", as_float),
+    "mixup_alpha": ("train", "mixup_alpha", as_float),
+    "cutmix_alpha": ("train", "cutmix_alpha", as_float),
+    "ema_decay": ("train", "ema_decay", as_float),
+    "tta": ("train", "tta", as_bool),
+    "grad_clip": ("train", "grad_clip", optional(as_float, zero_is_none=True)),
+    "patience": ("train", "patience", optional(as_int, zero_is_none=True)),
+    "min_delta": ("train", "min_delta", as_float),
+    "monitor": ("train", "monitor", as_str),
+    "seed": ("train", "seed", as_int),
+    "amp": ("train", "amp", as_str),
+    "channels_last": ("train", "channels_last", as_str),
+    "compile": ("train", "compile", as_str),
+    "device": ("train", "device", as_str),
 }
+
+
+def coerce_flat(params: Mapping[str, Any], keys: Mapping[str, tuple[str, str, Coercer]],
+                what: str) -> dict[str, dict[str, Any]]:
+    """``{section: {field: typed value}}`` for flat ``params`` read through ``keys`` (key -> section, field,
+    coercer); an unknown key is a ValueError listing the known ones."""
+    unknown = sorted(str(k) for k in params if k not in keys)
+    if unknown:
+        raise ValueError(f"unknown {what} parameter(s) {unknown}; known keys: {sorted(keys)}")
+    out: dict[str, dict[str, Any]] = {section: {} for section, _, _ in keys.values()}
+    for key, value in params.items():
+        section, name, coerce = keys[key]
+        out[section][name] = coerce(key, value)
+    return out
 
 
 # The recommended Part A recipe is PartAConfig's defaults, so partA_train.py, every sweep trial and the demo get
@@ -235,13 +251,7 @@ class PartAConfig:
         inherit AdamW's decoupled 0.05 as an L2 penalty.
         """
         base = base if base is not None else cls()
-        unknown = sorted(str(k) for k in params if k not in FLAT_KEYS)
-        if unknown:
-            raise ValueError(f"unknown Part A parameter(s) {unknown}; known keys: {sorted(FLAT_KEYS)}")
-        updates: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
-        for key, value in params.items():
-            section, name, coerce = FLAT_KEYS[key]
-            updates[section][name] = coerce(key, value)
+        updates = coerce_flat(params, FLAT_KEYS, "Part A")
         data = replace(base.data, **updates["data"])
         opt = updates["train"].get("optimizer")
         if opt is not None and "weight_decay" not in updates["train"] \

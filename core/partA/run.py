@@ -1,23 +1,11 @@
 # ruff: noqa: N999  (module named after the assignment part)
 """One Part A run, composed: data → spec → model → counts → fit → test evaluation → run folder.
 
-``run_partA`` is what ``experiments/partA_train.py`` and every sweep trial call. The run folder gets::
-
-    config.yaml        resolved config: PartAConfig, spec, class names, preprocessing, params, FLOPs, data sizes
-    split.json         the exact train/val/test file lists (+ skipped.txt for undecodable files)
-    metrics.jsonl      one line per epoch (core.train.trainer.fit)
-    best.pt, last.pt   checkpoints (core.train.checkpoint); best.pt also records test metrics once computed
-    test_metrics.json  test accuracy/loss of best.pt (not written for a pruned or stopped run)
-    wandb/             the offline W&B run, when tracking is offline
-
-The test split (the dataset's ``val/`` folder) is evaluated once, with the best-validation
-checkpoint, after training; it never influences selection. A run stopped by ``on_epoch_end`` (a
-sweep prune) or by ``stop`` (a ``core.train.StopRequest``: W&B's stop signal) skips the test
-evaluation, since its number would only be a temptation; its W&B run is tagged ``stopped``.
-
-The W&B run's config is the resolved config of ``config.yaml``: every flat trainer key at the top level
-(the names a sweep's parameters use), plus the parameter count, FLOPs, classes, split sizes,
-preprocessing, the spec and versions.
+``run_partA`` is what ``experiments/partA_train.py`` and every sweep trial call; the run folder's files are in
+docs/CONTRACTS.md. The test split is evaluated once, with the best-validation checkpoint, after training, and
+never influences selection; a run stopped by a prune or by ``stop`` skips it (its number would only be a
+temptation) and its W&B run is tagged ``stopped``. The W&B run's config is ``config.yaml``'s: every flat key at
+the top level (the names a sweep's parameters use), plus counts, classes, split sizes and preprocessing.
 """
 
 from __future__ import annotations
@@ -36,7 +24,7 @@ from core.data import make_loaders
 from core.devices import resolve_device
 from core.explain import evaluate_best_on_test
 from core.model import build_cnn, count_flops, count_params
-from core.partA.config import FLAT_KEYS, PartAConfig
+from core.partA.config import PartAConfig
 from core.runfiles import masked_argv, own_run_folder, write_yaml
 from core.train import (
     EpochStats,
@@ -49,7 +37,7 @@ from core.train import (
     stop_after_training,
 )
 
-__all__ = ["FLAT_KEYS", "PartAConfig", "run_partA"]
+__all__ = ["run_partA"]
 
 log = logging.getLogger(__name__)
 

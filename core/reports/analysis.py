@@ -1,21 +1,11 @@
 """What a sweep's results say: per-parameter effects, importance, correlation, and written observations.
 
-Statistics (numpy only, computed from the finished trials, never written by hand):
-
-* **Importance** = the share of the metric's variance explained by a parameter alone, as an adjusted
-  one-way ANOVA effect size ε² = (SS_between − (k−1)·MS_within) / SS_total, clipped at 0. Categorical
-  parameters group by value; numeric ones by up to 4 quantile bins. The adjustment matters with a few
-  dozen trials, where the raw η² of a many-valued parameter is near 1 by chance. (W&B's panel fits a
-  random forest instead; with tens of runs both are rough guides, and ε² needs no extra dependency.)
-* **Correlation** = Pearson r between the metric and the value (log10 of it for log-scaled
-  parameters); for a categorical parameter one r per value (its 0/1 indicator), as W&B shows.
-* **Trend** of a numeric parameter = Spearman rank correlation ρ, reported only when |ρ| exceeds the 95%
-  chance level for that many trials (1.96/√(n−1)) and 0.3.
-
-Per-parameter statistics use COMPLETE trials (pruned ones trained fewer epochs). Every observation says
-how many trials back it: a comparison of two values rests on the smaller of the two groups, so "silu gave
-0.53 (1 trial)" has a support of 1, and a claim resting on fewer than :data:`ANECDOTAL_BELOW` trials is
-flagged *anecdotal* (the report shows it apart from the rest).
+Numpy only, from the finished (COMPLETE) trials, never written by hand. Importance is the adjusted one-way ANOVA
+effect size ε² — with a few dozen trials the raw η² of a many-valued parameter is near 1 by chance — rather than
+W&B's random forest, which needs a dependency and is as rough with tens of runs. Correlation is Pearson r (log10
+for log-scaled parameters, one per value for a categorical, as W&B shows); a trend is Spearman ρ, reported only
+above the 95% chance level and 0.3. Every observation says how many trials back it, and one resting on fewer than
+:data:`ANECDOTAL_BELOW` is flagged *anecdotal*.
 """
 
 from __future__ import annotations

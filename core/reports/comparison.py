@@ -1,13 +1,9 @@
 """Part B's strategy comparison: ``comparison.csv``, ``comparison.md``, ``accuracy_curves.png`` and ``comparison.html``.
 
-One :class:`ComparisonRow` per run (a strategy's Part B run, or a Part A run's row). The page is in the style
-of the sweep report.
-
-Why: ``comparison.md`` is for pasting into a write-up; the page answers the questions behind it at a glance
-(which strategy won on the test set and by how much over Part A from scratch, what each one trained, how
-long an epoch took) and links each run's folder, its ``test_metrics.json`` and its evaluation page when
-``partA_evaluate`` has written one. The figure is the same ``accuracy_curves.png`` the W&B run gets. Built with
-:mod:`core.reports.pages`; :mod:`core.finetune.compare` runs the strategies and hands over the rows.
+One :class:`ComparisonRow` per run (a strategy's Part B run, or a Part A run's row). ``comparison.md`` is for a
+write-up; the page answers at a glance which strategy won on the test set and by how much over Part A from
+scratch, what each trained and how long an epoch took, with links to each run's files and evaluation page.
+:mod:`core.finetune.compare` runs the strategies and hands over the rows.
 """
 
 from __future__ import annotations

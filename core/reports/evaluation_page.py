@@ -1,14 +1,9 @@
 """``evaluation.html``: the Part A evaluation as one page a person reads (test metrics and every figure).
 
-Why a page: ``partA_evaluate`` writes six PNGs and three JSON files; the page puts them in reading order
-with the numbers that explain them: the test accuracy and its count, per-class accuracy with the class each
-one is most often mistaken for, the confusion matrix, the 10×3 prediction grid and Grad-CAM on the same
-images, the CONV1 filters and feature maps, and guided backprop on CONV5 with the method actually used
-(a warning when it is not guided backprop on the trained model). Figures that were skipped (a Part B
-backbone has no CONV1..CONV5) are named with the reason instead of leaving gaps.
-
-It links back to the sweep report (or run folder) the checkpoint came from, and the sweep report links here
-(:func:`core.reports.sweep_report.evaluation_page`). Built with :mod:`core.reports.pages`.
+``partA_evaluate`` writes six PNGs and three JSON files; the page puts them in reading order with the numbers
+that explain them, says which attribution method actually ran (a warning when it is not guided backprop on the
+trained model), and names skipped figures with the reason instead of leaving gaps. It links back to the sweep
+report or run folder the checkpoint came from, which links here.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """Interactive sweep figures (plotly) for ``report.html``: hover a line, brush an axis, zoom, hide a series.
 
-Why: W&B's sweep page and ``optuna-dashboard`` let people explore a sweep; the offline report should too,
-without a server or network. The PNGs of :mod:`core.reports.sweep_plots` stay (README and papers use them); these
-figures draw the same records and the same statistics (:mod:`core.reports.analysis`), never new ones.
-
-``optuna.visualization`` draws the optimisation history. It works on a study, so :func:`study_from_records`
-builds an in-memory one from the records, which serves both backends alike (the ``wandb`` backend has no
-Optuna study, and the ``local`` backend's study also holds discarded and crashed attempts that are not
-results). A PRUNED trial with a value counts as a result, as everywhere in the report, so it enters the study
-as COMPLETE; trial numbers are kept (gaps are filled with FAIL placeholders, which no figure draws). The other
-figures are built here from the records, because they show what Optuna's cannot: a parcoords whose axes can
-be brushed to filter and dragged to reorder (Optuna 5 draws parallel coordinates as plain lines, Optuna 4 as
-a parcoords: one look whatever is installed), ε² and Pearson r with their trial counts, the trial's creation
-time, and which trials hyperband stopped.
+The offline report should be explorable as W&B's sweep page is, without a server; the figures draw the same
+records and statistics as the PNGs, never new ones. ``optuna.visualization`` draws the history from an in-memory
+study built from the records (:func:`study_from_records`), which serves both backends and leaves out discarded
+attempts; a PRUNED trial with a value counts as a result. The others are built here because Optuna's cannot
+show them the same way across versions: a brushable parcoords, ε² and r with their trial counts, hyperband stops.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
 """The page kit: HTML pages a person reads (sweep report, evaluation, Part B comparison) in one look.
 
-Why one module (with ``save_figure``, which writes every PNG atomically): the three pages are read side by side
-and link to each other, so they share a stylesheet, number formats and the rules that keep them readable in a
-1280–1600 px browser window without sideways scrolling:
-
-* tables never grow wider than the page: a table with more than :data:`MAX_COLUMNS` columns is transposed
-  (one column per row) or wrapped (several tables repeating the key columns) by :func:`table`, long headers
-  break after ``.`` and ``_``, long values (paths, errors) wrap, and a number with its unit never breaks
-  (``19.4 s``, ``6.8 MFLOPs`` use a no-break space); words are not broken inside (``overflow-wrap:
-  anywhere`` would let the table squeeze ``trial`` into ``tria|l``), so the per-element width check of the
-  browser test is what guards the column budget;
-* figures are PNGs embedded as ``data:`` URIs (the page works as a single file, e.g. mailed) with a relative
-  link to the PNG beside the page; file names are relative links, so a copied run folder keeps working;
-* interactive figures are plotly figures; plotly.js is inlined once per page (no CDN, no network), and only
-  on pages that have such a figure (it weighs ~4.8 MB).
-
-Counts go through :func:`core.model.format_count` (``410698 -> '410.7K'``) with a space before the unit
-(``410.7 K``, ``10.4 MFLOPs``), the exact integer in the tooltip.
+One module (with ``save_figure``, which writes every PNG atomically) because the pages are read side by side
+and share a stylesheet, number formats and the rules that keep them readable in a 1280–1600 px window without
+sideways scrolling: :func:`table` transposes or wraps tables wider than :data:`MAX_COLUMNS`, numbers never break
+from their units, words never break inside; figures are embedded PNGs (a page works as a single file) with a
+relative link to the file; plotly.js is inlined once, only on pages with an interactive figure (no network).
+Counts go through :func:`core.model.format_count` with the exact integer in the tooltip.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """A sweep's results as rows: one :class:`TrialRecord` per trial, ``results.csv``, ``best.pt``, ``best_config.yaml``.
 
-Each sweep backend reads its records (``SweepBackend.run``): the ``local`` one from its Optuna study, the
-``wandb`` one from the ``trial.json`` files this machine wrote. Trials a worker discarded before training
-(budget already claimed, duplicate point) are not results and are left out.
-
-The best trial is the best value of the sweep metric among COMPLETE and PRUNED trials (a pruned trial
-trained fewer epochs, but its checkpoint is real); ties go to the earlier trial.
-
-The accuracy–cost front (:func:`pareto_front`, ``results.csv``'s ``pareto`` column): among those trials, the ones
-no other trial beats on all three of the metric, FLOPs and parameters at once (at least as good on each,
-better on one); equal trials are all on it.
+Each backend reads its own records; trials discarded before training are not results. The best trial is the best
+metric among COMPLETE and PRUNED trials (a pruned trial's checkpoint is real), ties to the earlier one. The
+accuracy–cost front (:func:`pareto_front`) holds the trials no other beats on metric, FLOPs and parameters at once.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
-"""Sweep figures (matplotlib, Agg, no pyplot): the panels the assignment asks for, as PNGs.
+"""Sweep figures (matplotlib, Agg, no pyplot): the panels the assignment asks for, as PNGs (listed in
+docs/reports.md).
 
-* ``metric_vs_time.png``: the sweep metric against each trial's creation time (W&B's default sweep chart),
-  with the best-so-far line.
-* ``parallel_coordinates.png``: one axis per searched parameter plus the metric; one line per trial,
-  coloured by the metric (bright = good).
-* ``importance.png``: parameter importance (ε²) and correlation with the metric (W&B's panel).
-* ``optimization_history.png``: metric by trial number, best so far (Optuna's history plot).
-* ``learning_curves.png``: the metric per epoch for every trial (shows where hyperband stopped trials).
-* ``cost_front.png``: the metric against FLOPs and against parameters, the accuracy–cost front
-  (:func:`core.reports.results.pareto_front`) marked and numbered.
-
-Figures draw what :mod:`core.reports.analysis` and the records hold; they compute no statistics. A figure with
-nothing to draw (no finished trial, fewer than 2 for importance, no per-epoch values) is not written at
-all: an empty placeholder PNG tells a reader nothing the report's text does not.
+Figures draw what :mod:`core.reports.analysis` and the records hold and compute no statistics. A figure with
+nothing to draw is not written at all: an empty placeholder tells a reader nothing the report's text does not.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """``report.html``: the page a person reads after a sweep, offline, in any browser at 1280–1600 px.
 
-Order follows the questions people ask: did anything fail (first error, count, trial folder), which trial
-won and with what (metric, parameters, formatted params/FLOPs, links to its folder, ``best.pt`` and its
-evaluation page when one exists), what the sweep says (observations with their support; those resting on
-fewer than 3 trials apart as anecdotal), then the interactive figures (:mod:`core.reports.interactive`), the
-top runs, every trial, the static PNGs (:mod:`core.reports.sweep_plots`), the files and the mapping notes.
-
-A sweep without any result shows the failure summary and the tables, never empty placeholder figures. The
-page is built with :mod:`core.reports.pages` (shared with the evaluation and Part B comparison pages): relative
-links, PNGs embedded, plotly.js inline once, no network.
+Its order follows the questions people ask: did anything fail, which trial won and with what (links to its
+folder, ``best.pt`` and its evaluation page), what the sweep says (observations with their support, anecdotal
+ones apart), then the interactive figures, the top runs, every trial, the PNGs, the files and the mapping notes.
+A sweep without any result shows the failure summary and the tables, never empty placeholder figures.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """W&B sweep configuration in, a validated :class:`SweepConfig` out (no W&B, no Optuna, no torch).
 
-The file format is W&B's own (https://docs.wandb.ai/models/sweeps/sweep-config-keys), so one YAML runs
-unchanged on W&B's cloud (``--backend wandb``) or locally with Optuna (``--backend local``). Parsing is
-strict: an unknown key, distribution, a missing bound or ``min > max`` is a ``ValueError`` that quotes the
-key path (``parameters.optimizer.parameters.lr.max``) and what would be valid.
-
-Parameters (distributions, nesting and the flat-key rule) are parsed by :mod:`core.sweep.params`.
+W&B's own format, so one YAML runs on W&B's cloud or locally with Optuna. Parsing is strict: an unknown key or
+distribution, a missing bound or ``min > max`` is a ``ValueError`` quoting the key path and what would be valid.
+Parameters are parsed by :mod:`core.sweep.params`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Swept parameters of a W&B sweep config: :class:`ParamSpec` and the strict parser of ``parameters:``.
 
-Distribution inference follows W&B: ``values`` → categorical (``+ probabilities`` →
-categorical_w_probabilities), ``value`` → constant, integer ``min``/``max`` → int_uniform, other
-``min``/``max`` → uniform. ``log_uniform`` and ``q_log_uniform`` take bounds in natural-log space (as W&B);
-the ``*_values`` variants take the values themselves. Allowed keys per distribution are W&B's JSON schema
-(``additionalProperties: false``); anything else is a ValueError quoting the key path.
-
-Nested parameters (``parameters: {optimizer: {parameters: {name: ..., lr: ...}}}``) are flattened for
-the trainer by one rule: **a nested parameter's flat key is its leaf name, except a leaf called**
-``name`` **or** ``value``, **which stands for its group**. So ``optimizer.name`` → ``optimizer`` and
-``optimizer.lr`` → ``lr``. Two paths that land on the same flat key are an error naming both
-(checked in :func:`core.sweep.config.parse_sweep_config`).
+Distributions are inferred as W&B does (``values`` → categorical, integer ``min``/``max`` → int_uniform, ...;
+``log_uniform`` bounds in natural-log space), and the keys allowed per distribution are W&B's JSON schema: any
+other is a ValueError quoting its path. Nested parameters flatten by one rule: **the flat key is the leaf name,
+except a leaf called** ``name`` **or** ``value``, **which stands for its group** (``optimizer.name`` →
+``optimizer``, ``optimizer.lr`` → ``lr``); two paths on one key are an error naming both.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Part A sweeps: a W&B sweep config run on W&B (``wandb``) or locally with Optuna (``local``), then reported.
 
-``run_sweep(cfg, settings, trial_fn)`` is the one entry point. It picks the backend (``auto`` = ``wandb``
-when W&B credentials exist, else ``local``, and says why), checks before any training that every value
-the sweep can draw builds a valid trainer config, runs the trials, and writes ``runs/<name>/``:
-
-* ``results.csv`` – one row per trial (metric, other metrics, parameters, params/FLOPs, times, state)
-* ``best.pt`` / ``best_config.yaml`` – the best trial's checkpoint (copied atomically) and configuration
-* ``metric_vs_time.png``, ``parallel_coordinates.png``, ``importance.png``, ``optimization_history.png``,
-  ``learning_curves.png`` – the figures, and ``report.html``, one page with the observations (:mod:`core.reports`)
-* ``trials/<number>-<hash>/`` – each trial's run folder; ``optuna.db`` – the local backend's storage
-
-Module map: :mod:`core.sweep.config` (+ :mod:`core.sweep.params`) parse, :mod:`core.sweep.backend` is what a
-backend must do and the registry of backends (each in :mod:`core.sweep.backends`), :mod:`core.sweep.trial` is one
-trial, :mod:`core.reports` turns trials into outputs. :mod:`core.sweep.settings` holds :class:`SweepSettings`, the
-one settings object every backend and its processes read.
+``run_sweep(cfg, settings, trial_fn)`` is the one entry point: it picks the backend (``auto`` = ``wandb`` when
+W&B credentials exist, and says why), checks before any training that every value the sweep can draw builds a
+valid trainer config, runs the trials and writes ``runs/<name>/`` (results.csv, best.pt, best_config.yaml, the
+figures, report.html, ``trials/<number>-<hash>/``; docs/CONTRACTS.md). Parsing is :mod:`core.sweep.config`, the
+backends sit behind :mod:`core.sweep.backend`, one trial is :mod:`core.sweep.trial`, outputs are
+:mod:`core.reports`.
 """
 
 from __future__ import annotations

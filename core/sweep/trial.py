@@ -1,20 +1,11 @@
 """One sweep trial, independent of the backend: what it receives, what it returns, where it writes.
 
-Both backends hand a :class:`TrialRequest` to a *trial function* and get a ``core.train.RunResult`` back.
-The real ones are ``PartATrial`` and ``PartBTrial`` (:mod:`core.sweep.trials`); tests inject a cheap
-deterministic function of the parameters instead, so the search, storage, resume and report logic is tested without
-training. :func:`execute_trial` wraps any trial function with the bookkeeping every trial shares: its
-folder ``trials/<number>-<hash>/`` (hash of the parameter values, so a folder name says which point it
-ran) and a ``trial.json`` there that is rewritten atomically at start and end.
-
-A trial reports each epoch's metrics through ``request.report(epoch, metrics)``; a ``True`` answer means
-"stop now" (an Optuna/Hyperband prune), which the real trials turn into ``core.train.StopTraining``. A
-stop from outside (W&B's agent sends SIGTERM) arrives through ``request.stop``, a ``core.train.StopRequest``
-the run checks before every batch. Either way the trial ends PRUNED: its finished epochs are its result.
-
-While it runs, every log record of the process (INFO and up) also goes to the trial's ``trial.log``, a bar
-counts its epochs on a terminal, and its end is one INFO line marked ``progress`` (the line a sweep script
-keeps on the terminal while the rest goes to the log files).
+Both backends hand a :class:`TrialRequest` to a *trial function* and get a ``core.train.RunResult`` back:
+``PartATrial`` / ``PartBTrial`` (:mod:`core.sweep.trials`), or in tests a cheap function of the parameters, so
+search, storage, resume and report are tested without training. :func:`execute_trial` adds what every trial
+shares: its folder ``trials/<number>-<hash>/`` (the hash says which point it ran), an atomically rewritten
+``trial.json``, the process's log records in ``trial.log``. A prune (``request.report`` answering ``True``) or a
+stop from outside (``request.stop``) ends the trial PRUNED: its finished epochs are its result.
 """
 
 from __future__ import annotations

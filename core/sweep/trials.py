@@ -1,11 +1,9 @@
 """The real trial functions, side by side: a Part A CNN from scratch and a Part B fine-tuning run.
 
 Each is a small picklable object (worker processes receive it) holding what the sweep does not search
-(``base``: data folder, device, image size, ...). Called with a :class:`~core.sweep.trial.TrialRequest`, it
-builds the run's config from the request's flat keys, runs it in the trial's folder, reports every epoch to
-the sweep and stops the run (``StopTraining``) when the sweep's ``early_terminate`` prunes it. Both return
-the run's ``core.train.RunResult`` unchanged; its ``val_acc`` is the best epoch's (the kept ``best.pt``), and
-``test_acc`` is reported but never used for selection.
+(``base``). Called with a :class:`~core.sweep.trial.TrialRequest`, it builds the run's config from the flat keys,
+runs it in the trial's folder, reports every epoch and stops when the sweep prunes it; the ``RunResult`` comes
+back unchanged (``test_acc`` is reported, never used for selection).
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """Self-describing checkpoints: one ``.pt`` file rebuilds the model, its classes and its preprocessing.
 
-A checkpoint is a dict of tensors and plain Python data only, so it loads with
-``torch.load(path, weights_only=True)`` (no pickled classes, no code execution on load). Keys::
-
-    format        "inat-cnn/1"
-    model_desc    {"kind": "cnn", "spec": CNNSpec.to_dict()} | {"kind": "backbone", "arch": ..., "num_classes": ...}
-    state_dict    model weights (CPU, contiguous)
-    class_names   list[str]
-    preprocessing Preprocessing.to_dict()
-    train_config  dict (the TrainConfig and anything else the trainer wants to record)
-    metrics       dict (val_acc, epoch, ...)
-    epoch         int, epochs completed
-    optimizer     optimizer.state_dict() or None   (``last.pt`` only: resume)
-    scheduler     scheduler.state_dict() or None
-    extra         dict (RNG states, history, early-stopping state, ...)
-
-Writes are atomic (temporary file in the same folder + ``os.replace``), so a crash mid-save leaves
-the previous checkpoint intact. Loading a file that is not ours, or weights for a different
-model, raises :class:`CheckpointError` with a message that says what the file is.
+Tensors and plain Python data only, so it loads with ``torch.load(path, weights_only=True)`` (no code runs on
+load); the keys are listed in docs/CONTRACTS.md. Writes are atomic, so a crash mid-save leaves the previous
+checkpoint intact; a file that is not ours, or weights for another model, raise :class:`CheckpointError` saying
+what the file is.
 """
 
 from __future__ import annotations

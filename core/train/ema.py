@@ -1,20 +1,11 @@
 """An exponential moving average (EMA) of the weights: what validation, selection and ``best.pt`` use.
 
-Why: the last weights of a short, noisy run wander from batch to batch (the late-epoch swings of
-issue 15); their running average is a smoother, usually better model at no training cost. This is
-what ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn`` computes (the same
-``torch._foreach_lerp_`` update), with two differences that matter here: the step count lives in
-Python, so an update never syncs the host with a GPU (``AveragedModel`` tests ``n_averaged == 0`` on
-the device every step), and the decay warms up as TensorFlow's ``ExponentialMovingAverage`` with
-``num_updates`` does, so a run of a few hundred steps is not dominated by its random init::
-
-    d_t = min(decay, (1 + t) / (10 + t))      t = updates before this one (0, 1, 2, ...)
-    ema_0 = w_0 (the weights after the first optimizer step)
-    ema_t = d_t * ema_{t-1} + (1 - d_t) * w_t
-
-Buffers are averaged too (BatchNorm running statistics, as ``AveragedModel(use_buffers=True)``),
-except integer ones (``num_batches_tracked``), which are copied. The state (averaged weights and
-the update count) goes into ``last.pt``, so a resumed run continues the same average.
+The last weights of a short, noisy run wander from batch to batch (issue 15); their average is a smoother model
+at no training cost. The update is ``AveragedModel``'s (``torch._foreach_lerp_``) with two differences: the
+step count lives in Python, so an update never syncs the host with a GPU, and the decay warms up as
+TensorFlow's ``ExponentialMovingAverage(num_updates)`` does, ``d_t = min(decay, (1 + t) / (10 + t))``, so a
+short run is not dominated by its random init. Float buffers are averaged too, integer ones copied; the state
+goes into ``last.pt``, so a resume continues the same average.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """One epoch of training and one pass of evaluation: the inner loops ``core.train.trainer.fit`` runs.
 
-Both take explicit arguments (model, criterion, optimizer, loader, device, ...) like the torchvision
-reference scripts, so Part B and tests can call them directly. On CUDA they use autocast (bf16 or
-fp16; fp16 with a ``GradScaler``) and non-blocking copies from pinned memory; a CUDA out-of-memory
-error is re-raised as :class:`TrainingError` naming the batch size that failed. A NaN/inf loss never
-reaches the weights: its optimizer step is skipped on the device and the epoch ends in
-:class:`NonFiniteLossError` (so the last checkpoint stays the last good epoch). Neither loop reads a
-value back from the device per batch; each reads its sums once at the end.
+Explicit arguments, like torchvision's reference scripts, so Part B and tests call them directly. A CUDA
+out-of-memory error becomes a :class:`TrainingError` naming the batch size; a NaN/inf loss never reaches the
+weights (its step is skipped on the device and the epoch ends in :class:`NonFiniteLossError`, so the last
+checkpoint stays the last good epoch). Neither loop reads the device back per batch.
 """
 
 from __future__ import annotations
@@ -131,16 +128,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     stop: StopRequest | None = None, mixer=None, ema=None) -> TrainStats:
     """One pass over ``loader``. The caller sets the mode (``model.train()`` + strategy hooks) first.
 
-    Nothing is read back from the device per step: loss and accuracy accumulate in device tensors, and a
-    non-finite loss skips its optimizer step on the device (``found_inf``, as ``GradScaler`` does), counted in
-    another device tensor; the one read-back at the end of the epoch raises :class:`NonFiniteLossError` if any
-    step was skipped. (An optimizer without a fused kernel, e.g. NAdam, reads the flag back each step.) A
-    progress bar on a terminal reads the running loss every 50 steps.
-
-    ``stop`` is checked before each batch (:mod:`core.train.stopping`): a pending request raises there.
-    ``mixer`` (:func:`core.train.mixing.make_batch_mixer`) turns each batch into mixed images and soft
-    targets for the loss; accuracy stays on the hard labels. ``ema`` (:class:`core.train.ema.WeightEMA`)
-    folds the weights in after every optimizer step.
+    Nothing is read back per step: loss and accuracy accumulate on the device, a non-finite loss skips its step
+    there (``found_inf``, as ``GradScaler`` does) and the one read-back at the end raises
+    :class:`NonFiniteLossError`. ``stop`` is checked before each batch; ``mixer`` gives mixed images and soft
+    targets (accuracy stays on the hard labels); ``ema`` folds the weights in after every step.
     """
     device = torch.device(device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)

@@ -1,15 +1,10 @@
 """Process memory policy for CPU training: let glibc keep freed memory instead of returning it to the kernel.
 
-Why: glibc serves every allocation of 32 MB or more with ``mmap`` and gives it back with ``munmap`` on free
-(``M_MMAP_THRESHOLD`` cannot go above 32 MB), and one activation of a 224 px batch of 32 is 50-200 MB. So on the CPU
-every training step page-faults and zero-fills its activations afresh; keeping the memory removes that cost
-(measured by ``python experiments/benchmark.py train`` / ``sweep``: docs/performance.md). ``M_MMAP_MAX=0`` sends big
-blocks to the heap and a huge ``M_TRIM_THRESHOLD`` keeps the heap, so the next step reuses the same pages. The cost:
-the process keeps its peak memory until it exits — what CUDA's caching allocator does on a GPU.
-
-:func:`core.train.trainer.fit` applies it on the CPU. Opt out with ``INAT_CNN_KEEP_FREED_MEMORY=0`` (the same effect
-without code, for any program: ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``). Non-glibc
-systems (macOS, Windows, musl) are left alone.
+glibc serves allocations of 32 MB or more with ``mmap`` and unmaps them on free, so on the CPU every training
+step page-faults and zero-fills its activations afresh. ``M_MMAP_MAX=0`` and a huge ``M_TRIM_THRESHOLD`` keep
+the pages for the next step (measured: docs/performance.md), at the price of keeping the peak memory until exit,
+as CUDA's caching allocator does. :func:`core.train.trainer.fit` applies it on the CPU; opt out with
+``INAT_CNN_KEEP_FREED_MEMORY=0``. Non-glibc systems are left alone.
 """
 
 from __future__ import annotations

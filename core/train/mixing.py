@@ -1,18 +1,10 @@
 """MixUp and CutMix on a training batch: mixed images, soft targets, and the loss that takes them.
 
-Why batch-level and here: both mix *pairs of images of one batch* (image ``i`` with image ``i-1``, as
-torchvision's ``transforms.v2.MixUp``/``CutMix`` pair them; the loader shuffles, so pairs are random), so
-they run after the batch is on the device, not in the per-sample dataset transform. We use torchvision's
-transforms rather than our own: they draw ``lam ~ Beta(alpha, alpha)`` (and CutMix's box) from torch's
-global CPU generator, which :mod:`core.train.rng` already snapshots, so a resumed run draws the same
-mixes. With both alphas > 0 each batch gets one of the two, chosen with equal odds (torchvision's
-reference recipe).
-
-The targets become probabilities ``[N, C]`` (``lam * onehot(y) + (1 - lam) * onehot(y.roll(1))``, where
-CutMix's ``lam`` is the kept area); ``nn.CrossEntropyLoss`` accepts them as they are, label smoothing
-included, so the criterion does not change. Training accuracy stays on the hard labels of the
-unmixed images (``argmax(logits) == y``): with mixing it is a rough signal, the validation numbers are
-the ones to read.
+Both mix pairs of images of one batch, so they run on the device batch, not in the dataset transform. They are
+torchvision's ``v2.MixUp``/``CutMix``, which draw from torch's global generator that :mod:`core.train.rng`
+already snapshots, so a resume draws the same mixes; with both alphas > 0 each batch gets one of the two. The
+soft targets go to ``nn.CrossEntropyLoss`` unchanged (label smoothing included); training accuracy stays on the
+hard labels, a rough signal with mixing.
 """
 
 from __future__ import annotations

@@ -5,24 +5,11 @@
     def radam(groups, *, lr, weight_decay, **_):
         return torch.optim.RAdam(groups, lr=lr, weight_decay=weight_decay)
 
-Schedules are one small class, :class:`LRSchedule`, stepped once per *batch*: every parameter group's
-learning rate is its own base LR times a multiplier ``f(step)``. Owning this (instead of
-``torch.optim.lr_scheduler.LambdaLR``/``OneCycleLR``) keeps one property the fine-tuning strategies
-need: a parameter group added mid-training (gradual unfreezing) joins the schedule with the LR it
-was added with as its base, where torch's schedulers silently ignore groups they were not built with.
-
-Multipliers (``t`` = step, ``T`` = total steps, ``W`` = warmup steps):
-
-- ``constant``: 1 after a linear warmup over ``W``;
-- ``cosine``: linear warmup, then ``0.5 (1 + cos(pi (t - W) / (T - W)))`` down to ``min_lr_ratio``;
-- ``step``: linear warmup, then ``gamma ** (epoch // step_size)``;
-- ``plateau``: linear warmup, then ``gamma ** k``, where ``k`` counts the reductions so far: at the end of each
-  epoch :meth:`LRSchedule.observe` gets the validation loss, and after more than ``patience`` epochs without a
-  relative improvement of 1e-4 the LR is multiplied by ``gamma`` (``torch.optim.lr_scheduler.ReduceLROnPlateau``'s
-  rule, mode "min", no cooldown), from the next batch on;
-- ``onecycle``: Smith & Topin (2018) "super-convergence" LR shape as in ``torch.optim.lr_scheduler.OneCycleLR``
-  (cosine up from ``1/25`` to 1 over the first ``pct`` of steps, cosine down to ``1/(25*1e4)``), LR only,
-  no momentum cycling; ``pct`` = ``warmup_epochs / epochs`` when warmup is set, else 0.3.
+Schedules are one small class, :class:`LRSchedule`, stepped per *batch*: each group's LR is its own base LR
+times ``f(step)``. Owning this instead of torch's schedulers keeps what gradual unfreezing needs: a group
+added mid-training joins the schedule with its LR as base, where torch's schedulers ignore it. ``plateau``
+follows ``ReduceLROnPlateau`` (mode min, no cooldown) from the validation loss :meth:`LRSchedule.observe`
+gets; ``onecycle`` follows ``OneCycleLR``'s LR shape (no momentum cycling). The formulas: docs/training.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """``RunResult``: what one training run produced — the one result type from ``fit`` to a sweep's CSV row.
 
-``fit`` fills the training part (best epoch, history, checkpoints, why it stopped); a Part A or Part B run
-adds the test pass and the model's size with ``dataclasses.replace``; a sweep trial returns it unchanged, and
-the sweep stores it (``to_dict``) and reads it back (``from_dict``) for ``trial.json``, Optuna's storage and
-``results.csv``. Metrics are fractions in [0, 1]; the validation and training numbers are the best epoch's,
-i.e. those of the kept ``best.pt``.
+``fit`` fills the training part, a Part A or Part B run adds the test pass and the model's size
+(``dataclasses.replace``), a sweep stores it (``to_dict``/``from_dict``) unchanged. Metrics are fractions in
+[0, 1]; validation and training numbers are the best epoch's, those of the kept ``best.pt``.
 """
 
 from __future__ import annotations

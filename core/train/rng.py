@@ -1,10 +1,7 @@
 """One seed for everything random, and the RNG snapshot that makes a resumed run bit-identical.
 
-Randomness in a training run comes from four places: Python's ``random``, NumPy's legacy global
-RNG, torch's global generators (CPU and CUDA: init, dropout, augmentation in the main process) and
-the DataLoaders' own ``torch.Generator`` (shuffle order and worker seeds; when a loader has none,
-torch draws from the global generator instead). :func:`capture_rng_state` snapshots all of them as
-tensors and plain data (weights_only-safe, so it can live in ``last.pt``); :func:`restore_rng_state`
+Python's ``random``, NumPy's global RNG, torch's CPU and CUDA generators and the loaders' own generators:
+:func:`capture_rng_state` snapshots them all as weights_only-safe data for ``last.pt``, :func:`restore_rng_state`
 puts them back.
 """
 
@@ -22,14 +19,9 @@ LOADER_NAMES = ("train", "val", "test")
 
 
 def loader_generators(loaders: Any) -> list[torch.Generator]:
-    """The distinct ``torch.Generator`` objects the train/val/test loaders' samplers draw from.
-
-    A ``DataLoader(shuffle=True, generator=g)`` hands ``g`` to its sampler, so it is found there. A
-    loader's own ``generator`` beside a sampler of its own only seeds worker processes at their start
-    (``core.data.sampling`` makes batches independent of it), so it is not part of the snapshot. A batch
-    source without a sampler (:class:`core.data.device_batches.DeviceBatches`) draws order and augmentation
-    from its own ``.generator``, which is.
-    """
+    """The distinct ``torch.Generator`` objects the train/val/test loaders' samplers draw from (a
+    DataLoader's own ``generator`` only seeds workers at their start, :mod:`core.data.sampling`, so it is not
+    part of the snapshot; a batch source without a sampler draws from its own ``.generator``, which is)."""
     found: dict[int, torch.Generator] = {}
     for name in LOADER_NAMES:
         loader = getattr(loaders, name, None)

@@ -1,20 +1,11 @@
 """Stop requests honoured at safe points: a signal asks, the training loop stops between two batches.
 
-Why not let the signal raise where it lands (Python's default for SIGINT, or W&B's in-process agent,
-which injects an exception into the trial's thread with ``PyThreadState_SetAsyncExc``)? Because it can
-land anywhere: inside ``torch.save`` of a checkpoint, inside W&B's own logging, inside a ``finally``
-that was cleaning up. Here the signal handler only records the request; ``train_one_epoch`` and
-``evaluate`` call :meth:`StopRequest.check` before each batch, and ``fit`` turns the resulting
-:class:`StopRequested` into an ordinary stopped result: the epoch in progress is dropped, every
-finished epoch (``metrics.jsonl``, ``best.pt``, ``last.pt``) stays exactly as written, and a later
-``resume`` continues from ``last.pt``. Checkpoint writes, W&B calls and result files are never
-interrupted, because nothing is raised outside those checks.
-
-The same signal a second time, while the first is still pending, raises ``KeyboardInterrupt`` at once:
-the way out when a batch hangs (Ctrl-C twice). A *different* signal adds nothing: when W&B stops a run,
-its agent sends SIGTERM and, online, wandb-core's stop check may follow with SIGINT; both mean the same
-stop, and the second must not break into the clean-up the first started. W&B's agent sends one SIGTERM
-per stop (then SIGKILL after ``WANDB_AGENT_KILL_DELAY`` seconds, 30 by default).
+A signal that raises where it lands (Python's SIGINT, W&B's in-process agent) can land inside ``torch.save``,
+W&B's logging or a ``finally``. Here the handler only records the request; ``train_one_epoch`` and ``evaluate``
+check it before each batch and ``fit`` turns it into an ordinary stopped result: the epoch in progress is dropped,
+every finished epoch's files stay as written, and ``resume`` continues from ``last.pt``. The same signal twice
+raises ``KeyboardInterrupt`` at once (Ctrl-C twice, for a hung batch); a *different* second signal adds nothing,
+since W&B's SIGTERM and wandb-core's SIGINT mean the same stop.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Experiment tracking with Weights & Biases: the one module that imports ``wandb`` (lazily).
 
-Modes: ``online`` when W&B credentials exist (``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` or a
-``~/.netrc`` entry written by ``wandb login``), otherwise ``offline``: the run is recorded under
-``<run_dir>/wandb/offline-run-*`` and uploaded later with ``wandb sync <that folder>``. ``disabled``
-(by flag, ``WANDB_MODE=disabled`` or ``WANDB_DISABLED=true``) never imports wandb and writes nothing.
-
-Training never depends on W&B: every wandb call is wrapped, and a failure is logged as a warning
-and turns the tracker into a no-op. Nothing secret is sent: config keys that look like credentials
-(``api_key``, ``token``, ``password``, ``secret``) are dropped before ``wandb.init``. The run folder's
-``metrics.jsonl`` / ``config.yaml`` (written by the trainer and the experiment scripts) hold the same
-numbers, so nothing needs W&B to be read back.
+``online`` with W&B credentials, else ``offline`` into ``<run_dir>/wandb/`` (``wandb sync`` later);
+``disabled`` never imports wandb. Training never depends on W&B: every call is wrapped, and a failure is a
+warning that turns the tracker into a no-op. Config keys that look like credentials are dropped before
+``wandb.init``. ``metrics.jsonl`` and ``config.yaml`` hold the same numbers, so nothing needs W&B to be read back.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Training: ``fit`` runs epochs of ``train_one_epoch`` + ``evaluate`` with checkpoints, early stopping, resume.
 
-``fit`` owns three files of the run folder: ``metrics.jsonl`` (one JSON line per epoch), ``best.pt``
-(best validation accuracy) and ``last.pt`` (all that resuming needs: optimizer, LR schedule, AMP
-scaler, early-stopping state, history and every RNG). Resuming continues exactly where the
-interrupted run stopped, so on CPU with the same seed it ends with the same weights and metrics as
-an uninterrupted run. W&B is reached only through the ``tracker`` (``core.train.tracking``).
-
-Epoch numbers: ``EpochStats.epoch`` and ``on_epoch_end(epoch, stats)`` count completed epochs
-(1-based, as printed); a fine-tuning strategy's ``on_epoch_start(epoch, model, optimizer)`` gets the
-number of epochs completed before the one starting (0-based; its ``param_groups`` are "epoch 0").
+``fit`` owns ``metrics.jsonl``, ``best.pt`` and ``last.pt`` (all that resuming needs, every RNG included), so a
+resumed CPU run ends with the same weights and metrics as an uninterrupted one. W&B is reached only through the
+``tracker``. ``EpochStats.epoch`` counts completed epochs (1-based, as printed); a strategy's
+``on_epoch_start`` gets the epochs completed before the one starting (0-based).
 """
 
 from __future__ import annotations
@@ -141,21 +136,12 @@ def fit(model: nn.Module, loaders: Any, config: TrainConfig, *, run_dir: Path | 
         device: torch.device | None = None, stop: StopRequest | None = None) -> RunResult:
     """Train ``model`` on ``loaders.train``, select on ``loaders.val``; write metrics.jsonl, best.pt, last.pt.
 
-    ``checkpoint_meta``: ``model_desc``, ``class_names``, ``preprocessing`` (+ optional ``extra`` dict
-    stored in every checkpoint). ``resume=True`` continues from ``run_dir/last.pt`` when it exists
-    (else starts fresh). ``device``: the run's device, resolved once by the caller (default: resolve
-    ``config.device`` here). Raises :class:`NonFiniteLossError` on a NaN/inf loss (checkpoints of the
-    last good epoch stay) and re-raises ``KeyboardInterrupt`` after saying how to resume. A ``stop``
-    request (:mod:`core.train.stopping`) ends training before the next batch: the epoch in progress is
-    dropped, finished epochs and their checkpoints stay as written (``last.pt`` still resumes), and the
-    result says ``stopped_by="request"``.
-
-    Recipe knobs of ``config``: MixUp/CutMix mix each training batch (soft targets); with
-    ``ema_decay`` the EMA of the weights is what validation scores and ``best.pt`` holds (``last.pt``
-    keeps both, for resume); ``tta`` scores validation on the image and its flip. A ``strategy`` may
-    offer ``epoch_view(epoch, model, loaders, device=, amp_dtype=)``: a smaller module and loaders that
-    give the same result for that epoch (head-only training on cached backbone features); it is asked
-    only when none of these knobs is on.
+    ``checkpoint_meta``: ``model_desc``, ``class_names``, ``preprocessing`` (+ optional ``extra``).
+    ``resume=True`` continues from ``run_dir/last.pt`` when it exists. A NaN/inf loss raises
+    :class:`NonFiniteLossError` (the last good epoch's checkpoints stay); a ``stop`` request ends training before
+    the next batch with ``stopped_by="request"``. With ``ema_decay`` the EMA is what validation scores and
+    ``best.pt`` holds. A ``strategy``'s ``epoch_view`` (head-only training on cached features) is asked only when
+    no MixUp/CutMix, EMA or TTA is on.
     """
     meta = _check_meta(checkpoint_meta)
     run_dir = Path(run_dir)

@@ -1,12 +1,9 @@
 """Test-time augmentation: logits averaged over the image and its horizontal flip.
 
-Why a wrapper module: validation during training, the test evaluation after it and
-``evaluate_checkpoint`` all run "a model on a batch"; wrapping the model once makes every one of them
-use the same rule without each learning about TTA. A flower (or any iNaturalist subject) keeps its
-class when mirrored, and the training augmentation flips, so the two views are equally valid; the
-mean of the logits (not of the probabilities) is the usual choice (timm's ``--tta`` as well).
-The wrapper holds no weights of its own: ``state_dict`` keys stay the model's under ``model.``, so
-checkpoints are saved from the wrapped model, never from the wrapper.
+Validation, the test pass and ``evaluate_checkpoint`` all run "a model on a batch", so wrapping the model once
+gives them one rule. A subject keeps its class when mirrored and training flips, so both views are valid; the
+logits (not the probabilities) are averaged, as timm's ``--tta``. The wrapper has no weights: checkpoints are
+saved from the wrapped model, never from the wrapper.
 """
 
 from __future__ import annotations

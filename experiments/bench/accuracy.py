@@ -1,25 +1,15 @@
-"""The ``accuracy`` section of ``experiments/benchmark.py``: test accuracy and training images/s of whole Part A
+r"""The ``accuracy`` section of ``experiments/benchmark.py``: test accuracy and training images/s of whole Part A
 runs on a real photo folder, the peers' pipeline against ours, side by side in one process.
 
-    python experiments/benchmark.py accuracy --data-dir ../shared/data/flowers5 --image-size 96 --epochs 15 \\
+    python experiments/benchmark.py accuracy --data-dir ../shared/data/flowers5 --image-size 96 --epochs 15 \
         --seeds 0,1
     python experiments/benchmark.py accuracy --data-dir ../shared/data/flowers5 --rows ablation --epochs 10
 
-Rows (``--rows``: a preset or comma-separated row keys; see :data:`ROWS`):
-
-* ``issue`` (default): (a) ``peer`` the peers' pipeline + peer recipe (experiments/bench/peer.py), (b)
-  ``ours_peer`` our pipeline + the peer recipe, (c) ``ours_default`` our defaults;
-* ``ablation``: what explains the gap between (a) and (b), one change at a time (see :data:`ABLATION`).
-
-Every row trains on the same split (our stratified split of ``train/``; ``val/`` is the test set), the same
-image size, epochs and seeds. After every epoch the test accuracy is recorded too (analysis only: nothing
-selects on it), so each run reports the test accuracy of three checkpoints: the best validation accuracy (what
-``fit`` keeps), the best validation loss (what the peer keeps) and the last epoch; ``kept`` is the row's own
-rule. Training images/s counts the training passes only (data + step), not validation: once from the runs
-themselves (which ran at different times) and once side by side, every row's training epoch timed in the same
-rounds (``experiments/bench/accuracy_speed.py``: at most 2 timed rounds after at most 1 warm-up round;
-``--repeats`` / ``--warmup`` lower them). Runs are appended to ``<out-dir>/accuracy-runs.jsonl`` as they
-finish; a rerun with the same settings reuses finished runs.
+Rows (:data:`ROWS`): ``issue`` (peer pipeline + recipe, our pipeline + peer recipe, our defaults) or
+``ablation`` (one change at a time, :data:`ABLATION`). Every row trains on the same split, size, epochs and
+seeds; each run reports the test accuracy of its best-val-acc, best-val-loss and last checkpoints (test recorded
+per epoch for analysis only, never selected on). Runs are appended to ``<out-dir>/accuracy-runs.jsonl``; a rerun
+with the same settings reuses finished ones.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """The benchmark framework shared by every section of ``experiments/benchmark.py``.
 
-Why a module of its own: the section helpers (``experiments/bench/train.py``, ``experiments/bench/sweep.py``)
-build :class:`Comparison` objects themselves, and they cannot import ``experiments/benchmark.py`` while it
-runs as ``__main__`` (that would load a second copy with its own registry).
-
-Method (the same for every section): baseline and ours run in the same process on the same inputs,
-alternated (B, O, then O, B, ...) so drift in machine load hits both; ``warmup`` untimed rounds first,
-then ``repeats`` timed rounds; the summary holds the median and min-max of the throughput, the wall
-seconds per call, and the ratio ours/baseline of the medians.
+A module of its own because the sections build :class:`Comparison` objects and cannot import
+``experiments/benchmark.py`` while it runs as ``__main__`` (a second copy with its own registry). Baseline and
+ours alternate (B, O, then O, B, ...) on the same inputs so drift in machine load hits both; the summary holds
+the median and min-max of the throughput and the ratio of the medians.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """The ``finetune`` section of ``experiments/benchmark.py``: a head-only Part B epoch, full forward vs cached features.
 
-* **baseline**: what a head-only epoch costs without the cache: every training and validation image goes
-  through the frozen MobileNetV2 backbone each epoch (``core.train.train_one_epoch`` + ``evaluate`` on the
-  whole model, frozen blocks in eval mode as :class:`core.finetune.HeadOnly` sets them).
-* **ours**: the same epoch on the features :class:`core.finetune.HeadFeatureCache` computed once
-  (``fit`` does this by itself for head-only epochs without augmentation). The one-time cost of building
-  the cache is recorded next to it (``cache_build_seconds``, and in baseline epochs).
-
-Before timing, one epoch of each from the same weights and the same RNG state must give the same training
-loss (within 1e-4 relative), so a fast-but-wrong path cannot win. Inputs: generated 800x600 photos
-(timing does not depend on what they show), decoded once by the decode cache; the backbone has random
-weights (no download; the cost is the same).
+Baseline: every image through the frozen MobileNetV2 each epoch; ours: the same epoch on the features
+:class:`core.finetune.HeadFeatureCache` computed once (recorded next to it: the cache's one-time cost). One epoch
+of each from the same weights and RNG state must give the same loss before timing, so a fast-but-wrong path
+cannot win. Generated photos and random backbone weights: the cost does not depend on either.
 """
 
 from __future__ import annotations

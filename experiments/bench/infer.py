@@ -1,18 +1,11 @@
 """Cases for the ``infer`` section of ``experiments/benchmark.py``: torch eager, torch channels_last,
 onnxruntime fp32 and onnxruntime INT8, at batch 1 and 32, for a Part A CNN and MobileNetV2.
 
-Why a separate module: the benchmark script owns timing (paired, alternated, medians) and reporting;
-this module owns building comparable runners. Every runner gets the same input tensor and is checked
-once against torch eager before any timing (fp32 paths within 1e-3), so a fast-but-wrong path can
-never win the table. The models are untrained (speed does not depend on the weights), so INT8's top-1
-agreement on random inputs is recorded in ``info`` but not enforced; tests/test_export.py checks INT8
-accuracy on a trained model.
-
-All runners use the CPU with the same intra-op thread count (``torch.get_num_threads()``, set it with
-``OMP_NUM_THREADS``), with the CPU execution provider forced so that a GPU box does not compare a GPU
-session with CPU torch. On a machine shared with other jobs, use ``OMP_NUM_THREADS=1``: torch's OpenMP
-threads slow down by an order of magnitude when preempted, which would measure the neighbours rather than the
-runtimes (docs/performance.md shows a measurement).
+The benchmark script owns timing and reporting; this module builds comparable runners. Each gets the same input
+and is checked against torch eager before any timing, so a fast-but-wrong path cannot win; the models are
+untrained, so INT8's agreement is only recorded (tests/test_export.py checks a trained one). All runners use the
+CPU with the same thread count, the CPU provider forced; on a shared machine use ``OMP_NUM_THREADS=1``
+(docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """The peers' Part A pipeline and recipe, rebuilt as the baseline of the ``accuracy`` benchmark section.
 
-What "the best published code for this assignment" does (issue 15), reproduced with the same file lists,
-model spec and seeds as our rows, so only the pipeline and the recipe differ:
-
-* **data**: ``torchvision.datasets.ImageFolder``-style dataset that opens and fully decodes every JPEG with PIL
-  in every epoch (no cache), ``Resize((S, S))`` of the full photo, then for training ``RandomHorizontalFlip``,
-  ``RandomRotation(10)`` and ``ColorJitter(0.2, 0.2, 0.2)``; ``ToTensor`` + ImageNet ``Normalize``;
-  a ``DataLoader`` with ``num_workers`` worker processes (default 2, a Colab notebook's usual setting).
-* **recipe**: Kaiming-normal init of conv weights (fan_out, ReLU), Xavier-uniform of linear weights, zero biases;
-  ``torch.optim.Adam`` with L2 weight decay on every parameter; ``ReduceLROnPlateau`` on the validation loss
-  (factor 0.5, patience 2: the settings most student code uses; the peer's exact values are not published with
-  its config); the kept checkpoint is the epoch with the lowest validation loss.
-
-Nothing here is used by the product code; it exists to be measured against.
+What the best published code for this assignment does (issue 15), with the same file lists, spec and seeds as our
+rows, so only the pipeline and the recipe differ: PIL full decode every epoch, ``Resize((S, S))``, flip,
+rotation and colour jitter, ImageNet normalisation, 2 DataLoader workers; Kaiming/Xavier init, Adam with L2 on
+every parameter, ``ReduceLROnPlateau(0.5, patience 2)`` on the validation loss, which also picks the kept
+checkpoint. Nothing here is used by the product code.
 """
 
 from __future__ import annotations

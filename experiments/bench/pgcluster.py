@@ -1,19 +1,9 @@
 """A throwaway PostgreSQL server for the sweep tests and the ``sweep`` benchmark: a real server, no mock.
 
-Why a module of its own: the tests (a session fixture) and ``experiments/benchmark.py sweep`` both need a
-real PostgreSQL server on the loopback interface to run many processes against one Optuna study, and
-neither may touch a server the user runs. :func:`start_cluster` runs Debian's (or any) PostgreSQL binaries:
-``initdb`` into a fresh temporary folder, ``pg_ctl start`` on a free 127.0.0.1 port (TCP only: the Unix
-socket lives in the same folder), one password-protected role and one database; :meth:`PgCluster.stop`
-stops it (``-m immediate``) and deletes the folder.
-
-A killed test session (SIGTERM, ``kill -9``) never runs its fixture's teardown, so each cluster has a
-reaper: a small detached process that stops the server and deletes the folder once the process that
-started it is gone.
-
-``initdb`` refuses to run as root, and CI runs as root: then the server runs as the ``postgres`` system
-user that Debian's package creates, else as ``nobody``; the folder is handed to that user (it lies
-directly under the system temp folder, because pytest's own temp folders are private to root).
+:func:`start_cluster` runs ``initdb`` into a fresh temporary folder and ``pg_ctl start`` on a free loopback port
+(TCP only), with one password-protected role and database; it never touches a server the user runs.
+:meth:`PgCluster.stop` removes it, and a detached reaper does the same once the starting process is gone (a
+killed test session runs no teardown). As root (CI), the server runs as ``postgres`` or ``nobody``.
 """
 
 from __future__ import annotations

@@ -4,20 +4,10 @@
     python experiments/benchmark.py pipeline --data-dir ../shared/data/flowers5          # + the demo set
     python experiments/benchmark.py pipeline --device cuda --data-dir ../shared/data/flowers5
 
-Per dataset (``--data-dir`` if given, and the generated demo set), every timed call is one full training epoch of
-the Part A CNN over the whole training split, through ``make_loaders`` -> batches -> step:
-
-* **baseline** (the path before issue 16): ``pipeline="per_sample"`` (DataLoader over the decode cache, torchvision
-  ``v2`` RandomResizedCrop + flip + jitter per image) and the loop as it was then: ``loss.item()`` and the
-  correct count read back every step.
-* **ours**: ``pipeline="batched"`` (:class:`core.data.DeviceBatches`, batched augmentation on the training
-  device) + :func:`core.train.train_one_epoch` (no per-step read-back); and the same two paths without
-  augmentation, which the CPU goal compares against (augmented >= 90% of unaugmented); and ``--compile on``.
-
-Also, from the same loaders: **data-only** images/s (iterate the batches, no step) and **step-only** images/s
-(train on one batch already on the device), for each path. With ``--device cuda`` the step's achieved FLOP/s is
-put against the bf16 matmul peak measured in the same run. Defaults: CPU 64 px, filters 16 doubling + BN,
-batch 64 (the issue's CPU goal); CUDA 224 px, filters 32 doubling + BN (the GPU goal).
+Baseline: ``pipeline="per_sample"`` and the loop before issue 16 (a read-back every step). Ours:
+``pipeline="batched"`` + :func:`core.train.train_one_epoch`, also unaugmented (the CPU goal: augmented >= 90% of
+that) and with ``--compile on``. Also data-only and step-only images/s from the same loaders, and on CUDA the
+step's FLOP/s against the bf16 matmul peak. The defaults per device are the issue's goals (docs/performance.md).
 """
 
 from __future__ import annotations

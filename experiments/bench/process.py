@@ -1,12 +1,9 @@
 """Process-wide settings in a benchmark that alternates baseline and ours: glibc's allocator, child processes.
 
-Some of "ours" is a property of the whole process, not of a function call: here, glibc keeping freed
-memory for reuse (:mod:`core.train.memory`, which :func:`core.train.fit` applies on the CPU) instead of returning
-every large block to the kernel and page-faulting it back in on the next training step. Switched on inside the
-benchmark's one process it would leak into the baseline timed next, so either it is switched on for a long
-block and trimmed afterwards (:func:`core.train.memory.keep_freed_memory`, used around whole sweeps), or ours runs in
-a child process that has the setting for good (:class:`ChildStepper`, used for single training steps),
-alternating with the baseline in the parent.
+glibc keeping freed memory (:mod:`core.train.memory`) is a property of the whole process: switched on in the
+benchmark's one process it would leak into the baseline timed next. So it is either on for a long block and
+trimmed afterwards (:func:`core.train.memory.keep_freed_memory`, around whole sweeps), or ours runs in a child
+process that keeps it (:class:`ChildStepper`, single training steps), alternating with the baseline in the parent.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """The ``sweep`` section of ``experiments/benchmark.py``: wall time of a 4-trial x 2-epoch Part A sweep on a
-generated dataset of 800x600 JPEGs, ours vs four notebook-style runs.
+generated dataset of 800x600 JPEGs, ours (:func:`core.sweep.run_sweep`, local backend) vs four notebook-style runs
+(PIL full decode every epoch, NCHW fp32 eager Adam, a new decode per trial).
 
-* **ours**: :func:`core.sweep.run_sweep` (local backend: Optuna grid on SQLite) with
-  :class:`core.sweep.PartATrial` → :func:`core.partA.run.run_partA`: the decode cache (JPEG draft-mode
-  decode once per sweep, shared by all trials), our trainer with its default settings, checkpoints, the test
-  evaluation and the sweep outputs (results.csv, figures, report.html). Tracking is ``disabled`` (the baseline
-  logs nothing either). Every call starts cold: a new cache folder and no in-memory entry, so each timed sweep
-  pays its one decode, as a sweep on a new dataset would. On a glibc CPU ``fit`` makes glibc keep freed memory
-  (:mod:`core.train.memory`); each of ours' sweeps runs inside :func:`core.train.memory.keep_freed_memory`, which undoes
-  it afterwards, so the baseline timed next does not profit. Two more variants there: the defaults with the
-  policy switched off, and the opt-in ``--amp bf16`` where oneDNN has native bf16. Baseline and variants
-  alternate per round.
-* **baseline**: for each of the same 4 configurations, the assignment notebook: ``ImageFolder`` + PIL full
-  decode + ``Resize`` + ``ToTensor`` (+ ``Normalize``) every epoch, ``num_workers=0``, NCHW fp32 eager,
-  ``torch.optim.Adam``, a validation pass per epoch, ``torch.save`` of the best state, one test pass at the end;
-  a new decode for every trial.
-
-The section also compares one epoch end to end (train + validation) from the second epoch on, taken from the
-same runs: ours' ``seconds`` from each trial's ``metrics.jsonl`` vs the baseline's measured epoch; and, last,
-the scale-out rows (:mod:`experiments.bench.sweep_scale`): trials/min with 1 and 2 processes on one SQLite
-file and one PostgreSQL server, and the storage's overhead per trial.
+Each of ours' sweeps starts cold (a new cache folder) and runs inside :func:`core.train.memory.keep_freed_memory`,
+so the baseline timed next does not profit from its allocator policy; variants and baseline alternate per round.
+Also: one epoch end to end from the runs themselves, and the scale-out rows (:mod:`experiments.bench.sweep_scale`).
 """
 
 from __future__ import annotations

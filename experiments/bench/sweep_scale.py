@@ -1,18 +1,11 @@
 """The scale-out half of the ``sweep`` section: trials per minute with 1 and 2 processes on one storage (SQLite
 and PostgreSQL), and what the storage costs per trial.
 
-* **trials/min, 1 vs 2 processes**: :func:`core.sweep.backends.local.run_local` (``--workers``: spawned processes,
-  one study) with a trial that sleeps a fixed time, so the processes do not compete for the CPU the way
-  real training on one GPU each would not; the rate is the steady state, from the storage's own trial
-  timestamps (first start to last end), so interpreter start-up of the spawned workers is not counted.
-  Ideal: 2 processes = 2x. What keeps it below 2x is the per-trial cost of the storage and our bookkeeping.
-* **storage overhead per trial**: no-op trials, one process. Baseline: Optuna alone on the same storage
-  (``study.optimize`` of a no-op objective, its default sampler); ours: ``run_local`` (slot claim,
-  per-slot seeded sampler, heartbeat, user attributes, the trial folder and ``trial.json``). The
-  overhead per trial is the inverse of the rate (reported in ``info`` in milliseconds).
-
-PostgreSQL is a throwaway local server (:mod:`experiments.bench.pgcluster`) with its default, durable
-settings (fsync on); without PostgreSQL binaries its rows are left out and ``info`` says why.
+Trials/min uses trials that sleep, so processes do not compete for the CPU (as real training on one GPU each
+would not), measured from the storage's own timestamps (worker start-up not counted); ideal is 2x. The
+overhead per trial compares no-op trials under Optuna alone with ``run_local``'s bookkeeping. PostgreSQL is a
+throwaway local server (:mod:`experiments.bench.pgcluster`) with durable defaults; without its binaries its
+rows are left out and ``info`` says why.
 """
 
 from __future__ import annotations

@@ -1,28 +1,11 @@
 """The ``train`` section of ``experiments/benchmark.py``: training throughput of the Part A CNN, ours vs a
-notebook loop, and achieved FLOP/s as a fraction of this machine's measured matmul peak.
+notebook loop (NCHW, fp32, eager Adam), and achieved FLOP/s as a fraction of this machine's measured matmul peak.
 
-* **baseline**: the loop an assignment notebook writes: NCHW, fp32, eager, ``torch.optim.Adam``,
-  ``zero_grad / forward / loss / backward / step``, with the same per-step bookkeeping as ours
-  (``loss.item()``, argmax accuracy).
-* **ours**: :func:`core.train.train_one_epoch` with the settings :func:`core.train.fit` resolves from the
-  default :class:`core.train.TrainConfig` on this device (CPU: channels_last, fp32; CUDA: channels_last +
-  AMP) and the optimizer ``fit`` builds; on a glibc CPU in a child process where glibc keeps freed memory,
-  as ``fit`` sets it (:mod:`core.train.memory`). On the CPU two more rows: the opt-in ``--amp bf16`` (32->512 model,
-  where oneDNN has native bf16 kernels), and the defaults without that allocator policy (in this process).
-  Baseline and every variant are timed once per round, in rotated order.
-
-Both start from the same weights and train on the same in-memory batches (data loading is the ``data`` and
-``sweep`` sections' business); before timing, their first-batch losses must agree (fp32 within 1e-4 relative,
-bf16 within 5e-2), so a fast-but-wrong path cannot win.
-
-FLOP convention: :func:`core.model.counting.count_flops` counts one forward pass (2 x MACs of conv and linear
-layers, like ``torch.utils.flop_counter.FlopCounterMode``); a training step is taken as 3 x forward (the
-backward pass computes input and weight gradients, each about one forward's worth). Achieved FLOP/s =
-images/s x 3 x forward FLOPs per image. The peak is a large ``torch.mm`` (fp32, and bf16 next to the bf16
-variant) timed as one more side in the same interleaved rounds as the steps, so both see the same load; the
-fraction of peak is the median over rounds of step FLOP/s / that round's matmul FLOP/s, and a fraction above
-100% is reported as a measurement fault, not a result. A large conv's forward FLOP/s is recorded next to it
-(``conv_fp32``), since oneDNN's convolutions can outrun MKL's matmul.
+Ours is :func:`core.train.train_one_epoch` with what :func:`core.train.fit` resolves on this device (and, on
+the CPU, the opt-in bf16 and the defaults without the allocator policy of :mod:`core.train.memory`). Both
+start from the same weights on the same in-memory batches, and their first-batch losses must agree before
+timing, so a fast-but-wrong path cannot win. A training step counts as 3 x forward FLOPs; the peak is a large
+``torch.mm`` timed in the same interleaved rounds, and a fraction above 100% is reported as a fault.
 """
 
 from __future__ import annotations

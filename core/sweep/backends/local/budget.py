@@ -1,25 +1,12 @@
 """Trial slots of a local sweep: the budget across processes, machines and restarts; failed and crashed trials.
 
-A *slot* is a place in the budget: slot n is "the sweep's trial n" (folder ``trials/n-<hash>/``, row n
-of ``results.csv``), and its draw is seeded by n (:mod:`core.sweep.backends.local.sampler`). Every process derives a
-trial's slot from what Optuna created the trial with, never from timing, so no two processes can disagree
-and no lock is needed:
-
-* a *fresh* trial (``study.ask``) takes the next fresh slot: the count of fresh trials with smaller Optuna
-  numbers. Optuna numbers trials under a row lock on the study (``RDBStorage._create_new_trial``), so the
-  count is fixed once the trial exists;
-* a *retry* (``system_attrs["failed_trial"]``, made by Optuna's ``RetryHeartbeatStaleTrialCallback``)
-  keeps the slot of the trial it repeats, with the same parameters;
-* a *deferred* slot (``system_attrs["deferred_slot"]``): a fresh trial drawn past the budget (workers
-  racing for the last slot) is dropped before it samples anything, and its slot is queued, so a later,
-  larger ``--count`` fills exactly that slot first.
-
-:func:`claim_slot` runs first inside a trial: a slot past the budget, or one another trial already holds,
-does not train (the trial is *discarded*: not a result, not a slot). The budget is therefore exact across
-any number of processes. A trial that raises keeps its slot, and the next run (:func:`requeue_failed`)
-retries it with the same parameters, so failures never eat the budget; a trial left RUNNING by a dead
-process on this host (``kill -9``) is failed with the storage's atomic state change, as Optuna's own
-``fail_stale_trials`` does, and retried at once (:func:`recover_dead_trials`).
+Slot n is "the sweep's trial n" (``trials/n-<hash>/``, row n of ``results.csv``, a draw seeded by n). Every
+process derives a trial's slot from what Optuna created it with, never from timing, so none can disagree and no
+lock is needed: a fresh trial takes the next fresh slot (Optuna numbers trials under a row lock), a retry keeps
+the slot it repeats, and a fresh trial drawn past the budget is dropped and its slot deferred to a later,
+larger ``--count``. :func:`claim_slot` discards a trial whose slot is taken or past the budget, so the budget is
+exact. Failed trials keep their slot and are retried by the next run (:func:`requeue_failed`); a trial left
+RUNNING by a dead process on this host is failed and retried at once (:func:`recover_dead_trials`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The three Optuna internals the local backend relies on, and nothing else of Optuna's private API.
 
-Why private at all: Optuna wraps the storage a study is created with (``_CachedStorage`` around an
-``RDBStorage``), and the sweep must read and write trials through *that* object, as Optuna's own
-samplers and pruners do, or a worker's cached view goes stale. A Hyperband bracket study filters
-``get_trials``; the storage sees every trial. Optuna has no public accessor for either the storage or
-the ids it is keyed by. ``tests/test_optuna_private.py`` names the attribute a release removed, and
-``setup.cfg`` caps Optuna below the next major version not yet tested.
+The sweep must read and write trials through the storage object Optuna wrapped the study in (``_CachedStorage``),
+as Optuna's samplers do, or a worker's cached view goes stale; Optuna has no public accessor for it or for the
+ids it is keyed by. ``tests/test_optuna_private.py`` names the attribute a release removed, and ``setup.cfg``
+caps Optuna below the next untested major version.
 """
 
 from __future__ import annotations

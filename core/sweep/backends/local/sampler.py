@@ -1,18 +1,10 @@
 """Per-slot seeding of Optuna's samplers: trial n draws the same configuration in every process and after a resume.
 
-One seeded sampler per process is not enough once several processes share a study: each process starts its
-random stream from the same seed (so they draw the same configurations), or from a seed that depends on when
-or where it started (so a resumed sweep draws different ones). :class:`SlotSeededSampler` wraps the
-method's Optuna sampler and, before each trial, gives it the seed ``hash(sweep seed, slot)``, where the slot
-(:mod:`.budget`) is "the sweep's trial n", fixed when Optuna creates the trial. Trial n's draw then
-depends only on the sweep seed, n and the history the sampler is shown (TPE's model of finished trials; the
-random sampler ignores it). It is Optuna's sampler interface (``before_trial`` → ``sample_*`` →
-``after_trial``), with a fresh ``RandomSampler``/``TPESampler`` per trial, nothing else.
-
-Grid: Optuna's ``GridSampler`` picks grid point *number* for trial *number* (its own bookkeeping, the
-``grid_id``/``search_space`` system attributes) and stops there; retries and deferred slots shift Optuna
-numbers, so here the grid id is the slot instead, recorded the same way before ``GridSampler`` returns the
-values. Every grid point is then run by exactly one slot, in the seed's shuffled order.
+One seeded sampler per process fails once processes share a study: the same seed draws the same configurations
+in each, a time- or host-dependent one differs after a resume. :class:`SlotSeededSampler` gives the method's
+sampler the seed ``hash(sweep seed, slot)`` before each trial (the slot, :mod:`.budget`, is fixed when Optuna
+creates the trial), so trial n depends only on the seed, n and the history shown. For grid the grid id is the
+slot rather than Optuna's trial number (which retries and deferred slots shift), so every point runs once.
 """
 
 from __future__ import annotations

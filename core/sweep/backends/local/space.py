@@ -1,35 +1,11 @@
 """W&B sweep parameters → Optuna distributions, samplers and pruner (the ``local`` backend's search).
 
-Each W&B distribution maps to an Optuna draw plus, where Optuna has no equivalent, a transform that
-reproduces W&B's formula (``sweeps/params.py``):
-
-========================  ==========================================  ================================
-W&B                       Optuna draw (recorded in the study)         value the trial gets
-========================  ==========================================  ================================
-categorical               ``suggest_categorical`` (lists/dicts as     the original value
-                          JSON strings)
-int_uniform               ``suggest_int(min, max)``                   same
-uniform                   ``suggest_float(min, max)``                 same
-log_uniform_values        ``suggest_float(min, max, log=True)``       same
-log_uniform               ``suggest_float(e^min, e^max, log=True)``   same (W&B bounds are exponents)
-q_uniform                 ``suggest_float(min, max)``                 ``round(x / q) * q`` (int if q is)
-q_log_uniform[_values]    log-uniform float as above                  ``round(x / q) * q``
-normal / log_normal       ``suggest_float(0, 1)`` named ``<p>:cdf``   ``N(mu, sigma)`` quantile of u
-                                                                      (``exp`` of it for log_normal)
-q_normal / q_log_normal   as above                                    then ``round(x / q) * q``
-categorical_w_probs       ``suggest_float(0, 1)`` named ``<p>:cdf``   the value whose cumulative
-                                                                      probability bracket holds u
-========================  ==========================================  ================================
-
-``grid`` turns every parameter into its W&B grid values (``int_uniform`` → every int, ``q_uniform`` →
-``arange(min, max, q)``) and uses :class:`optuna.samplers.GridSampler`, whose grid id is the trial
-number, so workers sharing one storage never draw the same point. ``random`` → ``RandomSampler``.
-``bayes`` → ``TPESampler``: **W&B's bayes is a Gaussian-process model; TPE is a different Bayesian
-optimiser** (tree-structured Parzen estimators, random for its first 10 trials, ``constant_liar`` so
-parallel workers spread out). ``early_terminate: hyperband`` → ``HyperbandPruner(min_resource=min_iter,
-reduction_factor=eta)`` fed one value per epoch; W&B's ``strict`` flag has no Optuna counterpart.
-``inv_log_uniform*`` and ``beta``/``q_beta`` are accepted by W&B but not by this backend: use
-``--backend wandb`` or rewrite them as ``log_uniform_values`` / ``uniform``.
+Each W&B distribution maps to an Optuna draw plus, where Optuna has none, a transform reproducing W&B's
+formula (normal and weighted-categorical draws are a uniform ``<p>:cdf`` mapped through it); the table is in
+docs/sweeps.md. ``grid`` uses ``GridSampler`` (grid id = trial number, so workers sharing a storage never
+draw the same point), ``random`` ``RandomSampler``, ``bayes`` ``TPESampler`` — a different Bayesian optimiser
+from W&B's Gaussian process — and hyperband ``HyperbandPruner``. ``inv_log_uniform*`` and ``beta`` are
+refused: use ``--backend wandb``.
 """
 
 from __future__ import annotations

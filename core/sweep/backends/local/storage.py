@@ -1,20 +1,10 @@
 """The local backend's Optuna storage: URLs as users write them, passwords never shown, one clear line per failure.
 
-SQLite (``sqlite:///runs/<name>/optuna.db``, the default) serves the processes of one machine; a
-PostgreSQL server serves many machines. ``postgresql://user@host:5432/db`` (or ``postgres://``) is
-driven by psycopg 3 (``pip install -e ".[postgres]"``), whatever SQLAlchemy's default driver is; an
-explicit ``postgresql+<driver>://`` is kept. The password may be left out of the URL: libpq then reads
-``PGPASSWORD`` or ``~/.pgpass`` (so it never shows in ``ps`` or shell history).
-
-Every URL shown to a person goes through :func:`display_url` (password → ``***``), and every way of
-not reaching the database becomes a :class:`StorageError` (or a ``ValueError`` for a malformed URL) whose
-message names the server and the fix: unreachable server, bad credentials, missing database, missing
-driver. Nothing here prints.
-
-Opening an RDB storage creates Optuna's tables (and its alembic version row) on first use, which is not
-safe when several processes create the same schema at once: PostgreSQL's ``CREATE TABLE``/``CREATE TYPE``
-give one of them a unique violation on ``pg_type``, SQLite one on ``alembic_version``. The loser simply
-opens the storage again, when the tables exist.
+``postgresql://`` is driven by psycopg 3 whatever SQLAlchemy's default driver is; the password may stay out of
+the URL (libpq reads ``PGPASSWORD`` or ``~/.pgpass``, so it never shows in ``ps``). Every URL shown goes through
+:func:`display_url`, and every way of not reaching the database is a :class:`StorageError` naming the server and
+the fix. Several processes creating Optuna's schema at once collide (a unique violation); the loser simply opens
+the storage again.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """The ``local`` backend: the sweep config run by Optuna on persistent storage, many processes and machines.
 
-Storage is an Optuna ``RDBStorage`` (:mod:`core.sweep.backends.local.storage`): SQLite in the run folder by default
-(``sqlite:///runs/<name>/optuna.db``) for the processes of one machine, or a PostgreSQL server
-(``--storage postgresql://user@host/db``) so processes on several machines share one study. Every process
-runs the same loop — recover trials of dead processes on this host, decide whether to stop, run one trial
-— and agrees with the others through the storage only.
-
-Budget and draws (:mod:`.budget`, :mod:`.sampler`). ``count`` (``--count`` or
-``run_cap``) is the number of trial *slots* in the study, across restarts, processes and machines. A
-trial's slot is fixed when Optuna creates it; the sampler is seeded by it, so the sweep's trial n is the
-same configuration whichever process runs it and after any resume, and a grid point runs exactly once.
-
-Failures. A trial that raises keeps its slot and is retried, with the same parameters, by the next run
-of the same command (``retry_failed``); ``max_consecutive_failures`` trials failing in a row stop every
-process of the run. A trial left RUNNING by a process that died on this host is retried at once, in its
-old folder with ``resume=True`` (a process on another host is found by Optuna's heartbeat instead).
-Ctrl-C records the running trial as interrupted; the next run retries it.
+SQLite in the run folder for the processes of one machine, or a PostgreSQL server so several machines share one
+study (:mod:`.storage`). Every process runs the same loop — recover trials of dead processes on this host, decide
+whether to stop, run one trial — and agrees with the others through the storage only. ``count`` is the number of
+trial slots across restarts, processes and machines, and the sampler is seeded by the slot, so trial n is the
+same configuration whoever runs it (:mod:`.budget`, :mod:`.sampler`). A failed trial keeps its slot and is
+retried by the next run; ``max_consecutive_failures`` failures in a row stop every process; Ctrl-C records the
+running trial as interrupted.
 """
 
 from __future__ import annotations
@@ -239,13 +230,9 @@ _QUIET, _QUIET_INTERRUPT = _QuietOptunaFailures(), _QuietTrainerInterrupt()
 
 def run_worker(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, budget: int, started_at: datetime,
                *, worker_id: int = 0) -> int:
-    """Run trials until a stop reason holds (``budget`` and ``started_at`` as :func:`run_local` resolved
-    them); returns how many this process started.
-
-    Ctrl-C (SIGINT) and SIGTERM only *request* a stop (``core.train.StopRequest``): the running trial ends
-    before its next batch, is recorded as interrupted (the next run repeats it from its last checkpoint),
-    and this raises KeyboardInterrupt; nothing is ever interrupted inside a database write or a checkpoint.
-    The same signal twice interrupts at once.
+    """Run trials until a stop reason holds; returns how many this process started. SIGINT and SIGTERM only
+    *request* a stop: the running trial ends before its next batch, recorded as interrupted, and this raises
+    KeyboardInterrupt — never inside a database write or a checkpoint. The same signal twice interrupts at once.
     """
     logging.getLogger("optuna.study._optimize").addFilter(_QUIET)
     for name in ("core.train.trainer", "core.train.stopping"):

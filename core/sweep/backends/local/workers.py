@@ -1,24 +1,11 @@
 """Worker processes of a local sweep: they die with their parent, and Ctrl-C ends them quietly.
 
-``--workers N`` runs N spawned processes on one storage. Two things a user expects of them that Python's
-``multiprocessing`` does not give by default:
-
-* **They die with the parent.** After ``kill -9`` of the parent, nothing is left training to the end of
-  the budget. On Linux each worker asks the kernel for ``SIGKILL`` when its parent dies
-  (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread polls the parent's pid. A killed worker leaves its trial
-  RUNNING, and the next run re-queues it (:func:`core.sweep.backends.local.budget.recover_dead_trials`) and resumes it
-  from its last checkpoint.
-* **Ctrl-C is one event.** The terminal sends SIGINT to the parent and every worker. In a worker it only
-  requests a stop (:func:`.study.run_worker`): the trial ends before its next batch, is recorded
-  as interrupted (to be run again), and the worker exits with code 130 without a traceback. The parent
-  sends SIGTERM — the same request, a no-op for a worker that already has one — to workers that did not
-  get the SIGINT (``kill -INT <parent>``), waits for them, and re-raises, so the script prints one line.
-
-On a machine with several GPUs each worker gets its own: worker i sees only GPU ``i mod n`` of the GPUs
-this process may use (``CUDA_VISIBLE_DEVICES`` set in the worker before CUDA starts), so ``--device cuda``
-or ``auto`` in every worker means a different card. With one GPU the workers share it.
-
-Workers are not daemonic: a daemonic process may not start the DataLoader processes a trial may need.
+What Python's ``multiprocessing`` does not give by default: after ``kill -9`` of the parent nothing is left
+training (``PR_SET_PDEATHSIG`` on Linux, a polling thread elsewhere; the next run re-queues the killed trial,
+:func:`core.sweep.backends.local.budget.recover_dead_trials`); Ctrl-C is one event — a worker only requests a
+stop before the next batch and exits 130 without a traceback, and the parent forwards SIGTERM to workers that
+missed the SIGINT, so the script prints one line. Worker i sees only GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES``
+before CUDA starts). Workers are not daemonic: a daemonic process may not start DataLoader workers.
 """
 
 from __future__ import annotations

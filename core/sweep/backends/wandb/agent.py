@@ -1,18 +1,10 @@
 """One W&B sweep run, in the process W&B's agent started for it (``python -m experiments.wandb_trial``).
 
-The agent hands over three things through the environment: the run's parameters (a YAML file named by
-``WANDB_SWEEP_PARAM_PATH``, read with W&B's own reader, exactly as ``wandb.init`` reads it), the run id
-(``WANDB_RUN_ID``, which ``wandb.init`` picks up) and, from the machine's ``partA_sweep.py`` that
-started the agent, an :class:`AgentContext` (sweep config, the sweep's :class:`~core.sweep.settings.SweepSettings`
-with its trials folder, the trial function with the data folder and device of this machine) in
-:data:`AGENT_ENV`.
-
-The run is the same :func:`core.sweep.trial.execute_trial` the local backend runs, with a
-:class:`core.train.StopRequest` listening to SIGTERM (W&B's stop) and SIGINT (W&B's stop button, which
-wandb-core delivers as SIGINT): the trial stops before its next batch and is recorded PRUNED with the
-metric of its best finished epoch; its ``wandb.init`` is the only one in the process, so the W&B run
-carries the trainer's whole config. The process exits 0 for a finished or stopped run (W&B's exit-code
-contract: 0 is not requeued, and the agent gives up after a few non-zero exits) and 1 for a failure.
+The agent hands over the run's parameters (``WANDB_SWEEP_PARAM_PATH``, read with W&B's own reader), the run id,
+and this machine's :class:`AgentContext` (sweep, settings, trial function) in :data:`AGENT_ENV`. The run is the
+local backend's :func:`core.sweep.trial.execute_trial`, with a :class:`core.train.StopRequest` on SIGTERM and
+SIGINT (W&B's stop), so a stopped trial ends before its next batch, PRUNED, with its best finished epoch. Exit 0
+for a finished or stopped run (W&B does not requeue it), 1 for a failure.
 """
 
 from __future__ import annotations

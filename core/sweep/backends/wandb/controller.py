@@ -1,26 +1,12 @@
 """The ``wandb`` backend: W&B's own controller (its bayes/grid/random, its hyperband) and W&B's own agent.
 
-Route: W&B's canonical ``program`` agent, one process per run (``wandb.agent`` without a function, the
-code behind the ``wandb agent`` command). The sweep is registered with our trial program
-(:data:`TRIAL_PROGRAM`, started as ``python -m experiments.wandb_trial`` so any working directory
-works); the agent asks W&B's server for runs, writes each run's parameters to the file named by
-``WANDB_SWEEP_PARAM_PATH`` and starts the program; a stop from the server (hyperband's
-``early_terminate``, ``wandb sweep --cancel``, a second Ctrl-C on the agent) is a SIGTERM to that
-process, which :mod:`core.sweep.backends.wandb.agent` turns into a stop between two batches.
-
-Why not ``wandb.agent(function=...)``: W&B's in-process agent stops a run by raising a bare
-``Exception`` inside the trial's thread (``PyThreadState_SetAsyncExc``), wherever the thread is: in
-``torch.save`` of a checkpoint, in W&B's logging, in our own error handling. No code can contain an
-exception that may land inside its own ``except`` block; a separate process with a signal handler
-that only sets a flag can. One process per run is also what W&B documents for several GPUs and
-machines, and it gives each run a fresh CUDA context and its own ``wandb.init`` (so the run carries
-the trainer's whole config, which an in-process agent's pre-made run dropped).
-
-This machine's settings (data folder, device, trials folder, the trial function) reach each run's
-process through one environment variable (:data:`core.sweep.backends.wandb.agent.AGENT_ENV`), which W&B's
-agent passes on; more agents on this or other machines join with :func:`agent_command`. W&B's
-controller is a server: this backend needs W&B credentials (offline sweeps are not supported by
-W&B; use ``--backend local``).
+W&B's ``program`` agent, one process per run: the agent writes each run's parameters to
+``WANDB_SWEEP_PARAM_PATH`` and starts :data:`TRIAL_PROGRAM`; a stop from the server is a SIGTERM that
+:mod:`core.sweep.backends.wandb.agent` turns into a stop between two batches. Not ``wandb.agent(function=...)``:
+that one stops a run by raising an exception inside the trial's thread wherever it is (in ``torch.save``, in
+our own error handling), which no code can contain; a signal handler that only sets a flag can. This machine's
+settings reach each run through one environment variable (:data:`AGENT_ENV`); more agents join with
+:func:`agent_command`. W&B's controller is a server, so this backend needs W&B credentials.
 """
 
 from __future__ import annotations
@@ -135,12 +121,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[4]  # core/sweep/backends/wandb/
 def launcher_environment(sweep_dir: Path, trials_dir: Path) -> dict[str, str]:
     """``PATH`` and ``PYTHONPATH`` under which W&B's agent starts each run as this process would.
 
-    W&B's agent runs ``/usr/bin/env python -m experiments.wandb_trial`` in its own working folder: whichever
-    ``python`` comes first on ``PATH`` (often not the one with this project, when the script was started by
-    an absolute interpreter path) and ``experiments`` found only from the repository root. A ``python``
-    first on ``PATH`` that is ``sys.executable``, with the project root on ``PYTHONPATH``, makes every run
-    this interpreter and this checkout, from any folder; it also keeps each run's whole output in a file
-    (:data:`~core.sweep.backends.wandb.agent.STARTING_LOGS`, then the trial folder's ``run.log``).
+    The agent runs ``/usr/bin/env python -m experiments.wandb_trial`` in its own folder: a ``python`` first on
+    ``PATH`` that is ``sys.executable``, with the project root on ``PYTHONPATH``, makes every run this
+    interpreter and this checkout, and keeps each run's whole output in a file (then the trial's ``run.log``).
     """
     bin_dir, logs = sweep_dir / ".agent-bin", trials_dir / STARTING_LOGS
     bin_dir.mkdir(parents=True, exist_ok=True)
