@@ -73,6 +73,7 @@ STRATEGY_FLAGS = {
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = PartBConfig().to_flat()
+    defaults_monitor = PartBConfig().train.monitor
     model = parser.add_argument_group("backbone and strategy")
     add_flags(model, STRATEGY_FLAGS, defaults)
     model.add_argument("--list-archs", action="store_true", help="print the supported archs and exit")
@@ -85,6 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help=f"input side (default: the weights' own (224) on GPU, {CPU_IMAGE_SIZE} on CPU)")
     add_flags(parser.add_argument_group("training"), TRAIN_FLAGS, defaults, [k for k in PARTB_KEYS if k in TRAIN_FLAGS],
               help_overrides={"epochs": f"epochs (default {GPU_EPOCHS} on GPU, {CPU_EPOCHS} on CPU)",
+                              "patience": f"early stopping: epochs without a gain of {defaults_monitor} (default: off)",
                               "lr": f"learning rate of the new head (default {defaults['lr']:g})",
                               "seed": f"seed of the split, the new head's init and the data order "
                                       f"(default {defaults['seed']})"})
