@@ -60,10 +60,12 @@ def test_agent_from_another_folder_and_interpreter_prunes_the_stopped_run_and_co
                                                                                                  tmp_path):
     trials = tmp_path / "runs" / "wb" / "trials"
     script = run_stop_run_exit(trials)
-    give_up = time.monotonic() + 240  # runs that never start a trial: end the agent, the asserts say why
+    give_up = time.monotonic() + 300  # runs that never start a trial: end the agent, the asserts say why
 
     def decide(running):  # the fixed values travel with every run, as W&B's controller sends them
-        if time.monotonic() > give_up and _trial_dir(trials, "r1") is None:
+        r2 = _trial_dir(trials, "r2")  # r2 may start and finish between two of the agent's 5 s polls
+        ended = r2 is not None and json.loads((r2 / "trial.json").read_text())["state"] != "RUNNING"
+        if time.monotonic() > give_up or (ended and not running.get("r2")):
             return [EXIT]
         return [{**c, "args": {**c["args"], **{k: {"value": v} for k, v in FIXED.items()}}} if c["type"] == "run"
                 else c for c in script(running)]

@@ -178,13 +178,13 @@ def coerce_flat(params: Mapping[str, Any], keys: Mapping[str, tuple[str, str, Co
 
 # The recommended Part A recipe is PartAConfig's defaults, so partA_train.py, every sweep trial and the demo get
 # it for whatever a flag or a sweep key does not set. Chosen by whole runs on real photos against the peers'
-# pipeline: docs/results.md, "Part A on real photos: pipeline and defaults" (command and numbers there).
+# pipeline, then by a search over the sweep's whole space: docs/results.md, "How the defaults were chosen".
 RECOMMENDED_DATA: dict[str, Any] = {"augment": True, "train_decode_ratio": 1.15, "batch_size": 32}
 # weight decay that goes with each optimizer when a flag or sweep key changes the optimizer but not the decay:
-# AdamW's is decoupled (0.05 is usual), for Adam/NAdam/SGD it is an L2 penalty (0.05 would swamp the loss).
-WEIGHT_DECAY_FOR: dict[str, float] = {"adamw": 0.05, "adam": 0.0, "nadam": 0.0, "sgd": 5e-4}
-RECOMMENDED_TRAIN: dict[str, Any] = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "scheduler": "cosine",
-                                     "warmup_epochs": 0.5, "label_smoothing": 0.1, "monitor": "val_loss"}
+# AdamW's is decoupled (0.1 here), for Adam/NAdam/SGD it is an L2 penalty (0.1 would swamp the loss).
+WEIGHT_DECAY_FOR: dict[str, float] = {"adamw": 0.1, "adam": 0.0, "nadam": 0.0, "sgd": 5e-4}
+RECOMMENDED_TRAIN: dict[str, Any] = {"optimizer": "adamw", "lr": 5.19e-4, "weight_decay": 0.1, "scheduler": "cosine",
+                                     "warmup_epochs": 0.5, "label_smoothing": 0.0, "monitor": "val_loss"}
 
 
 @dataclass(frozen=True)

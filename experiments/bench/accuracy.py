@@ -5,11 +5,11 @@ runs on a real photo folder, the peers' pipeline against ours, side by side in o
         --seeds 0,1
     python experiments/benchmark.py accuracy --data-dir ../shared/data/flowers5 --rows ablation --epochs 10
 
-Rows (:data:`ROWS`): ``issue`` (peer pipeline + recipe, our pipeline + peer recipe, our defaults) or
-``ablation`` (one change at a time, :data:`ABLATION`). Every row trains on the same split, size, epochs and
-seeds; each run reports the test accuracy of its best-val-acc, best-val-loss and last checkpoints (test recorded
-per epoch for analysis only, never selected on). Runs are appended to ``<out-dir>/accuracy-runs.jsonl``; a rerun
-with the same settings reuses finished ones.
+Rows (:data:`ROWS`): ``issue`` (peer pipeline + recipe, our pipeline + peer recipe, our defaults), ``ablation``
+(one change at a time, :data:`ABLATION`) or ``search`` (the defaults search's best, :data:`SEARCHED`). Every
+row trains on the same split, size, epochs and seeds; each run reports the test accuracy of its best-val-acc,
+best-val-loss and last checkpoints (test recorded per epoch for analysis only, never selected on). Runs are
+appended to ``<out-dir>/accuracy-runs.jsonl``; a rerun with the same settings reuses finished ones.
 """
 
 from __future__ import annotations
@@ -77,26 +77,24 @@ ABLATION: dict[str, Row] = {
     "abl_batched": Row("source 1.15x + the batched augmentation path", "ours",
                        {**OURS_BEFORE, "train_decode_ratio": 1.15, "pipeline": "batched"}),
 }
-CANDIDATE = {"batch_norm": True, "organisation": "double", "kernel_size": 3, "dense_units": 512, "dropout": 0.12,
-             "augment": True, "train_decode_ratio": 1.15, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3,
-             "weight_decay": 0.05, "scheduler": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1,
-             "monitor": "val_acc"}
-CANDIDATES: dict[str, Row] = {  # what the defaults were chosen from (docs/results.md)
-    "cand_16": Row("candidate defaults, filters 16 doubling", "ours", {**CANDIDATE, "filters": 16}),
-    "cand_32": Row("candidate defaults, filters 32 doubling", "ours", {**CANDIDATE, "filters": 32}),
-    "cand_16_b16": Row("candidate defaults, filters 16 doubling, batch 16", "ours",
-                       {**CANDIDATE, "filters": 16, "batch_size": 16}),
-    "cand_16_lr3": Row("candidate defaults, filters 16 doubling, lr 3e-3", "ours",
-                       {**CANDIDATE, "filters": 16, "lr": 3e-3}),
-    "cand_16_per_sample": Row("candidate defaults, filters 16 doubling, per-sample torchvision path", "ours",
-                              {**CANDIDATE, "filters": 16, "pipeline": "per_sample"}),
-    "cand_16_onecycle": Row("candidate defaults, filters 16 doubling, onecycle to lr 4e-3", "ours",
-                            {**CANDIDATE, "filters": 16, "lr": 4e-3, "scheduler": "onecycle", "warmup_epochs": 3}),
+FOUND = {"batch_norm": True, "dense_units": 512, "label_smoothing": 0.0, "weight_decay": 0.1}  # all four share
+SEARCHED: dict[str, Row] = {  # the defaults search's best trials (configs/partA_defaults_search.yaml, seed 0)
+    "search_21": Row("search trial 21: 64 same, 3x3, GELU, dropout 0.12", "ours",
+                     {**FOUND, "filters": 64, "organisation": "same", "activation": "gelu", "lr": 6.816e-4}),
+    "search_1": Row("search trial 1: 32 doubling, 7-5-5-3-3, SiLU, no dropout", "ours",
+                    {**FOUND, "filters": 32, "kernel_size": [7, 5, 5, 3, 3], "activation": "silu", "dropout": 0.0,
+                     "lr": 4.292e-4}),
+    "search_13": Row("search trial 13: 32 doubling, 3x3, GELU, dropout 0.12", "ours",
+                     {**FOUND, "filters": 32, "activation": "gelu", "lr": 7.921e-4}),
+    "search_3": Row("search trial 3: 16 doubling, 3x3, GELU, dropout 0.12", "ours",
+                    {**FOUND, "filters": 16, "activation": "gelu", "lr": 5.190e-4}),
+    "search_3_relu": Row("search trial 3 with ReLU (guided backprop's activation)", "ours",
+                         {**FOUND, "filters": 16, "activation": "relu", "lr": 5.190e-4}),
 }
 ROWS.update(ABLATION)
-ROWS.update(CANDIDATES)
+ROWS.update(SEARCHED)
 PRESETS = {"issue": ["peer", "ours_peer", "ours_default"], "ablation": ["peer", *ABLATION],
-           "defaults": ["peer", *CANDIDATES]}
+           "search": ["ours_default", *SEARCHED]}
 
 
 def parse_rows(spec: str) -> list[str]:
