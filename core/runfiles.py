@@ -29,8 +29,8 @@ from typing import IO, Any
 import yaml
 
 __all__ = ["LOCK_NAME", "MASK", "RunFolderBusyError", "append_jsonl", "atomic_path", "atomic_writer", "mask_secrets",
-           "masked_argv", "own_run_folder", "read_json", "read_jsonl", "read_yaml", "run_name", "to_plain",
-           "writable_path", "write_json", "write_jsonl", "write_text", "write_yaml"]
+           "masked_argv", "own_run_folder", "pid_alive", "read_json", "read_jsonl", "read_yaml", "run_name",
+           "to_plain", "writable_path", "write_json", "write_jsonl", "write_text", "write_yaml"]
 
 
 _UMASK = os.umask(0)
@@ -257,14 +257,19 @@ def _lock_owner(lock: Path) -> tuple[str, int] | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is alive; a killed one nobody reaped yet (a zombie) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _claim(run_dir: Path, take_over_other_hosts: bool) -> Path:
@@ -275,7 +280,7 @@ def _claim(run_dir: Path, take_over_other_hosts: bool) -> Path:
         except FileExistsError:
             owner = _lock_owner(lock)
             if owner is not None and owner[1] != os.getpid() and (
-                    (owner[0] == host and not _pid_alive(owner[1])) or (owner[0] != host and take_over_other_hosts)):
+                    (owner[0] == host and not pid_alive(owner[1])) or (owner[0] != host and take_over_other_hosts)):
                 log.warning("taking over %s: its owner, pid %d on %s, is no longer running", lock, owner[1], owner[0])
                 lock.unlink(missing_ok=True)
                 continue

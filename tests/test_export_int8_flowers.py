@@ -26,7 +26,8 @@ to_onnx = importlib.import_module("export.to_onnx")
 pytestmark = pytest.mark.slow
 PARAMS = {"image_size": 64, "filters": 16, "organisation": "double", "batch_norm": True, "dense_units": 128,
           "epochs": 15, "lr": 3e-3, "batch_size": 32, "optimizer": "adam", "seed": 0, "split_seed": 0,
-          "device": "cpu", "amp": "off", "num_workers": 0, "activation": "gelu"}
+          "device": "cpu", "amp": "off", "num_workers": 0, "activation": "gelu",
+          "label_smoothing": 0.1, "weight_decay": 0.0}  # the recipe docs/export.md measured INT8 on (pinned)
 
 
 def test_int8_loses_at_most_half_a_point_on_flowers5(shared_dir, tmp_path, capsys):

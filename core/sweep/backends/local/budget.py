@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from core.runfiles import pid_alive
 from core.sweep.backends.local.optuna_private import all_trials, storage_of, trial_id_of
 
 if TYPE_CHECKING:
@@ -127,20 +128,6 @@ def _retry(study: optuna.Study, t: FrozenTrial) -> None:
     storage.get_heartbeat_stale_trial_callback()(study, copy.deepcopy(storage.get_trial(trial_id_of(t))))
 
 
-def _pid_dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a killed child not yet reaped is a zombie: dead for our purpose
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def recover_dead_trials(study: optuna.Study) -> list[int]:
     """Fail RUNNING trials whose process on this host is gone (``kill -9``) and queue their retry."""
     from optuna.trial import TrialState
@@ -150,7 +137,7 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     for t in all_trials(study):
         worker = t.user_attrs.get("worker") or {}
         if not (t.state == TrialState.RUNNING and worker.get("host") == HOST and worker.get("pid") != os.getpid()
-                and _pid_dead(int(worker.get("pid", -1)))):
+                and not pid_alive(int(worker.get("pid", -1)))):
             continue
         try:  # atomic: of several workers noticing the same dead trial, one changes its state
             changed = storage.set_trial_state_values(trial_id_of(t), state=TrialState.FAIL)
