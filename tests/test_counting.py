@@ -36,7 +36,7 @@ from core.model import (
 
 
 def test_golden_example_from_the_docstring():
-    spec = make_spec(filters=32, kernel_size=3, dense_units=256, image_size=224)
+    spec = make_spec(filters=32, organisation="same", kernel_size=3, dense_units=256, image_size=224, batch_norm=False)
     totals = count_totals(spec)
     assert totals.params == 442_122
     assert totals.macs == 197_294_592
@@ -46,7 +46,7 @@ def test_golden_example_from_the_docstring():
 
 
 def test_golden_example_matches_torch():
-    spec = make_spec(filters=32, kernel_size=3, dense_units=256, image_size=224)
+    spec = make_spec(filters=32, organisation="same", kernel_size=3, dense_units=256, image_size=224, batch_norm=False)
     model = build_cnn(spec)
     assert measured_params(model) == 442_122
     assert measured_flops(model, (1, 3, 224, 224)) == 394_589_184
@@ -100,7 +100,7 @@ def test_flops_scale_linearly_with_batch(knobs, batch):
        w=st.integers(40, 130), c=st.integers(1, 4), classes=st.integers(2, 12), bn=st.booleans())
 def test_closed_formula_equals_per_layer_sum(m, k, n, h, w, c, classes, bn):
     try:
-        spec = make_spec(filters=m, kernel_size=k, dense_units=n, image_size=(h, w), in_channels=c,
+        spec = make_spec(filters=m, organisation="same", kernel_size=k, dense_units=n, image_size=(h, w), in_channels=c,
                          num_classes=classes, batch_norm=bn)
     except ValueError:
         assume(False)

@@ -35,7 +35,7 @@ def test_one_activation_module_per_use_never_inplace():
 
 def test_batch_norm_and_dropout_are_built_when_asked():
     with_bn = build_cnn(make_spec(filters=4, image_size=32, batch_norm=True, dropout=0.5))
-    without = build_cnn(make_spec(filters=4, image_size=32))
+    without = build_cnn(make_spec(filters=4, image_size=32, batch_norm=False, dropout=0.0))
     assert sum(isinstance(m, nn.BatchNorm2d) for m in with_bn.modules()) == 5
     assert sum(isinstance(m, nn.BatchNorm2d) for m in without.modules()) == 0
     drops = [m for m in with_bn.modules() if isinstance(m, nn.Dropout)]

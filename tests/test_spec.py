@@ -38,14 +38,14 @@ def test_half_never_drops_below_one_filter():
 
 
 def test_default_spec_shapes_match_hand_computation():
-    spec = make_spec()  # 224 px, k=3 "same" padding, 2x2 pools: 224 -> 112 -> 56 -> 28 -> 14 -> 7
+    spec = make_spec()  # defaults: 16 doubling; 224 px, k=3 "same" padding, 2x2 pools: 224 -> 112 -> ... -> 7
     pools = [layer.out_shape for layer in spec.layer_shapes() if layer.kind == "pool"]
-    assert pools == [(32, 112, 112), (32, 56, 56), (32, 28, 28), (32, 14, 14), (32, 7, 7)]
-    assert spec.feature_shape() == (32, 7, 7)
+    assert pools == [(16, 112, 112), (32, 56, 56), (64, 28, 28), (128, 14, 14), (256, 7, 7)]
+    assert spec.feature_shape() == (256, 7, 7)
 
 
 def test_even_kernel_grows_the_map_by_one_before_pooling():
-    spec = make_spec(kernel_size=4, image_size=64)
+    spec = make_spec(filters=32, organisation="same", kernel_size=4, image_size=64)
     convs = [layer.out_shape for layer in spec.layer_shapes() if layer.kind == "conv"]
     # 64 -> conv 65 -> pool 32 -> conv 33 -> pool 16 -> 17 -> 8 -> 9 -> 4 -> 5 -> 2
     assert [c[1] for c in convs] == [65, 33, 17, 9, 5]
@@ -53,7 +53,7 @@ def test_even_kernel_grows_the_map_by_one_before_pooling():
 
 
 def test_per_block_kernels_and_rectangular_images():
-    spec = make_spec(kernel_size=[3, 3, 5, 5, 7], image_size=(96, 128))
+    spec = make_spec(filters=32, organisation="same", kernel_size=[3, 3, 5, 5, 7], image_size=(96, 128))
     assert [b.kernel_size for b in spec.blocks] == [3, 3, 5, 5, 7]
     assert spec.feature_shape() == (32, 3, 4)
 

@@ -36,7 +36,8 @@ def _batches(n: int, size: int = 32, seed: int = 0) -> list[tuple[torch.Tensor, 
 
 def _model(seed: int = 0, batch_norm: bool = False) -> nn.Module:
     torch.manual_seed(seed)
-    return build_cnn(make_spec(filters=4, image_size=32, num_classes=3, dense_units=8, batch_norm=batch_norm))
+    return build_cnn(make_spec(filters=4, image_size=32, num_classes=3, dense_units=8, batch_norm=batch_norm,
+                               dropout=0.0))
 
 
 @pytest.fixture

@@ -225,14 +225,28 @@ def _per_block(value, what: str) -> list:
     return [value] * NUM_BLOCKS
 
 
+@dataclass(frozen=True)
+class CNNKnobs:
+    """The assignment's model knobs and their one set of defaults (chosen by the search in docs/results.md):
+    ``PartAConfig`` extends it, and :func:`make_spec` and every flag's default read it."""
+
+    filters: int = 16
+    organisation: str | tuple[int, ...] = "double"  # same | double | half | 5 channel counts
+    kernel_size: int | tuple[int, ...] = 3  # one size, or 5
+    activation: str = "relu"
+    batch_norm: bool = True
+    dropout: float = 0.12
+    dense_units: int = 512
+
+
 def make_spec(
-    filters: int = 32,
-    organisation: str | Sequence[int] = "same",
-    kernel_size: int | Sequence[int] = 3,
-    activation: str = "relu",
-    batch_norm: bool = False,
-    dropout: float = 0.0,
-    dense_units: int = 256,
+    filters: int = CNNKnobs.filters,
+    organisation: str | Sequence[int] = CNNKnobs.organisation,
+    kernel_size: int | Sequence[int] = CNNKnobs.kernel_size,
+    activation: str = CNNKnobs.activation,
+    batch_norm: bool = CNNKnobs.batch_norm,
+    dropout: float = CNNKnobs.dropout,
+    dense_units: int = CNNKnobs.dense_units,
     image_size: int | tuple[int, int] = 224,
     in_channels: int = 3,
     num_classes: int = 10,

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from core.data import DataConfig
-from core.model import CNNSpec, make_spec
+from core.model import CNNKnobs, CNNSpec, make_spec
 from core.train import TrainConfig
 
 __all__ = ["FLAT_KEYS", "MODEL_KEYS", "RECOMMENDED_DATA", "RECOMMENDED_TRAIN", "WEIGHT_DECAY_FOR", "Coercer",
            "PartAConfig", "as_bool", "as_float", "as_int", "as_str", "coerce_flat", "optional"]
 
 Coercer = Callable[[str, Any], Any]  # (flat key, value) -> the typed value, or a ValueError naming the key
-MODEL_KEYS = ("filters", "organisation", "kernel_size", "activation", "batch_norm", "dropout", "dense_units")
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(CNNKnobs))
 
 
 def as_int(key: str, v: Any) -> int:
@@ -188,17 +188,10 @@ RECOMMENDED_TRAIN: dict[str, Any] = {"optimizer": "adamw", "lr": 5.19e-4, "weigh
 
 
 @dataclass(frozen=True)
-class PartAConfig:
-    """One Part A run: the CNN knobs of ``make_spec`` plus the data and training configs (defaults: the
-    recommended recipe, see :data:`RECOMMENDED_DATA` / :data:`RECOMMENDED_TRAIN`)."""
+class PartAConfig(CNNKnobs):
+    """One Part A run: the CNN knobs plus the data and training configs (defaults: the recommended recipe, see
+    :data:`RECOMMENDED_DATA` / :data:`RECOMMENDED_TRAIN`)."""
 
-    filters: int = 16
-    organisation: str | tuple[int, ...] = "double"  # same | double | half | 5 channel counts
-    kernel_size: int | tuple[int, ...] = 3  # one size, or 5
-    activation: str = "relu"
-    batch_norm: bool = True
-    dropout: float = 0.12
-    dense_units: int = 512
     data: DataConfig = field(default_factory=lambda: DataConfig(**RECOMMENDED_DATA))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**RECOMMENDED_TRAIN))
 
