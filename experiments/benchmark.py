@@ -38,7 +38,7 @@ from experiments.bench.common import (
     peak_rss_mb,
     reset_peak_memory,
 )
-from experiments.cli import UsageError, configure_logging, run_script
+from core.cli import UsageError, configure_logging, run_script
 
 __all__ = ["SECTIONS", "BenchConfig", "Comparison", "SectionResult", "compare", "format_table", "get_args_parser",
            "main", "register", "run_sections"]
@@ -237,7 +237,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def benchmark(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
+    """Everything after parsing; errors propagate to :func:`core.cli.run_script` (exit codes)."""
     configure_logging(logging.INFO, "%(message)s")
     for name, value in (("--image-size", args.image_size), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:

@@ -12,7 +12,7 @@ import sys
 
 from core.model import CLOSED_FORMULA, CNNSpec, closed_form, count_layers, count_totals, format_count, uniform_knobs
 from core.partA import PartAConfig
-from experiments.cli import run_script
+from core.cli import run_script
 from experiments.flags import add_spec_flags, spec_from_args
 
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from core.explain import GUIDED_MODES, EvalConfig, evaluate_checkpoint, log_evaluation
-from experiments.cli import configure_logging, run_script
+from core.cli import configure_logging, run_script
 from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_evaluate")
@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
+    """Everything after parsing; errors propagate to :func:`core.cli.run_script` (exit codes)."""
     configure_logging(logging.INFO)
     cfg = EvalConfig(checkpoint=args.checkpoint, data_dir=args.data_dir, out_dir=args.out_dir, seed=args.seed,
                      per_class=args.per_class, neurons=args.neurons, guided_mode=args.guided_mode,

@@ -36,7 +36,7 @@ from core.sweep import (
     load_sweep_config,
     run_sweep,
 )
-from experiments.cli import configure_logging, run_script
+from core.cli import configure_logging, run_script
 from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_sweep")
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(args: argparse.Namespace, argv: list[str]) -> int:
-    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes), except
+    """Everything after parsing; errors propagate to :func:`core.cli.run_script` (exit codes), except
     Ctrl-C, which ends with the command that resumes, and a sweep with no successful trial (exit 1)."""
     os.environ.setdefault("WANDB_SILENT", "true")  # our log says where each offline W&B run is saved
     configure_logging(logging.WARNING if args.quiet else logging.INFO,

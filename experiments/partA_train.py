@@ -21,7 +21,7 @@ from pathlib import Path
 from core.data import resolve_dataset
 from core.partA import WEIGHT_DECAY_FOR, PartAConfig, run_partA
 from core.runfiles import run_name
-from experiments.cli import UsageError, check_run_folder, configure_logging, run_script
+from core.cli import UsageError, check_run_folder, configure_logging, run_script
 from experiments.flags import DATA_FLAGS, TRAIN_FLAGS, add_flags, add_spec_flags, add_tracking_flags
 
 log = logging.getLogger("partA_train")
@@ -92,7 +92,7 @@ def _check_fixed_flags(args: argparse.Namespace, cfg: PartAConfig) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
+    """Everything after parsing; errors propagate to :func:`core.cli.run_script` (exit codes)."""
     configure_logging(args.log_level, "%(asctime)s %(message)s", "%H:%M:%S")
     flat = {k: v for k, v in vars(args).items() if k not in RUN_FLAGS + FIXED_FLAGS}
     if args.resume and not args.name:

@@ -38,7 +38,7 @@ from core.finetune import (
 )
 from core.model import supported_archs
 from core.runfiles import run_name
-from experiments.cli import UsageError, check_run_folder, configure_logging, run_script
+from core.cli import UsageError, check_run_folder, configure_logging, run_script
 from experiments.flags import DATA_FLAGS, TRAIN_FLAGS, add_flags, add_tracking_flags
 
 log = logging.getLogger("partB_finetune")
@@ -113,7 +113,7 @@ def build_config(args: argparse.Namespace) -> PartBConfig:
 
 
 def finetune(args: argparse.Namespace) -> int:
-    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
+    """Everything after parsing; errors propagate to :func:`core.cli.run_script` (exit codes)."""
     configure_logging(logging.INFO)
     if args.list_archs:
         print("\n".join(supported_archs()))

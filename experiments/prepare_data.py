@@ -27,7 +27,7 @@ from core.data import (
     find_dataset_root,
     format_report,
 )
-from experiments.cli import EXIT_USAGE, UsageError, configure_logging, run_script
+from core.cli import EXIT_USAGE, UsageError, configure_logging, run_script
 
 log = logging.getLogger("prepare_data")
 
@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    """Everything after parsing; errors propagate to :func:`experiments.cli.run_script` (exit codes)."""
+    """Everything after parsing; errors propagate to :func:`core.cli.run_script` (exit codes)."""
     configure_logging(logging.INFO)
     if not (args.download or args.demo or args.check):
         raise UsageError("nothing to do: pass --download, --demo and/or --check")

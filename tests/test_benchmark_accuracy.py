@@ -75,6 +75,6 @@ def test_accuracy_section_end_to_end_and_reuse(tmp_path, capsys):
 
 def test_accuracy_flags_are_checked(tmp_path, capsys):
     (tmp_path / "train").mkdir()
-    # main's CLI convention (experiments.cli.run_script): a bad flag value returns 2 with a one-line error
+    # main's CLI convention (core.cli.run_script): a bad flag value returns 2 with a one-line error
     assert main(["accuracy", "--data-dir", str(tmp_path), "--rows", "bogus", "--out-dir", str(tmp_path / "o")]) == 2
     assert "benchmark: error: --rows: unknown accuracy rows" in capsys.readouterr().err

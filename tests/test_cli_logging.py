@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from experiments.cli import configure_logging
+from core.cli import configure_logging
 
 
 @pytest.fixture
@@ -38,5 +38,5 @@ def test_log_lines_follow_the_current_stderr_and_a_second_call_replaces_the_firs
     logging.getLogger("inat.test").info("dropped: below the new level")
     logging.getLogger("inat.test").warning("three")
     assert second.getvalue() == "two\nWARNING three\n"
-    ours = [h for h in root_logger.handlers if type(h).__module__ == "experiments.cli"]
+    ours = [h for h in root_logger.handlers if type(h).__module__ == "core.cli"]
     assert len(ours) == 1, f"one script handler after two calls, found {root_logger.handlers}"

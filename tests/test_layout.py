@@ -83,7 +83,15 @@ def test_each_face_says_what_it_holds_and_exports_real_names(package):
 
 def test_core_top_level_keeps_only_cross_cutting_modules():
     top = sorted(p.name for p in (ROOT / "core").glob("*.py") if p.name != "__init__.py")
-    assert len(top) <= 3, f"core/ top level should hold at most a few cross-cutting modules, found {top}"
+    assert len(top) <= 4, f"core/ top level should hold at most a few cross-cutting modules, found {top}"
+
+
+def test_the_top_floors_are_experiments_then_export_then_core():
+    """core imports neither top folder; export/ runs its scripts with core's runner, not experiments'."""
+    above = {"core": ("experiments", "export"), "export": ("experiments",)}
+    bad = [f"{p.relative_to(ROOT)}: {n}" for folder, banned in above.items() for p in _sources(folder)
+           for n in _runtime_imports(p) if n.split(".")[0] in banned]
+    assert bad == [], "imports that run back up the floors:\n" + "\n".join(bad)
 
 
 def test_no_module_is_a_house_of_its_own():

@@ -261,7 +261,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 from core.model import build_cnn, make_spec
 from core.runfiles import write_text
 from core.train import make_payload, save_checkpoint
-from experiments.cli import classify
+from core.cli import classify
 spec = make_spec(filters=4, image_size=32, num_classes=3, dense_units=8)
 payload = make_payload(build_cnn(spec), model_desc={{"kind": "cnn", "spec": spec.to_dict()}}, class_names="abc",
                        preprocessing={{"image_size": 32, "resize_size": None, "mean": (0.5,) * 3, "std": (0.25,) * 3}},

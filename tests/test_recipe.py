@@ -323,7 +323,7 @@ def test_recipe_flat_keys_coerce_sweep_values_and_round_trip():
 def test_bad_recipe_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
     from experiments.partA_train import main
 
-    try:  # argparse exits for a bad choice; experiments.cli.run_script returns 2 for a bad config value
+    try:  # argparse exits for a bad choice; core.cli.run_script returns 2 for a bad config value
         code = main([*flags, "--out-dir", str(tmp_path), "--wandb-mode", "disabled"])
     except SystemExit as exit_info:
         code = exit_info.code

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.bench.common import BenchConfig, Comparison
-from experiments.cli import configure_logging
+from core.cli import configure_logging
 
 log = logging.getLogger(__name__)
 
