@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from core.cli import UsageError, configure_logging, run_script
 from core.runfiles import to_plain, write_json
 from experiments.bench.common import (
     BenchConfig,
@@ -38,7 +39,6 @@ from experiments.bench.common import (
     peak_rss_mb,
     reset_peak_memory,
 )
-from core.cli import UsageError, configure_logging, run_script
 
 __all__ = ["SECTIONS", "BenchConfig", "Comparison", "SectionResult", "compare", "format_table", "get_args_parser",
            "main", "register", "run_sections"]

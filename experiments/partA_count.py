@@ -10,9 +10,9 @@ import argparse
 import json
 import sys
 
+from core.cli import run_script
 from core.model import CLOSED_FORMULA, CNNSpec, closed_form, count_layers, count_totals, format_count, uniform_knobs
 from core.partA import PartAConfig
-from core.cli import run_script
 from experiments.flags import add_spec_flags, spec_from_args
 
 

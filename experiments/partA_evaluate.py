@@ -20,8 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
-from core.explain import GUIDED_MODES, EvalConfig, evaluate_checkpoint, log_evaluation
 from core.cli import configure_logging, run_script
+from core.explain import GUIDED_MODES, EvalConfig, evaluate_checkpoint, log_evaluation
 from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_evaluate")

@@ -24,6 +24,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from core.cli import configure_logging, run_script
 from core.partA import PartAConfig
 from core.reports import fmt, label, ranked
 from core.runfiles import masked_argv
@@ -36,7 +37,6 @@ from core.sweep import (
     load_sweep_config,
     run_sweep,
 )
-from core.cli import configure_logging, run_script
 from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_sweep")

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from core.cli import UsageError, check_run_folder, configure_logging, run_script
 from core.data import resolve_dataset
 from core.partA import WEIGHT_DECAY_FOR, PartAConfig, run_partA
 from core.runfiles import run_name
-from core.cli import UsageError, check_run_folder, configure_logging, run_script
 from experiments.flags import DATA_FLAGS, TRAIN_FLAGS, add_flags, add_spec_flags, add_tracking_flags
 
 log = logging.getLogger("partA_train")

@@ -25,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+from core.cli import UsageError, check_run_folder, configure_logging, run_script
 from core.finetune import (
     CPU_EPOCHS,
     CPU_IMAGE_SIZE,
@@ -38,7 +39,6 @@ from core.finetune import (
 )
 from core.model import supported_archs
 from core.runfiles import run_name
-from core.cli import UsageError, check_run_folder, configure_logging, run_script
 from experiments.flags import DATA_FLAGS, TRAIN_FLAGS, add_flags, add_tracking_flags
 
 log = logging.getLogger("partB_finetune")

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from core.cli import EXIT_USAGE, UsageError, configure_logging, run_script
 from core.data import (
     INATURALIST_URL,
     URL_ENV,
@@ -27,7 +28,6 @@ from core.data import (
     find_dataset_root,
     format_report,
 )
-from core.cli import EXIT_USAGE, UsageError, configure_logging, run_script
 
 log = logging.getLogger("prepare_data")
 

@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     try:
+        from core.cli import configure_logging
         from core.sweep.backends.wandb import run_agent_trial
         from core.train import StopRequest
-        from core.cli import configure_logging
     except ModuleNotFoundError as exc:  # W&B's agent found another `python` than the project's
         print(f"wandb_trial: error: {sys.executable} cannot import {exc.name!r}: W&B's agent started the `python` "
               "first on its PATH, not the interpreter this project is installed in; start agents with that "

@@ -18,9 +18,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.runfiles import atomic_writer
 from core.cli import UsageError, output_file, run_script
 from core.cli import configure_logging as script_logging
+from core.runfiles import atomic_writer
 from export.metadata import MissingMetadataError, ModelMetadata, metadata_from_flags
 from export.ort_session import PROVIDER_CHOICES, create_session, session_metadata
 from export.predict import LabelledScore, PredictionRun, collect_images, predict_images, score

@@ -23,9 +23,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.cli import UsageError, output_file, run_script
 from core.runfiles import writable_path
 from core.train import load_checkpoint
-from core.cli import UsageError, output_file, run_script
 from export.consumers import TARGETS, ConsumerError, opencv_runner, opencv_version, web_runner
 from export.infer import add_inference_args, configure_logging, run_inference
 from export.onnx_export import (

@@ -32,9 +32,9 @@ def test_three_trial_sweep_end_to_end(tiny_imagefolder, tmp_path, capsys):
     assert "Top 3 runs by val_acc" in out and "Best configuration (trial" in out and "report.html" in out, out
 
     stats = cache_stats()
-    assert stats.misses == 3 and stats.images_decoded == 30 + 12 + 30, \
-        f"the train pool (at the input size and, as the augmentation's crop source, 1.15x larger) and the test " \
-        f"list are decoded once for all 3 trials: {stats}"
+    assert stats.misses == 3 and stats.images_decoded == 30 + 12 + 6, \
+        f"the train pool (1.15x larger, the augmentation's crop source), the 6 validation images (20%, at the " \
+        f"input size) and the test list are each decoded once, for all 3 trials: {stats}"
     assert stats.memory_hits >= 4, f"trials 2 and 3 read the decoded images from memory: {stats}"
 
     sweep = tmp_path / "runs" / "tiny"

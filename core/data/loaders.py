@@ -4,10 +4,12 @@
 once (:mod:`core.data.decode_cache`) *before* the split, so another seed or validation fraction never decodes
 again and corrupt files are skipped up front. ``"dataset"`` normalisation is the training subset's mean/std,
 ``"imagenet"`` ImageNet's; a given ``Preprocessing`` (evaluating a checkpoint) wins over both. Augmentation runs
-on the training subset only; with ``train_decode_ratio > 1`` the training images are decoded a second time,
-larger, for the crop. Batches are whole batches on the device (:mod:`core.data.batching`) or per-sample
-DataLoaders whose samples draw their own seeds with the order (:mod:`core.data.sampling`), so workers never
-change the batches; the per-sample policies (TrivialAugment, RandAugment, random erasing) select the latter.
+on the training subset only; with ``train_decode_ratio > 1`` the ``train/`` pool is decoded larger, for the
+crop (its statistics give ``"dataset"`` normalisation), and only the validation split is decoded again, at the
+model's view: each image once per view that is used. Batches are whole batches on the device
+(:mod:`core.data.batching`) or per-sample DataLoaders whose samples draw their own seeds with the order
+(:mod:`core.data.sampling`), so workers never change the batches; the per-sample policies (TrivialAugment,
+RandAugment, random erasing) select the latter.
 """
 
 from __future__ import annotations
@@ -271,8 +273,9 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
 
     decoded = {}
     kept: dict[str, list[tuple[Sample, int]]] = {}
-    for name, samples in (("train", pool), ("test", test)):
-        entry = decode_images([p for p, _ in samples], geometry, cache_dir, desc=f"decoding {name}/")
+    source = _train_source_geometry(geometry, cfg)  # the pool's view: the crop source when it differs
+    for name, samples, view in (("train", pool, source), ("test", test, geometry)):
+        entry = decode_images([p for p, _ in samples], view, cache_dir, desc=f"decoding {name}/")
         decoded[name] = entry
         kept[name] = [(s, row) for row, s in enumerate(samples) if row not in entry.failed]
         skipped += [SkippedFile(samples[row][0], reason) for row, reason in sorted(entry.failed.items())]
@@ -305,16 +308,16 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
 
     transform = per_sample_augmentation(prep, basic=cfg.augment, policy=cfg.augment_policy,
                                         random_erasing=cfg.random_erasing, scale=cfg.crop_scale)
-    train_entry = decoded["train"]
-    source = _train_source_geometry(geometry, cfg)
-    if source != geometry:  # the crop comes from a larger decode of the same view (ImageNet's 256 -> 224)
-        train_entry = decode_images([p for p, _ in pool], source, cache_dir, desc="decoding train/ (crop source)")
+    train_entry = val_entry = decoded["train"]
     val_rows, test_rows = [row_of[p] for p, _ in val_samples], [row for _, row in kept["test"]]
+    if source != geometry:  # the crops come from a larger decode (ImageNet's 256 -> 224); validation needs the model's
+        val_entry = decode_images([p for p, _ in val_samples], geometry, cache_dir, desc="decoding the val split")
+        val_rows = [i for i in range(len(val_samples)) if i not in val_entry.failed]
+        val_samples = [val_samples[i] for i in val_rows]
     splits = {
         "train": SplitSource(CachedImageDataset(train_samples, train_entry.images, train_rows, prep, transform),
                              train_entry, shuffle=True),
-        "val": SplitSource(CachedImageDataset(val_samples, decoded["train"].images, val_rows, prep),
-                           decoded["train"], shuffle=False),
+        "val": SplitSource(CachedImageDataset(val_samples, val_entry.images, val_rows, prep), val_entry, shuffle=False),
         "test": SplitSource(CachedImageDataset([s for s, _ in kept["test"]], decoded["test"].images, test_rows, prep),
                             decoded["test"], shuffle=False),
     }

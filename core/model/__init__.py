@@ -16,8 +16,8 @@ _NAMES = {  # module -> the names it exports
     "counting": ("CLOSED_FORMULA", "closed_form", "count_flops", "count_layers", "count_params", "count_totals",
                  "format_count", "measured_flops", "measured_params", "uniform_knobs"),
     "pretrained_weights": ("WeightsUnavailableError", "read_torch_file", "weights_cache_path"),
-    "spec": ("ACTIVATION_NAMES", "CNNKnobs", "CNNSpec", "ConvBlockSpec", "HeadSpec", "ORGANISATIONS", "filters_per_block",
-             "make_spec"),
+    "spec": ("ACTIVATION_NAMES", "CNNKnobs", "CNNSpec", "ConvBlockSpec", "HeadSpec", "ORGANISATIONS",
+             "filters_per_block", "make_spec"),
 }
 _HOME = {name: f"core.model.{module}" for module, names in _NAMES.items() for name in names}
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.bench.common import BenchConfig, Comparison
 from core.cli import configure_logging
+from experiments.bench.common import BenchConfig, Comparison
 
 log = logging.getLogger(__name__)
 
