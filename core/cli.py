@@ -90,12 +90,34 @@ def output_file(text: str) -> Path:
     return Path(text)
 
 
-def _in_range(kind: type) -> Callable[[str], Any]:
+# The domain of the numeric flags, by dest: argparse refuses a value outside it (exit 2) before anything runs; the
+# configs check the same bounds for sweep YAMLs and saved configs. Not listed: any finite value (e.g. --mean).
+_COUNTS = ("epochs", "batch_size", "filters", "dense_units", "in_channels", "num_classes", "image_size", "resize_size",
+           "step_size", "patience", "max_per_class", "per_class", "neurons", "count", "workers", "top_k", "show",
+           "repeats", "threads", "k", "lp_epochs", "unfreeze_every", "demo_train_per_class", "demo_val_per_class",
+           "calibration_count", "export_batch", "holdout_count", "parity_batch_sizes", "parity_count")
+DOMAINS: dict[str, str] = {
+    **dict.fromkeys(_COUNTS, "[1,inf)"), **dict.fromkeys(("lr", "timeout", "grad_clip", "backbone_lr_mult", "std"),
+                                                          "(0,inf)"),
+    **dict.fromkeys(("seed", "split_seed", "num_workers", "plateau_patience", "max_consecutive_failures", "warmup",
+                     "peer_workers", "weight_decay", "momentum", "min_delta", "mixup_alpha", "cutmix_alpha",
+                     "warmup_epochs", "atol", "rtol", "max_int8_loss"), "[0,inf)"),
+    **dict.fromkeys(("dropout", "label_smoothing", "ema_decay"), "[0,1)"), "random_erasing": "[0,1]",
+    "val_fraction": "(0,1)", "gamma": "(0,1]", "min_agreement": "[0,1]", "layer_decay": "(0,1]", "crop_scale": "(0,1]",
+    "train_decode_ratio": "[1,4]"}
+
+
+def _in_range(kind: type, domain: str | None) -> Callable[[str], Any]:
+    lo, hi = (float(v) for v in domain[1:-1].split(",")) if domain else (-math.inf, math.inf)
+
     def parse(text: str) -> Any:
         value = kind(text)  # a ValueError here is argparse's own "invalid int value"
         if (kind is int and not -2**63 <= value < 2**63) or (kind is float and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"{text} is out of range: expected "
                                              f"{'a 64-bit integer' if kind is int else 'a finite number'}")
+        if domain and not ((lo < value or domain[0] == "[" and lo == value)
+                           and (value < hi or domain[-1] == "]" and value == hi)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: expected a value in {domain}")
         return value
 
     parse.__name__ = kind.__name__
@@ -104,10 +126,11 @@ def _in_range(kind: type) -> Callable[[str], Any]:
 
 def range_check_numbers(parser: argparse.ArgumentParser) -> None:
     """Every ``type=int`` / ``type=float`` flag of ``parser`` (and its sub-commands) refuses values no code can use
-    (an int past 64 bits: torch's "Overflow when unpacking long long"; nan and inf) with argparse's exit 2."""
+    (an int past 64 bits: torch's "Overflow when unpacking long long"; nan and inf; outside :data:`DOMAINS`) with
+    argparse's exit 2."""
     for action in parser._actions:
         if action.type in (int, float):
-            action.type = _in_range(action.type)
+            action.type = _in_range(action.type, DOMAINS.get(action.dest))
         for sub in (action.choices or {}).values() if isinstance(action, argparse._SubParsersAction) else ():
             range_check_numbers(sub)
 

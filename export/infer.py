@@ -114,9 +114,6 @@ def write_csv(path: Path, run: PredictionRun, meta: ModelMetadata) -> None:
 def run_inference(model_path: Path, images: Sequence[Path], args: argparse.Namespace,
                   out: Path | None = None) -> int:
     """The whole ``infer.py`` flow on already-parsed flags; returns the exit code."""
-    for name in ("batch_size", "top_k"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     session, report = create_session(model_path, args.provider, intra_op_threads=args.threads)
     meta = resolve_metadata(session, model_path, args)
     items = collect_images(images, labels_from_folders=args.labels_from_folders)

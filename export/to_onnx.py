@@ -54,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=output_file, default=None, help="output .onnx (default: the checkpoint's path "
                                                                "with .onnx)")
     exp = parser.add_argument_group("export")
-    exp.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+    exp.add_argument("--opset", type=int, default=DEFAULT_OPSET, choices=SUPPORTED_OPSETS, metavar="OPSET",
                      help=f"ONNX opset, {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
     exp.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
                      help="dynamo = torch.export (maintained, default); torchscript = the deprecated tracer")

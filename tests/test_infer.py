@@ -100,7 +100,9 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path, capsys):
     (broken / "x.jpg").write_bytes(b"nope")
     assert infer.main([str(tiny.onnx_path), str(broken)]) == 2
     assert "none of the 1 images could be decoded" in capsys.readouterr().err
-    assert infer.main([str(tiny.onnx_path), str(flat), "--top-k", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        infer.main([str(tiny.onnx_path), str(flat), "--top-k", "0"])
+    assert exit_.value.code == 2 and "--top-k: 0 is out of range: expected a value in [1,inf)" in capsys.readouterr().err
 
 
 def test_foreign_onnx_needs_preprocessing_flags_then_works(tiny, tmp_path, capsys):

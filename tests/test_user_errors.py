@@ -117,7 +117,7 @@ CASES: list[Case] = [
          r"expected a finite number"),
     Case("train-image-size-huge", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "huge", *TINY_TRAIN,
                                        "--image-size", "100000"), 2,
-         r"15 images at 100000x100000 px need [\d,.]+ GB of decoded pixels, but the decode cache \S+ has [\d,.]+ GB "
+         r"15 images at 115000x115000 px need [\d,.]+ GB of decoded pixels, but the decode cache \S+ has [\d,.]+ GB "
          r"free and this machine [\d,.]+ GB of RAM", r"lower --image-size or --max-per-class"),
     Case("train-storage-flag-masked", PT, ("--storage", "postgresql://me:hunter2@db:5432/x"), 2,
          r"unrecognized arguments: --storage postgresql://me:\*\*\*@db:5432/x", r"usage: partA_train\.py",
@@ -154,7 +154,7 @@ CASES: list[Case] = [
                                         "--wandb-mode", "disabled", "--device", "cpu"), 2,
          r"trained on classes \['Amphibia', 'Aves', 'Fungi'\]", r"pass the --data-dir the model was trained on"),
     Case("evaluate-per-class-zero", PE, ("--checkpoint", "{ckpt}", "--per-class", "0"), 2,
-         r"per_class must be >= 1, got 0", r"must be >= 1"),
+         r"argument --per-class: 0 is out of range", r"expected a value in \[1,inf\)"),
     Case("evaluate-per-class-capped", PE, ("--checkpoint", "{ckpt}", "--data-dir", "{data}", "--per-class", "100000",
                                            "--out-dir", "{tmp}/eval-capped", "--wandb-mode", "disabled",
                                            "--device", "cpu"), 0,
@@ -210,7 +210,7 @@ CASES: list[Case] = [
          r"--organisation '16,x,64,64,128'", r"5 comma-separated integers"),
     Case("count-image-too-small", PC, ("--image-size", "8"), 2, r"block 4: the feature map is 1x1",
          r"raise image_size \(now 8x8\)"),
-    Case("count-dropout-out-of-range", PC, ("--dropout", "1.5"), 2, r"dropout.*1\.5", r"\[0, 1\)"),
+    Case("count-dropout-out-of-range", PC, ("--dropout", "1.5"), 2, r"dropout.*1\.5", r"\[0,1\)"),
     # ---- to_onnx: the same bad checkpoints, bad flags
     *[Case(f"export-checkpoint-{kind}", TO, ("--checkpoint", f"{{ckpt_{kind}}}", "--out", "{tmp}/x.onnx"), 2,
            what, fix, never=NEVER_UNSAFE) for kind, (what, fix) in BAD_CHECKPOINTS.items()],
@@ -224,7 +224,7 @@ CASES: list[Case] = [
                                             "--out", "{tmp}/y.onnx"), 2,
          r"INT8 calibration needs real images", r"pass --calibration-images DIR or --data-dir ROOT"),
     Case("export-opset-unsupported", TO, ("--checkpoint", "{ckpt}", "--opset", "12", "--out", "{tmp}/z.onnx"), 2,
-         r"unsupported opset 12", r"expected 17\.\.23"),
+         r"argument --opset: invalid choice: 12", r"choose from 17, 18, 19, 20, 21, 22, 23"),
     Case("export-batch-one", TO, ("--checkpoint", "{ckpt}", "--export-batch", "1", "--out", "{tmp}/z.onnx"), 2,
          r"export_batch must be an int >= 2", r"specialises a batch of 1"),
     # ---- infer
@@ -249,8 +249,8 @@ CASES: list[Case] = [
          r"pass the path of a regular file or of a new one"),
     Case("infer-out-is-a-directory", IN, ("{onnx}", "{data}/val", "--out", "{tmp}"), 2,
          r"argument --out: \S+ is a directory, not a file", r"pass a file path"),
-    Case("infer-top-k-zero", IN, ("{onnx}", "{data}/val", "--top-k", "0"), 2, r"--top-k must be >= 1, got 0",
-         r"must be >= 1"),
+    Case("infer-top-k-zero", IN, ("{onnx}", "{data}/val", "--top-k", "0"), 2, r"argument --top-k: 0 is out of range",
+         r"expected a value in \[1,inf\)"),
     Case("infer-labels-from-flat-folder", IN, ("{onnx}", "{flat_images}", "--labels-from-folders"), 2,
          r"--labels-from-folders needs class sub-folders", r"drop --labels-from-folders or sort the images"),
     Case("infer-foreign-model-without-flags", IN, ("{foreign_onnx}", "{data}/val"), 2,
@@ -260,7 +260,7 @@ CASES: list[Case] = [
          r"use --provider auto to fall back to the CPU, or --provider cpu", needs_no_cuda=True),
     # ---- benchmark
     Case("benchmark-repeats-zero", BM, ("train", "--repeats", "0", "--out-dir", "{tmp}/bench"), 2,
-         r"--repeats must be >= 1 and --warmup >= 0, got 0", r"--repeats must be >= 1"),
+         r"argument --repeats: 0 is out of range", r"expected a value in \[1,inf\)"),
     Case("benchmark-unknown-device", BM, ("train", "--device", "tpu", "--out-dir", "{tmp}/bench"), 2,
          r"--device: unknown device 'tpu'", r"expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     Case("benchmark-unknown-section", BM, ("everything",), 2, r"invalid choice: 'everything'", r"choose from"),
