@@ -18,8 +18,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.cli import UsageError, output_file, run_script
 from core.cli import configure_logging as script_logging
+from core.cli import output_file, run_script
 from core.runfiles import atomic_writer
 from export.metadata import MissingMetadataError, ModelMetadata, metadata_from_flags
 from export.ort_session import PROVIDER_CHOICES, create_session, session_metadata

@@ -26,7 +26,8 @@ def _parsers(script: str, monkeypatch) -> list[argparse.ArgumentParser]:
     monkeypatch.setattr(cli, "range_check_numbers", lambda p: (seen.append(p), real(p))[1])
     with pytest.raises(SystemExit):
         importlib.import_module(script).main(["--help"])
-    subs = [s for p in seen for a in p._actions if isinstance(a, argparse._SubParsersAction) for s in a.choices.values()]
+    subs = [s for p in seen for a in p._actions if isinstance(a, argparse._SubParsersAction)
+            for s in a.choices.values()]
     return seen + subs
 
 

@@ -102,7 +102,8 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path, capsys):
     assert "none of the 1 images could be decoded" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         infer.main([str(tiny.onnx_path), str(flat), "--top-k", "0"])
-    assert exit_.value.code == 2 and "--top-k: 0 is out of range: expected a value in [1,inf)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--top-k: 0 is out of range: expected a value in [1,inf)" in err
 
 
 def test_foreign_onnx_needs_preprocessing_flags_then_works(tiny, tmp_path, capsys):

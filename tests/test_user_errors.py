@@ -115,9 +115,18 @@ CASES: list[Case] = [
          r"argument --seed: 100000000000000000000000 is out of range", r"expected a 64-bit integer"),
     Case("train-lr-nan", PT, ("--lr", "nan", "--out-dir", "{runs}"), 2, r"argument --lr: nan is out of range",
          r"expected a finite number"),
+    Case("train-batch-too-big", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "big", *TINY_TRAIN,
+                                     "--image-size", "2048", "--batch-size", "65536"), 2,
+         r"a training batch of 65536 images at 2048x2048 px keeps at least [\d,.]+ GB for the backward pass, but cpu "
+         r"has [\d,.]+ GB in all", r"lower --batch-size or --image-size"),
     Case("train-image-size-huge", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "huge", *TINY_TRAIN,
                                        "--image-size", "100000"), 2,
-         r"15 images at 115000x115000 px need [\d,.]+ GB of decoded pixels, but the decode cache \S+ has [\d,.]+ GB "
+         r"a training batch of 32 images at 100000x100000 px keeps at least [\d,.]+ GB for the backward pass",
+         r"lower --batch-size or --image-size"),
+    Case("partB-image-size-huge", PB, ("--arch", "resnet18", "--weights", "none", "--data-dir", "{data}", "--out-dir",
+                                       "{runs}", "--image-size", "100000", "--epochs", "1", "--device", "cpu",
+                                       "--wandb-mode", "disabled"), 2,
+         r"15 images at \d+x\d+ px need [\d,.]+ GB of decoded pixels, but the decode cache \S+ has [\d,.]+ GB "
          r"free and this machine [\d,.]+ GB of RAM", r"lower --image-size or --max-per-class"),
     Case("train-storage-flag-masked", PT, ("--storage", "postgresql://me:hunter2@db:5432/x"), 2,
          r"unrecognized arguments: --storage postgresql://me:\*\*\*@db:5432/x", r"usage: partA_train\.py",
