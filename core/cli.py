@@ -101,7 +101,7 @@ DOMAINS: dict[str, str] = {
                                                           "(0,inf)"),
     **dict.fromkeys(("seed", "split_seed", "num_workers", "plateau_patience", "max_consecutive_failures", "warmup",
                      "peer_workers", "weight_decay", "momentum", "min_delta", "mixup_alpha", "cutmix_alpha",
-                     "warmup_epochs", "atol", "rtol", "max_int8_loss"), "[0,inf)"),
+                     "warmup_epochs", "atol", "rtol"), "[0,inf)"),
     **dict.fromkeys(("dropout", "label_smoothing", "ema_decay"), "[0,1)"), "random_erasing": "[0,1]",
     "val_fraction": "(0,1)", "gamma": "(0,1]", "min_agreement": "[0,1]", "layer_decay": "(0,1]", "crop_scale": "(0,1]",
     "train_decode_ratio": "[1,4]"}

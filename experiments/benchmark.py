@@ -61,8 +61,8 @@ def register(name: str) -> Callable[[Section], Section]:
 # ---------------------------------------------------------------- infer section (owner: export)
 @register("infer")
 def bench_infer(cfg: BenchConfig) -> SectionResult:
-    """torch eager vs channels_last vs onnxruntime fp32 vs INT8, batch 1 and 32 (cases: experiments/bench/infer.py)."""
-    from experiments.bench.infer import BENCH_MODELS, infer_cases
+    """torch eager vs channels_last vs onnxruntime fp32 vs INT8, batch 1 and 32 (experiments/bench/infer_cases.py)."""
+    from experiments.bench.infer_cases import BENCH_MODELS, infer_cases
 
     for noisy in ("onnxscript", "onnx_ir", "onnxruntime", "torch.onnx"):  # exporter chatter at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""experiments/bench/infer.py: the `infer` benchmark section builds runnable, comparable cases (tiny sizes here)."""
+"""experiments/bench/infer_cases.py: the `infer` benchmark section builds runnable, comparable cases (tiny sizes)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.bench.infer import infer_cases
+from experiments.bench.infer_cases import infer_cases
 
 
 def test_infer_cases_cover_every_runtime_and_batch(tmp_path):

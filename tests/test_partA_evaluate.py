@@ -51,7 +51,7 @@ class FakeTracker:
 @pytest.fixture(autouse=True)
 def fake_tracker(monkeypatch):
     FakeTracker.runs = []
-    monkeypatch.setattr("core.explain.run.Tracker", FakeTracker)
+    monkeypatch.setattr("core.explain.checkpoint_evaluation.Tracker", FakeTracker)
     return FakeTracker
 
 

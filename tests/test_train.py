@@ -46,7 +46,8 @@ def _loaders(n: int = 32, batch_size: int = 8, generator: bool = True):
 
 def _model(seed: int = 0, dropout: float = 0.3):
     torch.manual_seed(seed)
-    spec = make_spec(filters=4, image_size=32, num_classes=3, dense_units=16, dropout=dropout, batch_norm=True)
+    spec = make_spec(filters=4, organisation="same", image_size=32, num_classes=3, dense_units=16, dropout=dropout,
+                     batch_norm=True)
     return build_cnn(spec), {"model_desc": {"kind": "cnn", "spec": spec.to_dict()}, "class_names": ["a", "b", "c"],
                              "preprocessing": {"image_size": 32}}
 

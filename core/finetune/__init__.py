@@ -5,7 +5,7 @@ from core.finetune.compare import read_partA_row, run_compare
 from core.finetune.defaults import CPU_EPOCHS, CPU_IMAGE_SIZE, GPU_EPOCHS, device_defaults, with_device_defaults
 from core.finetune.feature_cache import FeatureView, HeadFeatureCache, head_part_name
 from core.finetune.groups import count_parameters
-from core.finetune.run import PARTB_FLAT_KEYS, PARTB_KEYS, PartBConfig, PartBRun, run_partB
+from core.finetune.partB import PARTB_FLAT_KEYS, PARTB_KEYS, PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import (
                                       LPFT,
                                       STRATEGIES,

@@ -1,7 +1,7 @@
-# ruff: noqa: N999  (module named after the assignment part, like core/finetune/run.py)
+# ruff: noqa: N999  (module named after the assignment part, like core/finetune/partB.py)
 """Part B's ``--compare``: every fine-tuning strategy side by side, optionally next to a Part A run.
 
-``run_compare`` runs each strategy with :func:`core.finetune.run.run_partB` into ``<run_dir>/<strategy>/`` and
+``run_compare`` runs each strategy with :func:`core.finetune.partB.run_partB` into ``<run_dir>/<strategy>/`` and
 writes ``comparison.csv``, ``comparison.md``, ``accuracy_curves.png`` and the page ``comparison.html`` (plus a
 Part A run folder's row and curve when given, read from its ``test_metrics.json`` and ``metrics.jsonl``).
 """
@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from core.finetune.run import PartBConfig, PartBRun, run_partB
+from core.finetune.partB import PartBConfig, PartBRun, run_partB
 from core.finetune.strategies import STRATEGIES, count_parameters
 from core.reports import COMPARISON_COLUMNS, ComparisonRow, write_comparison
 from core.runfiles import own_run_folder, read_json, read_jsonl, read_yaml

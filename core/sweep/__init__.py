@@ -6,11 +6,11 @@
 from core.sweep.backend import SWEEP_BACKENDS, BackendRun, SweepBackend, get_backend, register_backend
 from core.sweep.backends.local import LocalBackend
 from core.sweep.backends.wandb import WandbBackend
-from core.sweep.config import SweepConfig, load_sweep_config, parse_sweep_config
+from core.sweep.definition import SweepConfig, load_sweep_config, parse_sweep_config
+from core.sweep.launch import SweepSummary, check_runnable, choose_backend, run_sweep, validate_trainer_keys
 from core.sweep.params import ParamSpec
-from core.sweep.run import SweepSummary, check_runnable, choose_backend, run_sweep, validate_trainer_keys
+from core.sweep.protocol import TrialRequest, execute_trial
 from core.sweep.settings import SweepSettings, resolve_budget
-from core.sweep.trial import TrialRequest, execute_trial
 from core.sweep.trials import PartATrial, PartBTrial, run_for_request
 from core.train import TRACKING_MODES
 

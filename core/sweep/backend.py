@@ -24,9 +24,9 @@ from core.registry import lookup, registrar
 
 if TYPE_CHECKING:
     from core.reports import TrialRecord
-    from core.sweep.config import SweepConfig
+    from core.sweep.definition import SweepConfig
+    from core.sweep.protocol import TrialFn
     from core.sweep.settings import SweepSettings
-    from core.sweep.trial import TrialFn
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from core.registry import lookup
 from core.runfiles import run_name
 from core.sweep.backend import SWEEP_BACKENDS
 from core.sweep.backends.local.storage import display_url, sqlite_url
-from core.sweep.config import SweepConfig
+from core.sweep.definition import SweepConfig
 from core.train import TRACKING_MODES
 
 

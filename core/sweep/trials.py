@@ -1,7 +1,7 @@
 """The real trial functions, side by side: a Part A CNN from scratch and a Part B fine-tuning run.
 
 Each is a small picklable object (worker processes receive it) holding what the sweep does not search
-(``base``). Called with a :class:`~core.sweep.trial.TrialRequest`, it builds the run's config from the flat keys,
+(``base``). Called with a :class:`~core.sweep.protocol.TrialRequest`, it builds the run's config from the flat keys,
 runs it in the trial's folder, reports every epoch and stops when the sweep prunes it; the ``RunResult`` comes
 back unchanged (``test_acc`` is reported, never used for selection).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from core.finetune import PartBConfig, run_partB, with_device_defaults
 from core.partA import PartAConfig, run_partA
-from core.sweep.trial import TrialRequest
+from core.sweep.protocol import TrialRequest
 from core.train import EPOCH_METRICS, EpochStats, RunResult, StopTraining
 
 

@@ -10,7 +10,6 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
-from core.train.config import MONITORS
 from core.train.ema import WeightEMA
 from core.train.epoch import EvalStats, evaluate, supports_device_skip, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
@@ -24,6 +23,7 @@ from core.train.optim import (
     register_optimizer,
     register_scheduler,
 )
+from core.train.recipe import MONITORS
 from core.train.result import EPOCH_METRICS, RUN_METRICS, RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from core.train.stopping import STOP_SIGNALS, StopRequest, StopRequested, stop_after_training

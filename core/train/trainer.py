@@ -28,7 +28,6 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
-from core.train.config import TrainConfig
 from core.train.ema import WeightEMA
 from core.train.epoch import (
     EpochStats,
@@ -44,6 +43,7 @@ from core.train.epoch import (
 from core.train.memory import apply_cpu_training_policy
 from core.train.mixing import make_batch_mixer
 from core.train.optim import LRSchedule, default_param_groups, make_optimizer
+from core.train.recipe import TrainConfig
 from core.train.result import RunResult
 from core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from core.train.stopping import StopRequest, StopRequested

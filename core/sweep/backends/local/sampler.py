@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from core.sweep.backends.local.budget import HOST, slot_map
 from core.sweep.backends.local.optuna_private import all_trials, storage_of, trial_id_of
 from core.sweep.backends.local.space import grid_search_space, make_sampler
-from core.sweep.config import SweepConfig
+from core.sweep.definition import SweepConfig
 
 if TYPE_CHECKING:
     import optuna

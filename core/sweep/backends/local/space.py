@@ -15,7 +15,7 @@ import math
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
-from core.sweep.config import SweepConfig
+from core.sweep.definition import SweepConfig
 from core.sweep.params import ParamSpec, quantize
 
 if TYPE_CHECKING:

@@ -40,9 +40,9 @@ from core.sweep.backends.local.sampler import SlotSeededSampler
 from core.sweep.backends.local.space import check_local_support, make_pruner, suggest
 from core.sweep.backends.local.storage import open_storage
 from core.sweep.backends.local.workers import one_interrupt, run_processes
-from core.sweep.config import SweepConfig
+from core.sweep.definition import SweepConfig
+from core.sweep.protocol import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
 from core.sweep.settings import SweepSettings
-from core.sweep.trial import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
 from core.train import RunResult, StopRequest
 
 if TYPE_CHECKING:

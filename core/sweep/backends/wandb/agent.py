@@ -2,7 +2,7 @@
 
 The agent hands over the run's parameters (``WANDB_SWEEP_PARAM_PATH``, read with W&B's own reader), the run id,
 and this machine's :class:`AgentContext` (sweep, settings, trial function) in :data:`AGENT_ENV`. The run is the
-local backend's :func:`core.sweep.trial.execute_trial`, with a :class:`core.train.StopRequest` on SIGTERM and
+local backend's :func:`core.sweep.protocol.execute_trial`, with a :class:`core.train.StopRequest` on SIGTERM and
 SIGINT (W&B's stop), so a stopped trial ends before its next batch, PRUNED, with its best finished epoch. Exit 0
 for a finished or stopped run (W&B does not requeue it), 1 for a failure.
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 from core.reports import TrialRecord
 from core.runfiles import read_json
-from core.sweep.config import SweepConfig, parse_sweep_config
+from core.sweep.definition import SweepConfig, parse_sweep_config
 from core.sweep.settings import SweepSettings
-from core.sweep.trial import TRIAL_FILE, TrialFn, TrialRequest, execute_trial, trial_dir_name
+from core.sweep.protocol import TRIAL_FILE, TrialFn, TrialRequest, execute_trial, trial_dir_name
 from core.train import RunResult
 
 logger = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from typing import Any
 
 from core.runfiles import write_text
 from core.sweep.backends.wandb.agent import AGENT_ENV, STARTING_LOGS, AgentContext
-from core.sweep.config import SweepConfig
+from core.sweep.definition import SweepConfig
 from core.sweep.settings import SweepSettings
-from core.sweep.trial import TrialFn
+from core.sweep.protocol import TrialFn
 
 logger = logging.getLogger(__name__)
 

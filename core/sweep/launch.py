@@ -3,8 +3,8 @@
 ``run_sweep(cfg, settings, trial_fn)`` is the one entry point: it picks the backend (``auto`` = ``wandb`` when
 W&B credentials exist, and says why), checks before any training that every value the sweep can draw builds a
 valid trainer config, runs the trials and writes ``runs/<name>/`` (results.csv, best.pt, best_config.yaml, the
-figures, report.html, ``trials/<number>-<hash>/``; docs/CONTRACTS.md). Parsing is :mod:`core.sweep.config`, the
-backends sit behind :mod:`core.sweep.backend`, one trial is :mod:`core.sweep.trial`, outputs are
+figures, report.html, ``trials/<number>-<hash>/``; docs/CONTRACTS.md). Parsing is :mod:`core.sweep.definition`, the
+backends sit behind :mod:`core.sweep.backend`, one trial is :mod:`core.sweep.protocol`, outputs are
 :mod:`core.reports`.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 
 from core.reports import TrialRecord, best_record, write_sweep_outputs
 from core.sweep.backend import BackendRun, get_backend
-from core.sweep.config import SweepConfig
+from core.sweep.definition import SweepConfig
 from core.sweep.params import ParamSpec, quantize
+from core.sweep.protocol import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
 from core.sweep.settings import SweepSettings
-from core.sweep.trial import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
 from core.sweep.trials import PartATrial
 from core.train import has_wandb_credentials
 
