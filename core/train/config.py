@@ -13,9 +13,14 @@ from typing import Any
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.train.optim import OPTIMIZERS, SCHEDULERS
 
-__all__ = ["MONITORS", "TrainConfig"]
+__all__ = ["MONITORS", "TrainConfig", "best_rule"]
 
 MONITORS = ("val_acc", "val_loss")  # what picks the kept checkpoint
+
+
+def best_rule(monitor: str) -> str:
+    """How ``best.pt`` is picked, as the summary line, the sweep's output and report and the docs word it."""
+    return f"the epoch with the {'lowest' if monitor == 'val_loss' else 'highest'} {monitor}"
 
 
 @dataclass(frozen=True)
