@@ -37,7 +37,7 @@ from core.sweep import (
     load_sweep_config,
     run_sweep,
 )
-from core.train import best_rule
+from core.train import MONITORS
 from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_sweep")
@@ -174,8 +174,8 @@ def print_next(summary: SweepSummary, data_dir: Path | None, *, part_a: bool) ->
     b, sweep_dir = summary.best, shlex.quote(str(summary.sweep_dir))
     test = b.metrics.get("test_acc")
     folder = Path(os.path.relpath(b.run_dir)) if b.run_dir and Path(b.run_dir).is_relative_to(Path.cwd()) else b.run_dir
-    monitor = trial_config(b, "train").get("monitor")
-    rule = f": {best_rule(monitor)} (its --monitor)" if monitor else ""
+    rule = MONITORS.get(trial_config(b, "train").get("monitor"))
+    rule = f": {rule} (its --monitor)" if rule else ""
     test = "n/a" if test is None else f"{test:.1%}"
     print(f"\nBest trial {b.number}: {folder}\n  {summary.outputs['best.pt']} is its checkpoint{rule}; test accuracy "
           f"{test} (val/, never used for selection)")

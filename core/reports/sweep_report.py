@@ -37,7 +37,7 @@ from core.reports.pages import (
 from core.reports.results import TrialRecord, best_record, pareto_front, ranked, write_best, write_results_csv
 from core.reports.sweep_plots import write_sweep_figures
 from core.runfiles import read_yaml
-from core.train import best_rule
+from core.train import MONITORS
 
 if TYPE_CHECKING:
     from core.sweep import SweepConfig
@@ -137,8 +137,8 @@ def _best(best: TrialRecord | None, cfg: SweepConfig, page_dir: Path, records: S
     values = key_values((k, esc(label(v))) for k, v in best.hyperparameters.items() if k in searched)
     fixed = ", ".join(f"{esc(p.name)} = {esc(label(p.values[0]))}" for p in cfg.parameters if p.is_constant)
     ev = evaluation_page(page_dir, best)
-    monitor = trial_config(best, "train").get("monitor")
-    rule = f" ({esc(best_rule(monitor))}, its --monitor)" if monitor else ""
+    rule = MONITORS.get(trial_config(best, "train").get("monitor"))
+    rule = f" ({esc(rule)}, its --monitor)" if rule else ""
     files = [f"trial folder {link(best.run_dir, page_dir)}", f"checkpoint {link(page_dir / 'best.pt', page_dir)}{rule}",
              f"configuration {link(page_dir / 'best_config.yaml', page_dir)}"]
     if ev is not None:

@@ -10,7 +10,7 @@ from core.train.checkpoint import (
     make_payload,
     save_checkpoint,
 )
-from core.train.config import MONITORS, best_rule
+from core.train.config import MONITORS
 from core.train.ema import WeightEMA
 from core.train.epoch import EvalStats, evaluate, supports_device_skip, train_one_epoch
 from core.train.memory import ENV_SWITCH, glibc, keep_freed_for_process, keep_freed_memory, policy_enabled
@@ -45,7 +45,7 @@ from core.train.tta import FlipTTA, with_tta
 __all__ = ["EPOCH_METRICS", "RUN_METRICS", "RunResult", "CheckpointError", "ENV_SWITCH", "EarlyStopping", "MONITORS",
            "EpochStats", "EvalStats", "FlipTTA", "LRSchedule", "TRACKING_MODES", "NonFiniteLossError", "OPTIMIZERS",
            "register_optimizer", "register_scheduler", "SCHEDULERS", "STOP_SIGNALS", "StopRequest", "StopRequested",
-           "StopTraining", "Tracker", "TrainConfig", "TrainingError", "WeightEMA", "capture_rng_state", "best_rule",
+           "StopTraining", "Tracker", "TrainConfig", "TrainingError", "WeightEMA", "capture_rng_state",
            "check_resumable", "check_run_start", "default_param_groups", "evaluate", "fit", "format_lr", "glibc",
            "has_wandb_credentials", "keep_freed_for_process", "keep_freed_memory", "load_checkpoint", "load_model",
            "load_weights", "make_batch_mixer", "make_optimizer", "make_payload", "policy_enabled", "resolve_mode",

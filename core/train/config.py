@@ -13,14 +13,10 @@ from typing import Any
 from core.devices import AMP_MODES, CHANNELS_LAST_MODES, COMPILE_MODES
 from core.train.optim import OPTIMIZERS, SCHEDULERS
 
-__all__ = ["MONITORS", "TrainConfig", "best_rule"]
+__all__ = ["MONITORS", "TrainConfig"]
 
-MONITORS = ("val_acc", "val_loss")  # what picks the kept checkpoint
-
-
-def best_rule(monitor: str) -> str:
-    """How ``best.pt`` is picked, as the summary line, the sweep's output and report and the docs word it."""
-    return f"the epoch with the {'lowest' if monitor == 'val_loss' else 'highest'} {monitor}"
+# what picks best.pt, worded as the summary line, the sweep's output and report and the docs say it
+MONITORS = {"val_acc": "the epoch with the highest val_acc", "val_loss": "the epoch with the lowest val_loss"}
 
 
 @dataclass(frozen=True)
