@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core.cli import configure_logging, run_script
 from core.partA import PartAConfig
-from core.reports import fmt, label, ranked
+from core.reports import fmt, label, ranked, trial_config
 from core.runfiles import masked_argv
 from core.sweep import (
     SWEEP_BACKENDS,
@@ -37,6 +37,7 @@ from core.sweep import (
     load_sweep_config,
     run_sweep,
 )
+from core.train import MONITORS
 from experiments.flags import add_tracking_flags
 
 log = logging.getLogger("partA_sweep")
@@ -173,9 +174,11 @@ def print_next(summary: SweepSummary, data_dir: Path | None, *, part_a: bool) ->
     b, sweep_dir = summary.best, shlex.quote(str(summary.sweep_dir))
     test = b.metrics.get("test_acc")
     folder = Path(os.path.relpath(b.run_dir)) if b.run_dir and Path(b.run_dir).is_relative_to(Path.cwd()) else b.run_dir
-    print(f"\nBest trial {b.number}: {folder}\n  {summary.outputs['best.pt']} is its checkpoint (best epoch by "
-          f"the run's monitored metric); test accuracy {'n/a' if test is None else f'{test:.1%}'} (val/, never used "
-          f"for selection)")
+    rule = MONITORS.get(trial_config(b, "train").get("monitor"))
+    rule = f": {rule} (its --monitor)" if rule else ""
+    test = "n/a" if test is None else f"{test:.1%}"
+    print(f"\nBest trial {b.number}: {folder}\n  {summary.outputs['best.pt']} is its checkpoint{rule}; test accuracy "
+          f"{test} (val/, never used for selection)")
     data = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir is not None else ""
     onnx = f"{sweep_dir}/model.onnx"
     print("\nNext:")

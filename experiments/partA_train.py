@@ -22,6 +22,7 @@ from core.cli import UsageError, check_run_folder, configure_logging, run_script
 from core.data import resolve_dataset
 from core.partA import WEIGHT_DECAY_FOR, PartAConfig, run_partA
 from core.runfiles import run_name
+from core.train import MONITORS
 from experiments.flags import DATA_FLAGS, TRAIN_FLAGS, add_flags, add_spec_flags, add_tracking_flags
 
 log = logging.getLogger("partA_train")
@@ -106,9 +107,9 @@ def train(args: argparse.Namespace) -> int:
     result = run_partA(cfg, run_dir, tracker_mode=args.wandb_mode, name=name, group=args.group,
                        resume=args.resume, project=args.project)
     test = f"{result.test_acc:.1%}" if result.test_acc is not None else "not evaluated"
-    log.info("done: best.pt = epoch %d (best %s), val_acc %.1f%%, test_acc %s, %s params, %.3f GFLOPs; run folder %s",
-             result.best_epoch, cfg.train.monitor, 100 * result.best_val_acc, test, f"{result.parameter_count:,}",
-             result.flops / 1e9, run_dir)
+    log.info("done: best.pt = epoch %d, %s (--monitor); val_acc %.1f%%, test_acc %s, %s params, %.3f GFLOPs; "
+             "run folder %s", result.best_epoch, MONITORS[cfg.train.monitor], 100 * result.best_val_acc, test,
+             f"{result.parameter_count:,}", result.flops / 1e9, run_dir)
     return 0
 
 

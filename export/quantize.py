@@ -73,9 +73,6 @@ class ImageCalibrationReader:
         self.used += len(batch)
         return {self.input_name: np.stack(batch).astype(np.float32)}
 
-    def rewind(self) -> None:
-        self._cursor, self.used, self.skipped = 0, 0, []
-
 
 def quantize_int8(
     fp32_path: str | Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -26,7 +27,8 @@ def test_layout_names_counts_and_sizes(tmp_path):
     root = ensure_demo_dataset(tmp_path / "demo", train_per_class=4, val_per_class=2)
     scan = scan_dataset(root)
     assert list(scan.class_names) == INAT_CLASSES == sorted(DEMO_CLASSES)
-    assert set(scan.class_counts("train").values()) == {4} and set(scan.class_counts("test").values()) == {2}
+    per_class = [Counter(label for _, label in samples) for samples in (scan.train, scan.test)]
+    assert [set(c.values()) for c in per_class] == [{4}, {2}] and len(per_class[0]) == len(DEMO_CLASSES), per_class
     assert scan.skipped == (), f"the marker file must not count as a skipped file: {scan.skipped}"
     sizes = {Image.open(p).size for p, _ in scan.train + scan.test}
     assert len(sizes) > 10, f"image sizes should vary, got {sizes}"

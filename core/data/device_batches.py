@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from core.data.batched_augment import BatchAugment, BatchTransform, pack_params, sample_params
+from core.data.batched_augment import AugmentParams, BatchAugment, BatchTransform, pack_params, sample_params
 
 __all__ = ["RESIDENT_FRACTION", "DeviceBatches", "image_store"]
 
@@ -135,29 +135,25 @@ class DeviceBatches:
         """One line for the log: where images live, where they are transformed, where the model gets them."""
         return f"images on {self.images.device}, transformed on {self.transform_device}, fed to {self.device}"
 
-    def batch_order(self) -> Iterator[torch.Tensor]:
-        """One epoch's dataset positions per batch, drawing from ``.generator`` exactly what ``iter()`` draws
-        (the order, and the augmentation parameters when augmenting), for :mod:`core.finetune.feature_cache`."""
-        n = len(self.rows)
+    def _draws(self) -> Iterator[tuple[torch.Tensor, AugmentParams | None]]:
+        """One epoch's dataset positions per batch and their augmentation parameters, drawn from ``.generator``."""
+        n, (height, width) = len(self.rows), self.images.shape[2:]
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        height, width = self.images.shape[2], self.images.shape[3]
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            if self.augment is not None:
-                sample_params(len(idx), height, width, self.augment, self.generator)
-            yield idx
+            augment = self.augment is not None
+            yield idx, sample_params(len(idx), height, width, self.augment, self.generator) if augment else None
+
+    def batch_order(self) -> Iterator[torch.Tensor]:
+        """The positions ``iter()`` would batch, drawing from ``.generator`` exactly what it draws (the order, and
+        the augmentation parameters when augmenting), for :mod:`core.finetune.feature_cache`."""
+        return (idx for idx, _ in self._draws())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.rows)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        height, width = self.images.shape[2], self.images.shape[3]
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+        height, width = self.images.shape[2:]
+        for idx, params in self._draws():
             rows, labels = self.rows[idx], self.labels[idx]
-            packed = None
-            if self.augment is not None:
-                params = sample_params(len(idx), height, width, self.augment, self.generator)
-                packed = _to(pack_params(params, height, width), self.transform_device)
+            packed = None if params is None else _to(pack_params(params, height, width), self.transform_device)
             batch = self.images.index_select(0, _to(rows, self.images.device))
             x = self.transform(_to(batch, self.transform_device), packed)
             yield _to(x, self.device), _to(labels, self.device)

@@ -44,14 +44,6 @@ class ImageFolderScan:
     test: tuple[Sample, ...]  # the official val/ folder
     skipped: tuple[SkippedFile, ...]
 
-    def class_counts(self, split: str) -> dict[str, int]:
-        """Images per class in ``"train"`` or ``"test"``."""
-        samples = {"train": self.train, "test": self.test}[split]
-        counts = dict.fromkeys(self.class_names, 0)
-        for _, label in samples:
-            counts[self.class_names[label]] += 1
-        return counts
-
 
 def _not_a_file(path: Path) -> str:
     if path.is_symlink():

@@ -170,11 +170,6 @@ def closed_form(
     return ClosedFormCounts(params=params, macs=macs, flops=2 * macs)
 
 
-def measured_params(model) -> int:
-    """What torch says: the number of trainable parameter elements."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def measured_flops(model, input_shape: tuple[int, ...]) -> int:
     """FLOPs torch's :class:`FlopCounterMode` counts for one eval-mode forward pass on zeros."""
     import torch

@@ -37,6 +37,7 @@ from core.reports.pages import (
 from core.reports.results import TrialRecord, best_record, pareto_front, ranked, write_best, write_results_csv
 from core.reports.sweep_plots import write_sweep_figures
 from core.runfiles import read_yaml
+from core.train import MONITORS
 
 if TYPE_CHECKING:
     from core.sweep import SweepConfig
@@ -70,7 +71,8 @@ STATIC_CAPTIONS = {
 WIDE = ("parallel_coordinates", "importance", "cost_front")  # span both columns of the static figure grid
 OTHER_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "test_acc", "best_epoch")  # shown if reported
 FILES = {"results.csv": "one row per trial: every metric, parameter, count and time; pareto: on the front",
-         "best.pt": "the best trial's checkpoint (rebuilds the model on its own)",
+         "best.pt": "the best trial's checkpoint (rebuilds the model on its own): the trial's epoch with the lowest "
+                    "val_loss (--monitor; Part A's default) or the highest val_acc",
          "best_config.yaml": "the best trial's parameters and resolved training config",
          "trials/": "one run folder per trial (metrics.jsonl, checkpoints, trial.json)"}
 TITLES = {"parallel_coordinates": "Parallel coordinates", "importance": "Parameter importance and correlation",
@@ -135,15 +137,17 @@ def _best(best: TrialRecord | None, cfg: SweepConfig, page_dir: Path, records: S
     values = key_values((k, esc(label(v))) for k, v in best.hyperparameters.items() if k in searched)
     fixed = ", ".join(f"{esc(p.name)} = {esc(label(p.values[0]))}" for p in cfg.parameters if p.is_constant)
     ev = evaluation_page(page_dir, best)
-    files = [f"trial folder {link(best.run_dir, page_dir)}", f"checkpoint {link(page_dir / 'best.pt', page_dir)}",
+    rule = MONITORS.get(trial_config(best, "train").get("monitor"))
+    rule = f" ({esc(rule)}, its --monitor)" if rule else ""
+    files = [f"trial folder {link(best.run_dir, page_dir)}", f"checkpoint {link(page_dir / 'best.pt', page_dir)}{rule}",
              f"configuration {link(page_dir / 'best_config.yaml', page_dir)}"]
     if ev is not None:
         files.insert(0, f'<b><a href="{href(ev, page_dir)}">evaluation page</a></b> (test metrics, prediction grid, '
                         "Grad-CAM, filters, guided backprop)")
     else:
         command = ["python", "experiments/partA_evaluate.py", "--checkpoint", str(Path(page_dir, "best.pt"))]
-        data_dir = _trial_data_dir(best)
-        command += ["--data-dir", data_dir] if data_dir else []
+        data_dir = trial_config(best, "data").get("data_dir")
+        command += ["--data-dir", str(data_dir)] if data_dir else []
         files.append(f"evaluate it: <code>{esc(shlex.join(command))}</code>, then rerun the sweep command (it "
                      "only rebuilds this page) to link the evaluation here")
     body = (f"<h2>Best trial: {best.number}</h2>" + cards(items)
@@ -152,18 +156,16 @@ def _best(best: TrialRecord | None, cfg: SweepConfig, page_dir: Path, records: S
     return callout(body, "good")
 
 
-def _trial_data_dir(r: TrialRecord) -> str | None:
-    """The dataset the trial trained on, from its resolved ``config.yaml`` (None: the demo set, or unknown)."""
+def trial_config(r: TrialRecord, part: str) -> dict:
+    """One part (``data``, ``train``) of the trial's resolved ``config.yaml``; empty when it cannot be read."""
     path = Path(r.run_dir) / "config.yaml" if r.run_dir is not None else None
-    if path is None or not path.is_file():
-        return None
     try:
-        doc = read_yaml(path) or {}
+        doc = (read_yaml(path) or {}) if path is not None and path.is_file() else {}
     except (OSError, ValueError) as exc:
-        logger.warning("cannot read %s for the evaluation command: %s", path, exc)
-        return None
-    data = (doc.get("config", doc) if isinstance(doc, dict) else {}).get("data") or {}
-    return str(data["data_dir"]) if isinstance(data, dict) and data.get("data_dir") else None
+        logger.warning("cannot read %s: %s", path, exc)
+        return {}
+    found = (doc.get("config", doc) if isinstance(doc, dict) else {}).get(part)
+    return found if isinstance(found, dict) else {}
 
 
 def _observation(o: Observation) -> str:

@@ -127,9 +127,9 @@ def check_runnable(configs: Sequence[Any]) -> None:
 
 def mapping_notes(cfg: SweepConfig, backend: Any) -> list[str]:
     """The report's notes: the trial metric, how ``backend`` maps the sweep config, the importance measure."""
-    return [f"Trial metric {cfg.metric.name}: for val_acc, the validation accuracy of the kept best.pt, the best "
-            "epoch by the run's monitored metric (Part A's default: the lowest val_loss); test accuracy (val/) "
-            "is reported but never used for selection.", *backend.notes(cfg),
+    return [f"Trial metric {cfg.metric.name}: for val_acc, the validation accuracy of the kept best.pt, the "
+            "trial's epoch with the lowest val_loss (--monitor; Part A's default) or the highest val_acc; test "
+            "accuracy (val/) is reported but never used for selection.", *backend.notes(cfg),
             "Importance = adjusted share of variance explained (ε²); W&B's panel uses a random forest."]
 
 

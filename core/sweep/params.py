@@ -109,13 +109,6 @@ class ParamSpec:
             f"continuous. Use one of {list(GRID_DISTRIBUTIONS)} (e.g. 'values: [...]') or method random/bayes"
         )
 
-    def nest(self, value: Any, into: dict) -> None:
-        """Write ``value`` at this parameter's path in a nested dict (W&B's ``wandb.config`` shape)."""
-        node = into
-        for part in self.path[:-1]:
-            node = node.setdefault(part, {})
-        node[self.path[-1]] = value
-
     def pick(self, nested: Mapping) -> Any:
         """Read this parameter from a nested mapping such as ``wandb.config``; KeyError names the path."""
         node: Any = nested

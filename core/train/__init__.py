@@ -47,8 +47,7 @@ __all__ = ["EPOCH_METRICS", "RUN_METRICS", "RunResult", "CheckpointError", "ENV_
            "register_optimizer", "register_scheduler", "SCHEDULERS", "STOP_SIGNALS", "StopRequest", "StopRequested",
            "StopTraining", "Tracker", "TrainConfig", "TrainingError", "WeightEMA", "capture_rng_state",
            "check_resumable", "check_run_start", "default_param_groups", "evaluate", "fit", "format_lr", "glibc",
-           "has_wandb_credentials",
-           "keep_freed_for_process", "keep_freed_memory", "load_checkpoint", "load_model", "load_weights",
-           "make_batch_mixer", "make_optimizer", "make_payload", "policy_enabled", "resolve_mode", "restore_rng_state",
-           "save_checkpoint", "seed_everything", "stop_after_training", "supports_device_skip", "train_one_epoch",
-           "with_tta"]
+           "has_wandb_credentials", "keep_freed_for_process", "keep_freed_memory", "load_checkpoint", "load_model",
+           "load_weights", "make_batch_mixer", "make_optimizer", "make_payload", "policy_enabled", "resolve_mode",
+           "restore_rng_state", "save_checkpoint", "seed_everything", "stop_after_training", "supports_device_skip",
+           "train_one_epoch", "with_tta"]

@@ -90,6 +90,3 @@ class SlotSeededSampler(BaseSampler):
                     values: Sequence[float] | None) -> None:
         if self._grid is None:  # GridSampler's after_trial only stops study.optimize, which runs one trial
             self._for(trial).after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        """Nothing to do: every trial gets its own seed from its slot (Optuna calls this for n_jobs > 1)."""
