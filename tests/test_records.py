@@ -1,7 +1,7 @@
 """Every figure the docs state equals its record in docs/records/, to the precision the docs print it.
 
 A record is one measuring command: ``{"command", "commit", "machine", "date", "figures", "claims"}`` (plus
-``"extract"`` for the fast ones that ``python experiments/records.py`` reruns, ``"source"`` for the slow ones
+``"extract"`` for the fast ones that ``python tests/regenerate_records.py`` reruns, ``"source"`` for the slow ones
 taken from a documented measurement). Figures are stored as the code computes them: accuracies and other shares
 as fractions (0.535), ratios as ratios (2.35), counts as ints, rates and times in the unit the docs name.
 
@@ -104,7 +104,7 @@ def test_every_record_says_what_measured_it_where_and_when():
 
 def test_every_claimed_figure_equals_its_record():
     errors = claim_errors(RECORDS, read_pages(RECORDS))
-    fix = "rerun python experiments/records.py, or fix the page"
+    fix = "rerun python tests/regenerate_records.py, or fix the page"
     assert not errors, f"docs and records disagree ({fix}):\n" + "\n".join(errors)
 
 

@@ -1,4 +1,7 @@
-"""Rerun the records in docs/records/ with an ``extract`` table: ``python experiments/records.py [--only NAME ...]``.
+"""Rerun the docs/records/ entries with an ``extract`` table: ``python tests/regenerate_records.py [--only NAME]``.
+
+It lives beside ``test_records.py``, the test that holds the docs' figures to these records: both keep the docs
+true, neither is part of the toolkit.
 
 Each command runs as the docs print it, from a temporary folder; a figure is its regex's last group in the terminal
 output (``"output"``) or in a file the command wrote, or with no group the number of matching lines.
