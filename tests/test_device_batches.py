@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.data import DataConfig, DeviceBatches, make_loaders
+from core.data import DataConfig, DeviceBatches, Preprocessing, cache_stats, load_uint8, make_loaders, reset_cache_stats
 from core.train import capture_rng_state, restore_rng_state, seed_everything
 
 
@@ -64,6 +64,19 @@ def test_a_larger_crop_source_is_decoded_for_training_only(tiny_imagefolder, tmp
     assert x.shape[1:] == (3, 16, 16), f"crops must come out at the model input size, got {tuple(x.shape)}"
     plain = make_loaders(_cfg(tiny_imagefolder, tmp_path, train_decode_ratio=1.5))  # no augmentation: no second decode
     assert tuple(plain.train.images.shape[2:]) == (16, 16)
+
+
+def test_each_image_is_decoded_once_per_view_it_is_used_in(tiny_imagefolder, tmp_path):
+    """The pool at the crop source, the validation split alone again at the model's view (the oracle for its
+    pixels: ``load_uint8`` straight from the file), the test set once; nothing else."""
+    reset_cache_stats(forget_memory=True)
+    loaders = make_loaders(_cfg(tiny_imagefolder, tmp_path, augment=True, train_decode_ratio=1.5))
+    pool = len(loaders.train.dataset) + len(loaders.val.dataset)
+    stats = cache_stats()
+    assert (stats.misses, stats.images_decoded) == (3, pool + len(loaders.val.dataset) + len(loaders.test.dataset))
+    val = loaders.val.dataset
+    for i, (path, _) in enumerate(val.samples):
+        assert torch.equal(val.uint8(i), load_uint8(path, Preprocessing(16))), f"{path.name}: not the model's view"
 
 
 def _mapped_file(address: int) -> str | None:
