@@ -204,6 +204,11 @@ def test_sweep_report(runs, browser):
     params = best_cfg["parameter_count"]
     expected = f"{params / 1000:.1f}\u00a0K" if params >= 1000 else str(params)  # "410.7 K", the format
     assert expected in best_box, f"parameter count {params} should read {expected!r}: {best_box}"
+    front = page.locator("#front")  # the accuracy-cost front: its figure and exactly results.csv's pareto trials
+    front.scroll_into_view_if_needed()
+    assert front.is_visible() and front.locator("img").evaluate("i => i.naturalWidth") > 0
+    listed = {int(t) for t in front.locator("tbody tr td:first-child a").all_inner_texts()}
+    assert listed == {int(r["number"]) for r in rows if r["pareto"] == "True"} != set(), listed
     point = page.locator("#plot-metric_vs_time .scatterlayer .point").first
     point.scroll_into_view_if_needed()
     box = point.bounding_box()  # plotly's drag layer sits on top of the points: move the mouse, as a person does
