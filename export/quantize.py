@@ -66,8 +66,8 @@ class ImageCalibrationReader:
             except ImageDecodeError as exc:
                 log.warning("calibration: skipping %s", exc)
                 self.skipped.append(path)
-        if not batch:
-            if self.used == 0:
+        if not batch or (self.used and len(batch) < self.batch_size):  # a short last batch is dropped: onnxruntime's
+            if self.used == 0:  # histograms (percentile, entropy) stack equal batches (onnxruntime#18792)
                 raise ValueError(f"none of the {len(self.paths)} calibration images could be decoded")
             return None
         self.used += len(batch)
