@@ -3,8 +3,8 @@
 Static, not dynamic: on conv nets dynamic quantization falls back to slow ConvInteger kernels, while static
 ranges (from calibration on real images through the model's own preprocessing) let onnxruntime fuse QDQ
 pairs into its INT8 kernels. Weights use 7 bits (``reduce_range``) so the fused x86 kernels without VNNI
-cannot saturate and compute what the graph says on any CPU. The first conv and the ``logits`` layer stay
-fp32: quantized logits tie near-equal classes, quantized pixels lose precision before any feature exists.
+cannot saturate and compute what the graph says on any CPU. The first two convs and the ``logits`` layer stay
+fp32: quantized logits tie near-equal classes, the early convs' few 7-bit weights flipped the most predictions.
 ``to_onnx.py --quantize int8`` refuses a model whose held-out accuracy drops by more than
 ``--max-int8-loss`` points (:func:`accuracy_loss`). The measurements behind each choice: docs/export.md.
 """
@@ -28,11 +28,10 @@ from export.predict import ImageItem, predict_images, score
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-# percentile (onnxruntime's 99.999th, outliers clipped): on flowers5, 256 images, every Part A activation lost
-# <= 0.5 points of test accuracy; minmax on the same count lost 1.0 for GELU, its range set by a few outliers of
-# the sample (docs/export.md)
-DEFAULT_CALIBRATION = "percentile"
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # entropy: onnxruntime's 128 bins make it minmax
+# percentile (onnxruntime's 99.999th, outliers clipped) on 256 images with FP32_CONVS convs in fp32: on flowers5
+# every Part A activation and MobileNetV2 lost <= 0.5 points, held out and on test (docs/export.md: the others)
+DEFAULT_CALIBRATION, FP32_CONVS = "percentile", 2
 
 
 class ImageCalibrationReader:
@@ -66,8 +65,8 @@ class ImageCalibrationReader:
             except ImageDecodeError as exc:
                 log.warning("calibration: skipping %s", exc)
                 self.skipped.append(path)
-        if not batch:
-            if self.used == 0:
+        if not batch or (self.used and len(batch) < self.batch_size):  # a short last batch is dropped: onnxruntime's
+            if self.used == 0:  # histograms (percentile, entropy) stack equal batches (onnxruntime#18792)
                 raise ValueError(f"none of the {len(self.paths)} calibration images could be decoded")
             return None
         self.used += len(batch)
@@ -106,7 +105,7 @@ def quantize_int8(
         prepped = Path(tmp) / "preprocessed.onnx"
         quantized = Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
-        keep_fp32 = _name_edge_layers(prepped)
+        keep_fp32 = _name_fp32_layers(prepped)
         quantize_static(
             str(prepped), str(quantized), reader,
             nodes_to_exclude=keep_fp32,
@@ -125,18 +124,18 @@ def quantize_int8(
     return Path(out_path), reader.used
 
 
-def _name_edge_layers(model_path: Path) -> list[str]:
-    """Names of the nodes that read the graph's input or write its outputs (naming unnamed ones in the file), to
-    keep them fp32."""
+def _name_fp32_layers(model_path: Path) -> list[str]:
+    """Names of the first :data:`FP32_CONVS` convs (graph order) and of the nodes writing the graph's outputs
+    (naming unnamed ones in the file), to keep them fp32."""
     import onnx
 
     model = onnx.load(str(model_path))
-    inputs, outputs = {i.name for i in model.graph.input}, {o.name for o in model.graph.output}
-    names = []
+    outputs = {o.name for o in model.graph.output}
+    names, convs = [], [i for i, node in enumerate(model.graph.node) if node.op_type == "Conv"][:FP32_CONVS]
     for i, node in enumerate(model.graph.node):
-        if outputs.intersection(node.output) or inputs.intersection(node.input):
+        if outputs.intersection(node.output) or i in convs:
             if not node.name:
-                node.name = f"inat_cnn_output_{i}"
+                node.name = f"inat_cnn_fp32_{i}"
             names.append(node.name)
     onnx.save(model, str(model_path))
     return names

@@ -173,7 +173,7 @@ def _quantize(path: Path, calib: Path, class_names: Sequence[str], args: argpars
         if loss.points > args.max_int8_loss:
             raise ExportError(f"refusing to write {q_path.name}: INT8 loses {loss.points:.2f} points of top-1 "
                               f"accuracy on {loss.num_images} held-out images (> --max-int8-loss "
-                              f"{args.max_int8_loss:g}); try --calibration-method percentile or entropy, a larger "
+                              f"{args.max_int8_loss:g}); try --calibration-method minmax, another "
                               f"--calibration-count, or serve the fp32 model")
         os.replace(trial, q_path)
     print(f"wrote {q_path} ({_size(q_path)}, INT8 QDQ per-channel)")

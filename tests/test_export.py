@@ -281,6 +281,14 @@ def test_int8_static_qdq_agrees_with_fp32_on_the_test_set(tiny, tmp_path):
     assert report.passed, report.summary()
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch(tiny, tmp_path, method):
+    """13 images in batches of 8: onnxruntime's histograms failed on the short last batch (ValueError, an
+    inhomogeneous shape); the reader drops it and says how many images were used."""
+    _, used = quantize_int8(tiny.onnx_path, tmp_path / "tiny.int8.onnx", list(tiny.train_paths[:13]), method=method)
+    assert used == 8, f"expected 8 calibration images used (one whole batch of 8 of 13), got {used}"
+
+
 def test_calibration_reader_skips_unreadable_and_refuses_nothing(tiny, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"definitely not a jpeg")
@@ -288,8 +296,11 @@ def test_calibration_reader_skips_unreadable_and_refuses_nothing(tiny, tmp_path)
     batches = []
     while (batch := reader.get_next()) is not None:
         batches.append(batch["images"])
-    assert [b.shape for b in batches] == [(2, 3, 32, 32), (1, 3, 32, 32)], [b.shape for b in batches]
-    assert reader.skipped == [bad], f"skipped: {reader.skipped}"
+    # the short last batch (1 image) is dropped: onnxruntime's histogram calibration stacks equal batches
+    assert [b.shape for b in batches] == [(2, 3, 32, 32)], [b.shape for b in batches]
+    assert reader.skipped == [bad] and reader.used == 2, f"skipped: {reader.skipped}, used {reader.used}"
+    single = ImageCalibrationReader(tiny.train_paths[:3], PREP, batch_size=8)
+    assert single.get_next()["images"].shape == (3, 3, 32, 32) and single.get_next() is None, "one short batch is kept"
     with pytest.raises(ValueError, match="none of the 1 calibration images"):
         ImageCalibrationReader([bad], PREP).get_next()
     with pytest.raises(ValueError, match="--calibration-images"):
