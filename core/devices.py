@@ -1,4 +1,4 @@
-"""Where and how to run: device (auto | cpu | cuda | cuda:N), automatic mixed precision, memory format, compile.
+"""Where and how to run: device (auto | cpu | cuda | cuda:N), AMP, memory format, compile, and whether a batch fits.
 
 ``amp=auto``: bf16 on a GPU that supports it, else fp16 with a grad scaler; off on the CPU. ``channels_last=auto``
 is on for CUDA (tensor cores want NHWC) and for the CPU too, where it was measured faster; ``compile=auto`` is on
@@ -8,12 +8,15 @@ docs/performance.md, "Training on the CPU: the defaults and why".
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 
 import torch
+from torch import nn
 
-__all__ = ["AMP_MODES", "CHANNELS_LAST_MODES", "COMPILE_AUTO", "COMPILE_MODES", "resolve_amp", "resolve_channels_last",
-           "resolve_compile", "resolve_device"]
+__all__ = ["AMP_MODES", "CHANNELS_LAST_MODES", "COMPILE_AUTO", "COMPILE_MODES", "check_batch_fits", "resolve_amp",
+           "resolve_channels_last", "resolve_compile", "resolve_device"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
@@ -76,3 +79,24 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
     if mode != "auto":
         return mode == "on"
     return COMPILE_AUTO.get(device.type, False)
+
+
+def check_batch_fits(model: nn.Module, input_shape: Sequence[int], device: torch.device) -> None:
+    """Refuse (ValueError, exit 2) a training batch that keeps more for its backward pass than the device holds in all,
+    as autograd's own saved tensors say on ``model``, a meta-device twin (nothing allocated, no image decoded yet)."""
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.train()(torch.empty(tuple(input_shape), device="meta"))
+    weights = {p.untyped_storage()._cdata for p in model.parameters()}
+    need = sum(n for k, n in kept.items() if k not in weights)
+    have = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else \
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        n, _, h, w = input_shape
+        raise ValueError(f"a training batch of {n} images at {h}x{w} px keeps {need / 1e9:,.1f} GB for the backward "
+                         f"pass, but {device} has {have / 1e9:,.1f} GB in all; lower --batch-size or --image-size")

@@ -58,26 +58,11 @@ def register(name: str) -> Callable[[Section], Section]:
     return add
 
 
-# ---------------------------------------------------------------- infer section (owner: export)
-@register("infer")
-def bench_infer(cfg: BenchConfig) -> SectionResult:
-    """torch eager vs channels_last vs onnxruntime fp32 vs INT8, batch 1 and 32 (experiments/bench/infer_cases.py)."""
-    from experiments.bench.infer_cases import BENCH_MODELS, infer_cases
-
-    for noisy in ("onnxscript", "onnx_ir", "onnxruntime", "torch.onnx"):  # exporter chatter at INFO
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    batches = (1, cfg.batch_size) if cfg.batch_size and cfg.batch_size != 1 else (1, 32)
-    models = ("cnn",) if cfg.quick else BENCH_MODELS  # quick: skip MobileNetV2's export (~half of all --quick)
-    cases, info = infer_cases(cfg.work_dir, image_size=cfg.image_size or (64 if cfg.quick else 224),
-                              batch_sizes=batches, models=models, quick=cfg.quick)
-    common = {"repeats": cfg.repeats, "warmup": cfg.warmup}
-    return SectionResult([compare(c.name, c.baseline, c.ours, items=c.items, baseline_label=c.baseline_label,
-                                  ours_label=c.ours_label, **common) for c in cases], info)
-
-
 # ---------------------------------------------------------------- sections that live in experiments/bench/
 # name -> (module holding ``bench_<name>(cfg)``, what it compares); imported only when the section runs
 DELEGATED: dict[str, tuple[str, str]] = {
+    "infer": ("experiments.bench.infer_cases", "torch eager vs channels_last vs onnxruntime fp32 vs INT8, batch 1 "
+                                               "and 32"),
     "data": ("experiments.bench.data", "PIL full decode + resize every epoch (torchvision ImageFolder) vs the decode "
                                        "cache"),
     "train": ("experiments.bench.train", "Part A CNN training step, ours vs an NCHW fp32 loop, FLOP/s vs matmul peak"),

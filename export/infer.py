@@ -38,7 +38,7 @@ def configure_logging(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def add_inference_args(parser: argparse.ArgumentParser, *, with_images: bool = True) -> None:
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``infer.py`` and ``to_onnx.py --infer-on``."""
     group = parser.add_argument_group("inference")
     group.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",

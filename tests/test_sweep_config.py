@@ -67,7 +67,7 @@ def test_nested_parameters_flatten_by_the_documented_rule():
     got = {p.name: p.flat_key for p in cfg.parameters}
     assert got == {"filters": "filters", "optimizer.name": "optimizer", "optimizer.lr": "lr",
                    "optimizer.weight_decay": "weight_decay"}, got
-    assert cfg.constants == {"weight_decay": 0.0}
+    assert {p.flat_key: p.values[0] for p in cfg.parameters if p.is_constant} == {"weight_decay": 0.0}
     nested = {"filters": 8, "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}}  # wandb.config's shape
     assert [p.pick(nested) for p in cfg.parameters] == [8, "adam", 1e-3, 0.0]
     assert cfg.to_flat({"filters": 8, "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.weight_decay": 0.0}) \

@@ -117,12 +117,17 @@ CASES: list[Case] = [
          r"expected a finite number"),
     Case("train-batch-too-big", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "big", *TINY_TRAIN,
                                      "--image-size", "2048", "--batch-size", "65536"), 2,
-         r"a training batch of 65536 images at 2048x2048 px keeps at least [\d,.]+ GB for the backward pass, but cpu "
+         r"a training batch of 65536 images at 2048x2048 px keeps [\d,.]+ GB for the backward pass, but cpu "
          r"has [\d,.]+ GB in all", r"lower --batch-size or --image-size"),
     Case("train-image-size-huge", PT, ("--data-dir", "{data}", "--out-dir", "{runs}", "--name", "huge", *TINY_TRAIN,
                                        "--image-size", "100000"), 2,
-         r"a training batch of 32 images at 100000x100000 px keeps at least [\d,.]+ GB for the backward pass",
+         r"a training batch of 32 images at 100000x100000 px keeps [\d,.]+ GB for the backward pass",
          r"lower --batch-size or --image-size"),
+    Case("partB-batch-too-big", PB, ("--arch", "resnet18", "--weights", "none", "--strategy", "full", "--data-dir",
+                                     "{data}", "--out-dir", "{runs}", "--image-size", "2048", "--batch-size", "4096",
+                                     "--device", "cpu", "--wandb-mode", "disabled"), 2,
+         r"a training batch of 4096 images at 2048x2048 px keeps [\d,.]+ GB for the backward pass, but cpu has "
+         r"[\d,.]+ GB in all", r"lower --batch-size or --image-size"),
     Case("partB-image-size-huge", PB, ("--arch", "resnet18", "--weights", "none", "--data-dir", "{data}", "--out-dir",
                                        "{runs}", "--image-size", "100000", "--epochs", "1", "--device", "cpu",
                                        "--wandb-mode", "disabled"), 2,

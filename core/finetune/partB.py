@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from core.data import DataConfig, Preprocessing, make_loaders
 from core.explain import evaluate_best_on_test
 from core.finetune.strategies import FinetuneStrategy, count_parameters, make_strategy
@@ -125,7 +127,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
 
     ``stop`` (a ``core.train.StopRequest``) ends training before the next batch, as in ``run_partA``.
     """
-    from core.devices import resolve_device
+    from core.devices import check_batch_fits, resolve_device
     from core.train import Tracker, check_run_start, seed_everything, stop_after_training
 
     run_dir = Path(run_dir)
@@ -137,6 +139,10 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     layout = layout_of(model)
     strategy = cfg.make_strategy()
     strategy.validate(layout)  # e.g. k larger than the block count: fail before decoding data
+    with torch.device("meta"):  # what a training batch keeps (the epoch-0 trainable blocks), before any decode
+        twin = build_backbone(cfg.arch, 2, weights=None)
+        cfg.make_strategy().setup(twin, quiet=True)
+        check_batch_fits(twin, (cfg.data.batch_size, 3, prep.image_size, prep.image_size), device)
     data_cfg = dataclasses.replace(cfg.data, image_size=prep.image_size, resize_size=prep.resize_size,
                                    normalization="imagenet", device=str(device))
     loaders = make_loaders(data_cfg, preprocessing=prep)

@@ -13,7 +13,7 @@ _NAMES = {  # module -> the names it exports
     "backbones": ("BackboneLayout", "Block", "FIXED_INPUT_FAMILIES", "backbone_preprocessing", "build_backbone",
                   "check_layout", "family_of", "layout_of", "replace_head", "supported_archs"),
     "builder": ("ACTIVATIONS", "SmallCNN", "build_cnn", "make_activation"),
-    "counting": ("CLOSED_FORMULA", "backward_bytes", "closed_form", "count_flops", "count_layers", "count_params",
+    "counting": ("CLOSED_FORMULA", "closed_form", "count_flops", "count_layers", "count_params",
                  "count_totals", "format_count", "measured_flops", "uniform_knobs"),
     "pretrained_weights": ("WeightsUnavailableError", "read_torch_file", "weights_cache_path"),
     "spec": ("ACTIVATION_NAMES", "CNNKnobs", "CNNSpec", "ConvBlockSpec", "HeadSpec", "ORGANISATIONS",

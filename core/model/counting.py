@@ -120,13 +120,6 @@ def count_params(spec: CNNSpec) -> int:
     return count_totals(spec).params
 
 
-def backward_bytes(spec: CNNSpec, batch_size: int) -> int:
-    """A lower bound on the fp32 bytes a training step keeps for the backward pass: the input of every conv, linear
-    and activation layer (autograd saves each); BN's, pooling's indices and the gradients come on top."""
-    kept = ("conv", "linear", "act")
-    return 4 * batch_size * sum(prod(layer.in_shape) for layer in spec.layer_shapes() if layer.kind in kept)
-
-
 def count_flops(spec: CNNSpec, batch_size: int = 1) -> int:
     """FLOPs of one forward pass of ``batch_size`` images, in FlopCounterMode's convention."""
     return batch_size * count_totals(spec).flops

@@ -11,7 +11,6 @@ the top level (the names a sweep's parameters use), plus counts, classes, split 
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import sys
 from collections.abc import Callable
@@ -22,9 +21,9 @@ from typing import Any
 import torch
 
 from core.data import make_loaders
-from core.devices import resolve_device
+from core.devices import check_batch_fits, resolve_device
 from core.explain import evaluate_best_on_test
-from core.model import backward_bytes, build_cnn, count_flops, count_params
+from core.model import build_cnn, count_flops, count_params
 from core.partA.config import PartAConfig
 from core.runfiles import masked_argv, own_run_folder, write_yaml
 from core.train import (
@@ -67,17 +66,6 @@ def _wandb_config(resolved: dict[str, Any]) -> dict[str, Any]:
             **rest}
 
 
-def _check_batch_fits(cfg: PartAConfig, device: torch.device) -> None:
-    """Refuse (exit 2) before decoding anything a batch whose backward pass cannot fit in the device's memory."""
-    need, size = backward_bytes(cfg.spec(num_classes=2), cfg.data.batch_size), cfg.data.image_size
-    have = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else \
-        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise ValueError(f"a training batch of {cfg.data.batch_size} images at {size}x{size} px keeps at least "
-                         f"{need / 1e9:,.1f} GB for the backward pass, but {device} has {have / 1e9:,.1f} GB in all; "
-                         "lower --batch-size or --image-size")
-
-
 def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "auto", name: str | None = None,  # noqa: N802
               group: str | None = None, resume: bool = False,
               on_epoch_end: Callable[[int, EpochStats], None] | None = None, project: str = "inat-cnn",
@@ -86,7 +74,8 @@ def run_partA(cfg: PartAConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     run_dir = Path(run_dir)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)  # the weight init; fit re-seeds (or restores) the rest
-    _check_batch_fits(cfg, device)
+    with torch.device("meta"):  # what a training batch keeps, before any image is decoded
+        check_batch_fits(build_cnn(cfg.spec(2)), (cfg.data.batch_size, 3, *[cfg.data.image_size] * 2), device)
     loaders = make_loaders(replace(cfg.data, device=str(device)))
     spec = cfg.spec(num_classes=len(loaders.class_names), image_size=loaders.preprocessing.image_size)
     model = build_cnn(spec)

@@ -88,11 +88,6 @@ class SweepConfig:
     def searched(self) -> tuple[ParamSpec, ...]:
         return tuple(p for p in self.parameters if not p.is_constant)
 
-    @property
-    def constants(self) -> dict[str, Any]:
-        """Flat key → value for the fixed (``value:``) parameters."""
-        return {p.flat_key: p.values[0] for p in self.parameters if p.is_constant}
-
     def grid_size(self) -> int:
         """Number of grid points (a ValueError names a continuous parameter)."""
         return math.prod(len(p.grid_values()) for p in self.parameters)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.bench.common import BenchConfig, SectionResult, compare
 from export.metadata import ModelMetadata
 from export.onnx_export import export_onnx
 from export.ort_session import create_session, run_logits
@@ -129,3 +130,14 @@ def infer_cases(work_dir: Path, *, image_size: int = 224, batch_sizes: Sequence[
                 cases.append(Case(f"{name} batch {b}: {label}", "torch eager fp32", label, base,
                                   _runner(fn, x, calls), items))
     return cases, info
+
+
+def bench_infer(cfg: BenchConfig) -> SectionResult:
+    for noisy in ("onnxscript", "onnx_ir", "onnxruntime", "torch.onnx"):  # exporter chatter at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    batches = (1, cfg.batch_size) if cfg.batch_size and cfg.batch_size != 1 else (1, 32)
+    models = ("cnn",) if cfg.quick else BENCH_MODELS  # quick: skip MobileNetV2's export (~half of all --quick)
+    cases, info = infer_cases(cfg.work_dir, image_size=cfg.image_size or (64 if cfg.quick else 224),
+                              batch_sizes=batches, models=models, quick=cfg.quick)
+    return SectionResult([compare(c.name, c.baseline, c.ours, items=c.items, repeats=cfg.repeats, warmup=cfg.warmup,
+                                  baseline_label=c.baseline_label, ours_label=c.ours_label) for c in cases], info)
