@@ -25,8 +25,8 @@ from experiments.bench.common import BenchConfig, Comparison, SectionResult, com
 
 log = logging.getLogger(__name__)
 
-CPU_MODEL = {"filters": 16, "organisation": "double", "batch_norm": True}
-CUDA_MODEL = {"filters": 32, "organisation": "double", "batch_norm": True}
+CPU_MODEL = {"filters": 16, "organisation": "double", "batch_norm": True, "dropout": 0.0, "dense_units": 256}
+CUDA_MODEL = {"filters": 32, "organisation": "double", "batch_norm": True, "dropout": 0.0, "dense_units": 256}
 
 
 def _old_loop(model, optimizer, loader, device, channels_last: bool, amp_dtype) -> None:
