@@ -84,16 +84,16 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
 def check_batch_fits(model: nn.Module, input_shape: Sequence[int], device: torch.device) -> None:
     """Refuse (ValueError, exit 2) a training batch that keeps more for its backward pass than the device holds in all,
     as autograd's own saved tensors say on ``model``, a meta-device twin (nothing allocated, no image decoded yet)."""
-    kept: dict[int, int] = {}
+    kept: dict[int, torch.UntypedStorage] = {}  # a storage's Python object is one per storage, views included
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        kept[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        kept.setdefault(id(s := t.untyped_storage()), s)  # held here, so no id is reused
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model.train()(torch.empty(tuple(input_shape), device="meta"))
-    weights = {p.untyped_storage()._cdata for p in model.parameters()}
-    need = sum(n for k, n in kept.items() if k not in weights)
+    weights = {id(p.untyped_storage()) for p in model.parameters()}
+    need = sum(s.nbytes() for k, s in kept.items() if k not in weights)
     have = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else \
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
