@@ -82,8 +82,7 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
 
 
 def check_batch_fits(model: nn.Module, input_shape: Sequence[int], device: torch.device) -> None:
-    """Refuse (ValueError, exit 2) a training batch that keeps more for its backward pass than the device holds in all,
-    as autograd's own saved tensors say on ``model``, a meta-device twin (nothing allocated, no image decoded yet)."""
+    """ValueError (exit 2) when autograd saves more for a batch's backward than the device holds (``model``: meta)."""
     kept: dict[int, torch.UntypedStorage] = {}  # a storage's Python object is one per storage, views included
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -97,6 +96,6 @@ def check_batch_fits(model: nn.Module, input_shape: Sequence[int], device: torch
     have = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else \
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
-        n, _, h, w = input_shape
-        raise ValueError(f"a training batch of {n} images at {h}x{w} px keeps {need / 1e9:,.1f} GB for the backward "
-                         f"pass, but {device} has {have / 1e9:,.1f} GB in all; lower --batch-size or --image-size")
+        raise ValueError(f"a training batch of {input_shape[0]} images at {input_shape[2]}x{input_shape[3]} px keeps "
+                         f"{need / 1e9:,.1f} GB for the backward pass, but {device} has {have / 1e9:,.1f} GB in all; "
+                         "lower --batch-size or --image-size")

@@ -312,6 +312,7 @@ def make_loaders(cfg: DataConfig, preprocessing: Preprocessing | None = None) ->
     val_rows, test_rows = [row_of[p] for p, _ in val_samples], [row for _, row in kept["test"]]
     if source != geometry:  # the crops come from a larger decode (ImageNet's 256 -> 224); validation needs the model's
         val_entry = decode_images([p for p, _ in val_samples], geometry, cache_dir, desc="decoding the val split")
+        skipped += [SkippedFile(val_samples[i][0], reason) for i, reason in sorted(val_entry.failed.items())]
         val_rows = [i for i in range(len(val_samples)) if i not in val_entry.failed]
         val_samples = [val_samples[i] for i in val_rows]
     splits = {

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 
 from core.data import DataConfig, Preprocessing, make_loaders
 from core.explain import evaluate_best_on_test
@@ -140,7 +141,7 @@ def run_partB(cfg: PartBConfig, run_dir: Path | str, *, tracker_mode: str = "aut
     strategy = cfg.make_strategy()
     strategy.validate(layout)  # e.g. k larger than the block count: fail before decoding data
     with torch.device("meta"):  # what a training batch keeps (the epoch-0 trainable blocks), before any decode
-        twin = build_backbone(cfg.arch, 2, weights=None)
+        twin = torchvision.models.get_model(cfg.arch, num_classes=2)  # the architecture alone: no weights, no log
         cfg.make_strategy().setup(twin, quiet=True)
         check_batch_fits(twin, (cfg.data.batch_size, 3, prep.image_size, prep.image_size), device)
     data_cfg = dataclasses.replace(cfg.data, image_size=prep.image_size, resize_size=prep.resize_size,
