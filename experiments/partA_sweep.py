@@ -30,11 +30,11 @@ from core.reports import fmt, label, ranked, trial_config
 from core.runfiles import masked_argv
 from core.sweep import (
     SWEEP_BACKENDS,
-    PartATrial,
     SweepConfig,
     SweepSettings,
     SweepSummary,
     load_sweep_config,
+    partA_program,
     run_sweep,
 )
 from core.train import MONITORS
@@ -45,7 +45,7 @@ log = logging.getLogger("partA_sweep")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEMO_CONFIG = CONFIG_DIR / "partA_demo.yaml"
 TOP_N = 5
-TRIAL_PROGRAMS = ("partA_train.py", "partB_finetune.py")  # W&B 'program' -> in-process trial
+TRIAL_PROGRAMS = ("partA_train.py", "partB_finetune.py")  # W&B 'program' -> the in-process trial program
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -106,27 +106,27 @@ def resolve_data_dir(args: argparse.Namespace) -> Path | None:
     return args.data_dir
 
 
-def make_trial(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers: int | None):
-    """The trial function for the config's ``program``: Part A by default, Part B for partB_finetune.py.
+def make_program(cfg: SweepConfig, data_dir: Path | None, device: str, num_workers: int | None):
+    """The trial program for the config's ``program``: Part A by default, Part B for partB_finetune.py.
 
     W&B's ``program`` names the training script a sweep runs; here it picks the in-process trial
-    function, so ``experiments/configs/partB_sweep.yaml`` runs through the same machinery.
+    program, so ``experiments/configs/partB_sweep.yaml`` runs through the same machinery.
     """
     program = Path(cfg.raw.get("program") or "partA_train.py").name
     if program not in TRIAL_PROGRAMS:
-        raise ValueError(f"program {cfg.raw.get('program')!r} has no trial function; expected one of "
+        raise ValueError(f"program {cfg.raw.get('program')!r} has no trial program; expected one of "
                          f"{sorted(TRIAL_PROGRAMS)} (or no 'program' for Part A)")
     if program == "partB_finetune.py":
         from core.finetune import PartBConfig
-        from core.sweep import PartBTrial
+        from core.sweep import partB_program
 
         base = PartBConfig()  # image size and epochs: per trial, as partB_finetune.py's defaults for the device
         data = replace(base.data, data_dir=data_dir, device=device, num_workers=num_workers)
-        return PartBTrial(replace(base, data=data, train=replace(base.train, device=device)), device_defaults=True)
+        return partB_program(replace(base, data=data, train=replace(base.train, device=device)), device_defaults=True)
     flat: dict = {"data_dir": data_dir, "device": device}
     if num_workers is not None:
         flat["num_workers"] = num_workers
-    return PartATrial(PartAConfig.from_flat(flat))
+    return partA_program(PartAConfig.from_flat(flat))
 
 
 def sweep_name(args: argparse.Namespace, cfg: SweepConfig) -> str:
@@ -213,14 +213,14 @@ def sweep(args: argparse.Namespace, argv: list[str]) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log lines say which trial runs what
     cfg = load_sweep_config(args.config)
     data_dir = resolve_data_dir(args)
-    trial = make_trial(cfg, data_dir, args.device, args.num_workers)
+    program = make_program(cfg, data_dir, args.device, args.num_workers)
     settings = SweepSettings(name=sweep_name(args, cfg), out_dir=args.out_dir, backend=args.backend,
                              count=args.count, storage=args.storage, workers=args.workers, resume=args.resume,
                              tracker_mode=args.wandb_mode, project=cfg.project or args.project,
                              entity=cfg.entity, seed=args.seed, retry_failed=args.retry_failed,
                              max_consecutive_failures=args.max_consecutive_failures)
     try:
-        summary = run_sweep(cfg, settings, trial, argv=argv)
+        summary = run_sweep(cfg, settings, program, argv=argv)
     except KeyboardInterrupt:
         print(f"partA_sweep: interrupted; finished trials are kept and the interrupted ones run again. Resume "
               f"with: {resume_hint(argv)}", file=sys.stderr)

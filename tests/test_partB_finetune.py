@@ -143,7 +143,7 @@ def test_flat_keys_and_the_sweep_file(tiny_imagefolder):
     from core.sweep import load_sweep_config
 
     sweep = load_sweep_config(REPO / "experiments" / "configs" / "partB_sweep.yaml")
-    keys = {p.flat_key for p in sweep.parameters}
+    keys = {p.name for p in sweep.parameters}
     assert keys <= set(PARTB_FLAT_KEYS), f"sweep keys {sorted(keys - set(PARTB_FLAT_KEYS))} unknown to Part B"
     assert {"arch", "strategy", "k", "lr"} <= keys
     base = tiny_cfg(tiny_imagefolder)
@@ -158,13 +158,13 @@ def test_flat_keys_and_the_sweep_file(tiny_imagefolder):
 
 
 def test_part_b_trial_reports_epochs_and_returns_outcome(tiny_imagefolder, tmp_path):
-    from core.sweep import PartBTrial, TrialRequest, execute_trial
+    from core.sweep import TrialRequest, execute_trial, partB_program
 
     seen = []
-    request = TrialRequest(number=0, values={"strategy": "head"}, flat={"strategy": "head", "epochs": 1},
-                           run_dir=tmp_path / "trial", name="t0", group="g", tracker_mode="disabled",
+    request = TrialRequest(number=0, values={"strategy": "head", "epochs": 1}, run_dir=tmp_path / "trial",
+                           name="t0", group="g", tracker_mode="disabled",
                            report=lambda epoch, metrics: seen.append((epoch, metrics)) or False)
-    outcome = execute_trial(PartBTrial(tiny_cfg(tiny_imagefolder)), request)
+    outcome = execute_trial(partB_program(tiny_cfg(tiny_imagefolder)), request)
     assert [e for e, _ in seen] == [1] and "val_acc" in seen[0][1], seen
     assert outcome.metrics()["val_acc"] == pytest.approx(seen[0][1]["val_acc"])
     assert outcome.test_acc is not None and outcome.parameter_count == 2_223_872 + 1280 * 3 + 3
@@ -217,16 +217,16 @@ def test_a_sweeps_part_b_trial_gets_the_clis_cpu_resolution_per_arch():
     """partA_sweep.py with a Part B config: each trial's image size and epochs are the CLI's CPU defaults."""
     from core.sweep import load_sweep_config
     from experiments import partB_finetune
-    from experiments.partA_sweep import CONFIG_DIR, make_trial
+    from experiments.partA_sweep import CONFIG_DIR, make_program
 
-    trial = make_trial(load_sweep_config(CONFIG_DIR / "partB_sweep.yaml"), None, "cpu", None)
+    program = make_program(load_sweep_config(CONFIG_DIR / "partB_sweep.yaml"), None, "cpu", None)
     for arch in ("resnet50", "efficientnet_v2_s"):  # 224 and 384 px natively
-        sweep_cfg = trial.build_config({"arch": arch, "strategy": "head", "lr": 1e-3})
+        sweep_cfg = program.configure({"arch": arch, "strategy": "head", "lr": 1e-3})
         cli_cfg = partB_finetune.build_config(partB_finetune.get_args_parser().parse_args(
             ["--arch", arch, "--device", "cpu"]))
         assert sweep_cfg.preprocessing() == cli_cfg.preprocessing(), arch
         assert sweep_cfg.preprocessing().image_size == 64 and sweep_cfg.train.epochs == cli_cfg.train.epochs == 3
-    vit = trial.build_config({"arch": "vit_b_16"})
+    vit = program.configure({"arch": "vit_b_16"})
     assert vit.preprocessing().image_size == 224, "a ViT keeps its fixed input size"
-    searched = trial.build_config({"arch": "resnet50", "image_size": 96, "epochs": 8})
+    searched = program.configure({"arch": "resnet50", "image_size": 96, "epochs": 8})
     assert (searched.image_size, searched.train.epochs) == (96, 8), "values the sweep sets win"

@@ -24,23 +24,26 @@ from core.reports import TrialRecord
 from core.sweep import (
     SWEEP_BACKENDS,
     BackendRun,
-    PartATrial,
     SweepBackend,
     SweepSettings,
+    TrialProgram,
     TrialRequest,
     execute_trial,
     get_backend,
     load_sweep_config,
+    partA_program,
     register_backend,
     run_sweep,
 )
 from core.train import OPTIMIZERS, SCHEDULERS, LRSchedule, TrainConfig, register_optimizer, register_scheduler
 
 BUILT: list[str] = []  # what the registered factories built, in order
+LRS: list[float] = []  # the learning rate each plain-sgd optimizer was built with
 
 
 def plain_sgd(groups, *, lr, weight_decay, **_):
     BUILT.append("plain-sgd")
+    LRS.append(lr)
     return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay)
 
 
@@ -62,15 +65,14 @@ def flip_twice():
 class InlineBackend(SweepBackend):
     """Every grid point once, in this process, in order. ``count``: the first ``count`` points; no ``resume``."""
 
-    def run(self, cfg, settings, trial_fn, *, argv=None) -> BackendRun:
+    def run(self, cfg, settings, program, *, argv=None) -> BackendRun:
         records = []
         points = [dict(zip([p.name for p in cfg.parameters], combo))
                   for combo in itertools.product(*[p.grid_values() for p in cfg.parameters])]
         for number, values in enumerate(points[:settings.count]):
-            request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values),
-                                   run_dir=settings.trials_dir / str(number), name=f"{settings.name}-{number}",
-                                   group=settings.name, tracker_mode="disabled")
-            result = execute_trial(trial_fn, request)
+            request = TrialRequest(number=number, values=values, run_dir=settings.trials_dir / str(number),
+                                   name=f"{settings.name}-{number}", group=settings.name, tracker_mode="disabled")
+            result = execute_trial(program, request)
             records.append(TrialRecord(number=number, state="COMPLETE", hyperparameters=values,
                                        objective=result.metrics()[cfg.metric.name], result=result,
                                        run_dir=request.run_dir))
@@ -135,12 +137,15 @@ def test_a_registered_scheduler_and_augment_policy_are_used_by_name():
 
 def test_a_registered_optimizer_runs_through_a_sweep_yaml_on_the_local_backend(tiny_imagefolder, tmp_path):
     BUILT.clear()
-    cfg = _sweep_yaml(tmp_path, {"optimizer": {"value": "plain-sgd"}, "lr": {"value": 0.01}}, "random")
+    LRS.clear()
+    # lr as a YAML string: coerced once, by PartAConfig.from_flat, on its way from the sweep to the optimizer
+    cfg = _sweep_yaml(tmp_path, {"optimizer": {"value": "plain-sgd"}, "lr": {"value": "0.0125"}}, "random")
     settings = SweepSettings(name="seam", out_dir=tmp_path / "runs", backend="local", count=1,
                              tracker_mode="disabled")
-    summary = run_sweep(cfg, settings, PartATrial(_base(tiny_imagefolder)))
+    summary = run_sweep(cfg, settings, partA_program(_base(tiny_imagefolder)))
     assert summary.failure is None, summary.failure
     assert BUILT == ["plain-sgd"], f"the trial's optimizer comes from the registered factory: {BUILT}"
+    assert LRS == [0.0125], f"the sweep's lr reaches the optimizer as a float, unchanged: {LRS}"
     rows = list(csv.DictReader((tmp_path / "runs" / "seam" / "results.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE"], rows
 
@@ -149,15 +154,15 @@ def test_a_registered_backend_runs_a_sweep_yaml(tmp_path):
     cfg = _sweep_yaml(tmp_path, {"act": {"values": ["relu", "gelu"]}})
     seen = []
 
-    def trial(request):  # the backend's contract holds for any trial function, not only the trainer's
-        seen.append(dict(request.values))
+    def run(config, run_dir, **_):  # the backend's contract holds for any trial program, not only the trainer's
+        seen.append(config)
         from core.train import RunResult
-        return RunResult(best_val_acc=0.5 if request.values["act"] == "relu" else 0.75, best_epoch=1,
+        return RunResult(best_val_acc=0.5 if config["act"] == "relu" else 0.75, best_epoch=1,
                          history=({"epoch": 1, "val_acc": 0.5, "val_loss": 1.0, "train_loss": 1.0, "train_acc": 0.5},))
 
     settings = SweepSettings(name="inline", out_dir=tmp_path / "runs", backend="inline", count=2,
                              tracker_mode="disabled")
-    summary = run_sweep(cfg, settings, trial)
+    summary = run_sweep(cfg, settings, TrialProgram(configure=dict, run=run))
     assert summary.backend == "inline" and [v["act"] for v in seen] == ["relu", "gelu"], seen
     assert summary.best is not None and summary.best.hyperparameters["act"] == "gelu", summary.best
     report = (tmp_path / "runs" / "inline" / "report.html").read_text()

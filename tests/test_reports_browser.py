@@ -57,13 +57,13 @@ class CrashOnSilu:
     def __init__(self, inner, always: bool = False):
         self.inner, self.always = inner, always
 
-    def build_config(self, flat):
-        return self.inner.build_config(flat)
+    def configure(self, values):
+        return self.inner.configure(values)
 
-    def __call__(self, request):
-        if self.always or request.values.get("activation") == "silu":
+    def run(self, config, run_dir, **kwargs):
+        if self.always or config.activation == "silu":
             raise RuntimeError(CRASH.removeprefix("RuntimeError: "))
-        return self.inner(request)
+        return self.inner.run(config, run_dir, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +73,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     from core.explain import EvalConfig, evaluate_checkpoint
     from core.finetune import PartBConfig, run_compare
     from core.partA import PartAConfig
-    from core.sweep import PartATrial, SweepSettings, parse_sweep_config, run_sweep
+    from core.sweep import SweepSettings, parse_sweep_config, partA_program, run_sweep
     from core.train import TrainConfig
 
     root = tmp_path_factory.mktemp("pages")
     data = make_tiny_imagefolder(root / "data", train_per_class=8, test_per_class=4)
     cfg = parse_sweep_config(TINY_SWEEP)
-    trial = CrashOnSilu(PartATrial(PartAConfig.from_flat({"data_dir": data, "device": "cpu"})))
+    trial = CrashOnSilu(partA_program(PartAConfig.from_flat({"data_dir": data, "device": "cpu"})))
     settings = SweepSettings(name="tiny", out_dir=root / "runs", backend="local", tracker_mode="disabled")
     summary = run_sweep(cfg, settings, trial)
     assert summary.best is not None, [r.error for r in summary.records]

@@ -64,14 +64,12 @@ def test_nested_parameters_flatten_by_the_documented_rule():
                                      "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
                                      "weight_decay": {"value": 0.0}}},
     }))
-    got = {p.name: p.flat_key for p in cfg.parameters}
+    got = {p.dotted: p.name for p in cfg.parameters}
     assert got == {"filters": "filters", "optimizer.name": "optimizer", "optimizer.lr": "lr",
                    "optimizer.weight_decay": "weight_decay"}, got
-    assert {p.flat_key: p.values[0] for p in cfg.parameters if p.is_constant} == {"weight_decay": 0.0}
+    assert {p.name: p.values[0] for p in cfg.parameters if p.is_constant} == {"weight_decay": 0.0}
     nested = {"filters": 8, "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}}  # wandb.config's shape
     assert [p.pick(nested) for p in cfg.parameters] == [8, "adam", 1e-3, 0.0]
-    assert cfg.to_flat({"filters": 8, "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.weight_decay": 0.0}) \
-        == {"filters": 8, "optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0}
 
 
 def test_wandb_dict_is_the_original_config_with_name_and_cap():
@@ -139,16 +137,16 @@ def test_load_sweep_config_errors_name_the_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["partA_demo.yaml", "partA_sweep.yaml"])
 def test_shipped_configs_parse_and_build_valid_trainer_configs(name):
-    from core.sweep import PartATrial, resolve_budget, validate_trainer_keys
+    from core.sweep import partA_program, resolve_budget, validate_trainer_keys
 
     cfg = load_sweep_config(CONFIGS / name)
-    keys = {p.flat_key for p in cfg.parameters}
+    keys = {p.name for p in cfg.parameters}
     assignment = {"filters", "organisation", "kernel_size", "activation", "batch_norm", "dropout", "augment",
                   "dense_units", "lr", "weight_decay", "batch_size", "optimizer", "epochs"}
     assert assignment <= keys, f"{name} misses assignment knobs {sorted(assignment - keys)}"
     assert cfg.metric.name == "val_acc" and cfg.metric.maximize
     assert resolve_budget(cfg, None) == cfg.run_cap and cfg.run_cap >= 1
-    validate_trainer_keys(cfg, PartATrial())  # raises on any value the trainer would refuse
+    validate_trainer_keys(cfg, partA_program())  # raises on any value the trainer would refuse
 
 
 def test_grid_size_is_the_product_of_grid_values():

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_sweep_local import RANDOM, StandIn, settings_for, started
+from test_sweep_local import RANDOM, StandIn, number_of, settings_for, started
 
 from core.sweep import SweepSettings, parse_sweep_config, run_sweep
 from core.sweep.backends.local import run_local
@@ -36,12 +36,13 @@ class Failing(StandIn):
         super().__init__(log)
         self.fixed, self.fail = fixed, fail
 
-    def __call__(self, req):
-        if not self.fixed.exists() and (self.fail is None or req.number in self.fail):
+    def run(self, config, run_dir, **kwargs):
+        number = number_of(run_dir)
+        if not self.fixed.exists() and (self.fail is None or number in self.fail):
             with open(self.log, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"number": req.number, "values": dict(req.values), "failed": True}) + "\n")
-            raise RuntimeError(f"boom in trial {req.number}")
-        return super().__call__(req)
+                fh.write(json.dumps({"number": number, "values": config, "failed": True}) + "\n")
+            raise RuntimeError(f"boom in trial {number}")
+        return super().run(config, run_dir, **kwargs)
 
 
 def test_a_failed_trial_keeps_its_slot_and_the_next_run_retries_it_with_the_same_parameters(tmp_path):

@@ -19,9 +19,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.sweep import SweepSettings, TrialRequest, parse_sweep_config
+from core.sweep import SweepSettings, parse_sweep_config
 from core.sweep.backends.local import HOST, open_study, records_from_study, recover_dead_trials, run_local, sqlite_url
-from core.train import RunResult
+from core.train import EpochStats, RunResult, StopTraining
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TESTS_DIR = Path(__file__).resolve().parent
@@ -40,8 +40,24 @@ def score(values) -> float:
     return 0.3 + bonus + (0.1 if values.get("bn") else 0.0) + 0.02 * math.log10(values.get("lr", 1e-3) / 1e-4)
 
 
+def number_of(run_dir: Path) -> int:
+    """The trial number the backend gave a run: its folder is ``trials/<number>-<hash>/``."""
+    return int(Path(run_dir).name.split("-")[0])
+
+
+def report_epoch(on_epoch_end, epoch: int, epochs: int, val_acc: float) -> bool:
+    """Hand one epoch to the sweep as the trainer does; True when the sweep stops the run (a prune)."""
+    try:
+        on_epoch_end(epoch, EpochStats(epoch=epoch, epochs=epochs, train_loss=1.0, train_acc=val_acc,
+                                       val_loss=1.0 - val_acc, val_acc=val_acc, lr=1e-3, seconds=0.0,
+                                       images_per_sec=0.0, best_val_acc=val_acc))
+    except StopTraining:
+        return True
+    return False
+
+
 class StandIn:
-    """Picklable stand-in trial function (workers are spawned processes)."""
+    """Picklable stand-in trial program (workers are spawned processes): the drawn point is its config."""
 
     def __init__(self, log: Path, *, block_number: int | None = None, marker: Path | None = None,
                  sleep: float = 0.0, barrier: Path | None = None) -> None:
@@ -55,28 +71,31 @@ class StandIn:
         while len(list(self.barrier.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def __call__(self, req: TrialRequest) -> RunResult:
-        line = json.dumps({"number": req.number, "pid": os.getpid(), "values": dict(req.values),
-                           "resume": req.resume, "run_dir": str(req.run_dir)})
+    def configure(self, values) -> dict:
+        return dict(values)
+
+    def run(self, config: dict, run_dir: Path, *, on_epoch_end, resume: bool = False, **_) -> RunResult:
+        number = number_of(run_dir)
+        line = json.dumps({"number": number, "pid": os.getpid(), "values": config, "resume": resume,
+                           "run_dir": str(run_dir)})
         with open(self.log, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
         if self.barrier is not None:
             self._wait_for_both_workers()
-        if req.number == self.block_number:
+        if number == self.block_number:
             self.marker.write_text(str(os.getpid()))
             time.sleep(120)  # killed here
         time.sleep(self.sleep)
-        target, acc, epoch = score(req.values), 0.0, 0
-        for epoch in range(1, int(req.flat.get("epochs", 3)) + 1):
-            acc = target * epoch / int(req.flat.get("epochs", 3))
-            if req.report(epoch, {"val_acc": acc}):
+        target, acc, epoch, epochs = score(config), 0.0, 0, int(config.get("epochs", 3))
+        for epoch in range(1, epochs + 1):
+            acc = target * epoch / epochs
+            if report_epoch(on_epoch_end, epoch, epochs, acc):
                 break
-        best = req.run_dir / "best.pt"
-        best.write_bytes(json.dumps(dict(req.values)).encode())
-        epochs = int(req.flat.get("epochs", 3))
+        best = run_dir / "best.pt"
+        best.write_bytes(json.dumps(config).encode())
         history = tuple({"epoch": e, "val_acc": target * e / epochs} for e in range(1, epoch + 1))
         return RunResult(best_val_acc=acc, best_epoch=epoch, history=history, best_path=best, test_acc=acc - 0.05,
-                         parameter_count=1000 + req.number, flops=2000)
+                         parameter_count=1000 + number, flops=2000)
 
 
 
@@ -206,8 +225,8 @@ def test_an_interrupted_trial_is_requeued_on_the_next_run(tmp_path):
     cfg, log = parse_sweep_config(RANDOM), tmp_path / "log.jsonl"
 
     class Interrupt(StandIn):
-        def __call__(self, req):
-            super().__call__(req)
+        def run(self, config, run_dir, **kwargs):
+            super().run(config, run_dir, **kwargs)
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

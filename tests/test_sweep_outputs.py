@@ -98,7 +98,7 @@ def test_write_outputs_writes_every_file(tmp_path):
     assert (tmp_path / "best.pt").read_bytes() == b"weights of trial 5", "best.pt is the best trial's file"
     best_cfg = yaml.safe_load((tmp_path / "best_config.yaml").read_text())
     assert best_cfg["trial"] == 5 and best_cfg["parameters"]["act"] == "gelu"
-    assert best_cfg["trainer_keys"] == {"act": "gelu", "lr": records[5].hyperparameters["lr"], "epochs": 2}
+    assert best_cfg["parameters"] == {"act": "gelu", "lr": records[5].hyperparameters["lr"], "epochs": 2}
     assert best_cfg["resolved_config"] == {"flat": {"act": "gelu"}}
     for name in ("metric_vs_time", "parallel_coordinates", "importance", "optimization_history", "learning_curves",
                  "cost_front"):

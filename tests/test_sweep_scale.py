@@ -209,10 +209,13 @@ class GpuRecorder:
         self.inner = StandIn(log, barrier=barrier)
         self.log = log.with_suffix(".gpus")
 
-    def __call__(self, req):
+    def configure(self, values):
+        return self.inner.configure(values)
+
+    def run(self, config, run_dir, **kwargs):
         with open(self.log, "a", encoding="utf-8") as fh:
             fh.write(f"{os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES')}\n")
-        return self.inner(req)
+        return self.inner.run(config, run_dir, **kwargs)
 
 
 def test_workers_on_a_multi_gpu_machine_get_one_gpu_each(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ import yaml
 from core.partA import FLAT_KEYS, PartAConfig
 from core.sweep import SweepSettings, choose_backend, parse_sweep_config, run_sweep
 from core.sweep.backends.wandb import agent_command
-from core.sweep.trials import PartATrial
+from core.sweep.trials import partA_program
 from tests.scripted_wandb import ENTITY, EXIT, PROJECT, SWEEP_ID, ScriptedWandbServer, run_command, stop_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_real_agent_stop_mid_run_is_a_prune_and_each_run_carries_the_whole_confi
                                   "num_workers": 0, "dense_units": 16})
     settings = SweepSettings(name="wb", out_dir=out_dir, backend="wandb", project=PROJECT, tracker_mode="offline")
     with wandb_env(run_stop_run_exit(trials)) as server:
-        summary = run_sweep(parse_sweep_config(RAW), settings, PartATrial(base), argv=["--config", "x.yaml"])
+        summary = run_sweep(parse_sweep_config(RAW), settings, partA_program(base), argv=["--config", "x.yaml"])
 
     assert not server.unknown, f"W&B's client made calls the script does not answer: {server.unknown}"
     assert server.sent == [run_command("r1", R1), stop_command("r1"), run_command("r2", R2), EXIT], server.sent
@@ -191,7 +191,7 @@ def test_joining_a_sweep_registers_no_new_one(wandb_env, tmp_path):
     settings = SweepSettings(name="wb", out_dir=tmp_path / "runs", backend="wandb", resume=f"team/{PROJECT}/{SWEEP_ID}",
                              tracker_mode="offline")
     with wandb_env(lambda running: [EXIT]) as server:
-        summary = run_sweep(parse_sweep_config(RAW), settings, PartATrial())
+        summary = run_sweep(parse_sweep_config(RAW), settings, partA_program())
     assert "UpsertSweep" not in server.operations and "CreateAgent" in server.operations, server.operations
     assert summary.sweep_path == f"team/{PROJECT}/{SWEEP_ID}" and summary.records == ()
 
@@ -225,7 +225,7 @@ def test_wandb_backend_refuses_local_only_options(monkeypatch, tmp_path, kwargs,
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     settings = SweepSettings(name="wb", out_dir=tmp_path, backend="wandb", **kwargs)
     with pytest.raises(ValueError, match=match):
-        run_sweep(parse_sweep_config(RAW), settings, PartATrial())
+        run_sweep(parse_sweep_config(RAW), settings, partA_program())
 
 
 def test_auto_backend_is_local_without_credentials_and_says_why(monkeypatch, tmp_path, caplog):

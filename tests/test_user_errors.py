@@ -156,7 +156,7 @@ CASES: list[Case] = [
          r"--storage 'postgresql://me:\*\*\*@db:5432/x' is not a database URL",
          r"a '@', ':' or '/' in the password must be written %40, %3A, %2F", never=("w0rd", "p@ss")),
     Case("sweep-config-unknown-program", PS, ("--config", "{bad_program_yaml}", "--out-dir", "{runs}"), 2,
-         r"program 'train_something\.py' has no trial function", r"expected one of \['partA_train\.py'"),
+         r"program 'train_something\.py' has no trial program", r"expected one of \['partA_train\.py'"),
     Case("sweep-data-dir-missing", PS, ("--data-dir", "{tmp}/nowhere", "--out-dir", "{runs}"), 2,
          r"--data-dir \S+nowhere does not exist", r"pass the folder holding train/ and val/ or add --download"),
     # ---- partA_evaluate: bad checkpoints (same table as to_onnx below), wrong data

@@ -170,8 +170,7 @@ def write_best(out_dir: Path, best: TrialRecord | None, cfg: SweepConfig, *, swe
         "trial": best.number,
         "metric": {"name": cfg.metric.name, "goal": cfg.metric.goal, "value": best.objective},
         "metrics": best.metrics,
-        "parameters": dict(best.hyperparameters),
-        "trainer_keys": cfg.to_flat(best.hyperparameters),
+        "parameters": dict(best.hyperparameters),  # trainer keys: partA_train.py's flags, with - for _
         "parameter_count": best.result.parameter_count if best.result else None,
         "flops": best.result.flops if best.result else None,
         "run_dir": best.run_dir,

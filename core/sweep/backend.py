@@ -1,13 +1,13 @@
 """What a sweep backend must do, and the registry that names them (``SWEEP_BACKENDS``: name -> class).
 
-A backend creates the sweep or joins it (``settings.resume``), runs trials with the trial function until
+A backend creates the sweep or joins it (``settings.resume``), runs trials with the trial program until
 its budget or controller says stop, and reports every trial it can see as records. Two ship, each in its own
 subpackage: ``local`` (:mod:`core.sweep.backends.local`, Optuna) and ``wandb`` (:mod:`core.sweep.backends.wandb`).
 Adding one is a class and a decorator line, as torchvision's ``register_model``::
 
     @register_backend("mine")
     class MyBackend(SweepBackend):
-        def run(self, cfg, settings, trial_fn, *, argv=None) -> BackendRun: ...
+        def run(self, cfg, settings, program, *, argv=None) -> BackendRun: ...
 
 What ``count`` and ``resume`` mean is each backend's to say, in its class docstring.
 """
@@ -25,7 +25,7 @@ from core.registry import lookup, registrar
 if TYPE_CHECKING:
     from core.reports import TrialRecord
     from core.sweep.definition import SweepConfig
-    from core.sweep.protocol import TrialFn
+    from core.sweep.protocol import TrialProgram
     from core.sweep.settings import SweepSettings
 
 
@@ -50,7 +50,7 @@ class SweepBackend(ABC):
         """Refuse settings this backend cannot honour (ValueError), before anything is created."""
 
     @abstractmethod
-    def run(self, cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, *,
+    def run(self, cfg: SweepConfig, settings: SweepSettings, program: TrialProgram, *,
             argv: Sequence[str] | None = None) -> BackendRun:
         """Create or join the sweep, run trials until it ends here, and return every trial it can see."""
 

@@ -92,10 +92,6 @@ class SweepConfig:
         """Number of grid points (a ValueError names a continuous parameter)."""
         return math.prod(len(p.grid_values()) for p in self.parameters)
 
-    def to_flat(self, values_by_name: Mapping[str, Any]) -> dict[str, Any]:
-        """Dotted parameter names → the flat keys ``PartAConfig.from_flat`` takes."""
-        return {p.flat_key: values_by_name[p.name] for p in self.parameters}
-
     def to_wandb_dict(self, *, name: str | None = None, run_cap: int | None = None) -> dict[str, Any]:
         """The config for ``wandb.sweep``: the original file, with the sweep name and cap applied."""
         out = copy.deepcopy(dict(self.raw))
@@ -174,11 +170,11 @@ def parse_sweep_config(raw: Any) -> SweepConfig:
     params = parse_parameters("parameters", raw["parameters"])
     owners: dict[str, str] = {}
     for p in params:
-        if p.flat_key in owners:
-            raise ValueError(f"parameters {owners[p.flat_key]!r} and {p.name!r} both map to the trainer key "
-                             f"{p.flat_key!r}; rename one (nested leaves map to their own name, 'name'/'value' "
+        if p.name in owners:
+            raise ValueError(f"parameters {owners[p.name]!r} and {p.dotted!r} both map to the trainer key "
+                             f"{p.name!r}; rename one (nested leaves map to their own name, 'name'/'value' "
                              f"leaves to their group)")
-        owners[p.flat_key] = p.name
+        owners[p.name] = p.dotted
     early = _parse_hyperband(raw["early_terminate"]) if raw.get("early_terminate") is not None else None
     metric = _parse_metric(raw.get("metric"), method, early is not None)
     run_cap = raw.get("run_cap")

@@ -1,6 +1,6 @@
 """Part A sweeps: a W&B sweep config run on W&B (``wandb``) or locally with Optuna (``local``), then reported.
 
-``run_sweep(cfg, settings, trial_fn)`` is the one entry point: it picks the backend (``auto`` = ``wandb`` when
+``run_sweep(cfg, settings, program)`` is the one entry point: it picks the backend (``auto`` = ``wandb`` when
 W&B credentials exist, and says why), checks before any training that every value the sweep can draw builds a
 valid trainer config, runs the trials and writes ``runs/<name>/`` (results.csv, best.pt, best_config.yaml, the
 figures, report.html, ``trials/<number>-<hash>/``; docs/CONTRACTS.md). Parsing is :mod:`core.sweep.definition`, the
@@ -21,9 +21,9 @@ from core.reports import TrialRecord, best_record, write_sweep_outputs
 from core.sweep.backend import BackendRun, get_backend
 from core.sweep.definition import SweepConfig
 from core.sweep.params import ParamSpec, quantize
-from core.sweep.protocol import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialFn
+from core.sweep.protocol import EPOCH_METRICS, FINAL_METRICS, SELECTION_FORBIDDEN, TrialProgram
 from core.sweep.settings import SweepSettings
-from core.sweep.trials import PartATrial
+from core.sweep.trials import partA_program
 from core.train import has_wandb_credentials
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,14 @@ def choose_backend(requested: str) -> tuple[str, str]:
     return "local", "no W&B credentials (WANDB_API_KEY / `wandb login`): Optuna on local storage, trials logged offline"
 
 
-def check_metric(cfg: SweepConfig, known: Sequence[str] | None) -> None:
+def check_metric(cfg: SweepConfig) -> None:
     """The sweep metric must be one the trials report, and never a test-set metric."""
     if cfg.metric.name in SELECTION_FORBIDDEN:
         raise ValueError(f"metric.name {cfg.metric.name!r} would select models on the test set (val/); use "
                          f"val_acc or val_loss")
-    if known is not None and cfg.metric.name not in known:
-        raise ValueError(f"metric.name {cfg.metric.name!r} is not reported by Part A trials; expected one of "
-                         f"{sorted(known)}")
+    if cfg.metric.name not in EPOCH_METRICS + FINAL_METRICS:
+        raise ValueError(f"metric.name {cfg.metric.name!r} is not reported by the trials; expected one of "
+                         f"{sorted(EPOCH_METRICS + FINAL_METRICS)}")
 
 
 def _candidates(p: ParamSpec) -> list[Any]:
@@ -88,26 +88,23 @@ def _candidates(p: ParamSpec) -> list[Any]:
     return []  # not drawable locally (inv_log_uniform*, beta): W&B checks those
 
 
-def validate_trainer_keys(cfg: SweepConfig, trial: Any) -> None:
-    """Build the trainer config (``trial.build_config(flat)``, as :class:`PartATrial` and Part B's trial
-    have) for every categorical value and range end, so a bad value fails before any trial runs; then
-    check that what every trial would need exists here (:func:`check_runnable`)."""
+def validate_trainer_keys(cfg: SweepConfig, program: TrialProgram) -> None:
+    """Build the run config (``program.configure``) for every categorical value and range end, so a bad value
+    fails before any trial runs; then check that what every trial would need exists here
+    (:func:`check_runnable`)."""
     options = {p.name: _candidates(p) for p in cfg.parameters}
-    base = {name: vals[0] for name, vals in options.items() if vals}
-    flat = {q.flat_key: base[q.name] for q in cfg.parameters if q.name in base}
+    first = {name: vals[0] for name, vals in options.items() if vals}
     try:
-        built = [trial.build_config(flat)]
+        built = [program.configure(first)]
     except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"the sweep's first point {flat} is not a valid trainer config: {exc}") from exc
+        raise ValueError(f"the sweep's first point {first} is not a valid trainer config: {exc}") from exc
     for p in cfg.parameters:
         for value in options[p.name]:
-            values = {**base, p.name: value}
-            flat = {q.flat_key: values[q.name] for q in cfg.parameters if q.name in values}
             try:
-                built.append(trial.build_config(flat))
+                built.append(program.configure({**first, p.name: value}))
             except (ValueError, TypeError, KeyError) as exc:
-                raise ValueError(f"parameters.{p.name} = {value!r} is not a valid trainer setting "
-                                 f"({p.flat_key}): {exc}") from exc
+                raise ValueError(f"parameters.{p.dotted} = {value!r} is not a valid trainer setting "
+                                 f"({p.name}): {exc}") from exc
     check_runnable(built)
 
 
@@ -133,23 +130,22 @@ def mapping_notes(cfg: SweepConfig, backend: Any) -> list[str]:
             "Importance = adjusted share of variance explained (ε²); W&B's panel uses a random forest."]
 
 
-def run_sweep(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn | None = None, *,
+def run_sweep(cfg: SweepConfig, settings: SweepSettings, program: TrialProgram | None = None, *,
               argv: Sequence[str] | None = None) -> SweepSummary:
-    """Run (or continue) the sweep and write its outputs; ``trial_fn`` defaults to :class:`PartATrial`.
+    """Run (or continue) the sweep and write its outputs; ``program`` defaults to Part A's
+    (:func:`~core.sweep.trials.partA_program`).
 
     ``argv`` (the script's arguments) only serves to print the command that adds W&B agents elsewhere.
     """
-    trial_fn = trial_fn if trial_fn is not None else PartATrial()
-    trainer_backed = callable(getattr(trial_fn, "build_config", None))  # PartATrial, PartBTrial
-    check_metric(cfg, EPOCH_METRICS + FINAL_METRICS if trainer_backed else None)
-    if trainer_backed:
-        validate_trainer_keys(cfg, trial_fn)
+    program = program if program is not None else partA_program()
+    check_metric(cfg)
+    validate_trainer_keys(cfg, program)
     name, reason = choose_backend(settings.backend)
     backend = get_backend(name)
     backend.check(settings)
     logger.info("sweep %s: backend %s (%s)", settings.name, name, reason)
     settings.sweep_dir.mkdir(parents=True, exist_ok=True)
-    run = backend.run(cfg, settings, trial_fn, argv=argv)
+    run = backend.run(cfg, settings, program, argv=argv)
     records = list(run.records)
     outputs: dict[str, Path | str] = dict(write_sweep_outputs(
         cfg, records, sweep_dir=settings.sweep_dir, sweep_name=settings.name, backend=name,

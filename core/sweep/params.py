@@ -68,15 +68,16 @@ class ParamSpec:
 
     @property
     def name(self) -> str:
-        """Dotted path, W&B's nesting delimiter: also the Optuna parameter name."""
-        return ".".join(self.path)
-
-    @property
-    def flat_key(self) -> str:
-        """Key passed to ``PartAConfig.from_flat`` (see the module docstring for the rule)."""
+        """The trainer key this parameter sets (``lr``; the rule is in the module docstring): the key of its
+        value in every trial's values, the Optuna parameter name and the report's column."""
         if len(self.path) > 1 and self.path[-1] in GROUP_LEAVES:
             return self.path[-2]
         return self.path[-1]
+
+    @property
+    def dotted(self) -> str:
+        """Where it sits in the YAML, W&B's nesting delimiter (``optimizer.lr``): error messages quote it."""
+        return ".".join(self.path)
 
     @property
     def is_constant(self) -> bool:
@@ -105,7 +106,7 @@ class ParamSpec:
             pts = [round(self.min + i * self.q, 12) for i in range(n)]
             return tuple(int(p) if self.integer_valued else p for p in pts)
         raise ValueError(
-            f"parameters.{self.name}: grid search needs discrete parameters; {self.distribution!r} is "
+            f"parameters.{self.dotted}: grid search needs discrete parameters; {self.distribution!r} is "
             f"continuous. Use one of {list(GRID_DISTRIBUTIONS)} (e.g. 'values: [...]') or method random/bayes"
         )
 
@@ -114,7 +115,7 @@ class ParamSpec:
         node: Any = nested
         for part in self.path:
             if not isinstance(node, Mapping) or part not in node:
-                raise KeyError(f"run config has no value for sweep parameter {self.name!r}")
+                raise KeyError(f"run config has no value for sweep parameter {self.dotted!r}")
             node = node[part]
         return node
 

@@ -76,14 +76,14 @@ def run_ours(w: SweepWorkload, out_dir: Path, name: str, device: torch.device, a
     """One full sweep from a cold decode cache into ``out_dir/name`` (``amp``: TrainConfig.amp of every trial)."""
     from core.data import cache_stats, reset_cache_stats
     from core.runfiles import read_jsonl
-    from core.sweep import PartATrial, SweepSettings, parse_sweep_config, run_sweep
+    from core.sweep import SweepSettings, parse_sweep_config, partA_program, run_sweep
 
     base, _ = _part_a_configs(w, device, cache_dir=out_dir / f"{name}-cache", amp=amp)
     cfg = parse_sweep_config({"name": name, "method": "grid", "metric": {"name": "val_acc", "goal": "maximize"},
                               "parameters": {"activation": {"values": list(w.activations)}}})
     settings = SweepSettings(name=name, out_dir=out_dir, backend="local", tracker_mode="disabled", seed=w.seed)
     reset_cache_stats(forget_memory=True)
-    summary = run_sweep(cfg, settings, PartATrial(base))
+    summary = run_sweep(cfg, settings, partA_program(base))
     synchronize(device)
     states = [r.state for r in summary.records]
     if states != ["COMPLETE"] * len(w.activations):

@@ -26,8 +26,8 @@ class LocalBackend(SweepBackend):
     """Optuna on ``settings.storage_url``. ``count``: the study's trial slots in all, across restarts, processes
     and machines (default ``run_cap``); ``resume`` (any value): the study must exist already."""
 
-    def run(self, cfg, settings, trial_fn, *, argv=None) -> BackendRun:
-        run = run_local(cfg, settings, trial_fn)
+    def run(self, cfg, settings, program, *, argv=None) -> BackendRun:
+        run = run_local(cfg, settings, program)
         url = settings.shown_url
         return BackendRun(records=tuple(records_from_study(open_study(cfg, settings), cfg)), retries_failed=True,
                           failure_streak=run.failure_streak if run.stopped_for_failures else 0, storage_url=url,

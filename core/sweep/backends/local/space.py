@@ -38,7 +38,7 @@ def _choices(p: ParamSpec, values: tuple[Any, ...]) -> tuple[list[Any], dict[Any
     for enc, original in zip(encoded, values):
         key = (type(enc).__name__, enc)
         if key in lookup:
-            raise ValueError(f"parameters.{p.name}: values {lookup[key]!r} and {original!r} cannot be told "
+            raise ValueError(f"parameters.{p.dotted}: values {lookup[key]!r} and {original!r} cannot be told "
                              f"apart once stored; make them distinct")
         lookup[key] = original
     return encoded, lookup
@@ -48,13 +48,13 @@ def check_local_support(cfg: SweepConfig) -> None:
     """Raise a ValueError naming each parameter whose distribution the local backend cannot draw."""
     bad = [p for p in cfg.parameters if p.distribution in UNSUPPORTED_LOCALLY]
     if bad:
-        names = ", ".join(f"parameters.{p.name} ({p.distribution})" for p in bad)
+        names = ", ".join(f"parameters.{p.dotted} ({p.distribution})" for p in bad)
         raise ValueError(f"the local backend cannot draw {names}; use --backend wandb, or rewrite them as "
                          f"log_uniform_values / uniform")
 
 
 def suggest(trial: optuna.trial.BaseTrial, cfg: SweepConfig) -> dict[str, Any]:
-    """Draw every searched parameter for ``trial``; returns dotted name → the value the trainer gets.
+    """Draw every searched parameter for ``trial``; returns trainer key → the value the trainer gets.
 
     Constants are included. A trial re-created from a killed one (same stored draws) gets the same
     values, because Optuna returns an already-stored parameter instead of sampling again.
@@ -103,11 +103,11 @@ def _draw(trial: optuna.trial.BaseTrial, p: ParamSpec) -> Any:
         x = math.exp(x)
     if d in ("normal", "q_normal", "log_normal", "q_log_normal"):
         return quantize(p, x)
-    raise ValueError(f"parameters.{p.name}: distribution {d!r} is not supported by the local backend")
+    raise ValueError(f"parameters.{p.dotted}: distribution {d!r} is not supported by the local backend")
 
 
 def grid_search_space(cfg: SweepConfig) -> dict[str, list[Any]]:
-    """Optuna GridSampler search space: dotted name → encoded grid values (constants are not searched)."""
+    """Optuna GridSampler search space: parameter name → encoded grid values (constants are not searched)."""
     return {p.name: _choices(p, p.grid_values())[0] for p in cfg.searched}
 
 
@@ -130,7 +130,7 @@ def make_sampler(cfg: SweepConfig, *, seed: int) -> optuna.samplers.BaseSampler:
 def max_epochs(cfg: SweepConfig) -> int | None:
     """Largest ``epochs`` any trial can get (the pruner's max resource), or None if not swept/fixed."""
     for p in cfg.parameters:
-        if p.flat_key != "epochs":
+        if p.name != "epochs":
             continue
         if p.distribution in ("constant", "categorical"):
             nums = [v for v in p.values if isinstance(v, int) and not isinstance(v, bool)]

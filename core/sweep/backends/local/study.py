@@ -41,7 +41,7 @@ from core.sweep.backends.local.space import check_local_support, make_pruner, su
 from core.sweep.backends.local.storage import open_storage
 from core.sweep.backends.local.workers import one_interrupt, run_processes
 from core.sweep.definition import SweepConfig
-from core.sweep.protocol import TrialFn, TrialRequest, execute_trial, metric_value, trial_dir_name
+from core.sweep.protocol import TrialProgram, TrialRequest, execute_trial, metric_value, trial_dir_name
 from core.sweep.settings import SweepSettings
 from core.train import RunResult, StopRequest
 
@@ -116,7 +116,7 @@ class TrialInterrupted(Exception):  # noqa: N818 - a control-flow signal; an Exc
     """The trial stopped at a safe point because this process was asked to stop (Ctrl-C); it runs again."""
 
 
-def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn,
+def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: SweepSettings, program: TrialProgram,
                     budget: int, stop: StopRequest | None = None):
     import optuna
 
@@ -146,8 +146,7 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: SweepSettin
         trial.set_user_attr("run_dir", str(run_dir))
         pruned: list[int] = []
         reported = set(me.intermediate_values)  # a re-run inherits the crashed attempt's epochs
-        flat = cfg.to_flat(values)
-        last_epoch = flat.get("epochs")  # a prune at the last epoch saves nothing: the trial completes
+        last_epoch = values.get("epochs")  # a prune at the last epoch saves nothing: the trial completes
 
         def report(epoch: int, metrics) -> bool:
             value = metrics.get(cfg.metric.name)
@@ -161,13 +160,13 @@ def _make_objective(study: optuna.Study, cfg: SweepConfig, settings: SweepSettin
                 return True
             return False
 
-        request = TrialRequest(number=number, values=values, flat=flat, run_dir=run_dir,
+        request = TrialRequest(number=number, values=values, run_dir=run_dir,
                                name=f"{settings.name}-{number}", group=settings.name, resume=resume,
                                tracker_mode=settings.tracker_mode, report=report, stop=stop)
         logger.info("trial %d%s: %s", number, " (run again)" if rerun else "",
                     ", ".join(f"{k}={v}" for k, v in values.items()))
         try:
-            result = execute_trial(trial_fn, request, extra={"backend": "local", "optuna_number": trial.number})
+            result = execute_trial(program, request, extra={"backend": "local", "optuna_number": trial.number})
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -228,7 +227,7 @@ class _QuietTrainerInterrupt:
 _QUIET, _QUIET_INTERRUPT = _QuietOptunaFailures(), _QuietTrainerInterrupt()
 
 
-def run_worker(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, budget: int, started_at: datetime,
+def run_worker(cfg: SweepConfig, settings: SweepSettings, program: TrialProgram, budget: int, started_at: datetime,
                *, worker_id: int = 0) -> int:
     """Run trials until a stop reason holds; returns how many this process started. SIGINT and SIGTERM only
     *request* a stop: the running trial ends before its next batch, recorded as interrupted, and this raises
@@ -239,7 +238,7 @@ def run_worker(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, bud
         logging.getLogger(name).addFilter(_QUIET_INTERRUPT)
     study = open_study(cfg, settings)
     stop = StopRequest()
-    objective = _make_objective(study, cfg, settings, trial_fn, budget, stop)
+    objective = _make_objective(study, cfg, settings, program, budget, stop)
     started = 0
     with stop.on_signals():
         while True:
@@ -254,7 +253,7 @@ def run_worker(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, bud
             started += 1
 
 
-def run_local(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn) -> LocalRun:
+def run_local(cfg: SweepConfig, settings: SweepSettings, program: TrialProgram) -> LocalRun:
     """Run the sweep with ``settings.workers`` processes on one storage (1 = in this process).
 
     Other processes may run the same sweep at the same time (other terminals, other machines): they share
@@ -272,9 +271,9 @@ def run_local(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn) -> L
                 settings.workers)
     if settings.workers == 1:
         with one_interrupt():
-            run_worker(cfg, settings, trial_fn, budget, started_at)
+            run_worker(cfg, settings, program, budget, started_at)
     else:
-        bad = run_processes(run_worker, (cfg, settings, trial_fn, budget, started_at), settings.workers)
+        bad = run_processes(run_worker, (cfg, settings, program, budget, started_at), settings.workers)
         if bad:
             raise RuntimeError(f"sweep worker(s) {', '.join(bad)} failed; finished trials are kept in "
                                f"{settings.shown_url}: rerun the same command to continue")

@@ -22,9 +22,9 @@ class WandbBackend(SweepBackend):
         if settings.resume == "":
             raise ValueError("--resume with the wandb backend needs the sweep to join: --resume entity/project/id")
 
-    def run(self, cfg, settings, trial_fn, *, argv=None) -> BackendRun:
+    def run(self, cfg, settings, program, *, argv=None) -> BackendRun:
         began = time.time()
-        path = run_wandb(cfg, settings, trial_fn, argv=argv)
+        path = run_wandb(cfg, settings, program, argv=argv)
         unstarted = [p for p in unstarted_runs(settings.trials_dir) if p.stat().st_mtime >= began]
         return BackendRun(records=tuple(records_from_dirs(settings.trials_dir, cfg)), unstarted=tuple(unstarted),
                           sweep_path=path, agent_command=agent_command(path, argv))

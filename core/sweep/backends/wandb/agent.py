@@ -1,7 +1,7 @@
 """One W&B sweep run, in the process W&B's agent started for it (``python -m experiments.wandb_trial``).
 
 The agent hands over the run's parameters (``WANDB_SWEEP_PARAM_PATH``, read with W&B's own reader), the run id,
-and this machine's :class:`AgentContext` (sweep, settings, trial function) in :data:`AGENT_ENV`. The run is the
+and this machine's :class:`AgentContext` (sweep, settings, trial program) in :data:`AGENT_ENV`. The run is the
 local backend's :func:`core.sweep.protocol.execute_trial`, with a :class:`core.train.StopRequest` on SIGTERM and
 SIGINT (W&B's stop), so a stopped trial ends before its next batch, PRUNED, with its best finished epoch. Exit 0
 for a finished or stopped run (W&B does not requeue it), 1 for a failure.
@@ -23,7 +23,7 @@ from core.reports import TrialRecord
 from core.runfiles import read_json
 from core.sweep.definition import SweepConfig, parse_sweep_config
 from core.sweep.settings import SweepSettings
-from core.sweep.protocol import TRIAL_FILE, TrialFn, TrialRequest, execute_trial, trial_dir_name
+from core.sweep.protocol import TRIAL_FILE, TrialProgram, TrialRequest, execute_trial, trial_dir_name
 from core.train import RunResult
 
 logger = logging.getLogger(__name__)
@@ -40,11 +40,11 @@ NOT_FROM_OUR_AGENT = (f"{AGENT_ENV} is not set: this program runs W&B sweep runs
 
 @dataclass(frozen=True)
 class AgentContext:
-    """What the agent's host process tells each run's process (pickled: the trial function is an object)."""
+    """What the agent's host process tells each run's process (pickled: the trial program holds functions)."""
 
     sweep: Mapping[str, Any]  # the sweep YAML as a mapping (parameters are read with its names)
     settings: SweepSettings  # the agent's own settings (out_dir absolute): names, trials folder, W&B mode
-    trial_fn: TrialFn
+    program: TrialProgram
 
     def encode(self) -> str:
         return base64.b64encode(pickle.dumps(self)).decode("ascii")
@@ -124,13 +124,12 @@ def run_agent_trial(env: Mapping[str, str] | None = None, *, stop: Any = None) -
     settings = context.settings
     number = claim_trial_number(settings.trials_dir)
     run_id = env.get("WANDB_RUN_ID")
-    request = TrialRequest(number=number, values=values, flat=cfg.to_flat(values),
-                           run_dir=settings.trials_dir / trial_dir_name(number, values),
-                           name=f"{settings.name}-{number}", group=settings.name,
+    request = TrialRequest(number=number, values=values,
+                           run_dir=settings.trials_dir / trial_dir_name(number, values), name=f"{settings.name}-{number}", group=settings.name,
                            tracker_mode=settings.tracker_mode, stop=stop if stop is not None else StopRequest())
     adopt_run_log(settings.trials_dir, run_id, request.run_dir)
     logger.info("W&B run %s → trial %d in %s", run_id, number, request.run_dir)
-    return execute_trial(context.trial_fn, request,
+    return execute_trial(context.program, request,
                          extra={"backend": "wandb", "wandb_run_id": run_id, "sweep_id": env.get("WANDB_SWEEP_ID")})
 
 

@@ -25,7 +25,7 @@ from core.runfiles import write_text
 from core.sweep.backends.wandb.agent import AGENT_ENV, STARTING_LOGS, AgentContext
 from core.sweep.definition import SweepConfig
 from core.sweep.settings import SweepSettings
-from core.sweep.protocol import TrialFn
+from core.sweep.protocol import TrialProgram
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def sweep_path_of(sweep_id: str, settings: SweepSettings) -> str:
     return "/".join(x for x in (entity, project, parts[-1]) if x)
 
 
-def run_wandb(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, *,
+def run_wandb(cfg: SweepConfig, settings: SweepSettings, program: TrialProgram, *,
               argv: Sequence[str] | None = None) -> str:
     """Create the W&B sweep ``settings.name`` (or join ``settings.resume``, a sweep id) and run one W&B agent
     here until it ends; returns ``entity/project/id``.
@@ -178,7 +178,7 @@ def run_wandb(cfg: SweepConfig, settings: SweepSettings, trial_fn: TrialFn, *,
     trials_dir.mkdir(parents=True, exist_ok=True)
     # the runs' processes read the same settings; out_dir absolute, as trials_dir is, whatever their directory
     context = AgentContext(sweep=dict(cfg.raw), settings=replace(settings, out_dir=settings.out_dir.resolve()),
-                           trial_fn=trial_fn)
+                           program=program)
     # WANDB_DIR: W&B's agent writes each run's parameter file under it (runs/<name>/wandb/sweep-<id>/)
     env = {AGENT_ENV: context.encode(), "WANDB_DIR": str(trials_dir.parent),
            **launcher_environment(settings.sweep_dir.resolve(), trials_dir)}
