@@ -59,6 +59,24 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request, monkeypatch):
+    """The fast tier (``-m "not slow"``) is the edit loop: a test that starts a process (a script run as a user
+    runs it, a worker, a server, W&B's service, a browser) is marked ``slow`` (setup.cfg). Enforced here: in a
+    test without the mark, starting one fails the test and names the rule."""
+    if request.node.get_closest_marker("slow") is None:
+        import multiprocessing.process
+        import subprocess
+
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow (the fast "
+                                 f"tier starts none)")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+        monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """``../shared`` beside the repository; skips the test when it is absent."""

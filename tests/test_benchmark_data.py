@@ -31,6 +31,7 @@ def test_compare_alternates_warms_up_and_summarises():
     assert summary["ratio"] == pytest.approx(summary["ours"]["median"] / summary["baseline"]["median"])
 
 
+@pytest.mark.slow
 def test_data_section_runs_and_writes_json(tmp_path, capsys):
     assert main(["data", "--quick", "--image-size", "32", "--repeats", "2", "--out-dir", str(tmp_path)]) == 0
     files = list(tmp_path.glob("*.json"))

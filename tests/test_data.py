@@ -162,6 +162,7 @@ def test_dataset_pickles_as_a_memory_map_reference(tiny_imagefolder, tmp_path):
     assert isinstance(clone, CachedImageDataset) and torch.equal(clone.uint8(3), ds.uint8(3))
 
 
+@pytest.mark.slow
 def test_per_sample_loader_with_a_worker_matches_the_batched_path(tiny_imagefolder, tmp_path):
     ref = torch.cat([x for x, _ in make_loaders(_cfg(tiny_imagefolder, tmp_path)).test])  # batched (default)
     with_worker = make_loaders(_cfg(tiny_imagefolder, tmp_path, num_workers=1, pipeline="per_sample"))

@@ -62,6 +62,7 @@ def _checkpoint(tmp_path, activation: str):
     return path
 
 
+@pytest.mark.slow
 @needs_opencv
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_every_activation_runs_in_onnxruntime_opencv_and_onnxruntime_web(activation, tmp_path, ort_web):
@@ -81,6 +82,7 @@ def test_every_activation_runs_in_onnxruntime_opencv_and_onnxruntime_web(activat
         assert report.max_abs_diff <= 1e-5, f"{activation} in {name}: max |logit diff| {report.max_abs_diff:.3g}"
 
 
+@pytest.mark.slow
 @needs_opencv
 def test_mobilenet_v2_runs_in_opencv_and_onnxruntime_web_on_real_photos(shared_dir, tmp_path, ort_web):
     from export.parity import load_images
@@ -96,6 +98,7 @@ def test_mobilenet_v2_runs_in_opencv_and_onnxruntime_web_on_real_photos(shared_d
         assert report.passed and report.top1_agreement == 1.0, f"MobileNetV2 in {name}: {report.summary()}"
 
 
+@pytest.mark.slow
 @needs_opencv
 def test_a_graph_opencv_cannot_run_is_a_clear_line_not_a_crash(tmp_path, capsys):
     """GELU at opset 18 (Erf spelling) kills OpenCV 5.1 with SIGSEGV: to_onnx --target opencv says so, exit 3."""

@@ -169,6 +169,7 @@ def test_session_metadata_of_serialized_bytes_and_foreign_error(tiny):
         session_metadata(foreign)
 
 
+@pytest.mark.slow
 def test_real_mobilenet_v2_on_shared_photos(shared_dir, tmp_path, capsys):
     """../shared weights -> checkpoint -> to_onnx.py (parity <= 1e-4 at batch 1/3/8 on real photos) -> infer.py."""
     import torchvision

@@ -156,6 +156,7 @@ def _prepare(kind: str, runs: Path) -> subprocess.Popen | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", REFUSALS, ids=[c.id for c in REFUSALS])
 def test_a_refusal_writes_nothing(case: Refusal, world, tmp_path):
     runs = tmp_path / "runs"
@@ -189,6 +190,7 @@ def _export_once(world: dict[str, Path]) -> None:
         assert got.returncode == 0, got.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_owners_in_one_process_tree_are_refused_and_the_lock_names_host_and_pid(tmp_path):
     with own_run_folder(tmp_path / "run") as run:
         assert (run / LOCK_NAME).read_text().split() == [HOST, str(os.getpid())]
@@ -253,6 +255,7 @@ def test_any_byte_name_trains_and_every_unused_entry_is_listed_in_skipped_txt(tm
         assert line in skipped, f"{line!r} must be listed in skipped.txt:\n{skipped}"
 
 
+@pytest.mark.slow
 def test_a_failed_write_names_the_file_and_the_free_space_and_leaves_nothing_behind(tmp_path):
     """A full disk, made real with RLIMIT_FSIZE (writes past 4000 bytes fail with EFBIG), in a child process."""
     code = f"""
@@ -298,6 +301,7 @@ def test_a_run_that_finished_while_the_second_one_loaded_its_data_is_not_overwri
     assert _checksums(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_two_runs_with_the_same_name_at_once_one_trains_the_other_is_refused(world, tmp_path):
     """The issue's first case, with two real partA_train processes: one folder, one run's files in it."""
     import torch

@@ -142,6 +142,7 @@ def test_pruned_run_keeps_a_valid_folder_without_test_numbers(tiny_imagefolder, 
 
 # ---------------------------------------------------------------- experiments/partA_train.py
 
+@pytest.mark.slow
 def test_script_trains_resumes_and_logs_offline(tiny_imagefolder, tmp_path):
     common = ["--data-dir", str(tiny_imagefolder), "--image-size", "32", "--filters", "4", "--dense", "16",
               "--batch-size", "8", "--device", "cpu", "--out-dir", str(tmp_path), "--name", "cli"]

@@ -34,6 +34,7 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["best.txt"], "the temp file must be removed"
 
 
+@pytest.mark.slow
 def test_a_lock_held_by_a_killed_process_nobody_reaped_is_taken_over(tmp_path):
     """A sweep worker killed with its parent stays a zombie where nothing reaps orphans (a container's PID 1):
     dead for the lock, as for the sweep's own recovery. Oracle: the kernel's process state."""

@@ -187,6 +187,7 @@ def test_real_agent_stop_mid_run_is_a_prune_and_each_run_carries_the_whole_confi
     assert not leftovers, f"empty W&B run folders: {leftovers}"
 
 
+@pytest.mark.slow
 def test_joining_a_sweep_registers_no_new_one(wandb_env, tmp_path):
     settings = SweepSettings(name="wb", out_dir=tmp_path / "runs", backend="wandb", resume=f"team/{PROJECT}/{SWEEP_ID}",
                              tracker_mode="offline")

@@ -116,6 +116,7 @@ def test_every_run_failing_to_start_is_exit_1_with_the_first_runs_error(tiny_ima
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SYSTEM_PYTHON.is_file(), reason="no system Python without the project's packages")
 def test_trial_program_under_another_interpreter_names_it_and_the_fix(tmp_path):
     """W&B's agent on a machine where `python` is not the project's interpreter: one line, exit 2."""
