@@ -202,3 +202,12 @@ def test_each_seam_is_a_registry(package, registry, register):
     assert all(callable(f) and k == k.lower() for k, f in table.items()), f"{registry}: lower-case names, callables"
     assert callable(getattr(face, register, None)), f"core.{package} must export {register} (one line to add one)"
     assert {registry, register} <= set(face.__all__), f"core.{package}.__all__ must name {registry} and {register}"
+
+
+def test_a_fast_test_that_starts_a_process_fails_and_names_the_rule():
+    """tests/conftest.py keeps the fast tier (``-m "not slow"``) free of processes: this test has no mark."""
+    import subprocess
+    import sys
+
+    with pytest.raises(AssertionError, match=r"starts a process: mark it @pytest.mark.slow"):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)

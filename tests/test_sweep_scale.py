@@ -2,7 +2,7 @@
 study (a real server, ``postgres_server`` in conftest.py), a grid shared by processes, and a real
 ``kill -9`` resume compared with an uninterrupted run.
 
-The trial function is the deterministic stand-in of ``test_sweep_local.py``: the thing under test is the
+The trial program is the deterministic stand-in of ``test_sweep_local.py``: the thing under test is the
 sweep machinery (draws, budget, storage), not training. Each process is a separate ``python`` started
 with :func:`subprocess.Popen`, as a user starts them in several terminals or on several machines; a
 start barrier makes them ask for trials at the same time.

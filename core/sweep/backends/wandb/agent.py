@@ -22,8 +22,8 @@ from typing import Any
 from core.reports import TrialRecord
 from core.runfiles import read_json
 from core.sweep.definition import SweepConfig, parse_sweep_config
-from core.sweep.settings import SweepSettings
 from core.sweep.protocol import TRIAL_FILE, TrialProgram, TrialRequest, execute_trial, trial_dir_name
+from core.sweep.settings import SweepSettings
 from core.train import RunResult
 
 logger = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ def run_agent_trial(env: Mapping[str, str] | None = None, *, stop: Any = None) -
     settings = context.settings
     number = claim_trial_number(settings.trials_dir)
     run_id = env.get("WANDB_RUN_ID")
-    request = TrialRequest(number=number, values=values,
-                           run_dir=settings.trials_dir / trial_dir_name(number, values), name=f"{settings.name}-{number}", group=settings.name,
-                           tracker_mode=settings.tracker_mode, stop=stop if stop is not None else StopRequest())
+    request = TrialRequest(number=number, values=values, run_dir=settings.trials_dir / trial_dir_name(number, values),
+                           name=f"{settings.name}-{number}", group=settings.name, tracker_mode=settings.tracker_mode,
+                           stop=stop if stop is not None else StopRequest())
     adopt_run_log(settings.trials_dir, run_id, request.run_dir)
     logger.info("W&B run %s → trial %d in %s", run_id, number, request.run_dir)
     return execute_trial(context.program, request,

@@ -24,8 +24,8 @@ from typing import Any
 from core.runfiles import write_text
 from core.sweep.backends.wandb.agent import AGENT_ENV, STARTING_LOGS, AgentContext
 from core.sweep.definition import SweepConfig
-from core.sweep.settings import SweepSettings
 from core.sweep.protocol import TrialProgram
+from core.sweep.settings import SweepSettings
 
 logger = logging.getLogger(__name__)
 
