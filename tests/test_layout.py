@@ -211,3 +211,15 @@ def test_a_fast_test_that_starts_a_process_fails_and_names_the_rule():
 
     with pytest.raises(AssertionError, match=r"starts a process: mark it @pytest.mark.slow"):
         subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+
+def test_the_architecture_page_counts_each_package_as_it_is():
+    """docs/architecture.md's package table: `files, lines` per row, as `wc -l <package>/*.py` counts them today."""
+    import re
+
+    rows = re.findall(r"^\| `([^`]+)` \|.*\| (\d+), (\d+) \|$", (ROOT / "docs" / "architecture.md").read_text(), re.M)
+    assert len(rows) >= 15, f"the package table was not found: {rows}"
+    for place, files, lines in rows:
+        paths = [ROOT / place] if place.endswith(".py") else sorted((ROOT / place).glob("*.py"))
+        counted = (len(paths), sum(len(p.read_bytes().splitlines()) for p in paths))
+        assert counted == (int(files), int(lines)), f"{place}: the page says {files}, {lines}; the tree has {counted}"
