@@ -29,11 +29,14 @@ SPACE = {"method": "random", "metric": {"name": "val_acc", "goal": "maximize"},
 
 @dataclass(frozen=True)
 class SleepTrial:
-    """A trial that takes ``seconds`` without using the CPU (picklable: it runs in spawned workers)."""
+    """A trial program that takes ``seconds`` without using the CPU (picklable: it runs in spawned workers)."""
 
     seconds: float
 
-    def __call__(self, request):
+    def configure(self, values):
+        return dict(values)
+
+    def run(self, config, run_dir, **_):
         from core.train import RunResult
 
         time.sleep(self.seconds)
